@@ -1,0 +1,102 @@
+"""``gatebot``: run, replay, status, check-config.
+
+Exit status 2 means the configuration (or another input) is wrong and nothing was started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import msgspec
+
+from core.config import Config, ConfigError, load_config
+from core.journal import Journal, JournalError
+from core.market import CandleFileError
+from core.report import format_summary, report_dir
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gatebot", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the instances of CONFIG")
+    p.add_argument("config", type=Path)
+    p = sub.add_parser("replay", help="replay candles through CONFIG's instances on the paper exchange")
+    p.add_argument("config", type=Path)
+    p.add_argument("--candles", type=Path, help="candle CSV (timestamp,open,high,low,close,volume)")
+    p = sub.add_parser("status", help="each instance's state, read from the journals alone")
+    p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
+    p = sub.add_parser("check-config", help="validate CONFIG and exit")
+    p.add_argument("config", type=Path)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "status":
+            return _status(args.state_dir)
+        config = load_config(args.config)
+        if args.command == "check-config":
+            print(f"{args.config}: ok ({len(config.instances)} instance(s), mode {config.mode})")
+            return 0
+        if args.command == "replay":
+            config = msgspec.structs.replace(config, mode="replay")
+            if config.journal_synchronous == "FULL":
+                config = msgspec.structs.replace(config, journal_synchronous="OFF")
+        return _run(config, candles=getattr(args, "candles", None))
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (JournalError, CandleFileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _run(config: Config, *, candles: Path | None) -> int:
+    from core.runner import Runner
+    from plugins.manager import make_plugin_manager
+
+    plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
+    runner = Runner(config, plugins, candles_csv=candles, progress=sys.stderr.isatty())
+    asyncio.run(runner.run())
+    print(f"{runner.bars} candles processed ({config.mode})")
+    for summary in report_dir(config.state_dir):
+        print(format_summary(summary))
+    return 0
+
+
+def _status(state_dir: Path) -> int:
+    paths = sorted(state_dir.glob("*.sqlite"))
+    if not paths:
+        print(f"no journals in {state_dir}")
+        return 0
+    for path in paths:
+        try:
+            journal = Journal(path, readonly=True)
+        except JournalError as exc:
+            print(f"{path.stem}: ERROR {exc}")
+            continue
+        try:
+            rec = journal.fold()
+            if rec is None:
+                print(f"{path.stem}: flat (no transitions yet)")
+            else:
+                pos = f"{rec.side} {rec.open_qty} @ {rec.avg_entry:.2f}" if rec.side else "none"
+                print(f"{path.stem}: {rec.state}  position {rec.seq}: {pos}  stop {rec.stop_price or '-'}"
+                      f" ({rec.stop_id or 'none'})")
+            for t in journal.last_transitions(5):
+                print(f"    #{t['seq']} pos {t['position']}: {t['src']} --{t['trigger']}--> {t['dst']}")
+        except JournalError as exc:
+            print(f"{path.stem}: ERROR {exc}")
+        finally:
+            journal.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

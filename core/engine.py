@@ -1,0 +1,384 @@
+"""The engine of one instance: events in -> strategy -> state machine -> journal -> commands -> exchange.
+
+The functional core (strategy decisions, the position state machine) is synchronous; this module is
+the imperative shell around it. Its one rule: a transition and the commands it produced are committed
+to the journal before any command is sent (write-ahead), so a crash at any instant leaves a journal
+from which :mod:`core.recovery` can finish the job by asking the exchange about deterministic ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from decimal import Decimal
+from typing import Any, Literal
+
+from core import recovery
+from core.clock import Clock
+from core.crashpoints import crashpoint
+from core.events import (
+    ZERO,
+    AnyCommand,
+    AnyEvent,
+    CancelOrder,
+    CandleClosed,
+    ManualClose,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+    PositionSnapshot,
+    StreamUp,
+    SubmitClose,
+    SubmitEntry,
+    SubmitStop,
+    Timer,
+)
+from core.instrument import to_decimal
+from core.intervals import interval_ms
+from core.journal import Journal
+from core.position import EXITED, InvalidTransition, Position, Protection
+from exchanges.base import ExchangeAdapter, OrderUnknown
+from strategies.base import Enter, Exit, PositionView, Strategy
+
+log = logging.getLogger("gatebot.engine")
+
+ForeignPolicy = Literal["adopt", "flatten", "halt"]
+_ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "exit", CancelOrder: "cancel"}
+
+
+class InstanceHalted(Exception):
+    """The instance must not trade (a policy said halt, or the exchange disagrees with the config)."""
+
+
+class Engine:
+    """One strategy instance on one symbol: its position, journal and decisions."""
+
+    def __init__(self, *, name: str, symbol: str, interval: str, leverage: int, strategy: Strategy,
+                 adapter: ExchangeAdapter, journal: Journal, clock: Clock, protection: Protection,
+                 protection_timeout_ms: int = 10_000, foreign_policy: ForeignPolicy = "adopt",
+                 plugins: Any = None) -> None:
+        self.name = name
+        self.prefix = f"{name}-"
+        self.symbol = symbol
+        self.interval = interval
+        self.interval_ms = interval_ms(interval)
+        self.leverage = leverage
+        self.strategy = strategy
+        self.adapter = adapter
+        self.journal = journal
+        self.clock = clock
+        self.protection = protection
+        self.protection_timeout_ms = protection_timeout_ms
+        self.foreign_policy = foreign_policy
+        self.plugins = plugins
+        self.status = "recovering"
+        self.pos = Position(name, symbol, protection, journal.fold())
+        self.balance = ZERO
+        self.last_close = 0.0
+        self.bar = 0
+        self.candles_seen = 0
+        self._inbox: deque[AnyEvent] = deque()
+        self._wake = asyncio.Event()
+        self._reconcile = False
+        self._unknown: set[str] = set()
+        self._exited_on_bar = False
+        self._protect_deadline: int | None = None
+        self._recovering = False
+        self._balance_stale = True
+        self.shares_symbol = False
+        """True when another instance trades this symbol on the same account (hedge mode): then a
+        position this instance did not open is not taken for a foreign one."""
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Crash-only start: fold the journal (done in __init__), reconcile with the exchange, trade."""
+        self.status = "recovering"
+        await self.reconcile()
+        self.status = "running"
+
+    def close(self) -> None:
+        self.pos.release()
+
+    # --- event intake ----------------------------------------------------------------------
+
+    def post(self, event: AnyEvent) -> None:
+        self._inbox.append(event)
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        """Live mode: process events as the adapter and the market feed post them."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.drain()
+
+    async def drain(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            await self._handle(inbox.popleft())
+        if (self._reconcile or self._unknown) and not self._recovering:
+            await self.reconcile()
+
+    async def reconcile(self) -> None:
+        """Run the recovery table against the exchange (at start, after reconnects, after surprises)."""
+        self._reconcile = False
+        self._unknown.clear()
+        self._recovering = True
+        try:
+            await recovery.recover(self)
+        finally:
+            self._recovering = False
+        if self._inbox or self._reconcile:
+            await self.drain()
+
+    async def _handle(self, ev: AnyEvent) -> None:
+        t = type(ev)
+        if t is CandleClosed:
+            await self._on_candle(ev)  # type: ignore[arg-type]
+        elif t in (OrderAccepted, OrderRejected, OrderFilled, OrderCanceled, OrderExpired):
+            await self._on_execution(ev)  # type: ignore[arg-type]
+        elif t is PositionSnapshot:
+            self._on_position(ev)  # type: ignore[arg-type]
+        elif t is ManualClose:
+            if self.pos.state == "protected":
+                await self.execute(self.fire("manual_close", reason=ev.reason))  # type: ignore[union-attr]
+            else:
+                log.warning("%s: manual close ignored in state %s", self.name, self.pos.state)
+        elif t is Timer:
+            await self.check_timers()
+        elif t is StreamUp:
+            self._reconcile = True  # the exchange does not replay what we missed
+
+    # --- market ----------------------------------------------------------------------------
+
+    async def _on_candle(self, c: CandleClosed) -> None:
+        self.last_close = c.close
+        self.bar = c.open_time
+        self.strategy.on_candle(c)
+        self.candles_seen += 1
+        if self.status != "running" or self.candles_seen < self.strategy.history:
+            return
+        await self.check_timers()
+        self._exited_on_bar = False
+        await self._decide()
+        if self._exited_on_bar and self.pos.state == "flat":
+            await self._decide()  # a reversal enters on the candle whose signal closed the old side
+
+    def view(self) -> PositionView:
+        r = self.pos.rec
+        return PositionView(
+            state=self.pos.state, side=r.side, qty=float(r.open_qty), avg_entry=float(r.avg_entry),
+            bars_held=(self.bar - r.opened_at) // self.interval_ms if r.opened_at else 0)
+
+    async def _decide(self) -> None:
+        state = self.pos.state
+        if state not in ("flat", "protected"):
+            return
+        decision = self.strategy.decide(self.view())
+        if decision is None:
+            return
+        if isinstance(decision, Enter) and state == "flat":
+            await self._enter(decision)
+        elif isinstance(decision, Exit) and state == "protected":
+            await self.execute(self.fire("exit_signal", reason=decision.reason,
+                                           detail={"reason": decision.reason, **decision.info}))
+        await self.drain()
+
+    async def _enter(self, d: Enter) -> None:
+        if self.plugins is not None:
+            veto = self.plugins.risk_check(instance=self.name, decision=d, view=self.view())
+            if veto:
+                log.info("%s: entry vetoed: %s", self.name, veto)
+                return
+        if self._balance_stale:
+            self.balance = await self.adapter.balance()
+            self._balance_stale = False
+        instrument = self.protection.instrument
+        price = to_decimal(self.last_close)
+        fraction = Decimal(repr(d.fraction))
+        qty = instrument.floor_qty(self.balance * fraction * self.leverage / price)
+        refusal = instrument.entry_refusal(qty, price)
+        if refusal:
+            log.info("%s: no entry: %s", self.name, refusal)
+            return
+        detail = {"side": d.side, "qty": str(qty), "ref_price": str(price), "fraction": d.fraction, **d.info}
+        await self.execute(self.fire("enter", side=d.side, qty=qty, ref_price=price, bar=self.bar,
+                                       detail=detail))
+
+    # --- execution events ------------------------------------------------------------------
+
+    def _role(self, client_id: str) -> str | None:
+        """'e' / 's' / 'x' for an order of the current position; None for anything else."""
+        rest = client_id[len(self.prefix):]
+        seq, _, tail = rest.partition("-")
+        if not seq.isdigit() or int(seq) != self.pos.rec.seq or not tail:
+            return None
+        return tail[0]
+
+    async def _on_execution(self, ev: OrderAccepted | OrderRejected | OrderFilled | OrderCanceled
+                            | OrderExpired) -> None:
+        cid = ev.client_id
+        if not cid.startswith(self.prefix):
+            return
+        role = self._role(cid)
+        r = self.pos.rec
+        state = self.pos.state
+        if isinstance(ev, OrderFilled):
+            if self.journal.is_booked(cid, ev.trade_id):
+                return  # a duplicated event: booked once already
+            if role is None:
+                self._book_stray(ev)
+                return
+            trigger = {"e": "entry_filled", "s": "stop_filled", "x": "close_filled"}.get(role)
+            if trigger is None:
+                self._book_stray(ev)
+                return
+            await self.execute(self.fire(trigger, fill=ev, detail={"fill": cid, "qty": str(ev.qty),
+                                                                       "price": str(ev.price)}))
+            if trigger == "entry_filled" and self.pos.state == "entering" and self.pos.rec.entry_complete:
+                self._protect_deadline = self.clock.now_ms() + self.protection_timeout_ms
+            return
+        if role is None:
+            return
+        if isinstance(ev, OrderAccepted):
+            if cid == r.pending_stop_id:
+                await self.execute(self.fire("stop_confirmed", client_id=cid, bar=self.bar,
+                                               status=(cid, "acked", "")))
+                if self.pos.state == "protected":
+                    self._protect_deadline = None
+                    crashpoint("stop_confirmed")
+            else:
+                self._status(cid, "acked", "")
+            return
+        if isinstance(ev, OrderRejected):
+            detail = f"{ev.code} {ev.reason}".strip()
+            status = (cid, "failed", detail)
+            if state in EXITED:
+                if cid in r.working:
+                    await self.execute(self.fire("order_gone", client_id=cid, status=status))
+                else:
+                    self._status(*status)
+            elif role == "e" and state == "entering":
+                await self.execute(self.fire("entry_rejected", reason=detail, status=status))
+            elif role == "s" and cid in (r.pending_stop_id, r.stop_id):
+                await self.execute(self.fire("stop_rejected", reason=detail, status=status))
+            elif role == "x" and cid == r.close_id and state == "exiting":
+                await self.execute(self.fire("close_rejected", reason=detail, status=status))
+            elif cid in r.working:
+                await self.execute(self.fire("order_gone", client_id=cid, status=status))
+            else:
+                self._status(*status)
+            return
+        # canceled or expired
+        status = (cid, "gone", ev.reason)
+        if cid in r.canceling or state in EXITED:
+            if cid in r.working:
+                await self.execute(self.fire("order_gone", client_id=cid, status=status))
+        elif role == "e" and state == "entering" and cid in r.working:
+            if r.filled_qty > 0:
+                await self.execute(self.fire("entry_completed", status=status))
+            else:
+                await self.execute(self.fire("entry_rejected", reason=ev.reason or "canceled", status=status))
+        elif role == "s" and cid in (r.stop_id, r.pending_stop_id):
+            await self.execute(self.fire("stop_canceled", client_id=cid, status=status))
+        elif role == "x" and cid == r.close_id and state == "exiting":
+            await self.execute(self.fire("close_rejected", reason=ev.reason or "canceled", status=status))
+        elif cid in r.working:
+            await self.execute(self.fire("order_gone", client_id=cid, status=status))
+
+    def _book_stray(self, fill: OrderFilled) -> None:
+        """A fill of an order of ours that belongs to no live position: book it, then reconcile."""
+        with self.journal.transaction():
+            self.journal.add_fill(self.clock.now_ms(), self.pos.rec.seq, fill)
+            self.journal.add_rejection(self.clock.now_ms(), self.pos.rec.seq, self.pos.state, "stray_fill",
+                                       f"fill of {fill.client_id} outside its position")
+        log.warning("%s: fill of %s outside its position; reconciling", self.name, fill.client_id)
+        self._reconcile = True
+
+    def _on_position(self, snap: PositionSnapshot) -> None:
+        r = self.pos.rec
+        if snap.symbol != self.symbol:
+            return
+        expected = r.open_qty if r.side == snap.side else ZERO
+        if snap.qty != expected:
+            self._reconcile = True  # a change we did not cause (or have not seen yet): ask the exchange
+
+    async def check_timers(self) -> None:
+        deadline = self._protect_deadline
+        if deadline is None or self.clock.now_ms() < deadline:
+            return
+        self._protect_deadline = None
+        if self.pos.state == "entering" and self.pos.rec.entry_complete:
+            await self.execute(self.fire("protection_timeout", reason="stop not confirmed in time"))
+
+    # --- firing and executing --------------------------------------------------------------
+
+    def _status(self, client_id: str, status: Any, detail: str) -> None:
+        with self.journal.transaction():
+            self.journal.add_status(self.clock.now_ms(), self.pos.rec.seq, client_id, status, detail)
+
+    def fire(self, trigger: str, *, fill: OrderFilled | None = None,
+              status: tuple[str, Any, str] | None = None, detail: dict[str, Any] | None = None,
+              **data: Any) -> list[AnyCommand]:
+        """Apply a trigger and commit it, with the fill it books and the commands it produced."""
+        pos = self.pos
+        src = pos.state
+        ts = self.clock.now_ms()
+        journal = self.journal
+        try:
+            commands = pos.fire(trigger, fill=fill, **data) if fill is not None else pos.fire(trigger, **data)
+        except InvalidTransition as exc:
+            with journal.transaction():
+                if fill is not None:
+                    journal.add_fill(ts, pos.rec.seq, fill)
+                journal.add_rejection(ts, pos.rec.seq, src, trigger, str(exc))
+            log.warning("%s: %s; reconciling with the exchange", self.name, exc)
+            self._reconcile = True
+            return []
+        with journal.transaction():
+            if fill is not None:
+                journal.add_fill(ts, pos.rec.seq, fill)
+            if status is not None:
+                journal.add_status(ts, pos.rec.seq, *status)
+            journal.add_transition(ts, src, trigger, pos.rec, detail)
+            for cmd in commands:
+                journal.add_intent(ts, pos.rec.seq, cmd)
+        if self.plugins is not None:
+            self.plugins.notify_transition(instance=self.name, position=pos.rec.seq, src=src, trigger=trigger,
+                                           dst=pos.state, record=pos.rec)
+            if fill is not None:
+                self.plugins.notify_fill(instance=self.name, fill=fill)
+        if trigger == "entry_filled":
+            crashpoint("fill_journaled")
+        if pos.state in EXITED:
+            self._exited_on_bar = True
+            if not pos.rec.working:
+                commands = [*commands, *self.settle()]
+        elif trigger == "settled":
+            self._balance_stale = True
+        return commands
+
+    def settle(self) -> list[AnyCommand]:
+        """exited_* -> flat, once no order of the position is left working."""
+        crashpoint("before_settle")
+        return self.fire("settled")
+
+    async def execute(self, commands: list[AnyCommand]) -> None:
+        for cmd in commands:
+            role = _ROLE_OF[type(cmd)]
+            if role == "entry":
+                crashpoint("entry_intent_committed")
+            try:
+                if isinstance(cmd, CancelOrder):
+                    await self.adapter.cancel(cmd)
+                elif isinstance(cmd, SubmitEntry | SubmitStop | SubmitClose):
+                    await self.adapter.submit(cmd)
+            except OrderUnknown as exc:
+                self._status(cmd.client_id, "unknown", str(exc))
+                self._unknown.add(cmd.client_id)
+                continue
+            crashpoint(f"{role}_sent")

@@ -1,0 +1,207 @@
+"""Events (past tense: what happened) and commands (imperative: what the bot asks for).
+
+Everything that crosses a boundary (exchange adapter -> engine, engine -> exchange adapter, engine ->
+journal) is one of these msgspec Structs. Prices and quantities that reach an exchange are
+``Decimal``; candle prices are floats because strategies and features do arithmetic on them.
+Timestamps are integers: milliseconds for exchange times (``open_time``, ``ts``), as BingX sends them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+import msgspec
+
+Side = Literal["long", "short"]
+"""The side of a *position*. Order sides (BUY/SELL) are an exchange wire detail derived from it."""
+
+ZERO = Decimal(0)
+
+
+def opposite(side: Side) -> Side:
+    return "short" if side == "long" else "long"
+
+
+class Event(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    """Base of everything the engine consumes."""
+
+    ts: int = 0  # exchange time in ms when known, else the clock's time at receipt
+
+
+# --- market events -------------------------------------------------------------------------------
+
+
+class CandleClosed(Event, frozen=True, kw_only=True):
+    """A closed (final) candle. ``open_time`` is the candle's open time in ms, as on BingX."""
+
+    symbol: str
+    interval: str
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+class MarkPrice(Event, frozen=True, kw_only=True):
+    symbol: str
+    price: float
+
+
+# --- execution events (from the exchange, keyed by our client order id) -------------------------
+
+
+class OrderAccepted(Event, frozen=True, kw_only=True):
+    """The exchange holds the order as working (for a stop: the position is now guarded)."""
+
+    client_id: str
+    order_id: int = 0
+
+
+class OrderRejected(Event, frozen=True, kw_only=True):
+    client_id: str
+    code: int = 0
+    reason: str = ""
+
+
+class OrderFilled(Event, frozen=True, kw_only=True):
+    """One fill (partial or last) of an order.
+
+    ``realized_pnl`` is the gross price PnL this fill realised (0 for fills that open or add);
+    ``fee`` is what was paid (positive = paid). ``final`` is True when the order has no quantity left.
+    ``trade_id`` makes booking idempotent: the journal books each (client_id, trade_id) once.
+    """
+
+    client_id: str
+    order_id: int = 0
+    trade_id: str
+    qty: Decimal
+    price: Decimal
+    fee: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+    cum_qty: Decimal
+    final: bool = True
+
+
+class OrderCanceled(Event, frozen=True, kw_only=True):
+    """The order is gone without (further) fills: canceled by us, by someone else, or already gone."""
+
+    client_id: str
+    order_id: int = 0
+    filled_qty: Decimal = ZERO
+    reason: str = ""
+
+
+class OrderExpired(Event, frozen=True, kw_only=True):
+    client_id: str
+    order_id: int = 0
+    filled_qty: Decimal = ZERO
+    reason: str = ""
+
+
+class PositionSnapshot(Event, frozen=True, kw_only=True):
+    """The exchange's view of one position side. ``qty`` 0 means no position."""
+
+    symbol: str
+    side: Side
+    qty: Decimal
+    entry_price: Decimal = ZERO
+
+
+class BalanceSnapshot(Event, frozen=True, kw_only=True):
+    asset: str = "USDT"
+    balance: Decimal
+    available: Decimal
+
+
+# --- control events ------------------------------------------------------------------------------
+
+
+class Timer(Event, frozen=True, kw_only=True):
+    name: str
+
+
+class ManualClose(Event, frozen=True, kw_only=True):
+    """The operator asked the bot to close the position."""
+
+    reason: str = "operator"
+
+
+class StreamDown(Event, frozen=True, kw_only=True):
+    stream: str
+    reason: str = ""
+
+
+class StreamUp(Event, frozen=True, kw_only=True):
+    stream: str
+
+
+ExecutionEvent = OrderAccepted | OrderRejected | OrderFilled | OrderCanceled | OrderExpired
+AnyEvent = (
+    CandleClosed
+    | MarkPrice
+    | OrderAccepted
+    | OrderRejected
+    | OrderFilled
+    | OrderCanceled
+    | OrderExpired
+    | PositionSnapshot
+    | BalanceSnapshot
+    | Timer
+    | ManualClose
+    | StreamDown
+    | StreamUp
+)
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+class Command(msgspec.Struct, frozen=True, tag=True, kw_only=True):
+    client_id: str
+    symbol: str
+
+
+class StopSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A protective stop attached to an entry: reduce-only STOP_MARKET triggered on the mark price."""
+
+    client_id: str
+    price: Decimal
+    working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+
+
+class SubmitEntry(Command, frozen=True, kw_only=True):
+    """A MARKET order opening ``side``; ``stop`` is set when the exchange attaches the stop to it."""
+
+    side: Side
+    qty: Decimal
+    stop: StopSpec | None = None
+
+
+class SubmitStop(Command, frozen=True, kw_only=True):
+    """A reduce-only STOP_MARKET protecting the ``side`` position (MARK_PRICE trigger)."""
+
+    side: Side
+    qty: Decimal
+    stop_price: Decimal
+    working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+
+
+class SubmitClose(Command, frozen=True, kw_only=True):
+    """A reduce-only MARKET order closing ``qty`` of the ``side`` position."""
+
+    side: Side
+    qty: Decimal
+
+
+class CancelOrder(Command, frozen=True, kw_only=True):
+    pass
+
+
+class QueryOrder(Command, frozen=True, kw_only=True):
+    pass
+
+
+AnyCommand = SubmitEntry | SubmitStop | SubmitClose | CancelOrder | QueryOrder

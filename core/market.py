@@ -1,0 +1,113 @@
+"""Candle sources for replay and paper sessions: a candle CSV, or a seeded generated market.
+
+Both yield :class:`CandleClosed` lazily in time order, so a million-bar replay never holds a million
+candle objects. The generator is deterministic: the same seed, symbol and length give the same bars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from core.events import CandleClosed
+from core.intervals import interval_ms
+
+_CHUNK = 65_536
+CSV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
+
+
+class CandleFileError(Exception):
+    """A candle file that cannot be used; the message names the file, the line and the problem."""
+
+
+def load_csv(path: str | Path) -> np.ndarray:
+    """Read ``timestamp,open,high,low,close,volume`` (timestamp = open time, UTC; ISO-8601, or epoch
+    seconds or ms) into an (n, 6) float64 array with times in ms, checking order and OHLC consistency.
+    Errors name the file and the first bad line."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CandleFileError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if not lines:
+        raise CandleFileError(f"{path}: empty file")
+    header = tuple(h.strip().lower() for h in lines[0].split(","))
+    if header[:6] != CSV_COLUMNS:
+        raise CandleFileError(f"{path}: line 1: expected header {','.join(CSV_COLUMNS)}, got {lines[0]!r}")
+    body = [(n, line.split(",")) for n, line in enumerate(lines[1:], start=2) if line.strip()]
+    if not body:
+        raise CandleFileError(f"{path}: no candles")
+    for lineno, parts in body:
+        if len(parts) < 6:
+            raise CandleFileError(f"{path}: line {lineno}: expected 6 columns, got {len(parts)}")
+    rows = np.empty((len(body), 6), dtype=np.float64)
+    try:
+        rows[:, 0] = _parse_times([p[0].strip() for _, p in body])
+        rows[:, 1:] = np.array([p[1:6] for _, p in body], dtype=np.float64)
+    except ValueError:
+        for lineno, parts in body:  # slow path, only to name the bad line
+            try:
+                _parse_times([parts[0].strip()])
+                [float(x) for x in parts[1:6]]
+            except ValueError as exc:
+                raise CandleFileError(f"{path}: line {lineno}: {exc}") from None
+        raise
+    o, h, lo, c = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
+    bad = ~((lo <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (lo > 0) & np.isfinite(rows).all(axis=1))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CandleFileError(f"{path}: line {body[i][0]}: inconsistent OHLC {body[i][1][1:5]}")
+    unordered = np.diff(rows[:, 0]) <= 0
+    if unordered.any():
+        i = int(np.argmax(unordered)) + 1
+        raise CandleFileError(f"{path}: line {body[i][0]}: timestamps are not strictly increasing")
+    return rows
+
+
+def _parse_times(texts: list[str]) -> np.ndarray:
+    if texts[0].replace(".", "", 1).isdigit():
+        values = np.array(texts, dtype=np.float64)
+        return np.where(values < 1e11, values * 1000, values)  # seconds or milliseconds
+    return np.array([t.rstrip("Z") for t in texts], dtype="datetime64[ms]").astype(np.int64).astype(np.float64)
+
+
+def csv_candles(path: str | Path, symbol: str, interval: str) -> Iterator[CandleClosed]:
+    yield from array_candles(load_csv(path), symbol, interval)
+
+
+def array_candles(rows: np.ndarray, symbol: str, interval: str) -> Iterator[CandleClosed]:
+    for t, o, h, lo, c, v in rows.tolist():
+        yield CandleClosed(symbol=symbol, interval=interval, open_time=int(t), open=o, high=h, low=lo, close=c,
+                           volume=v, ts=int(t))
+
+
+def generate(*, seed: int, symbol: str, interval: str, bars: int, start_ms: int = 1_735_689_600_000,
+             start_price: float = 60_000.0, volatility: float = 0.002) -> Iterator[CandleClosed]:
+    """A seeded random-walk market with realistic candles (prices on a 0.1 tick), in chunks."""
+    step = interval_ms(interval)
+    digest = hashlib.sha256(f"{seed}:{symbol}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    price = start_price
+    done = 0
+    while done < bars:
+        n = min(_CHUNK, bars - done)
+        rets = rng.standard_t(4, n) * volatility / np.sqrt(2.0)
+        closes = price * np.exp(np.cumsum(rets))
+        opens = np.concatenate(([price], closes[:-1]))
+        wick = np.abs(rng.normal(0.0, volatility / 2, (2, n)))
+        highs = np.maximum(opens, closes) * (1 + wick[0])
+        lows = np.minimum(opens, closes) * (1 - wick[1])
+        vols = rng.lognormal(3.0, 0.5, n)
+        o, h, lo, c = (np.round(a, 1) for a in (opens, highs, lows, closes))
+        h = np.maximum(h, np.maximum(o, c))
+        lo = np.minimum(lo, np.minimum(o, c))
+        times = start_ms + (done + np.arange(n, dtype=np.int64)) * step
+        for t, oo, hh, ll, cc, vv in zip(times.tolist(), o.tolist(), h.tolist(), lo.tolist(), c.tolist(),
+                                         np.round(vols, 4).tolist(), strict=True):
+            yield CandleClosed(symbol=symbol, interval=interval, open_time=t, open=oo, high=hh, low=ll, close=cc,
+                               volume=vv, ts=t)
+        price = float(closes[-1])
+        done += n

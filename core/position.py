@@ -1,0 +1,468 @@
+"""The position state machine: one declarative table, one shared ``transitions`` Machine.
+
+A position's life is flat -> entering -> protected -> exiting -> exited_{sl,exit,manual} -> flat.
+The table below is the whole contract (docs/architecture.md mirrors it). Effects are synchronous and
+free of I/O: they update the position's bookkeeping and append commands to ``outbox``; the engine
+journals the transition and those commands *before* anything is sent.
+
+Rows whose ``why`` is set are the unusual edges: races with the exchange, recovery findings and
+failure handling. Any (state, trigger) pair not in the table raises :class:`InvalidTransition`.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+import msgspec
+from transitions import EventData, Machine, MachineError
+
+from core.events import (
+    ZERO,
+    CancelOrder,
+    Command,
+    OrderFilled,
+    Side,
+    StopSpec,
+    SubmitClose,
+    SubmitEntry,
+    SubmitStop,
+)
+from core.instrument import Instrument
+
+STATES = ("flat", "entering", "protected", "exiting", "exited_sl", "exited_exit", "exited_manual")
+EXITED = ("exited_sl", "exited_exit", "exited_manual")
+
+
+class Row(NamedTuple):
+    source: str | tuple[str, ...]
+    trigger: str
+    dest: str
+    effect: str
+    when: tuple[str, ...] = ()
+    unless: tuple[str, ...] = ()
+    why: str = ""
+
+
+ANY = STATES
+TABLE: tuple[Row, ...] = (
+    Row("flat", "enter", "entering", "submit_entry"),
+    Row("flat", "adopt", "entering", "adopt_position",
+        why="recovery found a position the bot did not open: journal it and protect it"),
+    Row("entering", "entry_rejected", "flat", "forget_entry"),
+    Row("entering", "entry_lost", "flat", "forget_entry",
+        why="recovery: the exchange never saw the entry and holds no position"),
+    Row("entering", "entry_filled", "entering", "book_entry_fill",
+        why="a fill does not protect: the position waits here until its stop is confirmed"),
+    Row("entering", "entry_completed", "entering", "protect_filled",
+        why="the exchange ended a partly filled entry: protect the quantity that filled"),
+    Row("entering", "stop_confirmed", "protected", "confirm_stop", when=("entry_complete",)),
+    Row("entering", "stop_confirmed", "entering", "confirm_stop", unless=("entry_complete",),
+        why="an attached stop went live before the last entry fill reached us"),
+    Row("entering", "stop_rejected", "exiting", "close_unprotected",
+        why="a position without a stop is closed at market, never left naked"),
+    Row("entering", "protection_timeout", "exiting", "close_unprotected",
+        why="the stop was not confirmed within protection_timeout"),
+    Row("entering", "stop_canceled", "entering", "resubmit_stop",
+        why="someone removed the stop before it was confirmed: place a new one"),
+    Row("entering", "stop_filled", "exited_sl", "book_exit_fill", when=("fill_final",),
+        why="an attached stop fired before its confirmation reached us"),
+    Row("entering", "position_gone", "exited_manual", "abandon",
+        why="the position was closed outside the bot before it was protected"),
+    Row("protected", "exit_signal", "exiting", "submit_close"),
+    Row("protected", "manual_close", "exiting", "submit_close"),
+    Row("protected", "stop_filled", "exited_sl", "book_exit_fill", when=("fill_final",)),
+    Row("protected", "stop_filled", "protected", "book_exit_fill", unless=("fill_final",),
+        why="a partial stop fill: the rest of the stop keeps guarding the rest"),
+    Row("protected", "position_gone", "exited_manual", "abandon",
+        why="closed outside the bot (by hand, ADL or liquidation)"),
+    Row("protected", "stop_canceled", "protected", "resubmit_stop",
+        why="someone else canceled our stop: a new one goes in at once"),
+    Row("protected", "stop_confirmed", "protected", "confirm_stop",
+        why="a replacement stop is live: now the one it replaces is canceled (place first, cancel second)"),
+    Row("protected", "stop_rejected", "protected", "drop_pending_stop", when=("has_live_stop",),
+        why="a replacement stop was refused while the old one still guards"),
+    Row("protected", "stop_rejected", "exiting", "close_unprotected", unless=("has_live_stop",),
+        why="no stop is live and a new one was refused: close at market"),
+    Row("protected", "stop_resize", "protected", "replace_stop",
+        why="recovery found another quantity or price on the exchange: the stop follows the real position"),
+    Row("exiting", "close_filled", "exiting", "book_exit_fill", unless=("fill_final",),
+        why="a partial close fill: wait for the rest"),
+    Row("exiting", "close_filled", "exited_manual", "book_exit_fill", when=("fill_final", "manual")),
+    Row("exiting", "close_filled", "exited_exit", "book_exit_fill", when=("fill_final",), unless=("manual",)),
+    Row("exiting", "stop_filled", "exited_sl", "book_exit_fill", when=("fill_final",),
+        why="the stop won the race with our close: cancel the close if still open"),
+    Row("exiting", "stop_filled", "exiting", "book_exit_fill", unless=("fill_final",),
+        why="a partial stop fill while closing"),
+    Row("exiting", "close_rejected", "protected", "forget_close", when=("has_live_stop",),
+        why="the stop still guards; the exit is asked again on the next signal"),
+    Row("exiting", "close_rejected", "exiting", "resubmit_close", unless=("has_live_stop",),
+        why="unprotected: keep closing with a new attempt"),
+    Row("exiting", "position_gone", "exited_manual", "abandon",
+        why="closed outside the bot while our close was in flight"),
+    Row("exiting", "stop_canceled", "exiting", "forget_stop",
+        why="the close is in flight; a new stop would only race it"),
+    Row("exiting", "stop_confirmed", "exiting", "confirm_stop",
+        why="a replacement stop went live after the exit began: it guards until the close fills"),
+    Row(EXITED, "settled", "flat", "close_lifecycle"),
+    Row(ANY, "order_gone", "=", "forget_order",
+        why="bookkeeping: an order we canceled or no longer need is confirmed gone"),
+)
+
+TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(r.trigger for r in TABLE))
+
+
+class InvalidTransition(Exception):
+    """A trigger that the table does not allow in the current state. The engine journals it."""
+
+    def __init__(self, state: str, trigger: str) -> None:
+        super().__init__(f"trigger {trigger!r} is not allowed in state {state!r}")
+        self.state = state
+        self.trigger = trigger
+
+
+class Protection(msgspec.Struct, frozen=True, kw_only=True):
+    """What the machine needs to protect a position: the stop distance and the instrument."""
+
+    instrument: Instrument
+    price_sl_pct: Decimal
+    attached_stop: bool = False
+    stop_tolerance_pct: Decimal = Decimal("0.0002")
+
+
+class PositionRecord(msgspec.Struct, kw_only=True):
+    """Everything that defines a position at one instant; journaled with every transition and
+    restored from the journal's fold on start."""
+
+    state: str = "flat"
+    seq: int = 0
+    symbol: str = ""
+    side: Side | None = None
+    entry_qty: Decimal = ZERO
+    filled_qty: Decimal = ZERO
+    entry_cost: Decimal = ZERO
+    entry_complete: bool = False
+    closed_qty: Decimal = ZERO
+    stop_id: str | None = None
+    stop_price: Decimal | None = None
+    pending_stop_id: str | None = None
+    pending_stop_price: Decimal | None = None
+    stop_attempt: int = 0
+    close_id: str | None = None
+    close_attempt: int = 0
+    exit_reason: str = ""
+    opened_at: int = 0
+    realized_pnl: Decimal = ZERO
+    fees: Decimal = ZERO
+    working: list[str] = msgspec.field(default_factory=list)
+    canceling: list[str] = msgspec.field(default_factory=list)
+    note: str = ""
+
+    @property
+    def open_qty(self) -> Decimal:
+        return self.filled_qty - self.closed_qty
+
+    @property
+    def avg_entry(self) -> Decimal:
+        return self.entry_cost / self.filled_qty if self.filled_qty else ZERO
+
+
+def _ids(instance: str, seq: int, role: str, attempt: int) -> str:
+    return f"{instance}-{seq}-{role}{attempt}"
+
+
+class Position:
+    """The model the shared Machine drives. ``rec`` holds the data; the Machine owns ``state``."""
+
+    state: str
+
+    def __init__(self, instance: str, symbol: str, protection: Protection,
+                 record: PositionRecord | None = None) -> None:
+        self.instance = instance
+        self.protection = protection
+        self.rec = record if record is not None else PositionRecord(symbol=symbol)
+        self.rec.symbol = symbol
+        self.outbox: list[Command] = []
+        MACHINE.add_model(self, initial=self.rec.state)
+
+    def release(self) -> None:
+        """Detach from the shared Machine (otherwise it keeps the model alive forever)."""
+        MACHINE.remove_model(self)
+
+    # --- firing ----------------------------------------------------------------------------
+
+    def fire(self, trigger: str, **data: Any) -> list[Command]:
+        """Apply ``trigger``; return the commands its effect produced (to be journaled, then sent)."""
+        self.outbox = []
+        state = self.state
+        try:
+            self.trigger(trigger, **data)  # type: ignore[attr-defined]
+        except (MachineError, AttributeError) as exc:
+            if isinstance(exc, AttributeError) and trigger in TRIGGERS:
+                raise
+            raise InvalidTransition(state, trigger) from None
+        self.rec.state = self.state
+        return self.outbox
+
+    def allowed(self, trigger: str) -> bool:
+        return any(r.trigger == trigger and self.state in _sources(r) for r in TABLE)
+
+    def id_for(self, role: str, attempt: int) -> str:
+        return _ids(self.instance, self.rec.seq, role, attempt)
+
+    @property
+    def entry_id(self) -> str:
+        return self.id_for("e", 1)
+
+    # --- conditions ------------------------------------------------------------------------
+
+    def entry_complete(self, ev: EventData) -> bool:
+        return self.rec.entry_complete
+
+    def fill_final(self, ev: EventData) -> bool:
+        fill: OrderFilled = ev.kwargs["fill"]
+        return fill.final
+
+    def has_live_stop(self, ev: EventData) -> bool:
+        return self.rec.stop_id is not None
+
+    def manual(self, ev: EventData) -> bool:
+        return self.rec.exit_reason == "manual"
+
+    # --- effects ---------------------------------------------------------------------------
+
+    def _emit(self, cmd: Command) -> None:
+        self.outbox.append(cmd)
+        if not isinstance(cmd, CancelOrder) and cmd.client_id not in self.rec.working:
+            self.rec.working.append(cmd.client_id)
+
+    def _cancel(self, client_id: str | None) -> None:
+        r = self.rec
+        if client_id and client_id in r.working and client_id not in r.canceling:
+            r.canceling.append(client_id)
+            self.outbox.append(CancelOrder(client_id=client_id, symbol=r.symbol))
+
+    def _stop_for(self, price: Decimal) -> Decimal:
+        assert self.rec.side is not None
+        return self.protection.instrument.stop_price(self.rec.side, price, self.protection.price_sl_pct)
+
+    def _submit_stop(self, price: Decimal) -> None:
+        r = self.rec
+        assert r.side is not None
+        r.stop_attempt += 1
+        r.pending_stop_id = self.id_for("s", r.stop_attempt)
+        r.pending_stop_price = price
+        self._emit(SubmitStop(client_id=r.pending_stop_id, symbol=r.symbol, side=r.side,
+                              qty=r.open_qty, stop_price=price))
+
+    def submit_entry(self, ev: EventData) -> None:
+        k = ev.kwargs
+        seq = self.rec.seq + 1
+        self.rec = r = PositionRecord(seq=seq, symbol=self.rec.symbol, side=k["side"],
+                                      entry_qty=k["qty"], opened_at=k.get("bar", 0), note=k.get("note", ""))
+        stop = None
+        if self.protection.attached_stop:
+            r.stop_attempt = 1
+            r.pending_stop_id = self.id_for("s", 1)
+            r.pending_stop_price = self._stop_for(k["ref_price"])
+            stop = StopSpec(client_id=r.pending_stop_id, price=r.pending_stop_price)
+            r.working.append(r.pending_stop_id)
+        self._emit(SubmitEntry(client_id=self.entry_id, symbol=r.symbol, side=k["side"],
+                               qty=k["qty"], stop=stop))
+
+    def adopt_position(self, ev: EventData) -> None:
+        k = ev.kwargs
+        qty: Decimal = k["qty"]
+        self.rec = r = PositionRecord(seq=self.rec.seq + 1, symbol=self.rec.symbol, side=k["side"],
+                                      entry_qty=qty, filled_qty=qty, entry_cost=qty * k["entry_price"],
+                                      entry_complete=True, opened_at=k.get("bar", 0), note="adopted")
+        self._submit_stop(self._stop_for(r.avg_entry))
+
+    def forget_entry(self, ev: EventData) -> None:
+        self.rec = PositionRecord(seq=self.rec.seq, symbol=self.rec.symbol, note=ev.kwargs.get("reason", ""))
+
+    def _book(self, fill: OrderFilled) -> None:
+        r = self.rec
+        r.fees += fill.fee
+        r.realized_pnl += fill.realized_pnl
+
+    def book_entry_fill(self, ev: EventData) -> None:
+        fill: OrderFilled = ev.kwargs["fill"]
+        r = self.rec
+        self._book(fill)
+        r.filled_qty += fill.qty
+        r.entry_cost += fill.qty * fill.price
+        if fill.final:
+            self._entry_done()
+
+    def protect_filled(self, ev: EventData) -> None:
+        self._entry_done()
+
+    def _entry_done(self) -> None:
+        r = self.rec
+        r.entry_complete = True
+        if self.entry_id in r.working:
+            r.working.remove(self.entry_id)
+        if r.filled_qty <= 0:
+            return
+        wanted = self._stop_for(r.avg_entry)
+        placed = r.pending_stop_price if r.pending_stop_id else r.stop_price
+        if placed is None:
+            self._submit_stop(wanted)
+        elif abs(placed - wanted) > r.avg_entry * self.protection.stop_tolerance_pct:
+            old = r.pending_stop_id
+            if old and r.stop_id is None:
+                # The attached stop is the one live; the replacement cancels it once confirmed.
+                r.stop_id, r.stop_price = old, placed
+            self._submit_stop(wanted)
+
+    def confirm_stop(self, ev: EventData) -> None:
+        r = self.rec
+        cid = ev.kwargs["client_id"]
+        if cid == r.pending_stop_id:
+            old = r.stop_id
+            r.stop_id, r.stop_price = cid, r.pending_stop_price
+            r.pending_stop_id = r.pending_stop_price = None
+            if old and old != cid:
+                self._cancel(old)
+        if self.state == "protected" and not r.opened_at:
+            r.opened_at = ev.kwargs.get("bar", 0)
+
+    def resubmit_stop(self, ev: EventData) -> None:
+        r = self.rec
+        cid = ev.kwargs["client_id"]
+        self._drop(cid)
+        if cid == r.stop_id:
+            r.stop_id = None
+        if cid == r.pending_stop_id:
+            r.pending_stop_id = None
+        if r.pending_stop_id is None and r.stop_id is None and r.filled_qty > 0:
+            self._submit_stop(r.stop_price or self._stop_for(r.avg_entry))
+
+    def replace_stop(self, ev: EventData) -> None:
+        """Recovery: the exchange position is ``qty``; place a stop for it, then cancel the old one."""
+        r = self.rec
+        qty: Decimal = ev.kwargs["qty"]
+        r.filled_qty = qty + r.closed_qty
+        self._submit_stop(r.stop_price or self._stop_for(r.avg_entry))
+
+    def drop_pending_stop(self, ev: EventData) -> None:
+        r = self.rec
+        self._drop(r.pending_stop_id)
+        r.pending_stop_id = r.pending_stop_price = None
+        r.note = ev.kwargs.get("reason", "")
+
+    def close_unprotected(self, ev: EventData) -> None:
+        r = self.rec
+        self._drop(r.pending_stop_id)
+        r.pending_stop_id = r.pending_stop_price = None
+        r.note = ev.kwargs.get("reason", "")
+        self._submit_close("unprotected")
+
+    def _submit_close(self, reason: str) -> None:
+        r = self.rec
+        assert r.side is not None
+        r.exit_reason = reason
+        r.close_attempt += 1
+        r.close_id = self.id_for("x", r.close_attempt)
+        self._emit(SubmitClose(client_id=r.close_id, symbol=r.symbol, side=r.side, qty=r.open_qty))
+
+    def submit_close(self, ev: EventData) -> None:
+        reason = "manual" if ev.event.name == "manual_close" else ev.kwargs.get("reason", "signal")
+        self._submit_close(reason)
+
+    def resubmit_close(self, ev: EventData) -> None:
+        self._drop(self.rec.close_id)
+        self._submit_close(self.rec.exit_reason or "unprotected")
+
+    def forget_close(self, ev: EventData) -> None:
+        r = self.rec
+        self._drop(r.close_id)
+        r.close_id = None
+        r.exit_reason = ""
+        r.note = ev.kwargs.get("reason", "")
+
+    def forget_stop(self, ev: EventData) -> None:
+        r = self.rec
+        cid = ev.kwargs["client_id"]
+        self._drop(cid)
+        if cid == r.stop_id:
+            r.stop_id = None
+
+    def book_exit_fill(self, ev: EventData) -> None:
+        fill: OrderFilled = ev.kwargs["fill"]
+        r = self.rec
+        self._book(fill)
+        r.closed_qty += fill.qty
+        if ev.event.name == "stop_filled":
+            r.exit_reason = "sl"
+        if fill.final:
+            self._drop(fill.client_id)
+            if fill.client_id in (r.stop_id, r.pending_stop_id):
+                r.stop_id = r.pending_stop_id = None
+            self._cancel_rest()
+
+    def _cancel_rest(self) -> None:
+        r = self.rec
+        for cid in list(r.working):
+            self._cancel(cid)
+
+    def abandon(self, ev: EventData) -> None:
+        r = self.rec
+        r.exit_reason = "manual"
+        r.note = ev.kwargs.get("reason", "position gone")
+        if "realized_pnl" in ev.kwargs:
+            r.realized_pnl += ev.kwargs["realized_pnl"]
+            r.fees += ev.kwargs.get("fee", ZERO)
+        r.closed_qty = r.filled_qty
+        self._cancel_rest()
+
+    def forget_order(self, ev: EventData) -> None:
+        self._drop(ev.kwargs["client_id"])
+
+    def _drop(self, client_id: str | None) -> None:
+        r = self.rec
+        if client_id in r.working:
+            r.working.remove(client_id)
+        if client_id in r.canceling:
+            r.canceling.remove(client_id)
+        if client_id == r.stop_id and self.state in EXITED:
+            r.stop_id = None
+
+    def close_lifecycle(self, ev: EventData) -> None:
+        self.rec = PositionRecord(seq=self.rec.seq, symbol=self.rec.symbol)
+
+
+def _sources(row: Row) -> tuple[str, ...]:
+    return (row.source,) if isinstance(row.source, str) else row.source
+
+
+def _build_machine() -> Machine:
+    transitions = [
+        {
+            "trigger": r.trigger,
+            "source": list(_sources(r)),
+            "dest": r.dest,
+            "conditions": list(r.when),
+            "unless": list(r.unless),
+            "after": r.effect,
+        }
+        for r in TABLE
+    ]
+    return Machine(model=None, states=list(STATES), transitions=transitions, initial="flat",
+                   auto_transitions=False, send_event=True, queued=True, ignore_invalid_triggers=False)
+
+
+MACHINE = _build_machine()
+"""The one Machine every position shares (``add_model``): cheap per position, one table."""
+
+
+def table_markdown() -> str:
+    """The state table as docs/architecture.md shows it (a test keeps the two identical)."""
+    lines = ["| from | trigger | to | when | effect | why |", "|---|---|---|---|---|---|"]
+    for r in TABLE:
+        src = "any" if r.source == ANY else "exited_*" if r.source == EXITED else ", ".join(_sources(r))
+        cond = " and ".join([*r.when, *(f"not {u}" for u in r.unless)])
+        dest = "(same)" if r.dest == "=" else r.dest
+        lines.append(f"| {src} | `{r.trigger}` | {dest} | {cond} | {r.effect} | {r.why} |")
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""Recovery: the journal's state against the exchange's facts (architecture.md, recovery table).
+
+It runs at every start before any entry, after every stream reconnect and whenever the engine meets
+something it did not expect. It asks the exchange about every order of the current position by its
+deterministic client id, turns what it learns into the same events the live streams would have
+delivered (fills not yet booked, stops that went live, orders that are gone), lets the engine apply
+them through the state machine, then resolves what the events cannot tell: a position that vanished,
+a stop that is missing, a quantity that differs, intents the exchange never received.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from core.events import (
+    ZERO,
+    CancelOrder,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    Side,
+)
+from core.position import EXITED
+
+if TYPE_CHECKING:
+    from core.engine import Engine
+
+log = logging.getLogger("gatebot.recovery")
+_SIDES: tuple[Side, ...] = ("long", "short")
+
+
+async def recover(engine: Engine) -> None:
+    if engine.pos.state == "flat":
+        await _recover_flat(engine)
+    else:
+        await _recover_position(engine)
+
+
+async def _recover_flat(engine: Engine) -> None:
+    """flat: cancel working orders with our prefix; a position we did not open follows the policy."""
+    adapter, journal = engine.adapter, engine.journal
+    for order in await adapter.open_orders(engine.symbol):
+        if order.client_id.startswith(engine.prefix):
+            cmd = CancelOrder(client_id=order.client_id, symbol=engine.symbol)
+            with journal.transaction():
+                journal.add_intent(engine.clock.now_ms(), engine.pos.rec.seq, cmd)
+            log.warning("%s: flat but %s is working on the exchange: canceling it", engine.name, order.client_id)
+            await adapter.cancel(cmd)
+    if engine.shares_symbol:
+        return
+    for side in _SIDES:
+        snap = await adapter.position(engine.symbol, side)
+        if snap.qty <= 0:
+            continue
+        policy = engine.foreign_policy
+        log.warning("%s: found a %s position of %s that the bot did not open (policy %s)",
+                    engine.name, side, snap.qty, policy)
+        if policy == "halt":
+            from core.engine import InstanceHalted
+
+            raise InstanceHalted(f"{engine.name}: a {side} position of {snap.qty} {engine.symbol} exists "
+                                 "that the bot did not open (on_foreign_position = 'halt')")
+        await engine.execute(engine.fire("adopt", side=side, qty=snap.qty, entry_price=snap.entry_price,
+                                         bar=engine.bar, detail={"policy": policy}))
+        await engine.drain()
+        if policy == "flatten" and engine.pos.state == "protected":
+            await engine.execute(engine.fire("exit_signal", reason="flatten"))
+            await engine.drain()
+        return
+
+
+async def _recover_position(engine: Engine) -> None:
+    adapter, journal, pos = engine.adapter, engine.journal, engine.pos
+    r = pos.rec
+    symbol = engine.symbol
+    intents = journal.intents(position=r.seq)
+    entry_seen = True
+    resend = []
+    for cid, intent in intents.items():
+        if isinstance(intent.command, CancelOrder):
+            continue
+        relevant = cid in r.working or cid == r.close_id or intent.status in ("pending", "unknown")
+        if not relevant:
+            continue
+        order = await adapter.query_order(symbol, cid)
+        if order is None:
+            if cid == pos.entry_id:
+                entry_seen = False
+            elif cid in r.working and cid not in r.canceling:
+                resend.append(intent.command)
+            continue
+        for fill in await adapter.order_fills(symbol, cid):
+            if not journal.is_booked(cid, fill.trade_id):
+                engine.post(fill)
+        if order.status == "rejected":
+            engine.post(OrderRejected(client_id=cid, reason="rejected (found by recovery)"))
+        elif order.status == "canceled":
+            engine.post(OrderCanceled(client_id=cid, filled_qty=order.filled_qty, reason="found by recovery"))
+        elif order.status == "expired":
+            engine.post(OrderExpired(client_id=cid, filled_qty=order.filled_qty, reason="found by recovery"))
+        elif order.working and cid == r.pending_stop_id:
+            engine.post(OrderAccepted(client_id=cid, order_id=order.order_id))
+    await engine.drain()
+    for cmd in resend:
+        if cmd.client_id in pos.rec.working:
+            log.warning("%s: %s was committed but never reached the exchange: sending it again",
+                        engine.name, cmd.client_id)
+            await engine.execute([cmd])
+    await engine.drain()
+
+    r = pos.rec
+    for cid in list(r.canceling):
+        order = await adapter.query_order(symbol, cid)
+        if order is not None and order.working:
+            await adapter.cancel(CancelOrder(client_id=cid, symbol=symbol))
+        else:
+            engine.post(OrderCanceled(client_id=cid, reason="already gone (found by recovery)"))
+    await engine.drain()
+
+    state, r = pos.state, pos.rec
+    if state in EXITED:
+        if not r.working:
+            await engine.execute(engine.settle())
+        return
+    if state == "flat" or r.side is None:
+        return
+    snap = await adapter.position(symbol, r.side)
+    if state == "entering" and r.filled_qty == 0:
+        if not entry_seen and snap.qty == 0:
+            await engine.execute(engine.fire("entry_lost", reason="the exchange never saw the entry"))
+        return
+    if snap.qty == 0:
+        await engine.execute(engine.fire("position_gone", reason="no position on the exchange"))
+        await engine.drain()
+        return
+    if state == "protected":
+        if r.stop_id is None and r.pending_stop_id is None:
+            await engine.execute(engine.fire("stop_canceled", client_id="", reason="stop missing"))
+        elif snap.qty != r.open_qty:
+            log.warning("%s: exchange position %s differs from the journal's %s: resizing the stop",
+                        engine.name, snap.qty, r.open_qty)
+            await engine.execute(engine.fire("stop_resize", qty=snap.qty,
+                                             detail={"journal_qty": str(r.open_qty), "exchange_qty": str(snap.qty)}))
+    elif state == "exiting" and r.close_id and r.close_id not in r.working and snap.qty > ZERO:
+        await engine.execute(engine.fire("close_rejected", reason="close lost"))
+    await engine.drain()

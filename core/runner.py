@@ -1,0 +1,303 @@
+"""Several instances in one asyncio process.
+
+One adapter per exchange account, shared by its instances; execution events are routed to the
+instance whose name prefixes the client order id. An instance whose strategy or adapter raises is
+isolated: the error is journaled, the instance is rebuilt from its journal after a backoff (crash-only:
+the same path as a cold start) and the other instances keep trading. SIGINT / SIGTERM stop the loop;
+nothing is canceled on the way out, so the exchange stops keep guarding the positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import signal
+from collections import deque
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from core.clock import Clock, LiveClock, VirtualClock
+from core.config import Config, InstanceConfig, config_hash
+from core.engine import Engine, InstanceHalted
+from core.events import AnyEvent, CandleClosed, PositionSnapshot
+from core.intervals import interval_ms
+from core.journal import Journal
+from core.market import csv_candles, generate
+from core.position import Protection
+from exchanges.base import ExchangeAdapter
+from strategies.base import StrategyContext
+
+log = logging.getLogger("gatebot.runner")
+
+MAX_BACKOFF_CANDLES = 64
+
+
+class Instance:
+    """An engine plus what is needed to rebuild it after a failure."""
+
+    def __init__(self, cfg: InstanceConfig, runner: Runner) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.engine: Engine | None = None
+        self.failures = 0
+        self.down_until_bar = 0
+        self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
+
+    async def build(self) -> Engine:
+        r = self.runner
+        cfg = self.cfg
+        adapter = r.adapters[cfg.exchange]
+        instrument = await adapter.instrument(cfg.symbol)
+        await adapter.configure(cfg.symbol, cfg.leverage, r.config.exchanges[cfg.exchange].hedge_mode)
+        journal = r.journals.get(cfg.name)
+        if journal is None:
+            journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous)
+            r.journals[cfg.name] = journal
+            meta = journal.meta()
+            values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy}
+            if "initial_balance" not in meta:
+                values["initial_balance"] = str(await adapter.balance())
+            journal.set_meta(values)
+        strategy_cls = r.plugins.strategies()[cfg.strategy]
+        strategy = strategy_cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol,
+                                                            interval=cfg.interval, leverage=cfg.leverage))
+        prot = cfg.protection
+        engine = Engine(
+            name=cfg.name, symbol=cfg.symbol, interval=cfg.interval, leverage=cfg.leverage, strategy=strategy,
+            adapter=adapter, journal=journal, clock=r.clock,
+            protection=Protection(instrument=instrument,
+                                  price_sl_pct=Decimal(repr(prot.leveraged_sl_pct)) / cfg.leverage,
+                                  attached_stop=adapter.capabilities.attached_stop,
+                                  stop_tolerance_pct=Decimal(repr(prot.stop_tolerance_pct))),
+            protection_timeout_ms=int(prot.protection_timeout_s * 1000),
+            foreign_policy=prot.on_foreign_position, plugins=r.plugins)
+        engine.shares_symbol = sum(
+            1 for i in r.config.instances if i.exchange == cfg.exchange and i.symbol == cfg.symbol) > 1
+        for candle in r.history(cfg.symbol, cfg.interval):
+            engine.strategy.on_candle(candle)
+            engine.candles_seen += 1
+        await engine.start()
+        self.engine = engine
+        return engine
+
+    def fail(self, exc: BaseException, bar: int) -> None:
+        """Isolate the instance: journal the error, drop the engine, come back after a backoff."""
+        self.failures += 1
+        step = interval_ms(self.cfg.interval)
+        backoff = min(2 ** (self.failures - 1), MAX_BACKOFF_CANDLES)
+        self.down_until_bar = bar + backoff * step
+        log.error("instance %s failed (%s: %s); restarting after %d candle(s)", self.cfg.name,
+                  type(exc).__name__, exc, backoff)
+        journal = self.runner.journals.get(self.cfg.name)
+        if journal is not None and journal.conn is not None:
+            engine = self.engine
+            with journal.transaction():
+                journal.add_rejection(self.runner.clock.now_ms(), engine.pos.rec.seq if engine else 0,
+                                      engine.pos.state if engine else "?", "instance_error",
+                                      f"{type(exc).__name__}: {exc}")
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = None
+
+
+class Runner:
+    def __init__(self, config: Config, plugins: Any, *, config_path: Path | None = None,
+                 candles_csv: Path | None = None, progress: bool = False) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.state_dir = Path(config.state_dir)
+        self.config_hash = config_hash(config)
+        self.candles_csv = candles_csv
+        self.progress = progress
+        self.clock: Clock = VirtualClock() if config.mode == "replay" else LiveClock()
+        self.adapters: dict[str, ExchangeAdapter] = {}
+        self.journals: dict[str, Journal] = {}
+        self.instances = [Instance(i, self) for i in config.instances]
+        self._history: dict[tuple[str, str], deque[CandleClosed]] = {}
+        self._history_len = 0
+        self._stopping = False
+        self.bars = 0
+
+    # --- wiring ------------------------------------------------------------------------------
+
+    def _make_adapters(self) -> None:
+        exchanges = self.plugins.exchanges()
+        for name in {i.exchange for i in self.config.instances}:
+            ex = self.config.exchanges[name]
+            plugin = exchanges[ex.type]
+            self.adapters[name] = plugin.factory(ex.options, hedge_mode=ex.hedge_mode, clock=self.clock,
+                                                 state_dir=self.state_dir, account=name)
+
+    def _router(self) -> Any:
+        def sink(ev: AnyEvent) -> None:
+            cid = getattr(ev, "client_id", None)
+            if cid is not None:
+                inst = self._by_name.get(cid.partition("-")[0])
+                if inst is not None and inst.engine is not None:
+                    inst.engine.post(ev)
+                return
+            if isinstance(ev, PositionSnapshot):
+                for inst in self.instances:
+                    if inst.engine is not None and inst.cfg.symbol == ev.symbol:
+                        inst.engine.post(ev)
+
+        return sink
+
+    def history(self, symbol: str, interval: str) -> list[CandleClosed]:
+        return list(self._history.get((symbol, interval), ()))
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    # --- the run -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._by_name = {i.cfg.name: i for i in self.instances}
+        self._make_adapters()
+        for adapter in self.adapters.values():
+            await adapter.start(self._router())
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.stop)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
+            for inst in self.instances:
+                try:
+                    await inst.build()
+                except InstanceHalted:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - isolation is the point
+                    inst.fail(exc, 0)
+            await self._feed()
+        finally:
+            for adapter in self.adapters.values():
+                await adapter.stop()
+            for inst in self.instances:
+                if inst.engine is not None:
+                    inst.engine.close()
+            for journal in self.journals.values():
+                journal.close()
+
+    def _strategy_history(self, cfg: InstanceConfig) -> int:
+        cls = self.plugins.strategies()[cfg.strategy]
+        return int(cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol, interval=cfg.interval,
+                                                   leverage=cfg.leverage)).history)
+
+    def _candles(self) -> Iterator[CandleClosed]:
+        """Every (symbol, interval) the instances trade, merged in time order."""
+        market = self.config.market
+        streams = []
+        for symbol, interval in dict.fromkeys((i.cfg.symbol, i.cfg.interval) for i in self.instances):
+            if self.candles_csv is not None:
+                streams.append(csv_candles(self.candles_csv, symbol, interval))
+            elif market is not None and market.source == "csv" and market.csv:
+                streams.append(csv_candles(market.csv, symbol, interval))
+            else:
+                seed, bars = (market.seed, market.bars) if market else (42, 2000)
+                kw = {"start_ms": market.start_ms, "start_price": market.start_price,
+                      "volatility": market.volatility} if market else {}
+                streams.append(generate(seed=seed, symbol=symbol, interval=interval, bars=bars, **kw))
+        if len(streams) == 1:
+            return streams[0]
+        return heapq.merge(*streams, key=lambda c: (c.open_time, c.symbol))
+
+    async def _feed(self) -> None:
+        """Drive the paper exchange(s) and the instances candle by candle."""
+        market_adapters = [a for a in self.adapters.values() if hasattr(a, "on_candle")]
+        speed = self.config.market.speed if self.config.market else 0.0
+        clock = self.clock
+        virtual = isinstance(clock, VirtualClock)
+        by_stream: dict[tuple[str, str], list[Instance]] = {}
+        for inst in self.instances:
+            by_stream.setdefault((inst.cfg.symbol, inst.cfg.interval), []).append(inst)
+        resume = {key: self._resume_time(key[0]) for key in by_stream}
+        progress = _Progress() if self.progress else None
+        for candle in self._candles():
+            if self._stopping:
+                break
+            key = (candle.symbol, candle.interval)
+            close_time = candle.open_time + interval_ms(candle.interval)
+            hist = self._history.setdefault(key, deque(maxlen=self._history_len))
+            insts = by_stream[key]
+            if resume[key] is not None and candle.open_time <= resume[key]:
+                hist.append(candle)  # the exchange lived through this candle before a restart: warm-up only
+                for inst in insts:
+                    if inst.engine is not None:
+                        inst.engine.strategy.on_candle(candle)
+                        inst.engine.candles_seen += 1
+                continue
+            if virtual:
+                clock.advance_to(close_time)  # type: ignore[union-attr]
+            elif speed > 0:
+                await asyncio.sleep(interval_ms(candle.interval) / 1000 / speed)
+            for adapter in market_adapters:
+                adapter.on_candle(candle)  # type: ignore[attr-defined]
+            for inst in insts:
+                await self._step(inst, candle)
+            hist.append(candle)
+            self.bars += 1
+            if progress is not None:
+                progress.tick(self.bars)
+        if progress is not None:
+            progress.done(self.bars)
+
+    def _resume_time(self, symbol: str) -> int | None:
+        for adapter in self.adapters.values():
+            market_time = getattr(adapter, "market_time", None)
+            if market_time is not None:
+                t = market_time(symbol)
+                if t is not None:
+                    return int(t)
+        return None
+
+    async def _step(self, inst: Instance, candle: CandleClosed) -> None:
+        if inst.engine is None:
+            if candle.open_time < inst.down_until_bar:
+                return
+            try:
+                await inst.build()
+            except Exception as exc:  # noqa: BLE001
+                inst.fail(exc, candle.open_time)
+                return
+        engine = inst.engine
+        assert engine is not None
+        engine.post(candle)
+        try:
+            await engine.drain()
+        except InstanceHalted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one instance's failure must not stop the others
+            inst.fail(exc, candle.open_time)
+
+
+class _Progress:
+    """A one-line progress bar with rate and ETA, only on a terminal."""
+
+    def __init__(self) -> None:
+        import sys
+        import time
+
+        self._out = sys.stderr
+        self._time = time.perf_counter
+        self._start = self._time()
+        self._last = 0.0
+
+    def tick(self, bars: int) -> None:
+        now = self._time()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        rate = bars / max(now - self._start, 1e-9)
+        self._out.write(f"\r  {bars:>10,} candles  {rate:>10,.0f}/s")
+        self._out.flush()
+
+    def done(self, bars: int) -> None:
+        self._out.write(f"\r  {bars:>10,} candles  done{' ' * 20}\n")
+        self._out.flush()

@@ -1,0 +1,113 @@
+"""The exchange adapter protocol every exchange plugin implements.
+
+An adapter turns commands into exchange requests and exchange facts into core events. Execution
+events (accepted, filled, canceled, ...) are delivered to the ``sink`` given to :meth:`start`, in the
+order the exchange reported them; the engine never polls for them. Queries used by recovery return
+the exchange's own view.
+
+Error contract (principle 5, "ambiguity is not failure"):
+- a definite refusal arrives as an ``OrderRejected`` event (never as an exception);
+- a submission whose outcome is not known (timeout, 5xx, connection lost) raises :class:`OrderUnknown`;
+  the caller resolves it by :meth:`query_order` with the same client id, never by resending blindly;
+- a cancel of an order that is already gone is a success (an ``OrderCanceled`` event).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+from core.events import (
+    ZERO,
+    AnyEvent,
+    CancelOrder,
+    OrderFilled,
+    PositionSnapshot,
+    Side,
+    SubmitClose,
+    SubmitEntry,
+    SubmitStop,
+)
+from core.instrument import Instrument
+
+OrderStatus = Literal["new", "partially_filled", "filled", "canceled", "rejected", "expired"]
+Role = Literal["entry", "stop", "close", "take_profit"]
+EventSink = Callable[[AnyEvent], None]
+
+
+class ExchangeError(Exception):
+    """The exchange or the adapter failed in a way that is not about one order."""
+
+
+class OrderUnknown(ExchangeError):
+    """A submission was sent but its outcome is unknown (timeout, 5xx): query it by client id."""
+
+    def __init__(self, client_id: str, detail: str) -> None:
+        super().__init__(f"order {client_id}: outcome unknown ({detail})")
+        self.client_id = client_id
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
+    attached_stop: bool = False
+    """The entry order can carry its stop (BingX ``stopLoss``): no unprotected gap at all."""
+    hedge_mode: bool = False
+    """Long and short positions of one symbol coexist (BingX ``dualSidePosition``)."""
+    take_profit: bool = True
+    mark_price_stops: bool = True
+
+
+class OrderState(msgspec.Struct, frozen=True, kw_only=True):
+    """The exchange's view of one of our orders (freqtrade keeps it beside the bot's own view)."""
+
+    client_id: str
+    order_id: int = 0
+    symbol: str
+    role: Role
+    side: Side
+    """The position side the order opens (entry) or reduces (stop, close)."""
+    status: OrderStatus
+    qty: Decimal
+    filled_qty: Decimal = ZERO
+    avg_price: Decimal = ZERO
+    stop_price: Decimal = ZERO
+    reduce_only: bool = False
+
+    @property
+    def working(self) -> bool:
+        return self.status in ("new", "partially_filled")
+
+
+@runtime_checkable
+class ExchangeAdapter(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def start(self, sink: EventSink) -> None:
+        """Connect and begin delivering execution events for this account to ``sink``."""
+
+    async def stop(self) -> None:
+        """Disconnect. Working orders (the stops) stay on the exchange."""
+
+    async def instrument(self, symbol: str) -> Instrument: ...
+
+    async def configure(self, symbol: str, leverage: int, hedge: bool) -> None:
+        """Set leverage and position mode, then read them back; raise ExchangeError on a mismatch."""
+
+    async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None: ...
+
+    async def cancel(self, command: CancelOrder) -> None: ...
+
+    async def query_order(self, symbol: str, client_id: str) -> OrderState | None:
+        """The order with this client id, or None when the exchange never saw it."""
+
+    async def order_fills(self, symbol: str, client_id: str) -> list[OrderFilled]: ...
+
+    async def open_orders(self, symbol: str) -> list[OrderState]: ...
+
+    async def position(self, symbol: str, side: Side) -> PositionSnapshot: ...
+
+    async def balance(self) -> Decimal:
+        """Available margin balance in the quote asset."""

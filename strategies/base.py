@@ -1,0 +1,67 @@
+"""The strategy plugin protocol: candles in, decisions out, no I/O.
+
+A strategy never sees the exchange, the journal or the clock. It updates its indicators on each
+closed candle (:meth:`Strategy.on_candle`) and, when asked, says what it wants
+(:meth:`Strategy.decide`): enter a side with a margin fraction, exit with a reason, or nothing. The
+engine owns sizing to the instrument, the stop (always an exchange order at
+``leveraged_sl_pct / leverage``), risk checks, journaling and execution.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+import msgspec
+
+from core.events import CandleClosed, Side
+
+
+class Enter(msgspec.Struct, frozen=True, kw_only=True):
+    side: Side
+    fraction: float
+    """Share of the available balance used as margin (quantity = balance*fraction*leverage/price)."""
+    info: dict[str, Any] = msgspec.field(default_factory=dict)
+    """What the decision was based on (probabilities, gate value...); journaled with the entry."""
+
+
+class Exit(msgspec.Struct, frozen=True, kw_only=True):
+    reason: str
+    info: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+Decision = Enter | Exit | None
+
+
+class PositionView(msgspec.Struct, frozen=True, kw_only=True):
+    """What a strategy may know of its position."""
+
+    state: str
+    side: Side | None = None
+    qty: float = 0.0
+    avg_entry: float = 0.0
+    bars_held: int = 0
+    """Closed candles since the entry, counted in exchange candle time (survives restarts)."""
+
+
+class StrategyContext(msgspec.Struct, frozen=True, kw_only=True):
+    instance: str
+    symbol: str
+    interval: str
+    leverage: int
+
+
+class Strategy(Protocol):
+    Params: ClassVar[type[msgspec.Struct]]
+    """The strategy's own parameter Struct; the config's ``[instances.params]`` is validated by it."""
+
+    history: int
+    """Closed candles needed before the first decision (fetched from the exchange at start)."""
+
+    def __init__(self, params: Any, context: StrategyContext) -> None: ...
+
+    def on_candle(self, candle: CandleClosed) -> None:
+        """Update indicators with one more closed candle (called exactly once per candle, in order)."""
+
+    def decide(self, view: PositionView) -> Decision:
+        """What to do now. May be called twice on one candle: again after an exit settled, so a
+        reversal can enter on the same candle."""

@@ -1,0 +1,68 @@
+"""Shared helpers for the integration and kill tests: configs on disk, the CLI in a child process,
+and the invariant check against a persisted paper account."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from core.invariants import Violation, check
+from core.journal import Journal
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_5M = ROOT.parent / "shared" / "data" / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
+
+PAPER_SESSION = """
+mode = "paper"
+state_dir = "{state}"
+
+[market]
+source = "generated"
+seed = {seed}
+bars = {bars}
+volatility = 0.004
+
+[exchanges.paper]
+type = "paper"
+[exchanges.paper.options]
+balance = 10000.0
+state_file = "{account}"
+
+[[instances]]
+name = "kt"
+exchange = "paper"
+strategy = "sma_cross"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {{ fast = 3, slow = 8, fraction = 0.5 }}
+protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 30 }}
+"""
+
+
+def write_paper_session(tmp: Path, *, seed: int = 3, bars: int = 300) -> Path:
+    path = tmp / "session.toml"
+    path.write_text(PAPER_SESSION.format(state=tmp / "state", account=tmp / "account.json", seed=seed, bars=bars))
+    return path
+
+
+def gatebot(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a child process (a separate interpreter, as a user would)."""
+    full_env = {k: v for k, v in os.environ.items() if k != "GATEBOT_CRASH_AT"} | (env or {})
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def paper_violations(tmp: Path, instance: str = "kt", symbol: str = "BTC-USDT") -> list[Violation]:
+    """I1-I5 for ``instance`` against the persisted paper account of a session in ``tmp``."""
+    from exchanges.paper.exchange import PaperExchange, PaperOptions
+
+    exchange = PaperExchange(PaperOptions(state_file=str(tmp / "account.json")))
+    journal = Journal(tmp / "state" / f"{instance}.sqlite", readonly=True)
+    try:
+        return asyncio.run(check(journal, exchange, instance=instance, symbol=symbol))
+    finally:
+        journal.close()

@@ -1,0 +1,243 @@
+"""The position state machine: every row of the table, every pair outside it, and properties."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.events import CancelOrder, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
+from core.instrument import Instrument
+from core.position import (
+    STATES,
+    TABLE,
+    TRIGGERS,
+    InvalidTransition,
+    Position,
+    PositionRecord,
+    Protection,
+    Row,
+)
+
+D = Decimal
+INSTRUMENT = Instrument(symbol="BTC-USDT", tick=D("0.1"), step=D("0.0001"), min_qty=D("0.0001"), min_notional=D("2"))
+PROT = Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"))
+
+
+def fill(cid: str, qty: str = "0.01", price: str = "60000", *, final: bool = True, pnl: str = "0") -> OrderFilled:
+    return OrderFilled(client_id=cid, trade_id=f"t-{cid}-{qty}", qty=D(qty), price=D(price), cum_qty=D(qty),
+                       final=final, fee=D("0.3"), realized_pnl=D(pnl))
+
+
+def record_for(state: str, *, live_stop: bool = True, manual: bool = False, complete: bool = True) -> PositionRecord:
+    """A plausible record for a position in ``state`` (seq 1, long 0.01 @ 60000)."""
+    if state == "flat":
+        return PositionRecord(seq=1, symbol="BTC-USDT")
+    rec = PositionRecord(state=state, seq=1, symbol="BTC-USDT", side="long", entry_qty=D("0.01"),
+                         filled_qty=D("0.01") if complete or state != "entering" else D("0"),
+                         entry_cost=D("600") if complete or state != "entering" else D("0"),
+                         entry_complete=complete, working=[], opened_at=1)
+    if state == "entering" and not complete:
+        rec.working = ["a-1-e1"]
+    if state == "entering" and complete:
+        rec.pending_stop_id, rec.pending_stop_price, rec.stop_attempt = "a-1-s1", D("59400"), 1
+        rec.working = ["a-1-s1"]
+    if state in ("protected", "exiting"):
+        rec.stop_attempt = 1
+        if live_stop:
+            rec.stop_id, rec.stop_price = "a-1-s1", D("59400")
+            rec.working.append("a-1-s1")
+    if state == "exiting":
+        rec.close_id, rec.close_attempt, rec.exit_reason = "a-1-x1", 1, "manual" if manual else "signal"
+        rec.working.append("a-1-x1")
+    if state.startswith("exited"):
+        rec.closed_qty = rec.filled_qty
+    return rec
+
+
+def make(state: str, **kw: bool) -> Position:
+    return Position("a", "BTC-USDT", PROT, record_for(state, **kw))
+
+
+def kwargs_for(row: Row, state: str) -> dict:
+    final = "fill_final" in row.when or "fill_final" not in row.unless
+    t = row.trigger
+    if t == "enter":
+        return {"side": "long", "qty": D("0.01"), "ref_price": D("60000"), "bar": 5}
+    if t == "adopt":
+        return {"side": "short", "qty": D("0.02"), "entry_price": D("61000")}
+    if t == "entry_filled":
+        return {"fill": fill("a-1-e1", final=final)}
+    if t == "stop_filled":
+        return {"fill": fill("a-1-s1", final=final, price="59400", pnl="-6")}
+    if t == "close_filled":
+        return {"fill": fill("a-1-x1", final=final, price="60100", pnl="1")}
+    if t in ("stop_confirmed", "stop_canceled"):
+        return {"client_id": "a-1-s1"}
+    if t == "order_gone":
+        return {"client_id": "a-1-s1"}
+    if t == "stop_resize":
+        return {"qty": D("0.005")}
+    return {"reason": "test"}
+
+
+def cases() -> list[tuple[Row, str]]:
+    out = []
+    for row in TABLE:
+        for src in (row.source,) if isinstance(row.source, str) else row.source:
+            out.append((row, src))
+    return out
+
+
+@pytest.mark.parametrize(("row", "src"), cases(), ids=lambda x: x if isinstance(x, str) else x.trigger)
+def test_every_row_of_the_table(row: Row, src: str) -> None:
+    pos = make(src, live_stop="has_live_stop" in row.when or "has_live_stop" not in row.unless,
+               manual="manual" in row.when, complete="entry_complete" in row.when
+               or "entry_complete" not in row.unless)
+    pos.fire(row.trigger, **kwargs_for(row, src))
+    assert pos.state == (src if row.dest == "=" else row.dest)
+    assert pos.rec.state == pos.state
+    pos.release()
+
+
+def test_every_pair_outside_the_table_is_rejected_and_state_is_kept() -> None:
+    allowed = {(s, r.trigger) for r in TABLE for s in ((r.source,) if isinstance(r.source, str) else r.source)}
+    rejected = 0
+    for state in STATES:
+        for trigger in TRIGGERS:
+            if (state, trigger) in allowed:
+                continue
+            pos = make(state)
+            with pytest.raises(InvalidTransition) as info:
+                pos.fire(trigger, **kwargs_for(Row(state, trigger, state, ""), state))
+            assert info.value.state == state and info.value.trigger == trigger
+            assert pos.state == state
+            rejected += 1
+            pos.release()
+    assert rejected > 50  # the table is sparse: most pairs are refused
+
+
+def test_unknown_trigger_is_rejected() -> None:
+    pos = make("flat")
+    with pytest.raises(InvalidTransition):
+        pos.fire("launch_rockets")
+
+
+def test_full_lifecycle_commands() -> None:
+    pos = make("flat")
+    cmds = pos.fire("enter", side="long", qty=D("0.01"), ref_price=D("60000"), bar=7)
+    assert cmds == [SubmitEntry(client_id="a-2-e1", symbol="BTC-USDT", side="long", qty=D("0.01"))]
+    assert pos.rec.seq == 2
+    cmds = pos.fire("entry_filled", fill=fill("a-2-e1", price="60000.05"))
+    # 60000.05 * 0.99 = 59400.0495 -> rounded toward the entry (up) to the 0.1 tick
+    assert cmds == [SubmitStop(client_id="a-2-s1", symbol="BTC-USDT", side="long", qty=D("0.01"),
+                               stop_price=D("59400.1"))]
+    assert pos.fire("stop_confirmed", client_id="a-2-s1") == []
+    assert pos.state == "protected" and pos.rec.stop_id == "a-2-s1"
+    cmds = pos.fire("exit_signal", reason="cross")
+    assert cmds == [SubmitClose(client_id="a-2-x1", symbol="BTC-USDT", side="long", qty=D("0.01"))]
+    cmds = pos.fire("close_filled", fill=fill("a-2-x1", price="60100", pnl="0.9995"))
+    assert cmds == [CancelOrder(client_id="a-2-s1", symbol="BTC-USDT")]
+    assert pos.state == "exited_exit"
+    pos.fire("order_gone", client_id="a-2-s1")
+    assert pos.rec.working == []
+    pos.fire("settled")
+    assert pos.state == "flat" and pos.rec.seq == 2 and pos.rec.side is None
+    pos.release()
+
+
+def test_short_stop_rounds_toward_the_entry() -> None:
+    pos = make("flat")
+    pos.fire("enter", side="short", qty=D("0.01"), ref_price=D("60000"))
+    (stop,) = pos.fire("entry_filled", fill=fill("a-2-e1", price="60000.05"))
+    assert isinstance(stop, SubmitStop) and stop.stop_price == D("60600.0")  # 60600.0505 rounded down
+    pos.release()
+
+
+def test_attached_stop_replaced_when_the_fill_moves_it() -> None:
+    pos = Position("a", "BTC-USDT", Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"), attached_stop=True),
+                   record_for("flat"))
+    (entry,) = pos.fire("enter", side="long", qty=D("0.01"), ref_price=D("60000"))
+    assert isinstance(entry, SubmitEntry) and entry.stop is not None and entry.stop.price == D("59400")
+    # a fill 0.5% worse moves the stop by more than the tolerance: a new stop first...
+    (new,) = pos.fire("entry_filled", fill=fill("a-2-e1", price="60300"))
+    assert isinstance(new, SubmitStop) and new.client_id == "a-2-s2" and new.stop_price == D("59697")
+    assert pos.fire("stop_confirmed", client_id="a-2-s1") == []  # the attached one went live: protected
+    assert pos.state == "protected"
+    # ...and the old one is canceled only once the new one is live
+    assert pos.fire("stop_confirmed", client_id="a-2-s2") == [CancelOrder(client_id="a-2-s1", symbol="BTC-USDT")]
+    assert pos.rec.stop_id == "a-2-s2"
+    pos.release()
+
+
+def test_attached_stop_kept_when_the_fill_is_close() -> None:
+    pos = Position("a", "BTC-USDT", Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"), attached_stop=True),
+                   record_for("flat"))
+    pos.fire("enter", side="long", qty=D("0.01"), ref_price=D("60000"))
+    assert pos.fire("entry_filled", fill=fill("a-2-e1", price="60001")) == []
+    pos.fire("stop_confirmed", client_id="a-2-s1")
+    assert pos.state == "protected" and pos.rec.stop_id == "a-2-s1"
+    pos.release()
+
+
+def test_stop_canceled_by_someone_else_is_replaced_with_a_new_id() -> None:
+    pos = make("protected")
+    (cmd,) = pos.fire("stop_canceled", client_id="a-1-s1")
+    assert isinstance(cmd, SubmitStop) and cmd.client_id == "a-1-s2" and cmd.stop_price == D("59400")
+    pos.release()
+
+
+def test_stop_filled_while_exiting_cancels_the_close() -> None:
+    pos = make("exiting")
+    cmds = pos.fire("stop_filled", fill=fill("a-1-s1", price="59400", pnl="-6"))
+    assert pos.state == "exited_sl" and cmds == [CancelOrder(client_id="a-1-x1", symbol="BTC-USDT")]
+    pos.release()
+
+
+def test_close_rejected_without_a_stop_keeps_closing() -> None:
+    pos = make("exiting", live_stop=False)
+    (cmd,) = pos.fire("close_rejected", reason="busy")
+    assert pos.state == "exiting" and isinstance(cmd, SubmitClose) and cmd.client_id == "a-1-x2"
+    pos.release()
+
+
+def test_record_round_trips_through_json() -> None:
+    import msgspec
+
+    rec = record_for("exiting")
+    assert msgspec.json.decode(msgspec.json.encode(rec), type=PositionRecord) == rec
+
+
+_events = st.sampled_from(TRIGGERS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_events, max_size=30), st.booleans())
+def test_random_trigger_sequences_never_leave_a_filled_position_without_a_stop_or_an_exit(
+        triggers: list[str], attached: bool) -> None:
+    """Property: a refused trigger changes nothing, and whenever the position is `protected` some stop
+    is live or on its way."""
+    pos = Position("a", "BTC-USDT", Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"), attached_stop=attached),
+                   record_for("flat"))
+    for trigger in triggers:
+        before = (pos.state, pos.rec.seq)
+        row = Row(pos.state, trigger, pos.state, "")
+        kw = kwargs_for(row, pos.state)
+        if "client_id" in kw and trigger != "order_gone":
+            kw["client_id"] = pos.rec.pending_stop_id or pos.rec.stop_id or "a-x-s9"
+        if "fill" in kw:
+            f: OrderFilled = kw["fill"]
+            role = {"entry_filled": "e1", "stop_filled": "s1", "close_filled": "x1"}[trigger]
+            kw["fill"] = OrderFilled(client_id=f"a-{pos.rec.seq}-{role}", trade_id=f"{len(triggers)}",
+                                     qty=f.qty, price=f.price, cum_qty=f.cum_qty, final=True)
+        try:
+            pos.fire(trigger, **kw)
+        except InvalidTransition:
+            assert (pos.state, pos.rec.seq) == before
+            continue
+        assert pos.state in STATES
+        if pos.state == "protected":
+            assert pos.rec.stop_id or pos.rec.pending_stop_id
+    pos.release()
