@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.config}: ok ({len(config.instances)} instance(s), mode {config.mode})")
             return 0
         if args.command == "replay":
+            if config.mode == "live":
+                raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
             config = msgspec.structs.replace(config, mode="replay")
-            if config.journal_synchronous == "FULL":
-                config = msgspec.structs.replace(config, journal_synchronous="OFF")
         return _run(config, candles=getattr(args, "candles", None))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

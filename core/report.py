@@ -53,9 +53,11 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def trades(journal: Journal) -> list[Trade]:
+    """One trade per position that reached an exited_* state (the transition that entered it)."""
     out = []
-    for seq, ts, dst, record in journal.conn.execute(
-            "SELECT seq, ts, dst, record FROM transitions WHERE dst IN (?, ?, ?) ORDER BY seq", EXITED):
+    for _seq, ts, dst, record in journal.conn.execute(
+            "SELECT seq, ts, dst, record FROM transitions WHERE dst IN (?, ?, ?) AND src NOT IN (?, ?, ?) "
+            "ORDER BY seq", EXITED + EXITED):
         r = _record.decode(record)
         out.append(Trade(position=r.seq, side=r.side or "", qty=r.filled_qty, entry_price=r.avg_entry,
                          exit_reason=dst.removeprefix("exited_"), realized_pnl=r.realized_pnl, fees=r.fees,

@@ -79,8 +79,8 @@ class Instance:
         for candle in r.history(cfg.symbol, cfg.interval):
             engine.strategy.on_candle(candle)
             engine.candles_seen += 1
+        self.engine = engine  # routed to from now on: recovery's own cancels and queries answer with events
         await engine.start()
-        self.engine = engine
         return engine
 
     def fail(self, exc: BaseException, bar: int) -> None:
@@ -156,6 +156,8 @@ class Runner:
 
     async def run(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.mode == "replay":
+            self._fresh_journals()
         self._by_name = {i.cfg.name: i for i in self.instances}
         self._make_adapters()
         for adapter in self.adapters.values():
@@ -184,6 +186,12 @@ class Runner:
                     inst.engine.close()
             for journal in self.journals.values():
                 journal.close()
+
+    def _fresh_journals(self) -> None:
+        """A replay is a pure function of its inputs: it starts from empty journals every time."""
+        for inst in self.instances:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{inst.journal_path}{suffix}").unlink(missing_ok=True)
 
     def _strategy_history(self, cfg: InstanceConfig) -> int:
         cls = self.plugins.strategies()[cfg.strategy]

@@ -1,0 +1,226 @@
+"""TOML -> typed, validated configuration. Every error is one line naming the file and the key path.
+
+The file is decoded by msgspec into Structs with ``forbid_unknown_fields``; what the schema cannot
+say is checked after: references between tables (instance -> exchange, instance -> strategy), the
+plugin-owned tables (``[exchanges.<name>.options]`` by the exchange plugin's ``Options``,
+``[instances.params]`` by the strategy's ``Params``), unique names, one instance per symbol and
+account unless the account runs in hedge mode. Secrets never live in a config file: a key that looks
+like one is an error that says where secrets go. Relative paths are resolved against the folder of
+the config file, so a config means the same thing from any working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from core.intervals import INTERVALS
+
+Mode = Literal["paper", "replay", "live"]
+Synchronous = Literal["OFF", "NORMAL", "FULL"]
+Interval = Literal[INTERVALS]  # type: ignore[valid-type]
+LIVE_OPT_IN = "GATEBOT_LIVE"
+"""Live trading starts only when this environment variable is set to ``yes`` (see README)."""
+
+_SECRET_KEY = re.compile(r"(secret|api_?key|password|passphrase|private_?key|token)", re.IGNORECASE)
+_SECRET_REFERENCE = re.compile(r"_(env|file)$")
+
+
+class ConfigError(Exception):
+    """One line: ``<file>: <key path>: <what is wrong>``."""
+
+
+class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    pass
+
+
+class JournalConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    synchronous: Synchronous | None = None
+    """SQLite ``synchronous``; default FULL in paper and live, OFF in replay (a replay is re-runnable)."""
+
+
+class PluginsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    modules: list[str] = []
+    """Dotted module paths to load as plugins, in addition to the ``gatebot`` entry points."""
+    disable: list[str] = []
+    """Plugin names (entry-point names or module paths) not to load."""
+
+
+class MarketConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where candles come from when no exchange streams them (replay and paper)."""
+
+    source: Literal["generated", "csv"] = "generated"
+    csv: str | None = None
+    seed: int = 42
+    bars: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 2000
+    start_ms: Annotated[int, msgspec.Meta(ge=0)] = 1_735_689_600_000
+    start_price: Annotated[float, msgspec.Meta(gt=0)] = 60_000.0
+    volatility: Annotated[float, msgspec.Meta(gt=0, le=0.2)] = 0.002
+    speed: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Paper mode: candles per candle-interval of wall time (0 = as fast as possible)."""
+
+
+class ExchangeConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: str
+    hedge_mode: bool = False
+    options: Any = {}
+    """Validated by the exchange plugin's ``Options`` Struct; holds an instance of it after loading."""
+
+
+class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    leveraged_sl_pct: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.04
+    """Loss at the stop as a share of margin: the stop sits ``leveraged_sl_pct / leverage`` from the fill."""
+    protection_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
+    """How long a filled entry may wait for its stop to be confirmed before it is closed at market."""
+    on_foreign_position: Literal["adopt", "flatten", "halt"] = "adopt"
+    stop_tolerance_pct: Annotated[float, msgspec.Meta(ge=0, le=0.05)] = 0.0002
+
+
+class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_]{0,19}$")]
+    """Prefixes every client order id (``<name>-<seq>-<role><attempt>``), hence short and plain."""
+    exchange: str
+    strategy: str
+    symbol: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,10}$")]
+    interval: Interval
+    leverage: Annotated[int, msgspec.Meta(ge=1, le=125)]
+    params: Any = {}
+    """Validated by the strategy's ``Params`` Struct; holds an instance of it after loading."""
+    protection: ProtectionConfig = ProtectionConfig()
+
+
+class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    mode: Mode = "paper"
+    state_dir: str = "state"
+    journal: JournalConfig = JournalConfig()
+    plugins: PluginsConfig = PluginsConfig()
+    market: MarketConfig | None = None
+    exchanges: dict[str, ExchangeConfig] = {}
+    instances: Annotated[list[InstanceConfig], msgspec.Meta(min_length=1)]
+
+    @property
+    def journal_synchronous(self) -> Synchronous:
+        if self.journal.synchronous is not None:
+            return self.journal.synchronous
+        return "OFF" if self.mode == "replay" else "FULL"
+
+
+def config_hash(config: Config) -> str:
+    """Identifies the configuration a journal was written under (stored in its ``meta``)."""
+    return hashlib.sha256(msgspec.json.encode(config)).hexdigest()[:16]
+
+
+def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> Config:
+    """Read, decode and check ``path``; raise ConfigError (one line) on anything wrong."""
+    path = Path(path)
+    env = os.environ if environ is None else environ
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
+    try:
+        raw = msgspec.toml.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    _refuse_secrets(path, raw, "$")
+    try:
+        config = msgspec.convert(raw, Config)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_one_line(path, exc)) from exc
+    return _resolve(path, config, env)
+
+
+def _one_line(path: Path, exc: msgspec.ValidationError, prefix: str = "$") -> str:
+    """msgspec says "Expected `int`, got `str` - at `$.instances[0].leverage`"; we say the path first."""
+    message = str(exc)
+    match = re.match(r"^(.*) - at `\$(.*)`$", message, re.DOTALL)
+    if match:
+        return f"{path}: {prefix}{match.group(2)}: {match.group(1)}"
+    return f"{path}: {prefix}: {message}"
+
+
+def _refuse_secrets(path: Path, node: Any, where: str) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}"
+            if _SECRET_KEY.search(str(key)) and not _SECRET_REFERENCE.search(str(key)):
+                raise ConfigError(f"{path}: {here}: looks like a secret; secrets never go in a config file: set "
+                                  "them in environment variables (or a 0600 secrets file) and name those here "
+                                  "with a key ending in _env or _file")
+            _refuse_secrets(path, value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _refuse_secrets(path, value, f"{where}[{i}]")
+
+
+def _resolve(path: Path, config: Config, env: Any) -> Config:
+    from plugins.manager import PluginError, make_plugin_manager
+
+    base = path.resolve().parent
+
+    def fail(where: str, message: str) -> ConfigError:
+        return ConfigError(f"{path}: {where}: {message}")
+
+    if config.mode == "live" and env.get(LIVE_OPT_IN) != "yes":
+        raise fail("$.mode", f"live trading needs the explicit opt-in {LIVE_OPT_IN}=yes in the environment")
+    try:
+        plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
+        exchange_types = plugins.exchanges()
+        strategies = plugins.strategies()
+    except PluginError as exc:
+        raise fail("$.plugins", str(exc)) from exc
+
+    exchanges = {}
+    for name, ex in config.exchanges.items():
+        where = f"$.exchanges.{name}"
+        plugin = exchange_types.get(ex.type)
+        if plugin is None:
+            raise fail(f"{where}.type", f"unknown exchange type {ex.type!r} (known: {', '.join(sorted(exchange_types))})")
+        if config.mode == "replay" and ex.type != "paper":
+            raise fail(f"{where}.type", "a replay runs on the paper exchange only")
+        try:
+            options = msgspec.convert(ex.options, plugin.Options)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_one_line(path, exc, f"{where}.options")) from exc
+        exchanges[name] = msgspec.structs.replace(ex, options=options)
+
+    instances = []
+    seen: dict[str, int] = {}
+    traded: dict[tuple[str, str], str] = {}
+    for i, inst in enumerate(config.instances):
+        where = f"$.instances[{i}]"
+        if inst.name in seen:
+            raise fail(f"{where}.name", f"duplicate instance name {inst.name!r} (also $.instances[{seen[inst.name]}])")
+        seen[inst.name] = i
+        if inst.exchange not in exchanges:
+            have = ", ".join(sorted(exchanges)) or "none"
+            raise fail(f"{where}.exchange", f"no exchange {inst.exchange!r} in [exchanges] (have: {have})")
+        strategy = strategies.get(inst.strategy)
+        if strategy is None:
+            raise fail(f"{where}.strategy", f"unknown strategy {inst.strategy!r} (known: {', '.join(sorted(strategies))})")
+        try:
+            params = msgspec.convert(inst.params, strategy.Params)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_one_line(path, exc, f"{where}.params")) from exc
+        key = (inst.exchange, inst.symbol)
+        if key in traded and not exchanges[inst.exchange].hedge_mode:
+            raise fail(where, f"instances {traded[key]!r} and {inst.name!r} both trade {inst.symbol} on account "
+                              f"{inst.exchange!r}; that needs hedge_mode = true on [exchanges.{inst.exchange}]")
+        traded[key] = inst.name
+        instances.append(msgspec.structs.replace(inst, params=params))
+
+    market = config.market
+    if market is not None and market.source == "csv":
+        if not market.csv:
+            raise fail("$.market.csv", "source = \"csv\" needs the path of a candle CSV")
+        csv = base / market.csv
+        if not csv.is_file():
+            raise fail("$.market.csv", f"no such file: {csv}")
+        market = msgspec.structs.replace(market, csv=str(csv))
+    return msgspec.structs.replace(config, state_dir=str((base / config.state_dir).resolve()), exchanges=exchanges,
+                                   instances=instances, market=market)

@@ -1,0 +1,196 @@
+"""The paper exchange: the matching core in-process, behind the adapter protocol.
+
+Its account (balance, positions, working orders, fills, the last candle it lived through) can persist
+in a JSON file of its own, written atomically after every change, so that it outlives a killed bot
+process as a real exchange would: a restarted bot finds its stop still working, its fills still there.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from core.clock import Clock
+from core.events import (
+    AnyEvent,
+    CancelOrder,
+    CandleClosed,
+    OrderFilled,
+    PositionSnapshot,
+    Side,
+    SubmitClose,
+    SubmitEntry,
+    SubmitStop,
+)
+from core.instrument import Instrument
+from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState
+from exchanges.paper.matching import Account, MatchingCore
+
+
+
+class PaperOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[exchanges.<name>.options]`` of a paper account."""
+
+    balance: Decimal = Decimal(10_000)
+    """Starting balance in USDT (ignored when ``state_file`` already holds an account)."""
+    fee_rate: Decimal = Decimal("0.0005")
+    """Taker fee on notional."""
+    slippage_bps: Decimal = Decimal(0)
+    attached_stop: bool = False
+    """Accept the stop attached to the entry (BingX ``stopLoss``) instead of a separate order."""
+    orphan_stops: Literal["cancel", "keep"] = "keep"
+    state_file: str | None = None
+    """Persist the account here (relative paths are under the state dir); None keeps it in memory."""
+    tick: Decimal = Decimal("0.1")
+    step: Decimal = Decimal("0.0001")
+    min_qty: Decimal = Decimal("0.0001")
+    min_notional: Decimal = Decimal(2)
+
+    def __post_init__(self) -> None:
+        # msgspec.Meta bounds do not apply to Decimal, so the ranges are checked here.
+        for name in ("balance", "tick", "step", "min_qty"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.fee_rate <= Decimal("0.01"):
+            raise ValueError(f"fee_rate must be within 0..0.01, got {self.fee_rate}")
+        if not 0 <= self.slippage_bps <= 100:
+            raise ValueError(f"slippage_bps must be within 0..100, got {self.slippage_bps}")
+        if self.min_notional < 0:
+            raise ValueError(f"min_notional must not be negative, got {self.min_notional}")
+
+
+class PaperExchange:
+    """One paper account. Execution events reach the sink synchronously, in exchange order."""
+
+    name = "paper"
+
+    def __init__(self, options: PaperOptions | None = None, *, hedge_mode: bool = False, clock: Clock | None = None,
+                 state_dir: str | Path | None = None, account: str = "paper") -> None:
+        self.options = options = options or PaperOptions()
+        self.capabilities = Capabilities(attached_stop=options.attached_stop, hedge_mode=hedge_mode)
+        self.account_name = account
+        self.clock = clock
+        self.path: Path | None = None
+        if options.state_file:
+            path = Path(options.state_file)
+            self.path = path if path.is_absolute() or state_dir is None else Path(state_dir) / path
+        acct = self._load() if self.path is not None and self.path.exists() else None
+        if acct is None:
+            acct = Account(balance=options.balance, hedge_mode=hedge_mode)
+        self.core = MatchingCore(acct, {}, fee_rate=options.fee_rate, slippage_bps=options.slippage_bps,
+                                 orphan_stops=options.orphan_stops)
+        self._sink: EventSink | None = None
+
+    # --- persistence -------------------------------------------------------------------------
+
+    def _load(self) -> Account:
+        assert self.path is not None
+        try:
+            return msgspec.json.decode(self.path.read_bytes(), type=Account)
+        except (OSError, msgspec.DecodeError) as exc:
+            raise ExchangeError(f"paper account file {self.path} is unreadable: {exc}") from exc
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(msgspec.json.encode(self.core.account))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    # --- the adapter protocol ----------------------------------------------------------------
+
+    def _now(self) -> int:
+        return self.clock.now_ms() if self.clock is not None else 0
+
+    def _deliver(self, events: list[AnyEvent]) -> None:
+        self._save()
+        if self._sink is not None:
+            for ev in events:
+                self._sink(ev)
+
+    async def start(self, sink: EventSink) -> None:
+        self._sink = sink
+
+    async def stop(self) -> None:
+        self._sink = None
+        self._save()
+
+    def _instrument(self, symbol: str) -> Instrument:
+        inst = self.core.instruments.get(symbol)
+        if inst is None:
+            o = self.options
+            inst = Instrument(symbol=symbol, tick=o.tick, step=o.step, min_qty=o.min_qty, min_notional=o.min_notional)
+            self.core.instruments[symbol] = inst
+        return inst
+
+    async def instrument(self, symbol: str) -> Instrument:
+        return self._instrument(symbol)
+
+    async def configure(self, symbol: str, leverage: int, hedge: bool) -> None:
+        acct = self.core.account
+        if acct.hedge_mode != hedge:
+            if acct.positions or any(o.status in ("new", "partially_filled") for o in acct.orders):
+                raise ExchangeError(f"paper account {self.account_name}: cannot switch position mode with open "
+                                    "positions or orders (104103)")
+            acct.hedge_mode = hedge
+        acct.leverage[symbol] = leverage
+        self._instrument(symbol)
+        self._save()
+
+    async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+        self._instrument(command.symbol)
+        self._deliver(self.core.submit(command, self._now()))
+
+    async def cancel(self, command: CancelOrder) -> None:
+        self._deliver(self.core.cancel(command.client_id, self._now()))
+
+    async def query_order(self, symbol: str, client_id: str) -> OrderState | None:
+        order = self.core.order(client_id)
+        return order.view() if order is not None and order.symbol == symbol else None
+
+    async def order_fills(self, symbol: str, client_id: str) -> list[OrderFilled]:
+        return self.core.fills_of(client_id)
+
+    async def open_orders(self, symbol: str) -> list[OrderState]:
+        return [o.view() for o in self.core.open_orders(symbol)]
+
+    async def position(self, symbol: str, side: Side) -> PositionSnapshot:
+        return self.core.snapshot(symbol, side, self._now())
+
+    async def balance(self) -> Decimal:
+        return self.core.available()
+
+    # --- the paper exchange's own market -----------------------------------------------------
+
+    def on_candle(self, candle: CandleClosed) -> None:
+        """The market moved by one closed candle: trigger stops and take-profits on its path."""
+        self._deliver(self.core.on_candle(candle, self._now()))
+
+    def market_time(self, symbol: str) -> int | None:
+        """Open time of the last candle this account lived through (a restarted run resumes after it)."""
+        return self.core.account.market_time.get(symbol)
+
+    def close_by_hand(self, symbol: str, side: Side, qty: Decimal | None = None) -> None:
+        """An operator closes the position outside the bot."""
+        self._deliver(self.core.close_by_hand(symbol, side, self._now(), qty))
+
+    def order_count(self, client_id: str) -> int:
+        return sum(1 for o in self.core.account.orders if o.client_id == client_id)
+
+
+class PaperPlugin:
+    """What the ``gatebot_exchanges`` hook returns for ``type = "paper"``."""
+
+    Options = PaperOptions
+
+    @staticmethod
+    def factory(options: Any, *, hedge_mode: bool, clock: Clock, state_dir: Any, account: str) -> PaperExchange:
+        return PaperExchange(options, hedge_mode=hedge_mode, clock=clock, state_dir=state_dir, account=account)
