@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import load_config  # noqa: E402
-from core.report import report_dir  # noqa: E402
-from core.runner import Runner  # noqa: E402
-from plugins.manager import make_plugin_manager  # noqa: E402
+from core.config import load_config
+from core.report import report_dir
+from core.runner import Runner
+from plugins.manager import make_plugin_manager
 
 CONFIG = """
 mode = "replay"

@@ -137,11 +137,12 @@ def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> C
 
 def _one_line(path: Path, exc: msgspec.ValidationError, prefix: str = "$") -> str:
     """msgspec says "Expected `int`, got `str` - at `$.instances[0].leverage`"; we say the path first."""
-    message = str(exc)
-    match = re.match(r"^(.*) - at `\$(.*)`$", message, re.DOTALL)
-    if match:
-        return f"{path}: {prefix}{match.group(2)}: {match.group(1)}"
-    return f"{path}: {prefix}: {message}"
+    message, _, at = str(exc).partition(" - at `$")
+    where = prefix + at.rstrip("`")
+    unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message)
+    if unknown:
+        return f"{path}: {where}.{unknown.group(1)}: unknown field (not part of the schema; a typo?)"
+    return f"{path}: {where}: {message}"
 
 
 def _refuse_secrets(path: Path, node: Any, where: str) -> None:
@@ -180,7 +181,8 @@ def _resolve(path: Path, config: Config, env: Any) -> Config:
         where = f"$.exchanges.{name}"
         plugin = exchange_types.get(ex.type)
         if plugin is None:
-            raise fail(f"{where}.type", f"unknown exchange type {ex.type!r} (known: {', '.join(sorted(exchange_types))})")
+            known = ", ".join(sorted(exchange_types))
+            raise fail(f"{where}.type", f"unknown exchange type {ex.type!r} (known: {known})")
         if config.mode == "replay" and ex.type != "paper":
             raise fail(f"{where}.type", "a replay runs on the paper exchange only")
         try:
@@ -202,7 +204,8 @@ def _resolve(path: Path, config: Config, env: Any) -> Config:
             raise fail(f"{where}.exchange", f"no exchange {inst.exchange!r} in [exchanges] (have: {have})")
         strategy = strategies.get(inst.strategy)
         if strategy is None:
-            raise fail(f"{where}.strategy", f"unknown strategy {inst.strategy!r} (known: {', '.join(sorted(strategies))})")
+            known = ", ".join(sorted(strategies))
+            raise fail(f"{where}.strategy", f"unknown strategy {inst.strategy!r} (known: {known})")
         try:
             params = msgspec.convert(inst.params, strategy.Params)
         except msgspec.ValidationError as exc:

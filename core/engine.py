@@ -301,8 +301,8 @@ class Engine:
 
     def _on_position(self, snap: PositionSnapshot) -> None:
         r = self.pos.rec
-        if snap.symbol != self.symbol:
-            return
+        if snap.symbol != self.symbol or self.shares_symbol:
+            return  # a shared symbol's position is the sum of several instances': not attributable
         expected = r.open_qty if r.side == snap.side else ZERO
         if snap.qty != expected:
             self._reconcile = True  # a change we did not cause (or have not seen yet): ask the exchange

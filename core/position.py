@@ -54,10 +54,13 @@ TABLE: tuple[Row, ...] = (
         why="recovery: the exchange never saw the entry and holds no position"),
     Row("entering", "entry_filled", "entering", "book_entry_fill",
         why="a fill does not protect: the position waits here until its stop is confirmed"),
-    Row("entering", "entry_completed", "entering", "protect_filled",
+    Row("entering", "entry_completed", "entering", "protect_filled", when=("has_fill",),
         why="the exchange ended a partly filled entry: protect the quantity that filled"),
-    Row("entering", "stop_confirmed", "protected", "confirm_stop", when=("entry_complete",)),
-    Row("entering", "stop_confirmed", "entering", "confirm_stop", unless=("entry_complete",),
+    Row("entering", "entry_completed", "flat", "forget_entry", unless=("has_fill",),
+        why="the exchange ended the entry with nothing filled: as good as rejected"),
+    Row("entering", "stop_confirmed", "protected", "confirm_stop", when=("entry_complete", "confirms_our_stop")),
+    Row("entering", "stop_confirmed", "entering", "confirm_stop", when=("confirms_our_stop",),
+        unless=("entry_complete",),
         why="an attached stop went live before the last entry fill reached us"),
     Row("entering", "stop_rejected", "exiting", "close_unprotected",
         why="a position without a stop is closed at market, never left naked"),
@@ -78,7 +81,7 @@ TABLE: tuple[Row, ...] = (
         why="closed outside the bot (by hand, ADL or liquidation)"),
     Row("protected", "stop_canceled", "protected", "resubmit_stop",
         why="someone else canceled our stop: a new one goes in at once"),
-    Row("protected", "stop_confirmed", "protected", "confirm_stop",
+    Row("protected", "stop_confirmed", "protected", "confirm_stop", when=("confirms_our_stop",),
         why="a replacement stop is live: now the one it replaces is canceled (place first, cancel second)"),
     Row("protected", "stop_rejected", "protected", "drop_pending_stop", when=("has_live_stop",),
         why="a replacement stop was refused while the old one still guards"),
@@ -102,7 +105,7 @@ TABLE: tuple[Row, ...] = (
         why="closed outside the bot while our close was in flight"),
     Row("exiting", "stop_canceled", "exiting", "forget_stop",
         why="the close is in flight; a new stop would only race it"),
-    Row("exiting", "stop_confirmed", "exiting", "confirm_stop",
+    Row("exiting", "stop_confirmed", "exiting", "confirm_stop", when=("confirms_our_stop",),
         why="a replacement stop went live after the exit began: it guards until the close fills"),
     Row(EXITED, "settled", "flat", "close_lifecycle"),
     Row(ANY, "order_gone", "=", "forget_order",
@@ -183,6 +186,7 @@ class Position:
         self.rec = record if record is not None else PositionRecord(symbol=symbol)
         self.rec.symbol = symbol
         self.outbox: list[Command] = []
+        self._applied = False
         MACHINE.add_model(self, initial=self.rec.state)
 
     def release(self) -> None:
@@ -194,6 +198,7 @@ class Position:
     def fire(self, trigger: str, **data: Any) -> list[Command]:
         """Apply ``trigger``; return the commands its effect produced (to be journaled, then sent)."""
         self.outbox = []
+        self._applied = False
         state = self.state
         try:
             self.trigger(trigger, **data)  # type: ignore[attr-defined]
@@ -201,6 +206,10 @@ class Position:
             if isinstance(exc, AttributeError) and trigger in TRIGGERS:
                 raise
             raise InvalidTransition(state, trigger) from None
+        if not self._applied:
+            # Rows for this pair exist but none of their guards held. A queued Machine returns True
+            # regardless, so the model notes each applied transition itself.
+            raise InvalidTransition(state, trigger)
         self.rec.state = self.state
         return self.outbox
 
@@ -214,6 +223,9 @@ class Position:
     def entry_id(self) -> str:
         return self.id_for("e", 1)
 
+    def _mark_applied(self, ev: EventData) -> None:
+        self._applied = True
+
     # --- conditions ------------------------------------------------------------------------
 
     def entry_complete(self, ev: EventData) -> bool:
@@ -222,6 +234,12 @@ class Position:
     def fill_final(self, ev: EventData) -> bool:
         fill: OrderFilled = ev.kwargs["fill"]
         return fill.final
+
+    def has_fill(self, ev: EventData) -> bool:
+        return self.rec.filled_qty > 0
+
+    def confirms_our_stop(self, ev: EventData) -> bool:
+        return ev.kwargs["client_id"] in (self.rec.pending_stop_id, self.rec.stop_id)
 
     def has_live_stop(self, ev: EventData) -> bool:
         return self.rec.stop_id is not None
@@ -450,7 +468,8 @@ def _build_machine() -> Machine:
         for r in TABLE
     ]
     return Machine(model=None, states=list(STATES), transitions=transitions, initial="flat",
-                   auto_transitions=False, send_event=True, queued=True, ignore_invalid_triggers=False)
+                   auto_transitions=False, send_event=True, queued=True, ignore_invalid_triggers=False,
+                   before_state_change="_mark_applied")
 
 
 MACHINE = _build_machine()

@@ -10,6 +10,7 @@ nothing is canceled on the way out, so the exchange stops keep guarding the posi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import signal
@@ -131,7 +132,10 @@ class Runner:
             self.adapters[name] = plugin.factory(ex.options, hedge_mode=ex.hedge_mode, clock=self.clock,
                                                  state_dir=self.state_dir, account=name)
 
-    def _router(self) -> Any:
+    def _router(self, account: str) -> Any:
+        """Execution events go to the instance named by the client id's prefix; position snapshots
+        to every instance trading that symbol on this account."""
+
         def sink(ev: AnyEvent) -> None:
             cid = getattr(ev, "client_id", None)
             if cid is not None:
@@ -141,7 +145,7 @@ class Runner:
                 return
             if isinstance(ev, PositionSnapshot):
                 for inst in self.instances:
-                    if inst.engine is not None and inst.cfg.symbol == ev.symbol:
+                    if inst.engine is not None and inst.cfg.exchange == account and inst.cfg.symbol == ev.symbol:
                         inst.engine.post(ev)
 
         return sink
@@ -160,14 +164,12 @@ class Runner:
             self._fresh_journals()
         self._by_name = {i.cfg.name: i for i in self.instances}
         self._make_adapters()
-        for adapter in self.adapters.values():
-            await adapter.start(self._router())
+        for name, adapter in self.adapters.items():
+            await adapter.start(self._router(name))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, self.stop)
-            except (NotImplementedError, RuntimeError):
-                pass
         try:
             self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
             for inst in self.instances:
@@ -175,7 +177,7 @@ class Runner:
                     await inst.build()
                 except InstanceHalted:
                     raise
-                except Exception as exc:  # noqa: BLE001 - isolation is the point
+                except Exception as exc:
                     inst.fail(exc, 0)
             await self._feed()
         finally:
@@ -271,7 +273,7 @@ class Runner:
                 return
             try:
                 await inst.build()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 inst.fail(exc, candle.open_time)
                 return
         engine = inst.engine
@@ -281,7 +283,7 @@ class Runner:
             await engine.drain()
         except InstanceHalted:
             raise
-        except Exception as exc:  # noqa: BLE001 - one instance's failure must not stop the others
+        except Exception as exc:
             inst.fail(exc, candle.open_time)
 
 

@@ -57,7 +57,7 @@ class PluginManager:
         for impl in caller.get_hookimpls():
             try:
                 impl.function(**{k: kwargs[k] for k in impl.argnames})
-            except Exception:  # noqa: BLE001 - an observer must never stop the engine
+            except Exception:
                 log.exception("plugin %s failed in %s; ignored", impl.plugin_name, hook)
 
     def notify_transition(self, **kwargs: Any) -> None:
@@ -72,7 +72,7 @@ class PluginManager:
             try:
                 veto = impl.function(**{k: {"instance": instance, "decision": decision, "view": view}[k]
                                         for k in impl.argnames})
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.exception("risk plugin %s failed; entry vetoed", impl.plugin_name)
                 return f"risk plugin {impl.plugin_name} failed: {type(exc).__name__}"
             if veto:

@@ -70,7 +70,7 @@ def test_a_fill_is_booked_once(tmp_path: Path) -> None:
 def test_garbage_file_is_refused_with_its_name(tmp_path: Path) -> None:
     path = tmp_path / "bad.sqlite"
     path.write_bytes(b"this is not a database at all" * 100)
-    with pytest.raises(JournalError, match="bad.sqlite"):
+    with pytest.raises(JournalError, match=r"bad\.sqlite"):
         Journal(path)
 
 
@@ -85,7 +85,7 @@ def test_truncated_journal_is_refused(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 3])
     for suffix in ("-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
-    with pytest.raises(JournalError, match="t.sqlite"):
+    with pytest.raises(JournalError, match=r"t\.sqlite"):
         Journal(path).fold()
 
 

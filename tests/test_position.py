@@ -94,9 +94,18 @@ def cases() -> list[tuple[Row, str]]:
 @pytest.mark.parametrize(("row", "src"), cases(), ids=lambda x: x if isinstance(x, str) else x.trigger)
 def test_every_row_of_the_table(row: Row, src: str) -> None:
     pos = make(src, live_stop="has_live_stop" in row.when or "has_live_stop" not in row.unless,
-               manual="manual" in row.when, complete="entry_complete" in row.when
-               or "entry_complete" not in row.unless)
-    pos.fire(row.trigger, **kwargs_for(row, src))
+               manual="manual" in row.when,
+               complete=("entry_complete" in row.when or "entry_complete" not in row.unless)
+               and "has_fill" not in row.unless)
+    kwargs = kwargs_for(row, src)
+    if "confirms_our_stop" in row.when:
+        r = pos.rec
+        if r.pending_stop_id is None:  # a replacement stop on its way
+            r.stop_attempt += 1
+            r.pending_stop_id, r.pending_stop_price = f"a-1-s{r.stop_attempt}", D("59500")
+            r.working.append(r.pending_stop_id)
+        kwargs["client_id"] = r.pending_stop_id
+    pos.fire(row.trigger, **kwargs)
     assert pos.state == (src if row.dest == "=" else row.dest)
     assert pos.rec.state == pos.state
     pos.release()

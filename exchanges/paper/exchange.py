@@ -31,7 +31,6 @@ from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState
 from exchanges.paper.matching import Account, MatchingCore
 
 
-
 class PaperOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[exchanges.<name>.options]`` of a paper account."""
 

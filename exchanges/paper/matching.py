@@ -355,16 +355,16 @@ class MatchingCore:
         """Trade ``qty`` of ``order`` at ``price``: move the positions, the balance, book the fill."""
         acct = self.account
         pnl = ZERO
+        against = None
         if order.reduce_only:
             pnl = self._reduce(order.symbol, order.side, qty, price)
         else:
             rest = qty
-            if not acct.hedge_mode:
-                against = self.holding(order.symbol, opposite(order.side))
-                if against is not None:
-                    netted = min(rest, against.qty)
-                    pnl = self._reduce(order.symbol, against.side, netted, price)
-                    rest -= netted
+            against = None if acct.hedge_mode else self.holding(order.symbol, opposite(order.side))
+            if against is not None:
+                netted = min(rest, against.qty)
+                pnl = self._reduce(order.symbol, against.side, netted, price)
+                rest -= netted
             if rest > 0:
                 self._open(order.symbol, order.side, rest, price)
         fee = qty * price * self.fee_rate
@@ -380,8 +380,10 @@ class MatchingCore:
         acct.next_trade_id += 1
         acct.fills.append(fill)
         self._fills.setdefault(order.client_id, []).append(fill)
-        events: list[AnyEvent] = [fill]
-        if order.reduce_only or not acct.hedge_mode:
+        events: list[AnyEvent] = [fill, self.snapshot(order.symbol, order.side, now)]
+        if not order.reduce_only and against is not None:
+            events.append(self.snapshot(order.symbol, against.side, now))
+        if order.reduce_only or against is not None:
             events += self._after_reduce(order.symbol, now)
         return events
 
