@@ -156,7 +156,8 @@ class PaperExchange:
         return order.view() if order is not None and order.symbol == symbol else None
 
     async def order_fills(self, symbol: str, client_id: str) -> list[OrderFilled]:
-        return self.core.fills_of(client_id)
+        order = self.core.order(client_id)
+        return self.core.fills_of(client_id) if order is not None and order.symbol == symbol else []
 
     async def open_orders(self, symbol: str) -> list[OrderState]:
         return [o.view() for o in self.core.open_orders(symbol)]
@@ -179,6 +180,7 @@ class PaperExchange:
 
     def close_by_hand(self, symbol: str, side: Side, qty: Decimal | None = None) -> None:
         """An operator closes the position outside the bot."""
+        self._instrument(symbol)
         self._deliver(self.core.close_by_hand(symbol, side, self._now(), qty))
 
     def order_count(self, client_id: str) -> int:

@@ -175,7 +175,9 @@ class MatchingCore:
         refusal = inst.entry_refusal(cmd.qty, price)
         if refusal:
             return [self._reject(cmd.client_id, 101400, refusal, now)]
-        if cmd.stop is not None:
+        if cmd.stop is not None:  # the attached stop is checked whole before anything fills
+            if cmd.stop.client_id in self._orders or cmd.stop.client_id == cmd.client_id:
+                return [self._reject(cmd.client_id, 101481, "stopLoss clientOrderID cannot be repeated", now)]
             refusal_code = self._stop_refusal(cmd.side, cmd.stop.price, price, inst)
             if refusal_code:
                 return [self._reject(cmd.client_id, *refusal_code, now)]
@@ -217,15 +219,17 @@ class MatchingCore:
 
     def submit_take_profit(self, client_id: str, symbol: str, side: Side, qty: Decimal, price: Decimal,
                            now: int) -> list[AnyEvent]:
-        inst = self.instruments[symbol]
-        return self._submit_stop(client_id, symbol, side, qty, price, inst, self.account.last_price[symbol], now,
-                                 "take_profit")
+        inst = self.instruments.get(symbol)
+        last = self.account.last_price.get(symbol)
+        if inst is None or last is None:
+            return [self._reject(client_id, 101415, f"no market for {symbol}", now)]
+        return self._submit_stop(client_id, symbol, side, qty, price, inst, last, now, "take_profit")
 
     def _submit_close(self, cmd: SubmitClose, price: Decimal, now: int) -> list[AnyEvent]:
         held = self.holding(cmd.symbol, cmd.side)
         if held is None:
             return [self._reject(cmd.client_id, 101205, "No position to close", now)]
-        inst = self.instruments[cmd.symbol]
+        inst = self.instruments[cmd.symbol]  # submit() has checked it
         order = self._new_order(cmd.client_id, cmd.symbol, "close", "MARKET", cmd.side, cmd.qty, reduce_only=True,
                                 now=now)
         fill_price = self._taker_price(cmd.side, price, inst, opening=False)
@@ -246,8 +250,8 @@ class MatchingCore:
         if held is None:
             return []
         client_id = f"manual-{self.account.next_order_id}"
-        cmd = SubmitClose(client_id=client_id, symbol=symbol, side=side, qty=qty or held.qty)
-        return self._submit_close(cmd, self.account.last_price[symbol], now)
+        cmd = SubmitClose(client_id=client_id, symbol=symbol, side=side, qty=held.qty if qty is None else qty)
+        return self.submit(cmd, now)
 
     # --- the market ----------------------------------------------------------------------------
 

@@ -1,0 +1,267 @@
+"""The engine against the paper exchange, driven candle by candle with a scripted strategy."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+
+from core.clock import VirtualClock
+from core.engine import Engine
+from core.events import CandleClosed, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
+from core.invariants import check
+from core.journal import Journal
+from core.position import Protection
+from exchanges.paper.exchange import PaperExchange, PaperOptions
+from plugins.hookspecs import hookimpl
+from plugins.manager import make_plugin_manager
+from strategies.base import Decision, Enter, Exit, PositionView
+
+SYMBOL = "BTC-USDT"
+STEP_MS = 300_000
+
+
+class Scripted:
+    """Says what the script says on the n-th candle, nothing otherwise."""
+
+    Params: ClassVar[type[msgspec.Struct]] = msgspec.Struct
+    history = 1
+
+    def __init__(self, script: dict[int, Decision]) -> None:
+        self.script = script
+        self.n = 0
+
+    def on_candle(self, candle: CandleClosed) -> None:
+        self.n += 1
+
+    def decide(self, view: PositionView) -> Decision:
+        return self.script.pop(self.n, None)
+
+
+def candle(i: int, o: float, h: float | None = None, lo: float | None = None, c: float | None = None) -> CandleClosed:
+    c = o if c is None else c
+    return CandleClosed(symbol=SYMBOL, interval="5m", open_time=i * STEP_MS, open=o, high=h or max(o, c),
+                        low=lo or min(o, c), close=c, volume=1.0)
+
+
+class Bench:
+    def __init__(self, tmp: Path, script: dict[int, Decision], *, exchange: PaperExchange | None = None,
+                 plugins: Any = None, timeout_ms: int = 10_000) -> None:
+        self.clock = VirtualClock(0)
+        self.exchange = exchange or PaperExchange(PaperOptions(), clock=self.clock)
+        self.exchange.clock = self.clock
+        self.path = tmp / "t.sqlite"
+        self.journal = Journal(self.path, synchronous="OFF")
+        self.script = script
+        self.plugins = plugins
+        self.timeout_ms = timeout_ms
+        self.i = 0
+
+    async def start(self) -> Engine:
+        ex = self.exchange
+        inst = await ex.instrument(SYMBOL)
+        await ex.configure(SYMBOL, 4, False)
+        self.engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted(self.script),
+                             adapter=ex, journal=self.journal, clock=self.clock,
+                             protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01")),
+                             protection_timeout_ms=self.timeout_ms, plugins=self.plugins)
+        await ex.start(self.engine.post)
+        await self.engine.start()
+        return self.engine
+
+    async def candles(self, *candles: CandleClosed) -> None:
+        for c in candles:
+            self.clock.advance_to(c.open_time + STEP_MS)
+            self.exchange.on_candle(c)
+            self.engine.post(c)
+            await self.engine.drain()
+
+    async def bars(self, *prices: float) -> None:
+        for p in prices:
+            self.i += 1
+            await self.candles(candle(self.i, p))
+
+    def transitions(self) -> list[tuple[str, str, str]]:
+        return [tuple(r) for r in self.journal.conn.execute("SELECT src, trigger, dst FROM transitions ORDER BY seq")]
+
+    def rejections(self) -> list[tuple[str, str]]:
+        return list(self.journal.conn.execute("SELECT state, trigger FROM rejections ORDER BY rowid"))
+
+    async def violations(self) -> list[Any]:
+        return await check(self.journal, self.exchange, instance="t", symbol=SYMBOL)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_command_is_sent_only_after_its_intent_is_committed(tmp_path: Path) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    class Watching(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            other = sqlite3.connect(tmp_path / "t.sqlite")  # another connection sees committed rows only
+            (n,) = other.execute("SELECT count(*) FROM intents WHERE client_id = ?", (command.client_id,)).fetchone()
+            other.close()
+            seen.append((command.client_id, n > 0))
+            await super().submit(command)
+
+    async def go() -> None:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 4: Exit(reason="test")},
+                      exchange=Watching(PaperOptions()))
+        await bench.start()
+        await bench.bars(100.0, 100.0, 101.0, 102.0, 102.0)
+        assert await bench.violations() == []
+
+    run(go())
+    assert seen == [("t-1-e1", True), ("t-1-s1", True), ("t-1-x1", True)]
+
+
+def test_a_trigger_outside_the_table_is_refused_journaled_and_its_fill_kept(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {})
+        await bench.start()
+        stray = OrderFilled(client_id="t-0-s1", trade_id="x1", qty=Decimal("0.1"), price=Decimal(100),
+                            cum_qty=Decimal("0.1"))
+        assert bench.engine.fire("stop_filled", fill=stray) == []
+        assert bench.engine.pos.state == "flat"
+        return bench
+
+    bench = run(go())
+    assert bench.rejections() == [("flat", "stop_filled")]
+    assert bench.journal.is_booked("t-0-s1", "x1"), "a refused trigger must not lose the fill it carried"
+    assert bench.transitions() == []
+
+
+def test_a_full_trade_journals_every_step(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="short", fraction=0.5), 4: Exit(reason="done")})
+        await bench.start()
+        await bench.bars(100.0, 100.0, 99.0, 98.0, 98.0)
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert bench.transitions() == [
+        ("flat", "enter", "entering"), ("entering", "entry_filled", "entering"),
+        ("entering", "stop_confirmed", "protected"), ("protected", "exit_signal", "exiting"),
+        ("exiting", "close_filled", "exited_exit"), ("exited_exit", "order_gone", "exited_exit"),
+        ("exited_exit", "settled", "flat")]
+    pnl, fees = bench.journal.realized()
+    qty = Decimal("200.000")  # 10000 * 0.5 * 4 / 100
+    assert pnl == (Decimal(100) - Decimal(98)) * qty
+    assert fees == qty * (Decimal(100) + Decimal(98)) * Decimal("0.0005")
+
+
+def test_the_exchange_stop_fills_on_the_candle_path_and_the_gap_fills_at_the_open(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)})
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.rec.stop_price == Decimal(99)
+        await bench.candles(candle(3, 98.5, 98.7, 97.0, 98.0))  # opens below the stop
+        assert bench.engine.pos.state == "flat"
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("protected", "stop_filled", "exited_sl") in bench.transitions()
+    pnl, _ = bench.journal.realized()
+    assert pnl == (Decimal("98.5") - Decimal(100)) * Decimal(200)
+
+
+def test_a_stop_canceled_by_someone_else_is_replaced_at_once(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)})
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        bench.exchange._deliver(bench.exchange.core.cancel("t-1-s1", 0, "canceled in the UI"))
+        await bench.engine.drain()
+        assert bench.engine.pos.state == "protected" and bench.engine.pos.rec.stop_id == "t-1-s2"
+        assert await bench.violations() == []
+        return bench
+
+    run(go())
+
+
+def test_a_position_closed_by_hand_is_noticed_and_its_stop_canceled(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)})
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        bench.exchange.close_by_hand(SYMBOL, "long")
+        await bench.engine.drain()
+        assert bench.engine.pos.state == "flat"
+        assert await bench.exchange.open_orders(SYMBOL) == []
+        return bench
+
+    bench = run(go())
+    assert ("protected", "position_gone", "exited_manual") in bench.transitions()
+
+
+def test_an_entry_whose_stop_is_never_confirmed_is_closed_after_the_protection_timeout(tmp_path: Path) -> None:
+    class LosingStops(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if not isinstance(command, SubmitStop):
+                await super().submit(command)
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
+                      timeout_ms=60_000)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering"
+        await bench.bars(100.0)  # five minutes later: past the one-minute protection timeout
+        assert bench.engine.pos.state == "flat"
+        assert (await bench.exchange.position(SYMBOL, "long")).qty == 0
+        return bench
+
+    bench = run(go())
+    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+
+
+class Veto:
+    @hookimpl
+    def gatebot_risk_check(self, instance: str, decision: Any, view: Any) -> str | None:
+        return "no shorts today" if decision.side == "short" else None
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    @hookimpl
+    def gatebot_on_transition(self, instance: str, trigger: str) -> None:
+        self.seen.append(trigger)
+
+
+class Raising:
+    @hookimpl
+    def gatebot_on_transition(self, instance: str) -> None:
+        raise RuntimeError("observer down")
+
+    @hookimpl
+    def gatebot_on_fill(self, fill: Any) -> None:
+        raise RuntimeError("observer down")
+
+
+def test_a_risk_plugin_vetoes_and_a_raising_observer_changes_nothing(tmp_path: Path) -> None:
+    manager = make_plugin_manager()
+    recorder = Recorder()
+    for plugin in (Veto(), recorder, Raising()):
+        manager.pm.register(plugin)
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="short", fraction=0.5), 3: Enter(side="long", fraction=0.5)},
+                      plugins=manager)
+        await bench.start()
+        await bench.bars(100.0, 100.0, 100.0)
+        return bench
+
+    bench = run(go())
+    assert bench.engine.pos.rec.side == "long" and bench.engine.pos.state == "protected"
+    assert recorder.seen == ["enter", "entry_filled", "stop_confirmed"]
