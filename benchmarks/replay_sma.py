@@ -36,7 +36,7 @@ bars = {bars}
 [exchanges.paper]
 type = "paper"
 [exchanges.paper.options]
-balance = 10000.0
+balance = {balance}
 [[instances]]
 name = "sma"
 exchange = "paper"
@@ -44,15 +44,16 @@ strategy = "sma_cross"
 symbol = "BTC-USDT"
 interval = "5m"
 leverage = 4
-params = {{ fast = 10, slow = 30, fraction = 0.5 }}
+params = {{ fast = 10, slow = 30, fraction = {fraction} }}
 protection = {{ leveraged_sl_pct = 0.04 }}
 """
 
 
-def run(csv: Path | None, bars: int, sync: str) -> dict[str, float]:
+def run(csv: Path | None, bars: int, sync: str, balance: float = 10_000.0, fraction: float = 0.5) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.toml"
-        path.write_text(CONFIG.format(state=Path(tmp) / "state", bars=bars, sync=sync))
+        path.write_text(CONFIG.format(state=Path(tmp) / "state", bars=bars, sync=sync, balance=balance,
+                                          fraction=fraction))
         config = load_config(path)
         runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable),
                         candles_csv=csv)
@@ -69,8 +70,13 @@ def main() -> None:
     parser.add_argument("csv", nargs="?", type=Path)
     parser.add_argument("--bars", type=int, default=20_000)
     parser.add_argument("--sync", default="OFF", choices=["OFF", "NORMAL", "FULL"])
+    parser.add_argument("--balance", type=float, default=10_000.0,
+                        help="starting balance in USDT")
+    parser.add_argument("--fraction", type=float, default=0.5,
+                        help="margin share per entry; fees at 0.5 bleed a long random market dry, so long runs "
+                             "use a small one to keep the trade density of short runs")
     args = parser.parse_args()
-    r = run(args.csv, args.bars, args.sync)
+    r = run(args.csv, args.bars, args.sync, args.balance, args.fraction)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"RESULT bars={r['bars']} seconds={r['seconds']:.3f} bars_per_s={r['bars_per_s']:.0f} "
           f"trades={r['trades']} stop_exits={r['stop_exits']} peak_rss_mb={rss:.1f}")

@@ -42,6 +42,8 @@ class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 class JournalConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     synchronous: Synchronous | None = None
     """SQLite ``synchronous``; default FULL in paper and live, OFF in replay (a replay is re-runnable)."""
+    group_commit: Annotated[int, msgspec.Meta(ge=0, le=100_000)] | None = None
+    """Replay only: commit once per this many transitions (default 1000); paper and live commit each."""
 
 
 class PluginsConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -109,6 +111,12 @@ class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
             return self.journal.synchronous
         return "OFF" if self.mode == "replay" else "FULL"
 
+    @property
+    def journal_group_commit(self) -> int:
+        if self.mode != "replay":
+            return 0
+        return 1000 if self.journal.group_commit is None else self.journal.group_commit
+
 
 def config_hash(config: Config) -> str:
     """Identifies the configuration a journal was written under (stored in its ``meta``)."""
@@ -167,6 +175,9 @@ def _resolve(path: Path, config: Config, env: Any) -> Config:
     def fail(where: str, message: str) -> ConfigError:
         return ConfigError(f"{path}: {where}: {message}")
 
+    if config.mode != "replay" and config.journal.group_commit:
+        raise fail("$.journal.group_commit", "only a replay may group commits; paper and live commit every "
+                                             "transition before its command is sent")
     if config.mode == "live" and env.get(LIVE_OPT_IN) != "yes":
         raise fail("$.mode", f"live trading needs the explicit opt-in {LIVE_OPT_IN}=yes in the environment")
     try:

@@ -88,6 +88,8 @@ class Engine:
         self._protect_deadline: int | None = None
         self._recovering = False
         self._balance_stale = True
+        self._view: PositionView | None = None
+        self._view_bar = -1
         self.shares_symbol = False
         """True when another instance trades this symbol on the same account (hedge mode): then a
         position this instance did not open is not taken for a foreign one."""
@@ -162,17 +164,23 @@ class Engine:
         self.candles_seen += 1
         if self.status != "running" or self.candles_seen < self.strategy.history:
             return
-        await self.check_timers()
+        if self._protect_deadline is not None:
+            await self.check_timers()
         self._exited_on_bar = False
         await self._decide()
         if self._exited_on_bar and self.pos.state == "flat":
             await self._decide()  # a reversal enters on the candle whose signal closed the old side
 
     def view(self) -> PositionView:
+        """What the strategy may know; rebuilt only when the candle or the position changed."""
+        if self._view is not None and self._view_bar == self.bar:
+            return self._view
         r = self.pos.rec
-        return PositionView(
+        self._view_bar = self.bar
+        self._view = PositionView(
             state=self.pos.state, side=r.side, qty=float(r.open_qty), avg_entry=float(r.avg_entry),
             bars_held=(self.bar - r.opened_at) // self.interval_ms if r.opened_at else 0)
+        return self._view
 
     async def _decide(self) -> None:
         state = self.pos.state
@@ -318,8 +326,7 @@ class Engine:
     # --- firing and executing --------------------------------------------------------------
 
     def _status(self, client_id: str, status: Any, detail: str) -> None:
-        with self.journal.transaction():
-            self.journal.add_status(self.clock.now_ms(), self.pos.rec.seq, client_id, status, detail)
+        self.journal.add_status(self.clock.now_ms(), self.pos.rec.seq, client_id, status, detail)  # one row: atomic
 
     def fire(self, trigger: str, *, fill: OrderFilled | None = None,
               status: tuple[str, Any, str] | None = None, detail: dict[str, Any] | None = None,
@@ -328,6 +335,7 @@ class Engine:
         pos = self.pos
         src = pos.state
         ts = self.clock.now_ms()
+        self._view = None
         journal = self.journal
         try:
             commands = pos.fire(trigger, fill=fill, **data) if fill is not None else pos.fire(trigger, **data)

@@ -57,9 +57,16 @@ class IntentRow(msgspec.Struct, frozen=True):
 
 class Journal:
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", lock: bool = True,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, group_commit: int = 0) -> None:
+        """``group_commit`` > 0 (replay only) commits once per that many transactions: each still
+        lands whole or not at all (a savepoint), but a crash may lose the uncommitted tail, which a
+        replay rebuilds anyway. Paper and live use 0: every transaction is committed before the
+        command it carries is sent."""
         self.path = Path(path)
         self._lock_fd: int | None = None
+        self._group = 0  # the schema is committed at once; grouping starts after opening
+        self._pending = 0
+        self._depth = 0
         if lock and not readonly:
             self._take_lock()
         try:
@@ -67,6 +74,7 @@ class Journal:
         except sqlite3.DatabaseError as exc:
             self.close()
             raise JournalError(f"journal {self.path} is unreadable or corrupted: {exc}") from None
+        self._group = 0 if readonly else group_commit
 
     # --- opening ---------------------------------------------------------------------------
 
@@ -141,6 +149,8 @@ class Journal:
     def close(self) -> None:
         conn = getattr(self, "conn", None)
         if conn is not None:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
             conn.close()
             self.conn = None  # type: ignore[assignment]
         if self._lock_fd is not None:
@@ -162,6 +172,9 @@ class Journal:
     def transaction(self) -> Iterator[None]:
         """``BEGIN IMMEDIATE`` .. ``COMMIT``: everything inside lands together or not at all."""
         conn = self.conn
+        if self._group:
+            yield from self._grouped()
+            return
         if conn.in_transaction:
             yield
             return
@@ -172,6 +185,29 @@ class Journal:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def _grouped(self) -> Iterator[None]:
+        conn = self.conn
+        if self._depth:
+            yield
+            return
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        conn.execute("SAVEPOINT tx")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK TO tx")
+            conn.execute("RELEASE tx")
+            raise
+        finally:
+            self._depth = 0
+        conn.execute("RELEASE tx")
+        self._pending += 1
+        if self._pending >= self._group:
+            self._pending = 0
+            conn.execute("COMMIT")
 
     def add_transition(self, ts: int, src: str, trigger: str, record: PositionRecord,
                        detail: dict[str, Any] | None = None) -> None:

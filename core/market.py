@@ -40,13 +40,13 @@ def load_csv(path: str | Path) -> np.ndarray:
     body = [(n, line.split(",")) for n, line in enumerate(lines[1:], start=2) if line.strip()]
     if not body:
         raise CandleFileError(f"{path}: no candles")
-    for lineno, parts in body:
-        if len(parts) < 6:
-            raise CandleFileError(f"{path}: line {lineno}: expected 6 columns, got {len(parts)}")
+    if min(len(parts) for _, parts in body) < 6:
+        lineno, parts = next((n, p) for n, p in body if len(p) < 6)
+        raise CandleFileError(f"{path}: line {lineno}: expected 6 columns, got {len(parts)}")
     rows = np.empty((len(body), 6), dtype=np.float64)
     try:
         rows[:, 0] = _parse_times([p[0].strip() for _, p in body])
-        rows[:, 1:] = np.array([p[1:6] for _, p in body], dtype=np.float64)
+        rows[:, 1:] = np.array([float(x) for _, p in body for x in p[1:6]]).reshape(-1, 5)
     except ValueError:
         for lineno, parts in body:  # slow path, only to name the bad line
             try:

@@ -55,7 +55,8 @@ class Instance:
         await adapter.configure(cfg.symbol, cfg.leverage, r.config.exchanges[cfg.exchange].hedge_mode)
         journal = r.journals.get(cfg.name)
         if journal is None:
-            journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous)
+            journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous,
+                              group_commit=r.config.journal_group_commit)
             r.journals[cfg.name] = journal
             meta = journal.meta()
             values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy}
@@ -224,34 +225,34 @@ class Runner:
         speed = self.config.market.speed if self.config.market else 0.0
         clock = self.clock
         virtual = isinstance(clock, VirtualClock)
-        by_stream: dict[tuple[str, str], list[Instance]] = {}
+        streams: dict[tuple[str, str], _Stream] = {}
         for inst in self.instances:
-            by_stream.setdefault((inst.cfg.symbol, inst.cfg.interval), []).append(inst)
-        resume = {key: self._resume_time(key[0]) for key in by_stream}
+            key = (inst.cfg.symbol, inst.cfg.interval)
+            if key not in streams:
+                streams[key] = _Stream(interval_ms(key[1]), self._resume_time(key[0]),
+                                       self._history.setdefault(key, deque(maxlen=self._history_len)))
+            streams[key].instances.append(inst)
         progress = _Progress() if self.progress else None
         for candle in self._candles():
             if self._stopping:
                 break
-            key = (candle.symbol, candle.interval)
-            close_time = candle.open_time + interval_ms(candle.interval)
-            hist = self._history.setdefault(key, deque(maxlen=self._history_len))
-            insts = by_stream[key]
-            if resume[key] is not None and candle.open_time <= resume[key]:
-                hist.append(candle)  # the exchange lived through this candle before a restart: warm-up only
-                for inst in insts:
+            stream = streams[(candle.symbol, candle.interval)]
+            if stream.resume is not None and candle.open_time <= stream.resume:
+                stream.history.append(candle)  # the exchange lived through it before a restart: warm-up only
+                for inst in stream.instances:
                     if inst.engine is not None:
                         inst.engine.strategy.on_candle(candle)
                         inst.engine.candles_seen += 1
                 continue
             if virtual:
-                clock.advance_to(close_time)  # type: ignore[union-attr]
+                clock.advance_to(candle.open_time + stream.step_ms)  # type: ignore[union-attr]
             elif speed > 0:
-                await asyncio.sleep(interval_ms(candle.interval) / 1000 / speed)
+                await asyncio.sleep(stream.step_ms / 1000 / speed)
             for adapter in market_adapters:
                 adapter.on_candle(candle)  # type: ignore[attr-defined]
-            for inst in insts:
+            for inst in stream.instances:
                 await self._step(inst, candle)
-            hist.append(candle)
+            stream.history.append(candle)
             self.bars += 1
             if progress is not None:
                 progress.tick(self.bars)
@@ -285,6 +286,18 @@ class Runner:
             raise
         except Exception as exc:
             inst.fail(exc, candle.open_time)
+
+
+class _Stream:
+    """One (symbol, interval) candle stream and the instances it drives."""
+
+    __slots__ = ("history", "instances", "resume", "step_ms")
+
+    def __init__(self, step_ms: int, resume: int | None, history: deque[CandleClosed]) -> None:
+        self.step_ms = step_ms
+        self.resume = resume
+        self.history = history
+        self.instances: list[Instance] = []
 
 
 class _Progress:

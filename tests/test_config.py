@@ -79,6 +79,9 @@ BAD = [
     ("live without the opt-in", GOOD.replace('mode = "replay"', 'mode = "live"'), "$.mode", "GATEBOT_LIVE=yes"),
     ("csv market without a file", GOOD + '[market]\nsource = "csv"\ncsv = "nowhere.csv"\n', "$.market.csv",
      "no such file"),
+    ("group commit outside a replay",
+     GOOD.replace('mode = "replay"', 'mode = "paper"') + "[journal]\ngroup_commit = 10\n",
+     "$.journal.group_commit", "only a replay"),
     ("unknown plugin module", GOOD + '[plugins]\nmodules = ["no_such_plugin_module"]\n', "$.plugins",
      "no_such_plugin_module"),
 ]

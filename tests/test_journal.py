@@ -131,3 +131,32 @@ def test_same_process_second_open_is_refused_too(tmp_path: Path) -> None:
 def test_readonly_open_of_a_missing_journal(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="does not exist"):
         Journal(tmp_path / "none.sqlite", readonly=True)
+
+
+def test_group_commit_keeps_each_transaction_whole_and_commits_on_close(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite"
+    j = Journal(path, synchronous="OFF", group_commit=1000)
+    with j.transaction():
+        j.add_transition(1, "flat", "enter", rec("entering"))
+    with pytest.raises(RuntimeError), j.transaction():
+        j.add_transition(2, "entering", "stop_confirmed", rec("protected"))
+        raise RuntimeError("boom")
+    assert j.fold() == rec("entering"), "the failed transaction is rolled back, the one before it stays"
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT count(*) FROM transitions").fetchone() == (0,), "not committed yet"
+    j.close()
+    assert other.execute("SELECT count(*) FROM transitions").fetchone() == (1,)
+    other.close()
+
+
+def test_group_commit_commits_every_n_transactions(tmp_path: Path) -> None:
+    path = tmp_path / "g.sqlite"
+    j = Journal(path, synchronous="OFF", group_commit=3)
+    states = ["entering", "flat"]
+    for i in range(7):
+        with j.transaction():
+            j.add_transition(i, states[(i + 1) % 2], "x", rec(states[i % 2]))
+    other = sqlite3.connect(path)
+    assert other.execute("SELECT count(*) FROM transitions").fetchone() == (6,)
+    other.close()
+    j.close()

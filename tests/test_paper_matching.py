@@ -291,7 +291,7 @@ def test_long_stop_rests_while_the_candle_stays_above_it() -> None:
     assert [o.client_id for o in core.open_orders(SYM)] == ["s"]
     held = core.holding(SYM, "long")
     assert held is not None and held.qty == D(1)
-    assert core.account.last_price[SYM] == D("96.0")
+    assert core.sync().last_price[SYM] == D("96.0")
 
 
 @pytest.mark.parametrize(("low", "expected_pnl"), [(94.0, D(-5)), (95.0, D(-5))])
@@ -786,7 +786,7 @@ def test_a_candle_of_another_symbol_does_not_trigger_the_stop() -> None:
                          close=2.0, volume=1.0)
     assert core.on_candle(other, 5) == []
     assert [o.client_id for o in core.open_orders(SYM)] == ["s"]
-    assert core.account.last_price[SYM] == D(100)
+    assert core.sync().last_price[SYM] == D(100)
     assert core.account.market_time == {SYM: 0, "ETH-USDT": 300_000}
 
 
@@ -795,7 +795,7 @@ def test_market_time_follows_the_last_candle_even_without_orders() -> None:
     core.on_candle(candle(600_000, 1.0, 2.0, 0.5, 1.5), 0)
     core.on_candle(candle(900_000, 1.5, 2.0, 0.5, 1.25), 0)
     assert core.account.market_time[SYM] == 900_000
-    assert core.account.last_price[SYM] == D("1.25")
+    assert core.sync().last_price[SYM] == D("1.25")
 
 
 def test_entry_whose_attached_stop_reuses_a_client_id_is_not_left_unprotected() -> None:

@@ -109,3 +109,13 @@ def test_replay_makes_the_same_trades_as_a_plain_loop(tmp_path: Path) -> None:
     assert len(got) > 100
     assert any(t[3] == "sl" for t in got)
     assert got == expected
+
+
+def test_a_replay_gives_a_byte_identical_journal(tmp_path: Path) -> None:
+    path = tmp_path / "two.toml"
+    path.write_text(TWO.format(state=tmp_path / "state"))
+    journal = tmp_path / "state" / "good.sqlite"
+    run(path)
+    first = journal.read_bytes()
+    run(path)
+    assert journal.read_bytes() == first

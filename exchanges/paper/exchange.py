@@ -99,7 +99,7 @@ class PaperExchange:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as f:
-            f.write(msgspec.json.encode(self.core.account))
+            f.write(msgspec.json.encode(self.core.sync()))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)

@@ -15,6 +15,7 @@ What it models (exchange semantics the bot must survive, not a venue's microstru
   (101481), nothing to reduce (101205), insufficient margin (101204), stop or take-profit on the wrong
   side of the market (110411-110414), quantity or price off the step / tick (109400).
 - One-way mode (an opposite opening order nets the position) and hedge mode (long and short coexist).
+- A limited order history (``history_limit`` finished orders, with their fills), as on an exchange.
 - A stop left resting after its position closed: ``orphan_stops = "cancel"`` cancels it when the
   position reaches zero; ``"keep"`` leaves it resting and expires it if it triggers with nothing to
   close (BingX's behaviour is unconfirmed, so both are switches).
@@ -106,14 +107,17 @@ class Account(msgspec.Struct, kw_only=True):
 class MatchingCore:
     def __init__(self, account: Account, instruments: dict[str, Instrument], *, fee_rate: Decimal,
                  slippage_bps: Decimal = ZERO, orphan_stops: OrphanPolicy = "keep",
-                 default_leverage: int = 5) -> None:
+                 default_leverage: int = 5, history_limit: int = 1000) -> None:
         self.account = account
+        self.history_limit = history_limit
         self.instruments = instruments
         self.fee_rate = fee_rate
         self.slippage_bps = slippage_bps
         self.orphan_stops = orphan_stops
         self.default_leverage = default_leverage
         self._orders = {o.client_id: o for o in account.orders}
+        self._closes: dict[str, float] = {}
+        """Last close per symbol as the feed's float; turned into ``account.last_price`` on demand."""
         self._working = [o for o in account.orders if o.status in ("new", "partially_filled")]
         self._fills: dict[str, list[OrderFilled]] = {}
         for f in account.fills:
@@ -159,7 +163,7 @@ class MatchingCore:
         inst = self.instruments.get(cmd.symbol)
         if inst is None:
             return [self._reject(cmd.client_id, 109400, f"unknown symbol {cmd.symbol}", now)]
-        price = self.account.last_price.get(cmd.symbol)
+        price = self.sync().last_price.get(cmd.symbol)
         if price is None:
             return [self._reject(cmd.client_id, 101415, "no market price yet", now)]
         if cmd.qty <= 0 or cmd.qty % inst.step:
@@ -220,7 +224,7 @@ class MatchingCore:
     def submit_take_profit(self, client_id: str, symbol: str, side: Side, qty: Decimal, price: Decimal,
                            now: int) -> list[AnyEvent]:
         inst = self.instruments.get(symbol)
-        last = self.account.last_price.get(symbol)
+        last = self.sync().last_price.get(symbol)
         if inst is None or last is None:
             return [self._reject(client_id, 101415, f"no market for {symbol}", now)]
         return self._submit_stop(client_id, symbol, side, qty, price, inst, last, now, "take_profit")
@@ -257,35 +261,42 @@ class MatchingCore:
 
     def on_candle(self, c: CandleClosed, now: int) -> list[AnyEvent]:
         """Walk the candle's path and trigger the conditional orders it touches."""
-        acct = self.account
-        acct.market_time[c.symbol] = c.open_time
+        self.account.market_time[c.symbol] = c.open_time
         events: list[AnyEvent] = []
         if self._working:
             for order in self._triggered(c):
                 events += self._trigger(order, c, now)
-        acct.last_price[c.symbol] = to_decimal(c.close)
+        self._closes[c.symbol] = c.close
         return events
 
     def set_price(self, symbol: str, price: Decimal) -> None:
+        self._closes.pop(symbol, None)
         self.account.last_price[symbol] = price
+
+    def sync(self) -> Account:
+        """The account with every last price up to date (for queries and persistence)."""
+        if self._closes:
+            for symbol, close in self._closes.items():
+                self.account.last_price[symbol] = to_decimal(close)
+            self._closes.clear()
+        return self.account
 
     def _triggered(self, c: CandleClosed) -> list[Order]:
         """Conditional orders of ``c.symbol`` touched by the candle: in path order, stops before
         take-profits of the same position (worse case first)."""
-        lo, hi = to_decimal(c.low), to_decimal(c.high)
         low_first = abs(c.open - c.low) <= abs(c.high - c.open)
         hits: list[tuple[int, int, Order]] = []
         for o in self._working:
             if o.symbol != c.symbol or o.type == "MARKET":
                 continue
             sells = o.side == "long"  # a long position is reduced by selling
-            if o.type == "STOP_MARKET":
-                touched = lo <= o.stop_price if sells else hi >= o.stop_price
-            else:
-                touched = hi >= o.stop_price if sells else lo <= o.stop_price
-            if not touched:
-                continue
             at_low = (o.type == "STOP_MARKET") == sells
+            # Float first (rounding is monotonic, so it never misses a touch), then exact.
+            level = float(o.stop_price)
+            if (c.low > level) if at_low else (c.high < level):
+                continue
+            if (to_decimal(c.low) > o.stop_price) if at_low else (to_decimal(c.high) < o.stop_price):
+                continue
             leg = 0 if at_low == low_first else 1
             hits.append((0 if o.type == "STOP_MARKET" else 1, leg, o))
         hits.sort(key=lambda h: (h[0], h[1]))
@@ -337,8 +348,26 @@ class MatchingCore:
     def _reject(self, client_id: str, code: int, reason: str, now: int) -> OrderRejected:
         return OrderRejected(ts=now, client_id=client_id, code=code, reason=reason)
 
+    def _forget_old_orders(self) -> None:
+        """Keep the newest ``history_limit`` orders (and their fills), as an exchange keeps a limited
+        order history: memory and the persisted account stay bounded over any run length. Working
+        orders are never forgotten. Runs in batches, so its cost per order is constant."""
+        acct = self.account
+        if len(acct.orders) <= self.history_limit * 3 // 2:
+            return
+        cut = len(acct.orders) - self.history_limit
+        old, keep = acct.orders[:cut], acct.orders[cut:]
+        working = [o for o in old if o.status in ("new", "partially_filled")]
+        gone = {o.client_id for o in old if o.status not in ("new", "partially_filled")}
+        acct.orders = working + keep
+        acct.fills = [f for f in acct.fills if f.client_id not in gone]
+        for cid in gone:
+            del self._orders[cid]
+            self._fills.pop(cid, None)
+
     def _new_order(self, client_id: str, symbol: str, role: Role, kind: OrderType, side: Side, qty: Decimal, *,
                    now: int, stop_price: Decimal = ZERO, reduce_only: bool = False) -> Order:
+        self._forget_old_orders()
         acct = self.account
         order = Order(client_id=client_id, order_id=acct.next_order_id, symbol=symbol, role=role, type=kind,
                       side=side, qty=qty, stop_price=stop_price, reduce_only=reduce_only, time=now)
