@@ -37,33 +37,51 @@ def load_csv(path: str | Path) -> np.ndarray:
     header = tuple(h.strip().lower() for h in lines[0].split(","))
     if header[:6] != CSV_COLUMNS:
         raise CandleFileError(f"{path}: line 1: expected header {','.join(CSV_COLUMNS)}, got {lines[0]!r}")
-    body = [(n, line.split(",")) for n, line in enumerate(lines[1:], start=2) if line.strip()]
-    if not body:
+    numbers = [n for n, line in enumerate(lines[1:], start=2) if line and not line.isspace()]
+    if not numbers:
         raise CandleFileError(f"{path}: no candles")
-    if min(len(parts) for _, parts in body) < 6:
-        lineno, parts = next((n, p) for n, p in body if len(p) < 6)
-        raise CandleFileError(f"{path}: line {lineno}: expected 6 columns, got {len(parts)}")
-    rows = np.empty((len(body), 6), dtype=np.float64)
-    try:
-        rows[:, 0] = _parse_times([p[0].strip() for _, p in body])
-        rows[:, 1:] = np.array([float(x) for _, p in body for x in p[1:6]]).reshape(-1, 5)
-    except ValueError:
-        for lineno, parts in body:  # slow path, only to name the bad line
-            try:
-                _parse_times([parts[0].strip()])
-                [float(x) for x in parts[1:6]]
-            except ValueError as exc:
-                raise CandleFileError(f"{path}: line {lineno}: {exc}") from None
-        raise
+    rows = _rows_fast([lines[n - 1] for n in numbers])
+    if rows is None:
+        rows = _rows_checked(path, [(n, lines[n - 1].split(",")) for n in numbers])
     o, h, lo, c = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4]
     bad = ~((lo <= np.minimum(o, c)) & (h >= np.maximum(o, c)) & (lo > 0) & np.isfinite(rows).all(axis=1))
     if bad.any():
         i = int(np.argmax(bad))
-        raise CandleFileError(f"{path}: line {body[i][0]}: inconsistent OHLC {body[i][1][1:5]}")
+        raise CandleFileError(f"{path}: line {numbers[i]}: inconsistent OHLC {lines[numbers[i] - 1]!r}")
     unordered = np.diff(rows[:, 0]) <= 0
     if unordered.any():
         i = int(np.argmax(unordered)) + 1
-        raise CandleFileError(f"{path}: line {body[i][0]}: timestamps are not strictly increasing")
+        raise CandleFileError(f"{path}: line {numbers[i]}: timestamps are not strictly increasing")
+    return rows
+
+
+def _rows_fast(lines: list[str]) -> np.ndarray | None:
+    """All lines at once when every line has exactly six fields; None sends the caller to the
+    line-by-line path that names what is wrong."""
+    flat = ",".join(lines).split(",")
+    if len(flat) != 6 * len(lines):
+        return None
+    rows = np.empty((len(lines), 6), dtype=np.float64)
+    try:
+        rows[:, 0] = _parse_times([t.strip() for t in flat[0::6]])
+        for col in range(1, 6):
+            rows[:, col] = np.array(flat[col::6], dtype=np.float64)
+    except ValueError:
+        return None
+    return rows
+
+
+def _rows_checked(path: Path, body: list[tuple[int, list[str]]]) -> np.ndarray:
+    for lineno, parts in body:
+        if len(parts) < 6:
+            raise CandleFileError(f"{path}: line {lineno}: expected 6 columns, got {len(parts)}")
+    rows = np.empty((len(body), 6), dtype=np.float64)
+    for i, (lineno, parts) in enumerate(body):
+        try:
+            rows[i, 0] = _parse_times([parts[0].strip()])[0]
+            rows[i, 1:] = [float(x) for x in parts[1:6]]
+        except ValueError as exc:
+            raise CandleFileError(f"{path}: line {lineno}: {exc}") from None
     return rows
 
 

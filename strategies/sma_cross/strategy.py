@@ -35,6 +35,7 @@ class SmaCross:
         self.p = params
         self.history = params.slow + 1
         self._closes: deque[float] = deque(maxlen=params.slow)
+        self._recent: deque[float] = deque(maxlen=params.fast)
         self._prev_diff: float | None = None
         self.cross = 0
         """+1 on the candle where fast crossed above slow, -1 where it crossed below, else 0."""
@@ -42,10 +43,11 @@ class SmaCross:
     def on_candle(self, candle: CandleClosed) -> None:
         closes = self._closes
         closes.append(candle.close)
+        self._recent.append(candle.close)
         if len(closes) < self.p.slow:
             self.cross = 0
             return
-        fast = sum(list(closes)[-self.p.fast:]) / self.p.fast
+        fast = sum(self._recent) / self.p.fast
         diff = fast - sum(closes) / self.p.slow
         prev = self._prev_diff
         self._prev_diff = diff
