@@ -29,8 +29,12 @@ chaos: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+SHARED_5M := ../shared/data/bingx_btcusdt_5m_2025-08-06_2025-10-14.csv
+
 bench: $(STAMP)
-	$(BIN)/python benchmarks/replay_sma.py
+	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_sma.py $(SHARED_5M); \
+	else echo "skipping the BingX file benchmark: $(SHARED_5M) is absent"; fi
+	$(BIN)/python benchmarks/replay_scale.py
 
 clean:
 	rm -rf $(VENV) state/*.sqlite* state/*.json
