@@ -24,6 +24,7 @@ source = "generated"
 seed = {seed}
 bars = {bars}
 volatility = 0.004
+speed = {speed}
 
 [exchanges.paper]
 type = "paper"
@@ -43,9 +44,11 @@ protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 30 }}
 """
 
 
-def write_paper_session(tmp: Path, *, seed: int = 3, bars: int = 300) -> Path:
+def write_paper_session(tmp: Path, *, seed: int = 3, bars: int = 300, speed: float = 0.0) -> Path:
+    """A paper session of ``bars`` generated candles; ``speed`` > 0 paces them (candles per interval)."""
     path = tmp / "session.toml"
-    path.write_text(PAPER_SESSION.format(state=tmp / "state", account=tmp / "account.json", seed=seed, bars=bars))
+    path.write_text(PAPER_SESSION.format(state=tmp / "state", account=tmp / "account.json", seed=seed, bars=bars,
+                                         speed=speed))
     return path
 
 

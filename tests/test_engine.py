@@ -265,3 +265,25 @@ def test_a_risk_plugin_vetoes_and_a_raising_observer_changes_nothing(tmp_path: P
     bench = run(go())
     assert bench.engine.pos.rec.side == "long" and bench.engine.pos.state == "protected"
     assert recorder.seen == ["enter", "entry_filled", "stop_confirmed"]
+
+
+def test_every_pair_outside_the_table_is_refused_and_journaled_by_the_engine(tmp_path: Path) -> None:
+    from core.position import STATES, TABLE, TRIGGERS, Position, Row
+    from tests.test_position import PROT, kwargs_for, record_for
+
+    allowed = {(s, r.trigger) for r in TABLE for s in ((r.source,) if isinstance(r.source, str) else r.source)}
+    outside = [(s, t) for s in STATES for t in TRIGGERS if (s, t) not in allowed]
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {})
+        engine = await bench.start()
+        for state, trigger in outside:
+            engine.pos.release()
+            engine.pos = Position("t", SYMBOL, PROT, record_for(state))
+            assert engine.fire(trigger, **kwargs_for(Row(state, trigger, state, ""), state)) == []
+            assert engine.pos.state == state
+        return bench
+
+    bench = run(go())
+    assert bench.rejections() == outside
+    assert bench.transitions() == []
