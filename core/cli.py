@@ -1,6 +1,8 @@
 """``gatebot``: run, replay, status, check-config.
 
-Exit status 2 means the configuration (or another input) is wrong and nothing was started.
+Exit status 2: the configuration (or another input) is wrong and nothing was started.
+Exit status 3: the run finished but an instance halted (a damaged journal, a halt policy); the
+message names it and why.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from core.market import CandleFileError
 from core.report import format_summary, report_dir
 
 EXIT_BAD_INPUT = 2
+EXIT_HALTED = 3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,9 +68,14 @@ def _run(config: Config, *, candles: Path | None) -> int:
     runner = Runner(config, plugins, candles_csv=candles, progress=sys.stderr.isatty())
     asyncio.run(runner.run())
     print(f"{runner.bars} candles processed ({config.mode})")
-    for summary in report_dir(config.state_dir):
+    errors: list[str] = []
+    for summary in report_dir(config.state_dir, errors):
         print(format_summary(summary))
-    return 0
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    for name, reason in runner.halted.items():
+        print(f"instance {name} halted: {reason}", file=sys.stderr)
+    return EXIT_HALTED if runner.halted else 0
 
 
 def _status(state_dir: Path) -> int:

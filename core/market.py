@@ -92,10 +92,6 @@ def _parse_times(texts: list[str]) -> np.ndarray:
     return np.array([t.rstrip("Z") for t in texts], dtype="datetime64[ms]").astype(np.int64).astype(np.float64)
 
 
-def csv_candles(path: str | Path, symbol: str, interval: str) -> Iterator[CandleClosed]:
-    yield from array_candles(load_csv(path), symbol, interval)
-
-
 def array_candles(rows: np.ndarray, symbol: str, interval: str) -> Iterator[CandleClosed]:
     for t, o, h, lo, c, v in rows.tolist():
         yield CandleClosed(symbol=symbol, interval=interval, open_time=int(t), open=o, high=h, low=lo, close=c,

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 
 from core.events import ZERO
-from core.journal import Journal
+from core.journal import Journal, JournalError
 from core.position import EXITED, PositionRecord
 
 _record = msgspec.json.Decoder(PositionRecord)
@@ -92,12 +92,19 @@ def format_summary(s: Summary) -> str:
             f"fees {s.fees:.2f}, exits: {exits}; now {s.state}")
 
 
-def report_dir(state_dir: str | Path) -> list[Summary]:
+def report_dir(state_dir: str | Path, errors: list[str] | None = None) -> list[Summary]:
+    """A summary per readable journal in ``state_dir``; a damaged one is skipped and its error (which
+    names the file) appended to ``errors`` when given, else raised."""
     out = []
     for path in sorted(Path(state_dir).glob("*.sqlite")):
-        journal = Journal(path, readonly=True)
         try:
-            out.append(summarize(journal))
-        finally:
-            journal.close()
+            journal = Journal(path, readonly=True)
+            try:
+                out.append(summarize(journal))
+            finally:
+                journal.close()
+        except JournalError as exc:
+            if errors is None:
+                raise
+            errors.append(str(exc))
     return out

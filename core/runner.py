@@ -25,8 +25,8 @@ from core.config import Config, InstanceConfig, config_hash
 from core.engine import Engine, InstanceHalted
 from core.events import AnyEvent, CandleClosed, PositionSnapshot
 from core.intervals import interval_ms
-from core.journal import Journal
-from core.market import csv_candles, generate
+from core.journal import Journal, JournalError
+from core.market import array_candles, generate, load_csv
 from core.position import Protection
 from exchanges.base import ExchangeAdapter
 from strategies.base import StrategyContext
@@ -45,6 +45,8 @@ class Instance:
         self.engine: Engine | None = None
         self.failures = 0
         self.down_until_bar = 0
+        self.halted: str | None = None
+        """Why the instance stopped for good (a damaged journal, a halt policy); None while it trades."""
         self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
 
     async def build(self) -> Engine:
@@ -59,7 +61,8 @@ class Instance:
                               group_commit=r.config.journal_group_commit)
             r.journals[cfg.name] = journal
             meta = journal.meta()
-            values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy}
+            values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy,
+                      "mode": r.config.mode}
             if "initial_balance" not in meta:
                 values["initial_balance"] = str(await adapter.balance())
             journal.set_meta(values)
@@ -105,6 +108,22 @@ class Instance:
         self.engine = None
 
 
+    def halt(self, exc: BaseException) -> None:
+        """Stop this instance for good: what stopped it will not heal by waiting (a damaged journal,
+        a position the policy says not to touch). The other instances keep trading."""
+        self.halted = str(exc)
+        log.error("instance %s halted: %s", self.cfg.name, exc)
+        journal = self.runner.journals.get(self.cfg.name)
+        if journal is not None and journal.conn is not None and not isinstance(exc, JournalError):
+            engine = self.engine
+            with journal.transaction():
+                journal.add_rejection(self.runner.clock.now_ms(), engine.pos.rec.seq if engine else 0,
+                                      engine.pos.state if engine else "?", "instance_halted", str(exc))
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = None
+
+
 class Runner:
     def __init__(self, config: Config, plugins: Any, *, config_path: Path | None = None,
                  candles_csv: Path | None = None, progress: bool = False) -> None:
@@ -112,7 +131,8 @@ class Runner:
         self.plugins = plugins
         self.state_dir = Path(config.state_dir)
         self.config_hash = config_hash(config)
-        self.candles_csv = candles_csv
+        csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)
+        self._csv_rows = load_csv(csv) if csv else None  # a bad file is refused before anything starts
         self.progress = progress
         self.clock: Clock = VirtualClock() if config.mode == "replay" else LiveClock()
         self.adapters: dict[str, ExchangeAdapter] = {}
@@ -174,11 +194,13 @@ class Runner:
         try:
             self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
             for inst in self.instances:
+                if inst.halted is not None:
+                    continue
                 try:
                     await inst.build()
-                except InstanceHalted:
-                    raise
-                except Exception as exc:
+                except (InstanceHalted, JournalError) as exc:
+                    inst.halt(exc)
+                except Exception as exc:  # isolation: one instance's failure must not stop the others
                     inst.fail(exc, 0)
             await self._feed()
         finally:
@@ -191,10 +213,26 @@ class Runner:
                 journal.close()
 
     def _fresh_journals(self) -> None:
-        """A replay is a pure function of its inputs: it starts from empty journals every time."""
+        """A replay is a pure function of its inputs: it starts from empty journals every time. Only a
+        previous replay's journal is replaced; any other file in the way halts that instance."""
         for inst in self.instances:
+            path = inst.journal_path
+            if path.exists():
+                try:
+                    journal = Journal(path, readonly=True)
+                    try:
+                        mode = journal.meta().get("mode")
+                    finally:
+                        journal.close()
+                except JournalError as exc:
+                    inst.halt(exc)
+                    continue
+                if mode != "replay":
+                    inst.halt(JournalError(f"journal {path} was written by a {mode or 'unknown'} session; a replay "
+                                           "does not overwrite it (choose another state_dir)"))
+                    continue
             for suffix in ("", "-wal", "-shm"):
-                Path(f"{inst.journal_path}{suffix}").unlink(missing_ok=True)
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
 
     def _strategy_history(self, cfg: InstanceConfig) -> int:
         cls = self.plugins.strategies()[cfg.strategy]
@@ -206,10 +244,8 @@ class Runner:
         market = self.config.market
         streams = []
         for symbol, interval in dict.fromkeys((i.cfg.symbol, i.cfg.interval) for i in self.instances):
-            if self.candles_csv is not None:
-                streams.append(csv_candles(self.candles_csv, symbol, interval))
-            elif market is not None and market.source == "csv" and market.csv:
-                streams.append(csv_candles(market.csv, symbol, interval))
+            if self._csv_rows is not None:
+                streams.append(array_candles(self._csv_rows, symbol, interval))
             else:
                 seed, bars = (market.seed, market.bars) if market else (42, 2000)
                 kw = {"start_ms": market.start_ms, "start_price": market.start_price,
@@ -268,23 +304,25 @@ class Runner:
                     return int(t)
         return None
 
+    @property
+    def halted(self) -> dict[str, str]:
+        return {i.cfg.name: i.halted for i in self.instances if i.halted is not None}
+
     async def _step(self, inst: Instance, candle: CandleClosed) -> None:
-        if inst.engine is None:
-            if candle.open_time < inst.down_until_bar:
-                return
-            try:
-                await inst.build()
-            except Exception as exc:
-                inst.fail(exc, candle.open_time)
-                return
-        engine = inst.engine
-        assert engine is not None
-        engine.post(candle)
+        if inst.halted is not None:
+            return
         try:
+            if inst.engine is None:
+                if candle.open_time < inst.down_until_bar:
+                    return
+                await inst.build()
+            engine = inst.engine
+            assert engine is not None
+            engine.post(candle)
             await engine.drain()
-        except InstanceHalted:
-            raise
-        except Exception as exc:
+        except (InstanceHalted, JournalError) as exc:
+            inst.halt(exc)
+        except Exception as exc:  # isolation: one instance's failure must not stop the others
             inst.fail(exc, candle.open_time)
 
 

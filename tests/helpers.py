@@ -13,7 +13,9 @@ from core.invariants import Violation, check
 from core.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_5M = ROOT.parent / "shared" / "data" / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
+SHARED_DATA = Path(os.environ.get("GATEBOT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+"""The project's shared candle files (never copied into the repo); tests that need them skip without."""
+SHARED_5M = SHARED_DATA / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
 
 PAPER_SESSION = """
 mode = "paper"

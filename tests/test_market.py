@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.market import CandleFileError, csv_candles, generate, load_csv
+from core.market import CandleFileError, array_candles, generate, load_csv
 from tests.helpers import SHARED_5M
 
 HEADER = "timestamp,open,high,low,close,volume\n"
@@ -93,5 +93,5 @@ def test_the_shared_bingx_file_loads() -> None:
     rows = load_csv(SHARED_5M)
     assert len(rows) > 19_000
     assert np.all(np.diff(rows[:, 0]) % 300_000 == 0)
-    first = next(csv_candles(SHARED_5M, "BTC-USDT", "5m"))
+    first = next(array_candles(rows, "BTC-USDT", "5m"))
     assert first.open_time == 1754496300000 and first.open == 115391.1

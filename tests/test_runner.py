@@ -119,3 +119,53 @@ def test_a_replay_gives_a_byte_identical_journal(tmp_path: Path) -> None:
     first = journal.read_bytes()
     run(path)
     assert journal.read_bytes() == first
+
+
+def test_a_damaged_journal_halts_its_instance_only_and_names_the_file(tmp_path: Path) -> None:
+    from tests.helpers import gatebot
+
+    path = tmp_path / "two.toml"
+    path.write_text(TWO.format(state=tmp_path / "state").replace('strategy = "broken"', 'strategy = "sma_cross"')
+                    .replace('mode = "replay"', 'mode = "paper"'))
+    (tmp_path / "state").mkdir()
+    damaged = tmp_path / "state" / "bad.sqlite"
+    damaged.write_bytes(b"not a journal" * 100)
+    done = gatebot("run", str(path))
+    assert done.returncode == 3, done.stderr
+    assert f"instance bad halted: journal {damaged}" in done.stderr
+    assert damaged.read_bytes() == b"not a journal" * 100, "a damaged journal is left as it was, for inspection"
+    assert "good:" in done.stdout and "good: 0 trades" not in done.stdout
+
+
+def test_a_replay_never_overwrites_a_paper_journal(tmp_path: Path) -> None:
+    from tests.helpers import gatebot
+
+    paper = tmp_path / "paper.toml"
+    paper.write_text(TWO.format(state=tmp_path / "state").replace('mode = "replay"', 'mode = "paper"'))
+    assert gatebot("run", str(paper)).returncode == 0
+    before = (tmp_path / "state" / "good.sqlite").stat().st_size
+    replay = tmp_path / "replay.toml"
+    replay.write_text(TWO.format(state=tmp_path / "state"))
+    done = gatebot("run", str(replay))
+    assert done.returncode == 3 and "written by a paper session; a replay does not overwrite it" in done.stderr
+    assert (tmp_path / "state" / "good.sqlite").stat().st_size == before
+
+
+def test_the_replay_command_reads_a_candle_file_and_reports(tmp_path: Path) -> None:
+    from core.market import generate
+    from tests.helpers import gatebot
+
+    csv = tmp_path / "candles.csv"
+    rows = [f"{c.open_time},{c.open},{c.high},{c.low},{c.close},{c.volume}"
+            for c in generate(seed=9, symbol="BTC-USDT", interval="5m", bars=600)]
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    config = tmp_path / "sma.toml"
+    config.write_text(SMA.format(state=tmp_path / "state"))
+    done = gatebot("replay", str(config), "--candles", str(csv))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("600 candles processed (replay)")
+    assert "sma: " in done.stdout and " trades" in done.stdout
+    config.write_text(SMA.format(state=tmp_path / "other"))
+    missing = gatebot("replay", str(config), "--candles", str(tmp_path / "none.csv"))
+    assert missing.returncode == 2 and "none.csv: cannot read" in missing.stderr
+    assert not (tmp_path / "other").exists(), "nothing starts on a bad candle file"
