@@ -361,7 +361,12 @@ class Position:
         """Recovery: the exchange position is ``qty``; place a stop for it, then cancel the old one."""
         r = self.rec
         qty: Decimal = ev.kwargs["qty"]
-        r.filled_qty = qty + r.closed_qty
+        change = qty - r.open_qty
+        if change < 0:
+            r.closed_qty -= change  # closed outside the bot: its PnL is not ours to book
+        else:
+            r.entry_cost += r.avg_entry * change  # added outside the bot: at an unknown price
+            r.filled_qty += change
         self._submit_stop(r.stop_price or self._stop_for(r.avg_entry))
 
     def drop_pending_stop(self, ev: EventData) -> None:

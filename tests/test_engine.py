@@ -287,3 +287,97 @@ def test_every_pair_outside_the_table_is_refused_and_journaled_by_the_engine(tmp
     bench = run(go())
     assert bench.rejections() == outside
     assert bench.transitions() == []
+
+
+async def _exchange_with(position_qty: str, *, side: str = "long", extra_stop: str | None = None) -> PaperExchange:
+    """A paper account that already holds a position (and maybe an order of ours) before the bot starts."""
+    ex = PaperExchange(PaperOptions())
+    await ex.configure(SYMBOL, 4, False)
+    ex.on_candle(candle(0, 100.0))
+    await ex.submit(SubmitEntry(client_id="someone-1", symbol=SYMBOL, side=side, qty=Decimal(position_qty)))
+    if extra_stop:
+        await ex.submit(SubmitStop(client_id=extra_stop, symbol=SYMBOL, side=side, qty=Decimal(position_qty),
+                                   stop_price=Decimal(90)))
+    return ex
+
+
+def test_recovery_adopts_a_foreign_position_and_protects_it(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {}, exchange=await _exchange_with("3"))
+        await bench.start()
+        r = bench.engine.pos.rec
+        assert bench.engine.pos.state == "protected" and r.side == "long" and r.open_qty == 3
+        assert r.stop_price == Decimal(99)
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert bench.transitions()[0] == ("flat", "adopt", "entering")
+
+
+def test_recovery_flattens_a_foreign_position_when_told_to(tmp_path: Path) -> None:
+    async def go() -> None:
+        ex = await _exchange_with("3", side="short")
+        bench = Bench(tmp_path, {}, exchange=ex)
+        inst = await ex.instrument(SYMBOL)
+        engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted({}), adapter=ex,
+                        journal=bench.journal, clock=bench.clock,
+                        protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01")),
+                        foreign_policy="flatten")
+        await ex.start(engine.post)
+        await engine.start()
+        assert engine.pos.state == "flat"
+        assert (await ex.position(SYMBOL, "short")).qty == 0 and await ex.open_orders(SYMBOL) == []
+
+    run(go())
+
+
+def test_recovery_halts_on_a_foreign_position_when_told_to(tmp_path: Path) -> None:
+    import pytest
+
+    from core.engine import InstanceHalted
+
+    async def go() -> None:
+        ex = await _exchange_with("3")
+        bench = Bench(tmp_path, {}, exchange=ex)
+        inst = await ex.instrument(SYMBOL)
+        engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted({}), adapter=ex,
+                        journal=bench.journal, clock=bench.clock,
+                        protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01")), foreign_policy="halt")
+        await ex.start(engine.post)
+        with pytest.raises(InstanceHalted, match="the bot did not open"):
+            await engine.start()
+        assert (await ex.position(SYMBOL, "long")).qty == 3, "halt touches nothing"
+
+    run(go())
+
+
+def test_recovery_cancels_leftover_orders_of_ours_when_flat(tmp_path: Path) -> None:
+    async def go() -> None:
+        ex = await _exchange_with("3", extra_stop="t-7-s1")
+        ex._deliver(ex.core.close_by_hand(SYMBOL, "long", 0))  # the position went; our stop stayed
+        bench = Bench(tmp_path, {}, exchange=ex)
+        await bench.start()
+        assert await ex.open_orders(SYMBOL) == []
+        assert bench.engine.pos.state == "flat"
+
+    run(go())
+
+
+def test_recovery_resizes_the_stop_when_the_exchange_quantity_differs(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)})
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        bench.exchange.close_by_hand(SYMBOL, "long", Decimal(50))  # a partial close in the exchange's UI
+        await bench.engine.drain()
+        r = bench.engine.pos.rec
+        assert bench.engine.pos.state == "protected" and r.stop_id == "t-1-s2"
+        (stop,) = await bench.exchange.open_orders(SYMBOL)
+        assert stop.client_id == "t-1-s2" and stop.qty == Decimal(150)
+        assert r.open_qty == Decimal(150) and r.avg_entry == Decimal(100)
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("protected", "stop_resize", "protected") in bench.transitions()
