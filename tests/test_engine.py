@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
+import pytest
 
 from core.clock import VirtualClock
-from core.engine import Engine
+from core.engine import Engine, InstanceHalted
 from core.events import CandleClosed, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
 from core.invariants import check
 from core.journal import Journal
@@ -50,7 +51,7 @@ def candle(i: int, o: float, h: float | None = None, lo: float | None = None, c:
 
 class Bench:
     def __init__(self, tmp: Path, script: dict[int, Decision], *, exchange: PaperExchange | None = None,
-                 plugins: Any = None, timeout_ms: int = 10_000) -> None:
+                 plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt") -> None:
         self.clock = VirtualClock(0)
         self.exchange = exchange or PaperExchange(PaperOptions(), clock=self.clock)
         self.exchange.clock = self.clock
@@ -59,6 +60,7 @@ class Bench:
         self.script = script
         self.plugins = plugins
         self.timeout_ms = timeout_ms
+        self.foreign_policy = foreign_policy
         self.i = 0
 
     async def start(self) -> Engine:
@@ -68,7 +70,8 @@ class Bench:
         self.engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted(self.script),
                              adapter=ex, journal=self.journal, clock=self.clock,
                              protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01")),
-                             protection_timeout_ms=self.timeout_ms, plugins=self.plugins)
+                             protection_timeout_ms=self.timeout_ms, plugins=self.plugins,
+                             foreign_policy=self.foreign_policy)  # type: ignore[arg-type]
         await ex.start(self.engine.post)
         await self.engine.start()
         return self.engine
@@ -318,14 +321,7 @@ def test_recovery_adopts_a_foreign_position_and_protects_it(tmp_path: Path) -> N
 def test_recovery_flattens_a_foreign_position_when_told_to(tmp_path: Path) -> None:
     async def go() -> None:
         ex = await _exchange_with("3", side="short")
-        bench = Bench(tmp_path, {}, exchange=ex)
-        inst = await ex.instrument(SYMBOL)
-        engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted({}), adapter=ex,
-                        journal=bench.journal, clock=bench.clock,
-                        protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01")),
-                        foreign_policy="flatten")
-        await ex.start(engine.post)
-        await engine.start()
+        engine = await Bench(tmp_path, {}, exchange=ex, foreign_policy="flatten").start()
         assert engine.pos.state == "flat"
         assert (await ex.position(SYMBOL, "short")).qty == 0 and await ex.open_orders(SYMBOL) == []
 
@@ -333,20 +329,10 @@ def test_recovery_flattens_a_foreign_position_when_told_to(tmp_path: Path) -> No
 
 
 def test_recovery_halts_on_a_foreign_position_when_told_to(tmp_path: Path) -> None:
-    import pytest
-
-    from core.engine import InstanceHalted
-
     async def go() -> None:
         ex = await _exchange_with("3")
-        bench = Bench(tmp_path, {}, exchange=ex)
-        inst = await ex.instrument(SYMBOL)
-        engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted({}), adapter=ex,
-                        journal=bench.journal, clock=bench.clock,
-                        protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01")), foreign_policy="halt")
-        await ex.start(engine.post)
         with pytest.raises(InstanceHalted, match="the bot did not open"):
-            await engine.start()
+            await Bench(tmp_path, {}, exchange=ex, foreign_policy="halt").start()
         assert (await ex.position(SYMBOL, "long")).qty == 3, "halt touches nothing"
 
     run(go())
