@@ -1,0 +1,1 @@
+"""BingX USDT-M perpetual swaps: the adapter (REST + websockets) and a simulator of the same protocol."""
