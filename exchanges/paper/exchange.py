@@ -68,7 +68,9 @@ class PaperExchange:
     name = "paper"
 
     def __init__(self, options: PaperOptions | None = None, *, hedge_mode: bool = False, clock: Clock | None = None,
-                 state_dir: str | Path | None = None, account: str = "paper") -> None:
+                 state_dir: str | Path | None = None, account: str = "paper", core: MatchingCore | None = None) -> None:
+        """``core``: wrap an existing matching core (the simulator's) instead of making one: a view of
+        that account through the adapter protocol, for invariant checks."""
         self.options = options = options or PaperOptions()
         self.capabilities = Capabilities(attached_stop=options.attached_stop, hedge_mode=hedge_mode)
         self.account_name = account
@@ -77,11 +79,14 @@ class PaperExchange:
         if options.state_file:
             path = Path(options.state_file)
             self.path = path if path.is_absolute() or state_dir is None else Path(state_dir) / path
-        acct = self._load() if self.path is not None and self.path.exists() else None
-        if acct is None:
-            acct = Account(balance=options.balance, hedge_mode=hedge_mode)
-        self.core = MatchingCore(acct, {}, fee_rate=options.fee_rate, slippage_bps=options.slippage_bps,
-                                 orphan_stops=options.orphan_stops)
+        if core is not None:
+            self.core = core
+        else:
+            acct = self._load() if self.path is not None and self.path.exists() else None
+            if acct is None:
+                acct = Account(balance=options.balance, hedge_mode=hedge_mode)
+            self.core = MatchingCore(acct, {}, fee_rate=options.fee_rate, slippage_bps=options.slippage_bps,
+                                     orphan_stops=options.orphan_stops)
         self._sink: EventSink | None = None
 
     # --- persistence -------------------------------------------------------------------------
