@@ -81,6 +81,7 @@ class Engine:
         self.bar = 0
         self.candles_seen = 0
         self._inbox: deque[AnyEvent] = deque()
+        self._busy = 0
         self._wake = asyncio.Event()
         self._reconcile = False
         self._unknown: set[str] = set()
@@ -118,12 +119,21 @@ class Engine:
             self._wake.clear()
             await self.drain()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waiting and nothing being handled."""
+        return not self._inbox and not self._busy
+
     async def drain(self) -> None:
         inbox = self._inbox
-        while inbox:
-            await self._handle(inbox.popleft())
-        if (self._reconcile or self._unknown) and not self._recovering:
-            await self.reconcile()
+        self._busy += 1
+        try:
+            while inbox:
+                await self._handle(inbox.popleft())
+            if (self._reconcile or self._unknown) and not self._recovering:
+                await self.reconcile()
+        finally:
+            self._busy -= 1
 
     async def reconcile(self) -> None:
         """Run the recovery table against the exchange (at start, after reconnects, after surprises)."""

@@ -23,7 +23,7 @@ from typing import Any
 from core.clock import Clock, LiveClock, VirtualClock
 from core.config import Config, InstanceConfig, config_hash
 from core.engine import Engine, InstanceHalted
-from core.events import AnyEvent, CandleClosed, PositionSnapshot
+from core.events import AnyEvent, CandleClosed, PositionSnapshot, Timer
 from core.intervals import interval_ms
 from core.journal import Journal, JournalError
 from core.market import array_candles, generate, load_csv
@@ -185,14 +185,19 @@ class Runner:
             self._fresh_journals()
         self._by_name = {i.cfg.name: i for i in self.instances}
         self._make_adapters()
-        for name, adapter in self.adapters.items():
-            await adapter.start(self._router(name))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, self.stop)
+        started: list[ExchangeAdapter] = []
         try:
+            for name, adapter in self.adapters.items():
+                await adapter.start(self._router(name))
+                started.append(adapter)
             self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
+            live = {name: a for name, a in self.adapters.items() if hasattr(a, "start_market")}
+            if live:
+                await self._load_history(live)
             for inst in self.instances:
                 if inst.halted is not None:
                     continue
@@ -202,9 +207,12 @@ class Runner:
                     inst.halt(exc)
                 except Exception as exc:  # isolation: one instance's failure must not stop the others
                     inst.fail(exc, 0)
-            await self._feed()
+            if live:
+                await self._feed_live(live)
+            else:
+                await self._feed()
         finally:
-            for adapter in self.adapters.values():
+            for adapter in started:
                 await adapter.stop()
             for inst in self.instances:
                 if inst.engine is not None:
@@ -294,6 +302,96 @@ class Runner:
                 progress.tick(self.bars)
         if progress is not None:
             progress.done(self.bars)
+
+    # --- live: candles from the exchange's stream ---------------------------------------------
+
+    async def _load_history(self, live: dict[str, Any]) -> None:
+        """Warm-up candles from the exchange (fetched at start, never waited for)."""
+        for inst in self.instances:
+            key = (inst.cfg.symbol, inst.cfg.interval)
+            if key not in self._history:
+                candles = await live[inst.cfg.exchange].history(*key, self._history_len)
+                self._history[key] = deque(candles, maxlen=self._history_len)
+
+    async def _feed_live(self, live: dict[str, Any]) -> None:
+        """Each account streams its candles; every engine runs on its own task, woken by its events."""
+        queue: asyncio.Queue[CandleClosed] = asyncio.Queue()
+        for name, adapter in live.items():
+            keys = {(i.cfg.symbol, i.cfg.interval) for i in self.instances if i.cfg.exchange == name}
+            adapter.start_market({k: (self._history[k][-1].open_time if self._history[k] else None) for k in keys},
+                                 queue.put_nowait)
+        runs: dict[str, asyncio.Task[None]] = {}
+        for inst in self.instances:
+            if inst.engine is not None:
+                runs[inst.cfg.name] = self._spawn(inst)
+        ticker = asyncio.create_task(self._tick())
+        finished = [getattr(a, "finished", None) for a in live.values()]
+        try:
+            while not self._stopping:
+                if queue.empty() and finished and all(f is not None and f.is_set() for f in finished):
+                    await self._settle_engines()
+                    if queue.empty():
+                        break
+                try:
+                    candle = await asyncio.wait_for(queue.get(), timeout=0.2)
+                except TimeoutError:
+                    continue
+                self._history[(candle.symbol, candle.interval)].append(candle)
+                self.bars += 1
+                for inst in self.instances:
+                    if (inst.cfg.symbol, inst.cfg.interval) != (candle.symbol, candle.interval) or inst.halted:
+                        continue
+                    if inst.engine is None and candle.open_time >= inst.down_until_bar:
+                        try:
+                            await inst.build()
+                        except (InstanceHalted, JournalError) as exc:
+                            inst.halt(exc)
+                        except Exception as exc:  # isolation
+                            inst.fail(exc, candle.open_time)
+                        else:
+                            runs[inst.cfg.name] = self._spawn(inst)
+                        continue  # a rebuilt engine warmed up on history that already holds this candle
+                    if inst.engine is not None:
+                        inst.engine.post(candle)
+            await self._settle_engines()
+        finally:
+            ticker.cancel()
+            for task in runs.values():
+                task.cancel()
+            for task in runs.values():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _spawn(self, inst: Instance) -> asyncio.Task[None]:
+        engine = inst.engine
+        assert engine is not None
+
+        async def run() -> None:
+            try:
+                await engine.run_forever()
+            except (InstanceHalted, JournalError) as exc:
+                inst.halt(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # isolation: the instance comes back after a backoff
+                inst.fail(exc, engine.bar)
+
+        return asyncio.create_task(run(), name=f"engine-{inst.cfg.name}")
+
+    async def _tick(self) -> None:
+        """Timers (the protection timeout) need a heartbeat between candles."""
+        while True:
+            await self.clock.sleep(1.0)
+            for inst in self.instances:
+                if inst.engine is not None:
+                    inst.engine.post(Timer(ts=self.clock.now_ms(), name="tick"))
+
+    async def _settle_engines(self) -> None:
+        """Let every engine work off what it was given (used before a finite market ends)."""
+        for _ in range(500):
+            if all(i.engine is None or i.engine.idle for i in self.instances):
+                return
+            await asyncio.sleep(0.01)
 
     def _resume_time(self, symbol: str) -> int | None:
         for adapter in self.adapters.values():

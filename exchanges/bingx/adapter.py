@@ -1,0 +1,413 @@
+"""The BingX USDT-M perpetual adapter: the exchange protocol of exchanges/base.py over REST + websockets.
+
+Commands become signed orders carrying the deterministic client order id; refusals come back as
+``OrderRejected`` events; a submission whose reply is lost (timeout, 5xx, dropped connection) raises
+``OrderUnknown`` and is never sent again blindly. Execution events come from the user stream; the
+REST reply of an accepted order is delivered at once as ``OrderAccepted`` (for a stop, that is the
+moment the position is guarded), and the stream's later NEW for it is dropped as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from core.clock import Clock
+from core.events import (
+    ZERO,
+    CancelOrder,
+    CandleClosed,
+    OrderAccepted,
+    OrderCanceled,
+    OrderFilled,
+    OrderRejected,
+    PositionSnapshot,
+    Side,
+    SubmitClose,
+    SubmitEntry,
+    SubmitStop,
+)
+from core.instrument import Instrument
+from core.intervals import interval_ms
+from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, OrderStatus, OrderUnknown, Role
+from exchanges.bingx import codec, constants
+from exchanges.bingx.codec import dec
+from exchanges.bingx.errors import Busy, InvalidRequest, OrderNotFound, Refused
+from exchanges.bingx.market_stream import MarketStream
+from exchanges.bingx.rest import RestClient, TransportError
+from exchanges.bingx.user_stream import OrderBook, UserStream
+
+log = logging.getLogger("gatebot.bingx")
+
+_STATUS: dict[str, OrderStatus] = {
+    "NEW": "new", "PENDING": "new", "RUNNING": "new", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled",
+    "CANCELED": "canceled", "CANCELLED": "canceled", "FAILED": "rejected", "EXPIRED": "expired",
+}
+_ROLE: dict[str, Role] = {"e": "entry", "s": "stop", "x": "close", "t": "take_profit"}
+_DUPLICATE = (101481, 109201)
+
+
+class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[exchanges.<name>.options]`` of a BingX account."""
+
+    host: Literal["vst", "live"] = "vst"
+    """``vst`` is BingX's demo-money host; ``live`` trades real money (and needs mode = "live")."""
+    rest_url: str | None = None
+    ws_url: str | None = None
+    """Override the host's URLs (another endpoint, a simulator running elsewhere)."""
+    api_key_env: str = "BINGX_API_KEY"
+    secret_env: str = "BINGX_SECRET_KEY"
+    secrets_file: str | None = None
+    """A file of ``NAME=value`` lines for the two variables above; it must be mode 0600."""
+    attached_stop: bool = True
+    """Send the stop with the entry (``stopLoss``): no unprotected moment. False: a separate
+    reduce-only STOP_MARKET the moment the fill is known."""
+    margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
+    request_timeout_s: float = 10.0
+    recv_window_ms: int = 5000
+    kline_grace_s: float | None = 5.0
+    """Close a candle by the clock this long after its end when no later push came (None: pushes only)."""
+    simulator: dict[str, Any] | None = None
+    """Run an embedded BingX simulator on loopback with these options (the demo); no secrets needed."""
+
+    def __post_init__(self) -> None:
+        if self.simulator is not None:
+            from exchanges.bingx.simulator import SimOptions
+
+            try:
+                msgspec.convert(self.simulator, SimOptions)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"simulator: {exc}") from None
+
+
+def load_secrets(options: BingXOptions) -> tuple[str, str]:
+    """The API key and secret from the environment or a 0600 file. Errors name where to put them,
+    never a value."""
+    values = {name: os.environ.get(name) for name in (options.api_key_env, options.secret_env)}
+    if options.secrets_file and not all(values.values()):
+        path = Path(options.secrets_file).expanduser()
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise ExchangeError(f"secrets file {path}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ExchangeError(f"secrets file {path} is readable by others: chmod 600 {path}")
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep and name.strip() in values and not values[name.strip()]:
+                values[name.strip()] = value.strip()
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise ExchangeError(f"BingX credentials missing: set {' and '.join(missing)} in the environment"
+                            + (f" or in {options.secrets_file}" if options.secrets_file else ""))
+    return values[options.api_key_env] or "", values[options.secret_env] or ""
+
+
+class BingXAdapter:
+    name = "bingx"
+
+    def __init__(self, options: BingXOptions, *, hedge_mode: bool, clock: Clock, account: str = "bingx") -> None:
+        self.options = options
+        self.hedge = hedge_mode
+        self.clock = clock
+        self.account = account
+        self.capabilities = Capabilities(attached_stop=options.attached_stop, hedge_mode=hedge_mode)
+        self.book = OrderBook()
+        self.simulator: Any = None
+        self.rest: RestClient | None = None
+        self.user: UserStream | None = None
+        self.market: MarketStream | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sink: EventSink | None = None
+        self._instruments: dict[str, Instrument] = {}
+        self.rest_url = options.rest_url or (constants.LIVE_REST if options.host == "live" else constants.VST_REST)
+        self.ws_url = options.ws_url or (constants.LIVE_WS if options.host == "live" else constants.VST_WS)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self, sink: EventSink) -> None:
+        self._sink = sink
+        if self.options.simulator is not None:
+            from exchanges.bingx.simulator import BingXSimulator, SimOptions
+
+            sim_options = msgspec.convert(self.options.simulator, SimOptions)
+            self.simulator = BingXSimulator(msgspec.structs.replace(sim_options, hedge_mode=self.hedge))
+            await self.simulator.start()
+            self.rest_url, self.ws_url = self.simulator.rest_url, self.simulator.ws_url
+            key, secret = sim_options.api_key, sim_options.secret
+        else:
+            key, secret = load_secrets(self.options)
+        self.rest = RestClient(self.rest_url, key, secret, clock=self.clock, timeout_s=self.options.request_timeout_s,
+                               recv_window_ms=self.options.recv_window_ms)
+        await self.rest.start()
+        self.user = UserStream(self.ws_url, self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
+                               on_reconnect=self._stream_came_back)
+        self._tasks.append(asyncio.create_task(self.user.run(), name=f"{self.account}-user-stream"))
+        await asyncio.wait_for(self.user.connected.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.rest is not None:
+            await self.rest.close()
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+    def _stream_came_back(self) -> None:
+        from core.events import StreamUp
+
+        if self._sink is not None:
+            self._sink(StreamUp(stream="user"))
+
+    @property
+    def _rest(self) -> RestClient:
+        assert self.rest is not None, "start() first"
+        return self.rest
+
+    # --- market data ---------------------------------------------------------------------------
+
+    async def history(self, symbol: str, interval: str, bars: int) -> list[CandleClosed]:
+        """The last ``bars`` closed candles (the newest REST candle may be forming: it is dropped)."""
+        rows = await self._rest.public(constants.KLINES, {"symbol": symbol, "interval": interval,
+                                                          "limit": min(bars + 1, constants.KLINE_LIMIT)},
+                                       list[codec.Kline])
+        candles = sorted((_kline(symbol, interval, k) for k in rows), key=lambda c: c.open_time)
+        return candles[:-1][-bars:]
+
+    async def klines(self, symbol: str, interval: str, start: int, end: int) -> list[CandleClosed]:
+        """Closed candles with open time in [start, end), ascending (the gap filler of the stream)."""
+        step = interval_ms(interval)
+        out: list[CandleClosed] = []
+        cursor = start
+        while cursor < end:
+            rows = await self._rest.public(constants.KLINES, {"symbol": symbol, "interval": interval,
+                                                              "startTime": cursor, "endTime": end - 1,
+                                                              "limit": constants.KLINE_LIMIT}, list[codec.Kline])
+            batch = sorted((_kline(symbol, interval, k) for k in rows if cursor <= k.time < end),
+                           key=lambda c: c.open_time)
+            if not batch:
+                break
+            out.extend(batch)
+            cursor = batch[-1].open_time + step
+        return out
+
+    def start_market(self, streams: dict[tuple[str, str], int | None], on_candle: Any) -> MarketStream:
+        """Stream closed candles of ``streams`` ((symbol, interval) -> last history open time)."""
+        grace = self.options.kline_grace_s if self.simulator is None else None  # a simulator's clock is its own
+        self.market = MarketStream(self.ws_url, list(streams), self.klines, self.clock, on_candle=on_candle,
+                                   grace_s=grace)
+        for (symbol, interval), last in streams.items():
+            self.market.start_after(symbol, interval, last)
+        self._tasks.append(asyncio.create_task(self.market.run(), name=f"{self.account}-market-stream"))
+        return self.market
+
+    # --- account setup -----------------------------------------------------------------------------
+
+    async def instrument(self, symbol: str) -> Instrument:
+        inst = self._instruments.get(symbol)
+        if inst is None:
+            contracts = await self._rest.public(constants.CONTRACTS, {"symbol": symbol}, list[codec.Contract])
+            match = [c for c in contracts if c.symbol == symbol]
+            if not match:
+                raise ExchangeError(f"BingX has no perpetual contract {symbol}")
+            c = match[0]
+            if c.status != 1 or c.apiStateOpen != "true":
+                raise ExchangeError(f"BingX {symbol} is not open for API trading (status {c.status})")
+            inst = Instrument(symbol=symbol, tick=Decimal(1).scaleb(-c.pricePrecision),
+                              step=Decimal(1).scaleb(-c.quantityPrecision), min_qty=dec(c.tradeMinQuantity),
+                              min_notional=dec(c.tradeMinUSDT), max_leverage=min(c.maxLongLeverage,
+                                                                                  c.maxShortLeverage))
+            self._instruments[symbol] = inst
+        return inst
+
+    async def configure(self, symbol: str, leverage: int, hedge: bool) -> None:
+        """Position mode, margin type and leverage: set when different, then read back and verified."""
+        rest = self._rest
+        mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
+        if str(mode.dualSidePosition).lower() != str(hedge).lower():
+            await rest.write("POST", constants.POSITION_MODE, {"dualSidePosition": hedge}, codec.PositionMode)
+            mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
+            if str(mode.dualSidePosition).lower() != str(hedge).lower():
+                raise ExchangeError(f"BingX position mode is not {'hedge' if hedge else 'one-way'} after setting it")
+        margin = await rest.query(constants.MARGIN_TYPE, {"symbol": symbol}, codec.MarginType)
+        if margin.marginType != self.options.margin_type:
+            await rest.write("POST", constants.MARGIN_TYPE, {"symbol": symbol, "marginType": self.options.margin_type},
+                             msgspec.Raw)
+        for side in ("LONG", "SHORT") if hedge else ("BOTH",):
+            await rest.write("POST", constants.LEVERAGE, {"symbol": symbol, "side": side, "leverage": leverage},
+                             codec.LeverageSet)
+        got = await rest.query(constants.LEVERAGE, {"symbol": symbol}, codec.LeverageGet)
+        if got.longLeverage != leverage or got.shortLeverage != leverage:
+            raise ExchangeError(f"BingX {symbol} leverage is {got.longLeverage}/{got.shortLeverage}x after setting "
+                                f"{leverage}x: refusing to trade at the wrong leverage")
+
+    # --- orders --------------------------------------------------------------------------------
+
+    def _position_side(self, side: Side) -> str:
+        return ("LONG" if side == "long" else "SHORT") if self.hedge else "BOTH"
+
+    @staticmethod
+    def _order_side(side: Side, *, opening: bool) -> str:
+        return "BUY" if (side == "long") == opening else "SELL"
+
+    def order_params(self, cmd: SubmitEntry | SubmitStop | SubmitClose) -> dict[str, Any]:
+        """The wire parameters of a command (one-way: BOTH + reduceOnly; hedge: LONG/SHORT, no reduceOnly)."""
+        opening = isinstance(cmd, SubmitEntry)
+        params: dict[str, Any] = {"symbol": cmd.symbol, "side": self._order_side(cmd.side, opening=opening),
+                                  "positionSide": self._position_side(cmd.side), "quantity": cmd.qty,
+                                  "clientOrderId": cmd.client_id}
+        if isinstance(cmd, SubmitStop):
+            params |= {"type": "STOP_MARKET", "stopPrice": cmd.stop_price, "workingType": cmd.working_type}
+        else:
+            params["type"] = "MARKET"
+        if not opening and not self.hedge:
+            params["reduceOnly"] = True
+        if isinstance(cmd, SubmitEntry) and cmd.stop is not None:
+            params["stopLoss"] = {"type": "STOP_MARKET", "stopPrice": cmd.stop.price,
+                                  "workingType": cmd.stop.working_type, "quantity": cmd.qty,
+                                  "clientOrderId": cmd.stop.client_id}
+        return params
+
+    async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+        cid = command.client_id
+        try:
+            reply = await self._rest.write("POST", constants.ORDER, self.order_params(command), codec.OrderReply)
+        except (TransportError, Busy) as exc:
+            raise OrderUnknown(cid, str(exc)) from exc
+        except Refused as exc:
+            if exc.code in _DUPLICATE:  # the exchange already has it: deliver what it knows instead
+                await self._deliver_known(command.symbol, cid)
+                return
+            self._emit(OrderRejected(ts=self.clock.now_ms(), client_id=cid, code=exc.code, reason=exc.msg))
+            return
+        except InvalidRequest as exc:
+            log.error("BingX refused %s as invalid (%s): a bug or a mode mismatch", cid, exc)
+            self._emit(OrderRejected(ts=self.clock.now_ms(), client_id=cid, code=exc.code, reason=exc.msg))
+            return
+        order_id = reply.order.orderId
+        self.book.remember(order_id, cid)
+        if cid not in self.book.acked:
+            self.book.acked.add(cid)
+            self._emit(OrderAccepted(ts=self.clock.now_ms(), client_id=cid, order_id=order_id))
+
+    async def _deliver_known(self, symbol: str, cid: str) -> None:
+        state = await self.query_order(symbol, cid)
+        if state is None:
+            raise OrderUnknown(cid, "the exchange calls the id a duplicate but cannot find it")
+        if cid not in self.book.acked:
+            self.book.acked.add(cid)
+            self._emit(OrderAccepted(ts=self.clock.now_ms(), client_id=cid, order_id=state.order_id))
+        for fill in await self.order_fills(symbol, cid):
+            self._emit(fill)
+
+    async def cancel(self, command: CancelOrder) -> None:
+        try:
+            with contextlib.suppress(OrderNotFound):  # already gone is success
+                await self._rest.write("DELETE", constants.ORDER, {"symbol": command.symbol,
+                                                                   "clientOrderId": command.client_id},
+                                       codec.OrderReply)
+        except (TransportError, Busy) as exc:
+            raise OrderUnknown(command.client_id, f"cancel: {exc}") from exc
+        self._emit(OrderCanceled(ts=self.clock.now_ms(), client_id=command.client_id, reason="canceled"))
+
+    def _emit(self, event: Any) -> None:
+        if self._sink is not None:
+            self._sink(event)
+
+    # --- queries -------------------------------------------------------------------------------
+
+    async def query_order(self, symbol: str, client_id: str) -> OrderState | None:
+        try:
+            reply = await self._rest.query(constants.ORDER, {"symbol": symbol, "clientOrderId": client_id},
+                                           codec.OrderReply)
+        except OrderNotFound:
+            return None
+        self.book.remember(reply.order.orderId, client_id)
+        return self._state(reply.order, client_id)
+
+    def _state(self, o: codec.Order, client_id: str) -> OrderState:
+        role = _ROLE.get(client_id.rpartition("-")[2][:1], "entry")
+        closing_side: Side = "long" if o.side == "SELL" else "short"
+        opening_side: Side = "long" if o.side == "BUY" else "short"
+        if o.positionSide in ("LONG", "SHORT"):
+            side: Side = "long" if o.positionSide == "LONG" else "short"
+        else:
+            side = opening_side if role == "entry" else closing_side
+        return OrderState(client_id=client_id, order_id=o.orderId, symbol=o.symbol, role=role, side=side,
+                          status=_STATUS.get(o.status.upper(), "new"), qty=o.qty, filled_qty=dec(o.executedQty),
+                          avg_price=dec(o.avgPrice), stop_price=dec(o.stopPrice), reduce_only=o.reduceOnly)
+
+    async def order_fills(self, symbol: str, client_id: str) -> list[OrderFilled]:
+        state = await self.query_order(symbol, client_id)
+        if state is None or state.filled_qty == 0:
+            return []
+        history = await self._rest.query(constants.FILL_HISTORY, {"symbol": symbol, "orderId": state.order_id},
+                                         codec.FillHistory)
+        fills, cum = [], ZERO
+        for f in history.fill_history_orders:
+            if int(f.orderId) != state.order_id:
+                continue
+            qty = dec(f.qty) if f.qty != "" else dec(f.volume)
+            cum += qty
+            fills.append(OrderFilled(client_id=client_id, order_id=state.order_id, trade_id=str(f.tradeId), qty=qty,
+                                     price=dec(f.price), fee=-dec(f.commission), realized_pnl=dec(f.realisedPNL),
+                                     cum_qty=cum, final=cum >= state.qty))
+        return fills
+
+    async def open_orders(self, symbol: str) -> list[OrderState]:
+        reply = await self._rest.query(constants.OPEN_ORDERS, {"symbol": symbol}, codec.OrderList)
+        out = []
+        for o in reply.orders:
+            cid = o.client_id or self.book.client_of.get(o.orderId, "")
+            self.book.remember(o.orderId, cid)
+            out.append(self._state(o, cid))
+        return out
+
+    async def position(self, symbol: str, side: Side) -> PositionSnapshot:
+        rows = await self._rest.query(constants.POSITIONS, {"symbol": symbol}, list[codec.Position])
+        for p in rows:
+            amount = dec(p.positionAmt)
+            if p.symbol != symbol or amount == 0:
+                continue
+            if p.positionSide in ("LONG", "SHORT"):
+                row_side = "long" if p.positionSide == "LONG" else "short"
+            else:
+                row_side = "short" if amount < 0 else "long"
+            if row_side == side:
+                return PositionSnapshot(ts=self.clock.now_ms(), symbol=symbol, side=side, qty=abs(amount),
+                                        entry_price=dec(p.avgPrice))
+        return PositionSnapshot(ts=self.clock.now_ms(), symbol=symbol, side=side, qty=ZERO)
+
+    async def balance(self) -> Decimal:
+        rows = await self._rest.query(constants.BALANCE, {}, list[codec.Balance])
+        for b in rows:
+            if b.asset in ("USDT", "VST"):
+                return dec(b.availableMargin) if b.availableMargin != "" else dec(b.balance)
+        return ZERO
+
+
+def _kline(symbol: str, interval: str, k: codec.Kline) -> CandleClosed:
+    return CandleClosed(ts=k.time, symbol=symbol, interval=interval, open_time=k.time, open=float(k.open),
+                        high=float(k.high), low=float(k.low), close=float(k.close), volume=float(k.volume))
+
+
+class BingXPlugin:
+    """What the ``gatebot_exchanges`` hook returns for ``type = "bingx"``."""
+
+    Options = BingXOptions
+
+    @staticmethod
+    def factory(options: Any, *, hedge_mode: bool, clock: Clock, state_dir: Any, account: str) -> BingXAdapter:
+        return BingXAdapter(options, hedge_mode=hedge_mode, clock=clock, account=account)

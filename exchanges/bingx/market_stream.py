@@ -1,0 +1,194 @@
+"""The market websocket: closed candles (each exactly once, in order) and mark prices.
+
+BingX kline pushes carry no "closed" flag (protocol page §5.3). A candle is closed when a push with
+a later open time arrives, or when the clock passes its end plus a grace (then its final values come
+from the REST kline endpoint), whichever is first. After a reconnect the candles missed while away
+are fetched from REST, so a strategy sees no gap and no duplicate. Frames are gzip; the server's
+``Ping`` is answered with ``Pong``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from core.clock import Clock
+from core.events import CandleClosed
+from core.intervals import interval_ms
+from exchanges.bingx import codec
+
+log = logging.getLogger("gatebot.bingx.market")
+
+Fetch = Callable[[str, str, int, int], Awaitable[list[CandleClosed]]]
+"""(symbol, interval, start_ms, end_ms) -> closed candles with open_time in [start, end), ascending."""
+
+_klines = msgspec.json.Decoder(list[codec.WsKline] | codec.WsKline)
+_mark = msgspec.json.Decoder(codec.MarkPriceData)
+
+
+def ws_candle(symbol: str, interval: str, open_time: int, k: codec.WsKline) -> CandleClosed:
+    return CandleClosed(ts=open_time, symbol=symbol, interval=interval, open_time=open_time, open=float(k.o),
+                        high=float(k.h), low=float(k.l), close=float(k.c), volume=float(k.v))
+
+
+class CandleAssembler:
+    """Kline pushes of one (symbol, interval) in, closed candles out: each once, in order, no gaps."""
+
+    def __init__(self, symbol: str, interval: str, fetch: Fetch, emit: Callable[[CandleClosed], None], *,
+                 grace_ms: int | None) -> None:
+        self.symbol, self.interval = symbol, interval
+        self.step = interval_ms(interval)
+        self.fetch = fetch
+        self.emit = emit
+        self.grace_ms = grace_ms
+        self.forming: CandleClosed | None = None
+        self.last_closed: int | None = None
+        """Open time of the last candle emitted (or of the last history candle at start)."""
+        self.stale = False
+        """Pushes were missed (a reconnect): the forming candle's values are not to be trusted."""
+
+    async def on_push(self, k: codec.WsKline) -> None:
+        t = k.T - k.T % self.step  # current pushes carry the open time, older ones the close time
+        if self.last_closed is not None and t <= self.last_closed:
+            return  # late or duplicated
+        f = self.forming
+        if f is None:
+            if self.last_closed is not None and t > self.last_closed + self.step:
+                await self._fill(self.last_closed + self.step, t)
+        elif t < f.open_time:
+            return
+        elif t > f.open_time:
+            if self.stale or t > f.open_time + self.step:
+                await self._fill(f.open_time, t)
+            else:
+                self._close(f)
+        self.stale = False
+        self.forming = ws_candle(self.symbol, self.interval, t, k)
+
+    async def on_clock(self, now_ms: int) -> None:
+        """The clock rule: a candle whose end (plus grace) has passed is closed from REST."""
+        f = self.forming
+        if f is None or self.grace_ms is None or now_ms < f.open_time + self.step + self.grace_ms:
+            return
+        await self._fill(f.open_time, f.open_time + self.step)
+        if self.last_closed == f.open_time:
+            self.forming = None
+
+    def reconnected(self) -> None:
+        self.stale = True
+
+    async def _fill(self, start: int, end: int) -> None:
+        candles = await self.fetch(self.symbol, self.interval, start, end)
+        for c in candles:
+            if (self.last_closed is None or c.open_time > self.last_closed) and c.open_time < end:
+                if self.last_closed is not None and c.open_time != self.last_closed + self.step:
+                    log.warning("%s %s: the exchange has no candles between %d and %d", self.symbol,
+                                self.interval, self.last_closed, c.open_time)
+                self._close(c)
+
+    def _close(self, c: CandleClosed) -> None:
+        self.last_closed = c.open_time
+        self.emit(c)
+
+
+class MarketStream:
+    """One market connection for every (symbol, interval) of an account's instances."""
+
+    def __init__(self, url: str, streams: list[tuple[str, str]], fetch: Fetch, clock: Clock, *,
+                 on_candle: Callable[[CandleClosed], None], on_mark: Callable[[str, float], None] | None = None,
+                 grace_s: float | None = 5.0, on_reconnect: Callable[[], None] | None = None) -> None:
+        self.url = url
+        self.clock = clock
+        self.on_mark = on_mark
+        self.on_reconnect = on_reconnect
+        grace = None if grace_s is None else int(grace_s * 1000)
+        self.assemblers = {f"{s}@kline_{i}": CandleAssembler(s, i, fetch, on_candle, grace_ms=grace)
+                           for s, i in streams}
+        self.symbols = sorted({s for s, _ in streams})
+        self.connected = asyncio.Event()
+        self.connections = 0
+
+    def start_after(self, symbol: str, interval: str, last_closed: int | None) -> None:
+        """History ends at ``last_closed``: the stream continues from the next candle."""
+        self.assemblers[f"{symbol}@kline_{interval}"].last_closed = last_closed
+
+    async def run(self) -> None:
+        """Connect, subscribe, read; on any loss reconnect with backoff and jitter. Runs until cancelled."""
+        delay = 0.1
+        clock_task = asyncio.create_task(self._clock_rule())
+        try:
+            while True:
+                try:
+                    async with websockets.connect(self.url, compression=None, proxy=None, open_timeout=10,
+                                                  ping_interval=20, ping_timeout=20, close_timeout=2,
+                                                  max_size=2**22) as ws:
+                        await self._subscribe(ws)
+                        self.connections += 1
+                        if self.connections > 1:
+                            for a in self.assemblers.values():
+                                a.reconnected()
+                            if self.on_reconnect is not None:
+                                self.on_reconnect()
+                        self.connected.set()
+                        delay = 0.1
+                        async for frame in ws:
+                            await self._handle(ws, frame)
+                except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
+                    log.warning("market stream lost (%s); reconnecting", type(exc).__name__)
+                self.connected.clear()
+                for a in self.assemblers.values():
+                    a.reconnected()
+                await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: never a reconnect storm
+                delay = min(delay * 2, 30.0)
+        finally:
+            clock_task.cancel()
+
+    async def _subscribe(self, ws: websockets.ClientConnection) -> None:
+        topics = [*self.assemblers, *(f"{s}@markPrice" for s in self.symbols if self.on_mark is not None)]
+        for topic in topics:
+            await ws.send(codec.encoder.encode(codec.Subscribe(id=str(uuid.uuid4()), reqType="sub",
+                                                               dataType=topic)).decode())
+
+    async def _handle(self, ws: websockets.ClientConnection, frame: bytes | str) -> None:
+        text = codec.ungzip_frame(frame)
+        if text == "Ping":
+            await ws.send("Pong")
+            return
+        try:
+            push = codec.market_push_decoder.decode(text)
+        except msgspec.DecodeError:
+            log.warning("unreadable market frame ignored: %.200s", text)
+            return
+        if push.code != 0:
+            log.warning("market stream error %d %s (%s)", push.code, push.msg, push.dataType)
+            return
+        assembler = self.assemblers.get(push.dataType)
+        if assembler is not None:
+            try:
+                klines = _klines.decode(push.data)
+            except msgspec.DecodeError:
+                log.warning("unreadable kline push ignored: %.200s", text)
+                return
+            for k in klines if isinstance(klines, list) else [klines]:
+                await assembler.on_push(k)
+        elif push.dataType.endswith("@markPrice") and self.on_mark is not None:
+            mark = _mark.decode(push.data)
+            self.on_mark(mark.s, float(mark.p))
+
+    async def _clock_rule(self) -> None:
+        if all(a.grace_ms is None for a in self.assemblers.values()):
+            return
+        while True:
+            await self.clock.sleep(1.0)
+            for a in self.assemblers.values():
+                try:
+                    await a.on_clock(self.clock.now_ms())
+                except Exception:  # a failed REST fetch is retried on the next tick
+                    log.exception("closing %s %s by the clock failed", a.symbol, a.interval)

@@ -1,0 +1,179 @@
+"""Signed REST over one kept-alive aiohttp session: envelope checks, typed errors, rate-limit budgets.
+
+Every reply's ``code`` is checked (HTTP 200 can carry an error). A timeout, a dropped connection or a
+5xx is reported as :class:`TransportError`: for a query it is retried a few times; for an order
+submission the caller turns it into ``OrderUnknown`` and resolves it by querying the client id,
+never by sending again. Timestamps come from the injected clock plus the measured server offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, TypeVar
+
+import aiohttp
+import msgspec
+
+from core.clock import Clock
+from exchanges.base import ExchangeError
+from exchanges.bingx import codec
+from exchanges.bingx.auth import signed_query
+from exchanges.bingx.constants import ENDPOINT_GROUP, LISTEN_KEY, RATE_LIMITS, RECV_WINDOW_MS, SERVER_TIME
+from exchanges.bingx.errors import BingXError, RateLimited, TimestampError, error_for
+
+log = logging.getLogger("gatebot.bingx.rest")
+T = TypeVar("T")
+_envelope = msgspec.json.Decoder(codec.Envelope)
+
+
+class TransportError(ExchangeError):
+    """No usable reply (timeout, connection lost, HTTP 5xx): the request may or may not have run."""
+
+
+class TokenBucket:
+    """A client-side request budget for one endpoint group."""
+
+    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens = burst
+        self.stamp = clock.now_ms()
+
+    async def take(self) -> None:
+        while True:
+            now = self.clock.now_ms()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) / 1000 * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                return
+            await self.clock.sleep((1 - self.tokens) / self.rate)
+
+
+class RestClient:
+    def __init__(self, base_url: str, api_key: str, secret: str, *, clock: Clock, timeout_s: float = 10.0,
+                 recv_window_ms: int = RECV_WINDOW_MS, query_retries: int = 3) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = api_key
+        self._secret = secret
+        self.clock = clock
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.recv_window_ms = recv_window_ms
+        self.query_retries = query_retries
+        self.offset_ms = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._buckets = {group: TokenBucket(rate, burst, clock) for group, (rate, burst) in RATE_LIMITS.items()}
+
+    def __repr__(self) -> str:  # never the secret
+        return f"RestClient({self.base_url!r})"
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False,
+                                                  headers={"X-BX-APIKEY": self._key})
+        await self.sync_time()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def sync_time(self) -> None:
+        """Measure the server clock's offset (BingX refuses requests outside a 5 s window)."""
+        before = self.clock.now_ms()
+        data = await self.public(SERVER_TIME, {}, codec.ServerTime)
+        after = self.clock.now_ms()
+        self.offset_ms = data.serverTime - (before + after) // 2
+
+    # --- requests ----------------------------------------------------------------------------
+
+    async def public(self, path: str, params: dict[str, Any], type: type[T]) -> T:
+        return await self._retrying("GET", path, params, type, signed=False)
+
+    async def query(self, path: str, params: dict[str, Any], type: type[T]) -> T:
+        """A signed GET (idempotent: transport errors and rate limits are retried)."""
+        return await self._retrying("GET", path, params, type, signed=True)
+
+    async def write(self, method: str, path: str, params: dict[str, Any], type: type[T]) -> T:
+        """A signed state-changing request: sent once; a transport error propagates as such."""
+        return await self._request(method, path, params, type, signed=True)
+
+    async def _retrying(self, method: str, path: str, params: dict[str, Any], type: type[T], *, signed: bool) -> T:
+        delay = 0.2
+        for attempt in range(self.query_retries + 1):
+            try:
+                return await self._request(method, path, params, type, signed=signed)
+            except (TransportError, RateLimited, TimestampError) as exc:
+                if attempt == self.query_retries:
+                    raise
+                if isinstance(exc, TimestampError):
+                    await self.sync_time()
+                log.warning("%s %s: %s; retrying in %.1f s", method, path, exc, delay)
+                await self.clock.sleep(delay * (1 + random.random() / 2))
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _request(self, method: str, path: str, params: dict[str, Any], type: type[T], *, signed: bool) -> T:
+        await self._buckets[ENDPOINT_GROUP.get(path, "query")].take()
+        if signed:
+            params = {**params, "timestamp": self.clock.now_ms() + self.offset_ms, "recvWindow": self.recv_window_ms}
+            query = signed_query(params, self._secret)
+        else:
+            query = "&".join(f"{k}={v}" for k, v in params.items())
+        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        body = await self._send(method, url, path)
+        return self._decode(body, path, type)
+
+    async def _send(self, method: str, url: str, path: str) -> bytes:
+        assert self._session is not None, "RestClient.start() first"
+        try:
+            async with self._session.request(method, url) as resp:
+                body = await resp.read()
+                if resp.status == 429 or resp.status == 418:
+                    raise RateLimited(100410, f"HTTP {resp.status}", path=path)
+                if resp.status >= 500:
+                    raise TransportError(f"{method} {path}: HTTP {resp.status}")
+                if resp.status >= 400 and not body.startswith(b"{"):
+                    raise BingXError(resp.status, f"HTTP {resp.status}", path=path)
+                return body
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransportError(f"{method} {path}: {type(exc).__name__} {exc}".strip()) from exc
+
+    @staticmethod
+    def _decode(body: bytes, path: str, type: type[T]) -> T:
+        try:
+            env = _envelope.decode(body)
+        except msgspec.DecodeError as exc:
+            raise BingXError(-1, f"unreadable reply: {body[:200]!r}", path=path) from exc
+        if env.code != 0:
+            raise error_for(env.code, env.msg, path=path)
+        try:
+            return msgspec.json.decode(env.data, type=type)
+        except msgspec.DecodeError as exc:
+            raise BingXError(-1, f"unexpected reply shape: {exc}", path=path) from exc
+
+    # --- listenKey (bare replies, key header only) ---------------------------------------------
+
+    async def listen_key(self) -> str:
+        await self._buckets["account"].take()
+        body = await self._send("POST", f"{self.base_url}{LISTEN_KEY}", LISTEN_KEY)
+        try:
+            return msgspec.json.decode(body, type=codec.ListenKey).listenKey
+        except msgspec.DecodeError:
+            env = _envelope.decode(body)
+            raise error_for(env.code, env.msg, path=LISTEN_KEY) from None
+
+    async def extend_listen_key(self, key: str) -> bool:
+        """True when extended; False when the key no longer exists (create a new one)."""
+        await self._buckets["account"].take()
+        assert self._session is not None
+        try:
+            async with self._session.put(f"{self.base_url}{LISTEN_KEY}?listenKey={key}") as resp:
+                await resp.read()
+                if resp.status == 404:
+                    return False
+                if resp.status >= 500:
+                    raise TransportError(f"PUT {LISTEN_KEY}: HTTP {resp.status}")
+                return True
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransportError(f"PUT {LISTEN_KEY}: {type(exc).__name__}") from exc

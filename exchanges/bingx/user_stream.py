@@ -1,0 +1,188 @@
+"""The user-data websocket: a listenKey kept alive, account events turned into core events.
+
+The key lives 60 minutes; it is extended every 30 and recreated when the exchange says it expired
+(a ``listenKeyExpired`` push or a 404 on renewal). BingX does not replay events missed while
+disconnected, so every reconnect is reported (``on_reconnect``) and the engine reconciles over REST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from decimal import Decimal
+
+import msgspec
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from core.clock import Clock
+from core.events import (
+    AnyEvent,
+    BalanceSnapshot,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    PositionSnapshot,
+)
+from exchanges.bingx import codec
+from exchanges.bingx.codec import dec
+from exchanges.bingx.constants import LISTEN_KEY_RENEW_S
+from exchanges.bingx.rest import RestClient, TransportError
+
+log = logging.getLogger("gatebot.bingx.user")
+ZERO = Decimal(0)
+
+
+class OrderBook:
+    """What the adapter knows of its own orders: order id -> client id (for events whose client id is
+    empty, e.g. a triggered stop reported on a derived order), and which acks were already delivered."""
+
+    def __init__(self) -> None:
+        self.client_of: dict[int, str] = {}
+        self.acked: set[str] = set()
+        self.cum: dict[str, Decimal] = {}
+
+    def remember(self, order_id: int, client_id: str) -> None:
+        if order_id and client_id:
+            self.client_of[order_id] = client_id
+
+
+def translate(event: codec.UserEvent, book: OrderBook, *, hedge: bool) -> list[AnyEvent]:
+    """One BingX account event as core events (none for what the engine does not need)."""
+    if isinstance(event, codec.OrderTradeUpdate):
+        return _order_events(event, book)
+    if isinstance(event, codec.AccountUpdate):
+        out: list[AnyEvent] = []
+        for b in event.a.B:
+            if b.a in ("USDT", "VST"):
+                out.append(BalanceSnapshot(ts=event.E, asset=b.a, balance=dec(b.wb), available=dec(b.cw or b.wb)))
+        for p in event.a.P:
+            amount = dec(p.pa)
+            if p.ps == "BOTH":  # one-way: the sign (if any) says the side; zero closes both
+                sides = ["long", "short"] if amount == 0 else ["short" if amount < 0 else "long"]
+            else:
+                sides = ["long" if p.ps == "LONG" else "short"]
+            for side in sides:
+                out.append(PositionSnapshot(ts=event.E, symbol=p.s, side=side, qty=abs(amount),  # type: ignore[arg-type]
+                                            entry_price=dec(p.ep)))
+        return out
+    return []
+
+
+def _order_events(event: codec.OrderTradeUpdate, book: OrderBook) -> list[AnyEvent]:
+    o = event.o
+    cid = o.c or book.client_of.get(o.i) or book.client_of.get(o.ti, "")
+    if not cid:
+        return []  # not an order of ours (someone closing by hand): the position snapshot tells the rest
+    book.remember(o.i, cid)
+    ts = o.T or event.E
+    if o.x == "NEW":
+        if cid in book.acked:
+            return []  # already confirmed by the REST reply
+        book.acked.add(cid)
+        return [OrderAccepted(ts=ts, client_id=cid, order_id=o.i)]
+    if o.x in ("TRADE", "CALCULATED"):
+        cum = dec(o.z)
+        last_qty = dec(o.l) if o.l != "" else cum - book.cum.get(cid, ZERO)
+        book.cum[cid] = cum
+        price = dec(o.L) if o.L not in ("", "0") else dec(o.ap)
+        return [OrderFilled(ts=ts, client_id=cid, order_id=o.i, trade_id=str(o.td), qty=last_qty, price=price,
+                            fee=-dec(o.n), realized_pnl=dec(o.rp), cum_qty=cum, final=o.X == "FILLED")]
+    if o.x == "CANCELED":
+        return [OrderCanceled(ts=ts, client_id=cid, order_id=o.i, filled_qty=dec(o.z), reason="canceled")]
+    if o.x == "EXPIRED":
+        return [OrderExpired(ts=ts, client_id=cid, order_id=o.i, filled_qty=dec(o.z), reason="expired")]
+    return []
+
+
+class UserStream:
+    def __init__(self, ws_url: str, rest: RestClient, clock: Clock, book: OrderBook, *, hedge: bool,
+                 on_event: Callable[[AnyEvent], None], on_reconnect: Callable[[], None],
+                 renew_s: float = LISTEN_KEY_RENEW_S) -> None:
+        self.ws_url = ws_url
+        self.rest = rest
+        self.clock = clock
+        self.book = book
+        self.hedge = hedge
+        self.on_event = on_event
+        self.on_reconnect = on_reconnect
+        self.renew_s = renew_s
+        self.key: str | None = None
+        self.connected = asyncio.Event()
+        self.connections = 0
+        self._expired = asyncio.Event()
+
+    async def run(self) -> None:
+        renewer = asyncio.create_task(self._renew_forever())
+        delay = 0.1
+        try:
+            while True:
+                try:
+                    if self.key is None:
+                        self.key = await self.rest.listen_key()
+                    self._expired.clear()
+                    async with websockets.connect(f"{self.ws_url}?listenKey={self.key}", compression=None,
+                                                  proxy=None, open_timeout=10, ping_interval=20, ping_timeout=20,
+                                                  close_timeout=2) as ws:
+                        self.connections += 1
+                        if self.connections > 1:
+                            self.on_reconnect()  # events may have been missed: reconcile over REST
+                        self.connected.set()
+                        delay = 0.1
+                        reader = asyncio.create_task(self._read(ws))
+                        expired = asyncio.create_task(self._expired.wait())
+                        done, _ = await asyncio.wait({reader, expired}, return_when=asyncio.FIRST_COMPLETED)
+                        for task in (reader, expired):
+                            task.cancel()
+                        if reader in done and reader.exception() is not None:
+                            raise reader.exception()  # type: ignore[misc]
+                except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransportError) as exc:
+                    log.warning("user stream lost (%s); reconnecting", type(exc).__name__)
+                self.connected.clear()
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 30.0)
+        finally:
+            renewer.cancel()
+
+    async def _read(self, ws: websockets.ClientConnection) -> None:
+        async for frame in ws:
+            text = codec.ungzip_frame(frame)
+            if text == "Ping":
+                await ws.send("Pong")
+                continue
+            try:
+                event = codec.user_event_decoder.decode(text)
+            except msgspec.DecodeError:
+                if '"e"' in text:
+                    log.info("user event ignored: %.200s", text)
+                continue
+            if isinstance(event, codec.ListenKeyExpired):
+                log.warning("listenKey expired: creating a new one")
+                self.key = None
+                self._expired.set()
+                return
+            for core_event in translate(event, self.book, hedge=self.hedge):
+                self.on_event(core_event)
+
+    async def _renew_forever(self) -> None:
+        """Extend the key every ``renew_s``; a key the exchange no longer knows is replaced."""
+        while True:
+            await self.clock.sleep(self.renew_s)
+            await self.renew_once()
+
+    async def renew_once(self) -> None:
+        key = self.key
+        if key is None:
+            return
+        try:
+            alive = await self.rest.extend_listen_key(key)
+        except TransportError as exc:
+            log.warning("listenKey renewal failed (%s); trying again at the next renewal", exc)
+            return
+        if not alive:
+            log.warning("listenKey unknown to the exchange: creating a new one")
+            self.key = None
+            self._expired.set()
