@@ -1,0 +1,231 @@
+"""BingX stream logic without sockets: closed-candle assembly and account events to core events."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.events import (
+    BalanceSnapshot,
+    CandleClosed,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
+    OrderFilled,
+    PositionSnapshot,
+)
+from exchanges.bingx import codec
+from exchanges.bingx.market_stream import CandleAssembler
+from exchanges.bingx.user_stream import OrderBook, translate
+
+STEP = 300_000
+T0 = 1_700_000_100_000 - 1_700_000_100_000 % STEP
+
+
+def truth(i: int) -> CandleClosed:
+    """The exchange's final candle i (what REST returns)."""
+    return CandleClosed(ts=T0 + i * STEP, symbol="BTC-USDT", interval="5m", open_time=T0 + i * STEP, open=100.0 + i,
+                        high=110.0 + i, low=90.0 + i, close=101.0 + i, volume=5.0)
+
+
+def push(i: int, final: bool = True, T: int | None = None) -> codec.WsKline:
+    c = truth(i)
+    close = c.close if final else c.open
+    return codec.WsKline(o=str(c.open), h=str(c.high if final else c.open), l=str(c.low if final else c.open),
+                         c=str(close), v="5" if final else "1", T=T0 + i * STEP if T is None else T)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.emitted: list[CandleClosed] = []
+        self.fetches: list[tuple[int, int]] = []
+
+    async def fetch(self, symbol: str, interval: str, start: int, end: int) -> list[CandleClosed]:
+        self.fetches.append((start, end))
+        return [truth(i) for i in range((start - T0) // STEP, (end - T0) // STEP)]
+
+    def assembler(self, last_closed: int | None = None, grace_ms: int | None = None) -> CandleAssembler:
+        a = CandleAssembler("BTC-USDT", "5m", self.fetch, self.emitted.append, grace_ms=grace_ms)
+        a.last_closed = last_closed
+        return a
+
+
+def run(coro: object) -> None:
+    asyncio.run(coro)  # type: ignore[arg-type]
+
+
+def test_a_candle_closes_when_the_next_open_time_arrives_with_its_last_values() -> None:
+    rec = Recorder()
+
+    async def go() -> None:
+        a = rec.assembler(last_closed=T0 - STEP)
+        await a.on_push(push(0, final=False))
+        await a.on_push(push(0))
+        assert rec.emitted == []
+        await a.on_push(push(1, final=False))
+        await a.on_push(push(1, final=False))
+        await a.on_push(push(0))  # late push of a closed candle
+        await a.on_push(push(2, final=False))
+
+    run(go())
+    assert rec.emitted == [truth(0), truth(1).__class__(**{**_fields(truth(1)), "high": 101.0, "low": 101.0,
+                                                            "close": 101.0, "volume": 1.0})]
+    assert rec.fetches == []
+
+
+def _fields(c: CandleClosed) -> dict:
+    return {f: getattr(c, f) for f in c.__struct_fields__}
+
+
+def test_old_pushes_with_the_close_time_are_floored_to_the_open_time() -> None:
+    rec = Recorder()
+
+    async def go() -> None:
+        a = rec.assembler(last_closed=T0 - STEP)
+        await a.on_push(push(0, T=T0 + STEP - 1))
+        await a.on_push(push(1, T=T0 + 2 * STEP - 1))
+
+    run(go())
+    assert [c.open_time for c in rec.emitted] == [T0]
+
+
+def test_a_jump_fills_the_gap_from_rest() -> None:
+    rec = Recorder()
+
+    async def go() -> None:
+        a = rec.assembler(last_closed=T0 - STEP)
+        await a.on_push(push(0))
+        await a.on_push(push(4, final=False))
+
+    run(go())
+    assert rec.emitted == [truth(0), truth(1), truth(2), truth(3)]
+    assert rec.fetches == [(T0, T0 + 4 * STEP)]
+
+
+def test_after_a_reconnect_the_forming_candle_comes_from_rest_not_from_partial_pushes() -> None:
+    rec = Recorder()
+
+    async def go() -> None:
+        a = rec.assembler(last_closed=T0 - STEP)
+        await a.on_push(push(0, final=False))  # then the connection dropped mid-candle
+        a.reconnected()
+        await a.on_push(push(1, final=False))
+
+    run(go())
+    assert rec.emitted == [truth(0)]
+
+
+def test_history_then_stream_has_no_gap_and_no_duplicate() -> None:
+    rec = Recorder()
+
+    async def go() -> None:
+        a = rec.assembler(last_closed=T0 + 2 * STEP)  # history ended at candle 2
+        await a.on_push(push(2))  # the stream still shows candle 2: ignored
+        await a.on_push(push(5, final=False))
+
+    run(go())
+    assert [c.open_time for c in rec.emitted] == [T0 + 3 * STEP, T0 + 4 * STEP]
+
+
+def test_the_clock_closes_a_candle_from_rest_when_no_later_push_comes() -> None:
+    rec = Recorder()
+
+    async def go() -> None:
+        a = rec.assembler(last_closed=T0 - STEP, grace_ms=5000)
+        await a.on_push(push(0, final=False))
+        await a.on_clock(T0 + STEP + 4999)
+        assert rec.emitted == []
+        await a.on_clock(T0 + STEP + 5000)
+        await a.on_push(push(0))  # a late push for it changes nothing
+        await a.on_push(push(1, final=False))
+        await a.on_push(push(2, final=False))
+
+    run(go())
+    assert rec.emitted == [truth(0), truth(1).__class__(**{**_fields(truth(1)), "high": 101.0, "low": 101.0,
+                                                            "close": 101.0, "volume": 1.0})]
+
+
+_events = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.integers(min_value=0, max_value=30), st.booleans()),
+    st.tuples(st.just("reconnect"), st.just(0), st.just(False)),
+    st.tuples(st.just("clock"), st.integers(min_value=0, max_value=30), st.just(False)),
+), max_size=60)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_events)
+def test_any_push_sequence_yields_each_closed_candle_once_in_order_without_gaps(events: list) -> None:
+    rec = Recorder()
+
+    async def go() -> None:
+        a = rec.assembler(last_closed=T0 - STEP, grace_ms=1000)
+        for kind, i, final in events:
+            if kind == "push":
+                await a.on_push(push(i, final))
+            elif kind == "reconnect":
+                a.reconnected()
+            else:
+                await a.on_clock(T0 + (i + 1) * STEP + 1000)
+
+    run(go())
+    times = [c.open_time for c in rec.emitted]
+    assert times == [T0 + k * STEP for k in range(len(times))]
+
+
+# --- user events -------------------------------------------------------------------------------
+
+
+def order(x: str, X: str, *, c: str = "kt-1-e1", i: int = 2**60 + 7, z: str = "0", n: str = "0", rp: str = "0",
+          ap: str = "0", td: int = 0, ti: int = 0, l: str = "", L: str = "") -> codec.OrderTradeUpdate:  # noqa: E741
+    return codec.OrderTradeUpdate(E=1, T=1, o=codec.OrderUpdate(s="BTC-USDT", c=c, i=i, S="BUY", o="MARKET", q="0.5",
+                                                                x=x, X=X, ps="LONG", z=z, n=n, rp=rp, ap=ap, td=td,
+                                                                ti=ti, T=5, l=l, L=L))
+
+
+def test_order_updates_become_core_events_with_fees_as_paid() -> None:
+    book = OrderBook()
+    assert translate(order("NEW", "NEW"), book, hedge=True) == [
+        OrderAccepted(ts=5, client_id="kt-1-e1", order_id=2**60 + 7)]
+    assert translate(order("NEW", "NEW"), book, hedge=True) == [], "a duplicated NEW is dropped"
+    (fill,) = translate(order("TRADE", "PARTIALLY_FILLED", z="0.2", n="-0.01", ap="100", td=11), book, hedge=True)
+    assert isinstance(fill, OrderFilled)
+    assert (fill.qty, fill.fee, fill.cum_qty, fill.final, fill.trade_id) == (Decimal("0.2"), Decimal("0.01"),
+                                                                             Decimal("0.2"), False, "11")
+    (fill,) = translate(order("TRADE", "FILLED", z="0.5", n="-0.015", ap="101", td=12, l="0.3", L="102"), book,
+                        hedge=True)
+    assert (fill.qty, fill.price, fill.final) == (Decimal("0.3"), Decimal("102"), True)
+    assert translate(order("CANCELED", "CANCELED", c="kt-1-s1", z="0"), book, hedge=True) == [
+        OrderCanceled(ts=5, client_id="kt-1-s1", order_id=2**60 + 7, reason="canceled")]
+    (expired,) = translate(order("EXPIRED", "EXPIRED", c="kt-1-s2"), book, hedge=True)
+    assert isinstance(expired, OrderExpired)
+
+
+def test_a_triggered_stop_on_a_derived_order_is_mapped_back_to_the_stop() -> None:
+    book = OrderBook()
+    book.remember(555, "kt-3-s1")
+    (fill,) = translate(order("TRADE", "FILLED", c="", i=777, ti=555, z="0.5", ap="99", td=9), book, hedge=False)
+    assert isinstance(fill, OrderFilled) and fill.client_id == "kt-3-s1" and fill.order_id == 777
+
+
+def test_orders_that_are_not_ours_produce_nothing() -> None:
+    assert translate(order("TRADE", "FILLED", c="", i=999, z="1"), OrderBook(), hedge=False) == []
+
+
+def test_account_updates_become_position_and_balance_snapshots() -> None:
+    def update(ps: str, pa: str) -> codec.AccountUpdate:
+        return codec.AccountUpdate(E=9, a=codec.AccountData(m="ORDER", B=[codec.BalanceUpdate(a="USDT", wb="100.5",
+                                                                                              cw="90")],
+                                                            P=[codec.PositionUpdate(s="BTC-USDT", pa=pa, ep="50",
+                                                                                    ps=ps)]))
+
+    out = translate(update("SHORT", "0.3"), OrderBook(), hedge=True)
+    assert out == [BalanceSnapshot(ts=9, balance=Decimal("100.5"), available=Decimal(90)),
+                   PositionSnapshot(ts=9, symbol="BTC-USDT", side="short", qty=Decimal("0.3"),
+                                    entry_price=Decimal(50))]
+    one_way = translate(update("BOTH", "-0.3"), OrderBook(), hedge=False)
+    assert [(p.side, p.qty) for p in one_way if isinstance(p, PositionSnapshot)] == [("short", Decimal("0.3"))]
+    flat = translate(update("BOTH", "0"), OrderBook(), hedge=False)
+    assert [(p.side, p.qty) for p in flat if isinstance(p, PositionSnapshot)] == [("long", 0), ("short", 0)]
