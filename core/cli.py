@@ -2,7 +2,7 @@
 
 Exit status 2: the configuration (or another input) is wrong and nothing was started.
 Exit status 3: the run finished but an instance halted (a damaged journal, a halt policy); the
-message names it and why.
+message names it and why. Exit status 4: an exchange could not be used (credentials, connection).
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from core.config import Config, ConfigError, load_config
 from core.journal import Journal, JournalError
 from core.market import CandleFileError
 from core.report import format_summary, report_dir
+from exchanges.base import ExchangeError
 
 EXIT_BAD_INPUT = 2
 EXIT_HALTED = 3
+EXIT_EXCHANGE = 4
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except (JournalError, CandleFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ExchangeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_EXCHANGE
 
 
 def _run(config: Config, *, candles: Path | None) -> int:

@@ -200,6 +200,9 @@ def _resolve(path: Path, config: Config, env: Any) -> Config:
             options = msgspec.convert(ex.options, plugin.Options)
         except msgspec.ValidationError as exc:
             raise ConfigError(_one_line(path, exc, f"{where}.options")) from exc
+        if getattr(options, "real_money", False) and config.mode != "live":
+            raise fail(f"{where}.options", f"this account trades real money; that needs mode = \"live\" (and "
+                                           f"{LIVE_OPT_IN}=yes), not mode = {config.mode!r}")
         exchanges[name] = msgspec.structs.replace(ex, options=options)
 
     instances = []

@@ -19,7 +19,8 @@ from plugins import hookspecs
 
 log = logging.getLogger("gatebot.plugins")
 
-BUILTIN = {"paper": "exchanges.paper.plugin", "sma_cross": "strategies.sma_cross.plugin"}
+BUILTIN = {"paper": "exchanges.paper.plugin", "bingx": "exchanges.bingx.plugin",
+           "sma_cross": "strategies.sma_cross.plugin"}
 """Entry-point name -> module of the plugins that ship with gatebot."""
 
 

@@ -78,6 +78,11 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     simulator: dict[str, Any] | None = None
     """Run an embedded BingX simulator on loopback with these options (the demo); no secrets needed."""
 
+    @property
+    def real_money(self) -> bool:
+        """Orders would reach BingX's live host: the config allows that only in mode = "live"."""
+        return self.simulator is None and self.rest_url is None and self.host == "live"
+
     def __post_init__(self) -> None:
         if self.simulator is not None:
             from exchanges.bingx.simulator import SimOptions
