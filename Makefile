@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	rm -rf state/demo
 	$(BIN)/gatebot run examples/demo.toml
 
 test: $(STAMP)

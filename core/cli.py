@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p = sub.add_parser("check-config", help="validate CONFIG and exit")
     p.add_argument("config", type=Path)
+    p = sub.add_parser("sim", help="run the BingX simulator alone on loopback (see --help)", add_help=False)
+    p.add_argument("sim_args", nargs=argparse.REMAINDER)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -45,6 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "status":
             return _status(args.state_dir)
+        if args.command == "sim":
+            from exchanges.bingx.simulator.__main__ import main as sim_main
+
+            return sim_main(args.sim_args) or 0
         config = load_config(args.config)
         if args.command == "check-config":
             print(f"{args.config}: ok ({len(config.instances)} instance(s), mode {config.mode})")

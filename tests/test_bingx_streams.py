@@ -229,3 +229,50 @@ def test_account_updates_become_position_and_balance_snapshots() -> None:
     assert [(p.side, p.qty) for p in one_way if isinstance(p, PositionSnapshot)] == [("short", Decimal("0.3"))]
     flat = translate(update("BOTH", "0"), OrderBook(), hedge=False)
     assert [(p.side, p.qty) for p in flat if isinstance(p, PositionSnapshot)] == [("long", 0), ("short", 0)]
+
+
+# --- listenKey upkeep ----------------------------------------------------------------------------
+
+
+def test_the_listen_key_is_extended_every_30_minutes_and_replaced_when_unknown() -> None:
+    """The renewal schedule in wall-clock time (freezegun), with a clock whose sleep moves frozen time."""
+    from freezegun import freeze_time
+
+    from core.clock import LiveClock
+    from exchanges.bingx.user_stream import UserStream
+
+    class FrozenClock(LiveClock):
+        def __init__(self, frozen: object) -> None:
+            self.frozen = frozen
+
+        async def sleep(self, seconds: float) -> None:
+            self.frozen.tick(seconds)  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+
+    class Rest:
+        def __init__(self, clock: LiveClock) -> None:
+            self.clock = clock
+            self.extended: list[tuple[int, str]] = []
+
+        async def extend_listen_key(self, key: str) -> bool:
+            self.extended.append((self.clock.now_ms(), key))
+            return len(self.extended) < 3  # the third renewal finds the key gone (404)
+
+    async def go(clock: FrozenClock) -> tuple[Rest, UserStream, int]:
+        rest = Rest(clock)
+        stream = UserStream("ws://127.0.0.1:9", rest, clock, OrderBook(), hedge=False,  # type: ignore[arg-type]
+                            on_event=lambda e: None, on_reconnect=lambda: None)
+        stream.key = "k1"
+        start = clock.now_ms()
+        task = asyncio.create_task(stream._renew_forever())
+        while len(rest.extended) < 3:
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        task.cancel()
+        return rest, stream, start
+
+    with freeze_time("2026-11-26 00:00:00", real_asyncio=True) as frozen:
+        rest, stream, start = asyncio.run(go(FrozenClock(frozen)))
+    assert [(t - start) // 60_000 for t, _ in rest.extended] == [30, 60, 90]
+    assert [k for _, k in rest.extended] == ["k1", "k1", "k1"]
+    assert stream.key is None and stream._expired.is_set(), "an unknown key is dropped and the socket recycled"

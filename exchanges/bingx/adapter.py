@@ -73,8 +73,10 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
     request_timeout_s: float = 10.0
     recv_window_ms: int = 5000
-    kline_grace_s: float | None = 5.0
-    """Close a candle by the clock this long after its end when no later push came (None: pushes only)."""
+    kline_grace_s: float = 5.0
+    """Close a candle by the clock this long after its end when no later push came..."""
+    close_candles_by_clock: bool = True
+    """...unless this is false (a simulator whose market clock is not the local clock)."""
     simulator: dict[str, Any] | None = None
     """Run an embedded BingX simulator on loopback with these options (the demo); no secrets needed."""
 
@@ -127,6 +129,8 @@ class BingXAdapter:
         self.capabilities = Capabilities(attached_stop=options.attached_stop, hedge_mode=hedge_mode)
         self.book = OrderBook()
         self.simulator: Any = None
+        self.finished: asyncio.Event | None = None
+        """Set when the market ends (an embedded simulator's finite market); None for a real exchange."""
         self.rest: RestClient | None = None
         self.user: UserStream | None = None
         self.market: MarketStream | None = None
@@ -146,6 +150,7 @@ class BingXAdapter:
             sim_options = msgspec.convert(self.options.simulator, SimOptions)
             self.simulator = BingXSimulator(msgspec.structs.replace(sim_options, hedge_mode=self.hedge))
             await self.simulator.start()
+            self.finished = self.simulator.finished  # a finite simulated market ends the run
             self.rest_url, self.ws_url = self.simulator.rest_url, self.simulator.ws_url
             key, secret = sim_options.api_key, sim_options.secret
         else:
@@ -210,7 +215,8 @@ class BingXAdapter:
 
     def start_market(self, streams: dict[tuple[str, str], int | None], on_candle: Any) -> MarketStream:
         """Stream closed candles of ``streams`` ((symbol, interval) -> last history open time)."""
-        grace = self.options.kline_grace_s if self.simulator is None else None  # a simulator's clock is its own
+        by_clock = self.options.close_candles_by_clock and self.simulator is None  # a simulator's clock is its own
+        grace = self.options.kline_grace_s if by_clock else None
         self.market = MarketStream(self.ws_url, list(streams), self.klines, self.clock, on_candle=on_candle,
                                    grace_s=grace)
         for (symbol, interval), last in streams.items():
