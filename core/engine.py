@@ -85,7 +85,6 @@ class Engine:
         self._wake = asyncio.Event()
         self._reconcile = False
         self._unknown: set[str] = set()
-        self._exited_on_bar = False
         self._protect_deadline: int | None = None
         self._recovering = False
         self._balance_stale = True
@@ -176,9 +175,7 @@ class Engine:
             return
         if self._protect_deadline is not None:
             await self.check_timers()
-        self._exited_on_bar = False
-        await self._decide()
-        if self._exited_on_bar and self.pos.state == "flat":
+        if await self._decide() and self.pos.state == "flat":
             await self._decide()  # a reversal enters on the candle whose signal closed the old side
 
     def view(self) -> PositionView:
@@ -192,19 +189,25 @@ class Engine:
             bars_held=(self.bar - r.opened_at) // self.interval_ms if r.opened_at else 0)
         return self._view
 
-    async def _decide(self) -> None:
+    async def _decide(self) -> bool:
+        """Ask the strategy and act. True when it closed the position on a signal: then it is asked
+        again on the same candle (a reversal). Never after a stop-out or an emergency close: an entry
+        refused or unprotected must not be retried in a loop on one candle."""
         state = self.pos.state
         if state not in ("flat", "protected"):
-            return
+            return False
         decision = self.strategy.decide(self.view())
         if decision is None:
-            return
+            return False
         if isinstance(decision, Enter) and state == "flat":
             await self._enter(decision)
         elif isinstance(decision, Exit) and state == "protected":
             await self.execute(self.fire("exit_signal", reason=decision.reason,
                                            detail={"reason": decision.reason, **decision.info}))
+            await self.drain()
+            return True
         await self.drain()
+        return False
 
     async def _enter(self, d: Enter) -> None:
         if self.plugins is not None:
@@ -373,7 +376,6 @@ class Engine:
         if trigger == "entry_filled":
             crashpoint("fill_journaled")
         if pos.state in EXITED:
-            self._exited_on_bar = True
             if not pos.rec.working:
                 commands = [*commands, *self.settle()]
         elif trigger == "settled":

@@ -44,6 +44,10 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
         if snap.qty > 0:
             held[side] = snap.qty
     intents = journal.intents()
+    ours_ids = set(intents)  # every client id the journal sent, attached stops included
+    for intent in intents.values():
+        if isinstance(intent.command, SubmitEntry) and intent.command.stop is not None:
+            ours_ids.add(intent.command.stop.client_id)
     grace = state == "entering" and in_protection_window
 
     # I1 no naked position
@@ -64,7 +68,7 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
         if isinstance(intent.command, SubmitEntry) and count is not None and count(cid) > 1:
             out.append(Violation("I2", f"entry {cid} produced {count(cid)} exchange orders"))
     for order in ours:
-        if order.client_id not in intents:
+        if order.client_id not in ours_ids:
             out.append(Violation("I2", f"working order {order.client_id} has no intent in the journal"))
 
     # I3 no orphan order
@@ -83,7 +87,7 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
     # I5 every fill booked exactly once
     pnl, fees = journal.realized()
     ex_pnl = ex_fees = ZERO
-    for cid in intents:
+    for cid in sorted(ours_ids):
         for fill in await adapter.order_fills(symbol, cid):
             ex_pnl += fill.realized_pnl
             ex_fees += fill.fee

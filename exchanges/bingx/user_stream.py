@@ -134,10 +134,13 @@ class UserStream:
                         delay = 0.1
                         reader = asyncio.create_task(self._read(ws))
                         expired = asyncio.create_task(self._expired.wait())
-                        done, _ = await asyncio.wait({reader, expired}, return_when=asyncio.FIRST_COMPLETED)
-                        for task in (reader, expired):
-                            task.cancel()
-                        if reader in done and reader.exception() is not None:
+                        try:
+                            done, _ = await asyncio.wait({reader, expired}, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            for task in (reader, expired):
+                                task.cancel()
+                            await asyncio.gather(reader, expired, return_exceptions=True)
+                        if reader in done and not reader.cancelled() and reader.exception() is not None:
                             raise reader.exception()  # type: ignore[misc]
                 except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransportError) as exc:
                     log.warning("user stream lost (%s); reconnecting", type(exc).__name__)

@@ -115,6 +115,8 @@ class MatchingCore:
         self.slippage_bps = slippage_bps
         self.orphan_stops = orphan_stops
         self.default_leverage = default_leverage
+        self.split_next_market = 1
+        """Fill the next MARKET order in this many trades (the simulator's partial-fill fault); back to 1 after."""
         self._orders = {o.client_id: o for o in account.orders}
         self._closes: dict[str, float] = {}
         """Last close per symbol as the feed's float; turned into ``account.last_price`` on demand."""
@@ -195,7 +197,7 @@ class MatchingCore:
             return [self._reject(cmd.client_id, 101204, "Insufficient margin", now)]
         order = self._new_order(cmd.client_id, cmd.symbol, "entry", "MARKET", cmd.side, cmd.qty, now=now)
         events: list[AnyEvent] = [OrderAccepted(ts=now, client_id=order.client_id, order_id=order.order_id)]
-        events += self._fill(order, cmd.qty, fill_price, now)
+        events += self._fill_market(order, cmd.qty, fill_price, inst, now)
         if cmd.stop is not None:
             events += self._attach(cmd.stop, cmd, inst, price, now)
         return events
@@ -238,7 +240,7 @@ class MatchingCore:
                                 now=now)
         fill_price = self._taker_price(cmd.side, price, inst, opening=False)
         return [OrderAccepted(ts=now, client_id=order.client_id, order_id=order.order_id),
-                *self._fill(order, min(cmd.qty, held.qty), fill_price, now)]
+                *self._fill_market(order, min(cmd.qty, held.qty), fill_price, inst, now)]
 
     def cancel(self, client_id: str, now: int, reason: str = "canceled") -> list[AnyEvent]:
         """Cancel a working order. An order that is already gone (or never existed) is a success."""
@@ -384,8 +386,23 @@ class MatchingCore:
         return cls(ts=now, client_id=order.client_id, order_id=order.order_id, filled_qty=order.filled_qty,
                    reason=reason)
 
-    def _fill(self, order: Order, qty: Decimal, price: Decimal, now: int) -> list[AnyEvent]:
-        """Trade ``qty`` of ``order`` at ``price``: move the positions, the balance, book the fill."""
+    def _fill_market(self, order: Order, qty: Decimal, price: Decimal, inst: Instrument, now: int) -> list[AnyEvent]:
+        """A MARKET fill, in ``split_next_market`` trades when a partial-fill fault asked for it (each part a
+        multiple of the step; the last part takes the rest)."""
+        parts, self.split_next_market = self.split_next_market, 1
+        part = inst.floor_qty(qty / parts) if parts > 1 else qty
+        if part <= 0:
+            part = qty
+        events: list[AnyEvent] = []
+        left = qty
+        while left > part:
+            events += self._fill(order, part, price, now, final=False)
+            left -= part
+        return events + self._fill(order, left, price, now)
+
+    def _fill(self, order: Order, qty: Decimal, price: Decimal, now: int, *, final: bool = True) -> list[AnyEvent]:
+        """Trade ``qty`` of ``order`` at ``price``: move the positions, the balance, book the fill.
+        ``final=False`` books a partial fill: the order stays partially filled."""
         acct = self.account
         pnl = ZERO
         against = None
@@ -404,12 +421,12 @@ class MatchingCore:
         acct.balance += pnl - fee
         order.avg_price = (order.avg_price * order.filled_qty + price * qty) / (order.filled_qty + qty)
         order.filled_qty += qty
-        order.status = "filled"
-        if order in self._working:
+        order.status = "filled" if final else "partially_filled"
+        if final and order in self._working:
             self._working.remove(order)
         fill = OrderFilled(ts=now, client_id=order.client_id, order_id=order.order_id,
                            trade_id=str(acct.next_trade_id), qty=qty, price=price, fee=fee, realized_pnl=pnl,
-                           cum_qty=order.filled_qty, final=True)
+                           cum_qty=order.filled_qty, final=final)
         acct.next_trade_id += 1
         acct.fills.append(fill)
         self._fills.setdefault(order.client_id, []).append(fill)

@@ -1,0 +1,63 @@
+"""``python -m exchanges.bingx.simulator [--auto --speed 300 --csv PATH --rest-port 8080 --ws-port 8081]``:
+the simulator alone, printing the URLs and the key/secret to use (``gatebot sim`` calls :func:`main`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+
+from exchanges.bingx.simulator.options import SimOptions, Switches
+from exchanges.bingx.simulator.server import BingXSimulator
+
+
+def parse(argv: list[str] | None) -> SimOptions:
+    ap = argparse.ArgumentParser(prog="gatebot sim", description="BingX-compatible exchange simulator on loopback")
+    ap.add_argument("--auto", action="store_true",
+                    help="play candles continuously (default: only on POST /__sim/fault {op: advance})")
+    ap.add_argument("--speed", type=float, default=300.0, help="market time per wall time in auto mode")
+    ap.add_argument("--csv", help="candle CSV (timestamp,open,high,low,close,volume); default: generated")
+    ap.add_argument("--symbols", default="BTC-USDT", help="comma-separated, e.g. BTC-USDT,ETH-USDT")
+    ap.add_argument("--interval", default="5m")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--bars", type=int, default=100_000)
+    ap.add_argument("--history-bars", type=int, default=500)
+    ap.add_argument("--hedge", action="store_true", help="start the account in hedge mode")
+    ap.add_argument("--rest-port", type=int, default=0)
+    ap.add_argument("--ws-port", type=int, default=0)
+    ap.add_argument("--api-key", default="sim-key")
+    ap.add_argument("--secret", default="sim-secret")
+    ap.add_argument("--stop-fill-event", choices=["same_id", "derived_id"], default="same_id")
+    ap.add_argument("--orphan-stops", choices=["cancel", "keep"], default="keep")
+    a = ap.parse_args(argv)
+    return SimOptions(api_key=a.api_key, secret=a.secret, symbols=a.symbols.split(","), interval=a.interval,
+                      source="csv" if a.csv else "generated", csv=a.csv, seed=a.seed, bars=a.bars,
+                      history_bars=a.history_bars, mode="auto" if a.auto else "manual", speed=a.speed,
+                      hedge_mode=a.hedge, rest_port=a.rest_port, ws_port=a.ws_port,
+                      switches=Switches(stop_fill_event=a.stop_fill_event, orphan_stops=a.orphan_stops))
+
+
+async def serve(options: SimOptions) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with BingXSimulator(options) as sim:
+        print(f"BingX simulator ({options.mode}, {','.join(options.symbols)} {options.interval})", flush=True)
+        print(f"  REST      {sim.rest_url}", flush=True)
+        print(f"  market ws {sim.ws_url}", flush=True)
+        print(f"  user ws   {sim.ws_url}?listenKey=<POST {sim.rest_url}/openApi/user/auth/userDataStream>", flush=True)
+        print(f"  api key   {options.api_key}\n  secret    {options.secret}", flush=True)
+        print(f"  faults    POST {sim.rest_url}/__sim/fault {{\"op\": ...}}", flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    asyncio.run(serve(parse(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

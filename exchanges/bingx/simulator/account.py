@@ -1,0 +1,150 @@
+"""Account endpoints (protocol page §3.6-§3.8, §3.15, §3.16, §6.1): position mode, leverage, margin
+type, positions, balance, and the listenKey lifecycle."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from exchanges.bingx import constants as C
+from exchanges.bingx.simulator.auth_check import ApiError
+from exchanges.bingx.simulator.views import balance_row, position_rows
+
+if TYPE_CHECKING:
+    from exchanges.bingx.simulator.rest import Handler, Params
+    from exchanges.bingx.simulator.server import BingXSimulator
+
+
+def _busy(sim: BingXSimulator, symbol: str | None = None) -> bool:
+    """Positions or working orders (of ``symbol``, or anywhere): mode and margin changes are refused."""
+    acct = sim.core.account
+    return any(h.qty > 0 and (symbol is None or h.symbol == symbol) for h in acct.positions) or any(
+        o.status in ("new", "partially_filled") and (symbol is None or o.symbol == symbol) for o in acct.orders)
+
+
+def _symbol(sim: BingXSimulator, p: Params) -> str:
+    symbol = p.get("symbol", "")
+    if symbol not in sim.markets:
+        raise ApiError(109400, f"symbol {symbol!r} does not exist")
+    return symbol
+
+
+async def get_mode(sim: BingXSimulator, p: Params) -> Any:
+    return {"dualSidePosition": "true" if sim.core.account.hedge_mode else "false"}
+
+
+async def set_mode(sim: BingXSimulator, p: Params) -> Any:
+    value = p.get("dualSidePosition", "").lower()
+    if value not in ("true", "false"):
+        raise ApiError(109400, "dualSidePosition must be true or false")
+    hedge = value == "true"
+    if hedge != sim.core.account.hedge_mode:
+        if _busy(sim):
+            raise ApiError(109400, "the account has positions or pending orders")
+        sim.core.account.hedge_mode = hedge
+    return {"dualSidePosition": value}
+
+
+async def get_leverage(sim: BingXSimulator, p: Params) -> Any:
+    symbol = _symbol(sim, p)
+    long_lev, short_lev = sim.leverage_sides[symbol]
+    top = sim.options.max_leverage
+    return {"longLeverage": long_lev, "shortLeverage": short_lev, "maxLongLeverage": top, "maxShortLeverage": top,
+            "availableLongVol": "0", "availableShortVol": "0", "availableLongVal": "0", "availableShortVal": "0",
+            "maxPositionLongVal": "0", "maxPositionShortVal": "0"}
+
+
+async def set_leverage(sim: BingXSimulator, p: Params) -> Any:
+    symbol = _symbol(sim, p)
+    side = p.get("side", "").upper()
+    if sim.core.account.hedge_mode and side not in ("LONG", "SHORT"):
+        raise ApiError(109400, "In the Hedge mode, the 'Side' field can only be set to LONG or SHORT.")
+    if not sim.core.account.hedge_mode and side != "BOTH":
+        raise ApiError(109400, "In the One-way mode, the 'Side' field can only be set to BOTH.")
+    try:
+        lev = int(p.get("leverage", ""))
+    except ValueError:
+        raise ApiError(109400, "leverage must be an integer") from None
+    if not 1 <= lev <= sim.options.max_leverage:
+        raise ApiError(101414, f"leverage must be within 1..{sim.options.max_leverage}")
+    long_lev, short_lev = sim.leverage_sides[symbol]
+    long_lev = lev if side in ("LONG", "BOTH") else long_lev
+    short_lev = lev if side in ("SHORT", "BOTH") else short_lev
+    sim.leverage_sides[symbol] = (long_lev, short_lev)
+    sim.core.account.leverage[symbol] = min(long_lev, short_lev)  # the core keeps one: the stricter margin
+    sim.streams.publish_user(sim.config_pushes([symbol]))
+    return {"leverage": lev, "symbol": symbol, "availableLongVol": "0", "availableShortVol": "0"}
+
+
+async def get_margin_type(sim: BingXSimulator, p: Params) -> Any:
+    return {"marginType": sim.margin_type.get(_symbol(sim, p), "CROSSED")}
+
+
+async def set_margin_type(sim: BingXSimulator, p: Params) -> Any:
+    from exchanges.bingx.simulator.rest import Bare
+
+    symbol = _symbol(sim, p)
+    kind = p.get("marginType", "").upper()
+    if kind not in ("ISOLATED", "CROSSED", "SEPARATE_ISOLATED"):
+        raise ApiError(109400, "marginType must be ISOLATED, CROSSED or SEPARATE_ISOLATED")
+    if kind != sim.margin_type.get(symbol, "CROSSED"):
+        if _busy(sim, symbol):
+            raise ApiError(109400, "the account has positions or pending orders")
+        sim.margin_type[symbol] = kind
+        sim.streams.publish_user(sim.config_pushes([symbol]))
+    return Bare({"code": 0, "msg": ""})
+
+
+async def positions(sim: BingXSimulator, p: Params) -> Any:
+    return position_rows(sim, p.get("symbol") or None)
+
+
+async def balance_v3(sim: BingXSimulator, p: Params) -> Any:
+    return [balance_row(sim)]
+
+
+async def balance_v2(sim: BingXSimulator, p: Params) -> Any:
+    return {"balance": balance_row(sim)}
+
+
+async def listen_key_create(sim: BingXSimulator, p: Params) -> Any:
+    from exchanges.bingx.simulator.rest import Bare
+
+    return Bare({"listenKey": sim.streams.keys.create()})
+
+
+async def listen_key_extend(sim: BingXSimulator, p: Params) -> Any:
+    from exchanges.bingx.simulator.rest import Bare
+
+    key = p.get("listenKey", "")
+    if not key:
+        return Bare({"code": 0, "msg": "no request parameters"}, 204)
+    if not sim.streams.keys.extend(key):
+        return Bare({"code": 100404, "msg": "listenKey does not exist"}, 404)
+    return Bare({"code": 0, "msg": ""})
+
+
+async def listen_key_delete(sim: BingXSimulator, p: Params) -> Any:
+    from exchanges.bingx.simulator.rest import Bare
+
+    key = p.get("listenKey", "")
+    if not key:
+        return Bare({"code": 0, "msg": "no request parameters"}, 204)
+    if not sim.streams.keys.delete(key):
+        return Bare({"code": 100404, "msg": "listenKey does not exist"}, 404)
+    return Bare({"code": 0, "msg": ""})
+
+
+ROUTES: dict[tuple[str, str], tuple[Handler, Any]] = {
+    ("GET", C.POSITION_MODE): (get_mode, "signed"),
+    ("POST", C.POSITION_MODE): (set_mode, "signed"),
+    ("GET", C.LEVERAGE): (get_leverage, "signed"),
+    ("POST", C.LEVERAGE): (set_leverage, "signed"),
+    ("GET", C.MARGIN_TYPE): (get_margin_type, "signed"),
+    ("POST", C.MARGIN_TYPE): (set_margin_type, "signed"),
+    ("GET", C.POSITIONS): (positions, "signed"),
+    ("GET", C.BALANCE): (balance_v3, "signed"),
+    ("GET", "/openApi/swap/v2/user/balance"): (balance_v2, "signed"),
+    ("POST", C.LISTEN_KEY): (listen_key_create, "key"),
+    ("PUT", C.LISTEN_KEY): (listen_key_extend, "key"),
+    ("DELETE", C.LISTEN_KEY): (listen_key_delete, "key"),
+}

@@ -1,0 +1,117 @@
+"""Fault injection: what a real exchange does to a bot on a bad day, on demand.
+
+Usable in-process (``sim.faults.fail_next(...)``) and over HTTP (``POST {rest_url}/__sim/fault`` with
+``{"op": "<method name>", ...kwargs}``; ``{"op": "advance", "candles": n}`` plays the market too).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from core.events import AnyEvent, CandleClosed, Side
+from core.instrument import to_decimal
+
+if TYPE_CHECKING:
+    from exchanges.bingx.simulator.server import BingXSimulator
+
+FailKind = Literal["5xx", "timeout", "rate_limit", "busy"]
+
+
+class Faults:
+    def __init__(self, sim: BingXSimulator) -> None:
+        self.sim = sim
+        self._fail: dict[str, deque[tuple[FailKind, bool]]] = {}
+        self.stop_rejection: int | None = None
+        self.duplicate = False
+        self.reorder = False
+
+    # --- streams -------------------------------------------------------------------------------
+
+    def drop_market_streams(self) -> None:
+        """Close every market connection (code 1012), mid-candle allowed."""
+        self.sim.streams.drop("market")
+
+    def drop_user_streams(self) -> None:
+        self.sim.streams.drop("user")
+
+    def stall_streams(self, seconds: float) -> None:
+        """Send nothing (not even ``Ping``) on any connection for ``seconds``; frames queue meanwhile."""
+        self.sim.streams.stall(seconds)
+
+    def expire_listen_key(self) -> None:
+        """Push ``listenKeyExpired`` on every live key's sockets, then refuse the keys (404 on PUT)."""
+        self.sim.streams.keys.expire_all()
+
+    def duplicate_user_events(self, on: bool = True) -> None:
+        self.duplicate = on
+
+    def reorder_user_events(self, on: bool = True) -> None:
+        """Each batch of pushes (one order operation or one market tick) goes out in reverse order."""
+        self.reorder = on
+
+    # --- REST ----------------------------------------------------------------------------------
+
+    def fail_next(self, path: str, kind: FailKind, count: int = 1, *, after_effect: bool = False) -> None:
+        """The next ``count`` requests to ``path`` fail: ``5xx`` (HTTP 500), ``timeout`` (never answered),
+        ``rate_limit`` (100410 / HTTP 429 per switch), ``busy`` (100500 in an HTTP 200 body).
+        ``after_effect``: the request is executed first and only its reply is lost."""
+        if kind not in ("5xx", "timeout", "rate_limit", "busy"):
+            raise ValueError(f"unknown failure kind {kind!r}")
+        self._fail.setdefault(path, deque()).extend([(kind, after_effect)] * count)
+
+    def take_failure(self, path: str) -> tuple[FailKind, bool] | None:
+        queue = self._fail.get(path)
+        return queue.popleft() if queue else None
+
+    def reject_next_stop(self, code: int = 110411) -> None:
+        """The next stop placement (stand-alone, or attached to an entry) is refused with ``code``."""
+        self.stop_rejection = code
+
+    # --- the account and the market ------------------------------------------------------------
+
+    def partial_fills(self, parts: int) -> None:
+        """The next MARKET order fills in ``parts`` trades."""
+        self.sim.core.split_next_market = max(1, int(parts))
+
+    def close_by_hand(self, symbol: str, side: str, qty: Decimal | None = None) -> None:
+        """The operator closes (part of) a position in BingX's UI: an order with an empty client id."""
+        pos: Side = "long" if side.lower() in ("long", "sell") else "short"
+        self.sim.emit(self.sim.core.close_by_hand(symbol, pos, self.sim.now_ms(), qty))
+
+    def set_mark_price(self, symbol: str, price: Decimal | float) -> None:
+        """Move the mark price to ``price`` now (inside the forming candle): stops crossed on the way fire
+        at their stop price, a markPrice push goes out, MARKET orders fill there until the next tick.
+        With no client connected this is "a stop fires while the bot is down"."""
+        market = self.sim.markets[symbol]
+        old = float(self.sim.mark_price(symbol))
+        new = float(price)
+        t = market.market_time
+        seg = CandleClosed(symbol=symbol, interval=self.sim.options.interval, open_time=t, open=old,
+                           high=max(old, new), low=min(old, new), close=new, volume=0.0, ts=t)
+        events: list[AnyEvent] = self.sim.core.on_candle(seg, self.sim.now_ms())
+        self.sim.core.set_price(symbol, to_decimal(new))
+        self.sim.emit(events)
+        tick = market.first_tick()
+        if tick is not None:
+            self.sim.push_market(tick, mark=new)
+
+    def fire_stops_now(self, symbol: str) -> None:
+        """Move the mark price just through every working stop of ``symbol`` (a one-tick crash/spike)."""
+        stops = [o for o in self.sim.core.open_orders(symbol) if o.type == "STOP_MARKET"]
+        tick = self.sim.core.instruments[symbol].tick
+        for o in stops:
+            self.set_mark_price(symbol, o.stop_price - tick if o.side == "long" else o.stop_price + tick)
+
+    def apply(self, op: str, args: dict[str, Any]) -> None:
+        """The HTTP form: ``{"op": name, **args}`` (``qty``/``price`` decoded as Decimal)."""
+        public = {"drop_market_streams", "drop_user_streams", "stall_streams", "expire_listen_key",
+                  "duplicate_user_events", "reorder_user_events", "fail_next", "reject_next_stop", "partial_fills",
+                  "close_by_hand", "set_mark_price", "fire_stops_now"}
+        if op not in public:
+            raise ValueError(f"unknown fault op {op!r}")
+        for key in ("qty", "price"):
+            if args.get(key) is not None:
+                args[key] = Decimal(str(args[key]))
+        getattr(self, op)(**args)

@@ -1,0 +1,215 @@
+"""The REST side (protocol page §3): one aiohttp handler that routes, injects faults, rate-limits,
+authenticates, and wraps replies in BingX's ``{"code","msg","data"}`` envelope (HTTP 200 for business
+errors). Market-data endpoints live here; trading and account endpoints in their own modules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl
+
+import msgspec
+from aiohttp import web
+
+from exchanges.bingx import constants as C
+from exchanges.bingx.auth import fmt
+from exchanges.bingx.codec import encoder
+from exchanges.bingx.simulator import account, trading
+from exchanges.bingx.simulator.auth_check import ApiError, check
+from exchanges.bingx.simulator.views import num
+
+if TYPE_CHECKING:
+    from exchanges.bingx.simulator.server import BingXSimulator
+
+Params = dict[str, str]
+Handler = Callable[["BingXSimulator", Params], Awaitable[Any]]
+Auth = Literal["public", "signed", "key"]
+REPLY_FLUSH_S = 0.5
+
+
+class Bare:
+    """A reply that is not wrapped in the envelope (listenKey POST, marginType POST)."""
+
+    def __init__(self, body: Any, status: int = 200) -> None:
+        self.body = body
+        self.status = status
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=encoder.encode(body), status=status, content_type="application/json")
+
+
+def ok(data: Any) -> web.Response:
+    return json_response({"code": 0, "msg": "", "data": data})
+
+
+# --- market data ---------------------------------------------------------------------------------
+
+
+async def server_time(sim: BingXSimulator, p: Params) -> Any:
+    return {"serverTime": sim.now_ms()}
+
+
+async def contracts(sim: BingXSimulator, p: Params) -> Any:
+    o = sim.options
+    out = []
+    for i, s in enumerate(o.symbols):
+        if p.get("symbol") and p["symbol"] != s:
+            continue
+        inst = sim.core.instruments[s]
+        out.append({
+            "contractId": str(100 + i), "symbol": s, "size": "0", "quantityPrecision": o.quantity_precision,
+            "pricePrecision": o.price_precision, "feeRate": float(o.fee_rate), "makerFeeRate": float(o.fee_rate),
+            "takerFeeRate": float(o.fee_rate), "tradeMinLimit": 0, "tradeMinQuantity": float(inst.min_qty),
+            "tradeMinUSDT": float(inst.min_notional), "maxLongLeverage": o.max_leverage,
+            "maxShortLeverage": o.max_leverage, "currency": "USDT", "asset": s.split("-")[0], "status": 1,
+            "apiStateOpen": "true", "apiStateClose": "true", "ensureOrder": True, "brokerState": "true",
+            "launchTime": 1586275200000, "maintainTime": 0, "offTime": 0, "displayName": s,
+        })
+    return out
+
+
+def _market(sim: BingXSimulator, p: Params) -> Any:
+    market = sim.markets.get(p.get("symbol", ""))
+    if market is None:
+        raise ApiError(109400, f"symbol {p.get('symbol')!r} does not exist")
+    return market
+
+
+async def klines(sim: BingXSimulator, p: Params) -> Any:
+    market = _market(sim, p)
+    if p.get("interval") != sim.options.interval:
+        raise ApiError(109400, f"interval {p.get('interval')!r} not served (simulated: {sim.options.interval})")
+    try:
+        limit = min(int(p.get("limit") or 500), C.KLINE_LIMIT)
+        start = int(p["startTime"]) if p.get("startTime") else None
+        end = int(p["endTime"]) if p.get("endTime") else None
+    except ValueError:
+        raise ApiError(109400, "invalid startTime/endTime/limit") from None
+    rows = [{"open": fmt(o), "close": fmt(c), "high": fmt(h), "low": fmt(lo), "volume": fmt(v), "time": t}
+            for t, o, h, lo, c, v in market.klines(start, end, limit)]
+    if sim.options.switches.kline_order == "desc":
+        rows.reverse()
+    return rows
+
+
+async def premium_index(sim: BingXSimulator, p: Params) -> Any:
+    def one(symbol: str) -> dict[str, Any]:
+        mark = num(sim.mark_price(symbol))
+        step = sim.step_ms
+        return {"symbol": symbol, "markPrice": mark, "indexPrice": mark, "lastFundingRate": "0.0001",
+                "nextFundingTime": (sim.market_time_ms // (8 * 3600_000) + 1) * 8 * 3600_000, "time": step}
+    if p.get("symbol"):
+        _market(sim, p)
+        return one(p["symbol"])
+    return [one(s) for s in sim.markets]
+
+
+async def ticker_price(sim: BingXSimulator, p: Params) -> Any:
+    _market(sim, p)
+    return {"symbol": p["symbol"], "price": num(sim.mark_price(p["symbol"])), "time": sim.now_ms()}
+
+
+ROUTES: dict[tuple[str, str], tuple[Handler, Auth]] = {
+    ("GET", C.SERVER_TIME): (server_time, "public"),
+    ("GET", "/openApi/swap/v1/server/time"): (server_time, "public"),
+    ("GET", C.CONTRACTS): (contracts, "public"),
+    ("GET", C.KLINES): (klines, "public"),
+    ("GET", "/openApi/swap/v2/quote/klines"): (klines, "public"),
+    ("GET", C.PREMIUM_INDEX): (premium_index, "public"),
+    ("GET", "/openApi/swap/v1/ticker/price"): (ticker_price, "public"),
+    ("GET", "/openApi/swap/v2/quote/price"): (ticker_price, "public"),
+    **trading.ROUTES,
+    **account.ROUTES,
+}
+
+
+class Buckets:
+    """A token bucket per endpoint path: BingX limits each endpoint independently (§4)."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def take(self, path: str) -> bool:
+        now = time.monotonic()
+        tokens, last = self._state.get(path, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._state[path] = (tokens, now)
+            return False
+        self._state[path] = (tokens - 1, now)
+        return True
+
+
+def build_app(sim: BingXSimulator) -> web.Application:
+    buckets = Buckets(sim.options.rate_limit_per_s, sim.options.rate_limit_burst)
+
+    async def failure(kind: str) -> web.Response:
+        if kind == "timeout":  # never answered: the client gives up first
+            await sim.closing.wait()
+            return web.Response(status=503)
+        if kind == "5xx":
+            return web.Response(status=500, text="Internal Server Error")
+        if kind == "busy":
+            return json_response({"code": 100500, "msg": "The current system is busy, please try again later",
+                                  "timestamp": sim.now_ms()})
+        return rate_limited()
+
+    def rate_limited() -> web.Response:
+        status = 429 if sim.options.switches.rate_limit_signal == "http429" else 200
+        return json_response({"code": 100410, "msg": "rate limitation, please try again later",
+                              "timestamp": sim.now_ms()}, status)
+
+    async def dispatch(request: web.Request) -> web.Response:
+        raw_query = request.raw_path.partition("?")[2]
+        body = (await request.text()) if request.can_read_body else ""
+        if request.path == "/__sim/fault" and request.method == "POST":
+            return await fault_op(body)
+        route = ROUTES.get((request.method, request.path))
+        if route is None:
+            return json_response({"code": 100404, "msg": f"{request.method} {request.path} not found",
+                                  "timestamp": sim.now_ms()}, 404)
+        handler, auth = route
+        fail = sim.faults.take_failure(request.path)
+        if fail is not None and not fail[1]:
+            return await failure(fail[0])
+        if not buckets.take(request.path):
+            return rate_limited()
+        form = body if request.content_type == "application/x-www-form-urlencoded" else ""
+        params = dict(parse_qsl(form, keep_blank_values=True))
+        params.update(parse_qsl(raw_query, keep_blank_values=True))  # the query string wins on duplicates
+        try:
+            if auth != "public":
+                check(sim.options, api_key=request.headers.get("X-BX-APIKEY"), params=params, query=raw_query,
+                      body=form, key_only=auth == "key")
+            result = await handler(sim, params)
+            reply = json_response(result.body, result.status) if isinstance(result, Bare) else ok(result)
+        except ApiError as exc:
+            reply = json_response({"code": exc.code, "msg": exc.msg, "data": {}}, exc.status)
+        # the pushes an order caused are on the wire before its reply, as a fast exchange would have it
+        await sim.streams.flush(REPLY_FLUSH_S)
+        if fail is not None:  # after_effect: it happened, but the reply is lost
+            return await failure(fail[0])
+        return reply
+
+    async def fault_op(body: str) -> web.Response:
+        try:
+            args = msgspec.json.decode(body or "{}")
+            op = args.pop("op")
+            if op == "advance":
+                await sim.advance(int(args.get("candles", 1)))
+            else:
+                sim.faults.apply(op, args)
+                await asyncio.sleep(0)
+                await sim.streams.flush()
+        except (KeyError, ValueError, TypeError, msgspec.DecodeError) as exc:
+            return json_response({"code": 109400, "msg": f"bad fault request: {exc}"}, 400)
+        return json_response({"code": 0, "msg": "", "data": {"marketTime": sim.market_time_ms}})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", dispatch)
+    return app

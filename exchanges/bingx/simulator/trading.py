@@ -1,0 +1,354 @@
+"""Order endpoints (protocol page §3.9-§3.17, §7): BingX's order rules turned into matching-core commands.
+
+One-way mode: ``positionSide=BOTH``; ``reduceOnly=true`` closes, otherwise an opposite order nets.
+Hedge mode: ``LONG``/``SHORT``; ``SELL``+``LONG`` and ``BUY``+``SHORT`` close; ``reduceOnly`` is refused.
+Conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET) always reduce the position their side closes.
+A ``stopLoss`` JSON on a MARKET entry becomes a STOP_MARKET whose client id is the JSON's own
+``clientOrderId`` (either spelling) when present, else ``<entry client id>-sl`` (``takeProfit``: ``-tp``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from core.events import AnyEvent, OrderAccepted, OrderRejected, Side, StopSpec, SubmitClose, SubmitEntry, SubmitStop
+from exchanges.bingx import constants as C
+from exchanges.bingx.simulator.auth_check import ApiError
+from exchanges.bingx.simulator.views import fill_row, order_view, placed_view
+from exchanges.paper.matching import Order
+
+if TYPE_CHECKING:
+    from exchanges.bingx.simulator.rest import Handler, Params
+    from exchanges.bingx.simulator.server import BingXSimulator
+
+_anon = itertools.count(1)
+SEVEN_DAYS_MS = 7 * 86_400_000
+
+
+def flag(value: str | None) -> bool:
+    return str(value).lower() == "true"
+
+
+def decimal(p: Params, key: str, *, required: bool, what: str = "") -> Decimal | None:
+    text = p.get(key)
+    if text is None or text == "":
+        if required:
+            raise ApiError(109400, f"parameter {key} is must{what}")
+        return None
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise ApiError(109400, f"parameter {key} is not a number: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise ApiError(109400, f"parameter {key} must be positive")
+    return value
+
+
+def client_id(p: Params | dict[str, Any]) -> str:
+    """``clientOrderId`` or ``clientOrderID`` (any casing of the key), lower-cased as BingX stores it."""
+    for key, value in p.items():
+        if key.lower() == "clientorderid" and value:
+            cid = str(value).lower()
+            if len(cid) > 40:
+                raise ApiError(109400, "clientOrderId length must be 1-40")
+            return cid
+    return ""
+
+
+def floor_to(value: Decimal, unit: Decimal) -> Decimal:
+    """BingX truncates over-precise prices and quantities silently (§7.4)."""
+    return (value / unit).to_integral_value(ROUND_FLOOR) * unit
+
+
+class Plan(msgspec.Struct, kw_only=True):
+    """A validated order request, before the matching core sees it."""
+
+    symbol: str
+    side: str
+    type: str
+    position_side: str
+    pos: Side
+    """The position side the order opens or reduces."""
+    opening: bool
+    qty: Decimal | None
+    stop_price: Decimal | None
+    working_type: str
+    close_position: bool
+    client_id: str
+    stop_loss: dict[str, Any] | None
+    take_profit: dict[str, Any] | None
+    stop_loss_text: str
+    take_profit_text: str
+
+
+def plan(sim: BingXSimulator, p: Params) -> Plan:
+    symbol = p.get("symbol", "")
+    if symbol not in sim.markets:
+        raise ApiError(109400, f"symbol {symbol!r} does not exist")
+    inst = sim.core.instruments[symbol]
+    side = p.get("side", "").upper()
+    if side not in ("BUY", "SELL"):
+        raise ApiError(109400, "Invalid parameters, side: This field is required.")
+    kind = p.get("type", "").upper()
+    if kind not in ("MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET"):
+        raise ApiError(109400, f"order type {kind or '(none)'} is not supported by the simulator")
+    ps = (p.get("positionSide") or "LONG").upper()  # BingX's default when omitted (§3.9)
+    hedge = sim.core.account.hedge_mode
+    if hedge and ps not in ("LONG", "SHORT"):
+        raise ApiError(109400, "In the Hedge mode, the 'PositionSide' field can only be set to LONG or SHORT.")
+    if not hedge and ps != "BOTH":
+        raise ApiError(109400, "In the One-way mode, the 'PositionSide' field can only be set to BOTH.")
+    reduce_only = flag(p.get("reduceOnly"))
+    if hedge and reduce_only:
+        raise ApiError(109400, "In the Hedge mode, the 'ReduceOnly' field can not be filled.")
+    conditional = kind != "MARKET"
+    if hedge:
+        pos: Side = "long" if ps == "LONG" else "short"
+        opening = (side == "BUY") == (ps == "LONG")
+    elif conditional or reduce_only:
+        pos, opening = ("long" if side == "SELL" else "short"), False
+    else:
+        pos, opening = ("long" if side == "BUY" else "short"), True
+    if conditional and opening:
+        raise ApiError(109400, "conditional orders that open a position are not supported by the simulator")
+    close_position = flag(p.get("closePosition"))
+    if close_position and not conditional:
+        raise ApiError(109400, "closePosition is only for STOP_MARKET / TAKE_PROFIT_MARKET")
+    qty = decimal(p, "quantity", required=not close_position)
+    if qty is not None:
+        qty = floor_to(qty, inst.step)
+        if qty <= 0:
+            raise ApiError(101400, f"quantity below the minimum {inst.min_qty}")
+    stop_price = decimal(p, "stopPrice", required=conditional)
+    if stop_price is not None:
+        stop_price = floor_to(stop_price, inst.tick)
+    working_type = (p.get("workingType") or "MARK_PRICE").upper()
+    if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
+        raise ApiError(109400, f"workingType {working_type} is not supported")
+    brackets: dict[str, dict[str, Any] | None] = {}
+    for key, expected in (("stopLoss", "STOP_MARKET"), ("takeProfit", "TAKE_PROFIT_MARKET")):
+        text = p.get(key) or ""
+        brackets[key] = None
+        if not text:
+            continue
+        if kind != "MARKET" or not opening:
+            raise ApiError(109400, f"{key} can only be attached to an opening MARKET order in the simulator")
+        try:
+            spec = msgspec.json.decode(text)
+            price = floor_to(Decimal(str(spec["stopPrice"])), inst.tick)
+        except (msgspec.DecodeError, KeyError, TypeError, InvalidOperation):
+            raise ApiError(109400, f"{key} must be JSON with a stopPrice") from None
+        if str(spec.get("type", expected)).upper() != expected:
+            raise ApiError(109400, f"{key} type must be {expected} in the simulator")
+        spec["stopPrice"] = price
+        brackets[key] = spec
+    return Plan(symbol=symbol, side=side, type=kind, position_side=ps, pos=pos, opening=opening, qty=qty,
+                stop_price=stop_price, working_type=working_type, close_position=close_position,
+                client_id=client_id(p), stop_loss=brackets["stopLoss"], take_profit=brackets["takeProfit"],
+                stop_loss_text=p.get("stopLoss") or "", take_profit_text=p.get("takeProfit") or "")
+
+
+def _rejected(events: list[AnyEvent], cid: str) -> None:
+    for ev in events:
+        if isinstance(ev, OrderRejected) and ev.client_id == cid:
+            raise ApiError(ev.code, ev.reason)
+
+
+async def place_order(sim: BingXSimulator, p: Params) -> Any:
+    pl = plan(sim, p)
+    now = sim.now_ms()
+    core = sim.core
+    cid = pl.client_id or f"~{next(_anon)}"  # the core needs an id; "~..." shows as "" on the wire
+
+    def registered(events: list[AnyEvent]) -> None:
+        _rejected(events, cid)
+        _register_for(sim, events, pl, cid, now)
+        sim.emit(events)
+
+    if pl.type == "MARKET" and pl.opening:
+        stop = None
+        if pl.stop_loss is not None:
+            if sim.faults.stop_rejection is not None:
+                code, sim.faults.stop_rejection = sim.faults.stop_rejection, None
+                raise ApiError(code, "Stop Loss price should be lower than the current price")
+            sl_id = client_id(pl.stop_loss) or f"{cid}-sl"
+            stop = StopSpec(client_id=sl_id, price=pl.stop_loss["stopPrice"])
+        assert pl.qty is not None
+        events = core.submit(SubmitEntry(client_id=cid, symbol=pl.symbol, side=pl.pos, qty=pl.qty, stop=stop), now)
+        _rejected(events, cid)
+        if pl.take_profit is not None:
+            tp_id = client_id(pl.take_profit) or f"{cid}-tp"
+            events += core.submit_take_profit(tp_id, pl.symbol, pl.pos, pl.qty, pl.take_profit["stopPrice"], now)
+        registered(events)
+    elif pl.type == "MARKET":
+        held = core.holding(pl.symbol, pl.pos)
+        if held is None and core.holding(pl.symbol, "short" if pl.pos == "long" else "long") is not None:
+            raise ApiError(101290, "Reduce Only order can only decrease the position")
+        assert pl.qty is not None
+        registered(core.submit(SubmitClose(client_id=cid, symbol=pl.symbol, side=pl.pos, qty=pl.qty), now))
+    else:
+        held = core.holding(pl.symbol, pl.pos)
+        if pl.close_position:
+            if held is None:
+                raise ApiError(101205, "No position to close")
+            for o in core.open_orders(pl.symbol):
+                m = sim.meta.get(o.order_id)
+                if m and m.close_position and o.side == pl.pos and o.type == pl.type:
+                    raise (ApiError(110406, "Position SL order already exists") if pl.type == "STOP_MARKET"
+                           else ApiError(110407, "Position TP order already exists"))
+        qty = held.qty if pl.close_position and held is not None else pl.qty
+        assert qty is not None and pl.stop_price is not None
+        if pl.type == "STOP_MARKET":
+            if sim.faults.stop_rejection is not None:
+                code, sim.faults.stop_rejection = sim.faults.stop_rejection, None
+                raise ApiError(code, "Stop Loss price should be lower than the current price")
+            cmd = SubmitStop(client_id=cid, symbol=pl.symbol, side=pl.pos, qty=qty, stop_price=pl.stop_price)
+            registered(core.submit(cmd, now))
+        else:
+            registered(core.submit_take_profit(cid, pl.symbol, pl.pos, qty, pl.stop_price, now))
+    order = core.order(cid)
+    assert order is not None
+    return {"order": placed_view(sim, order)}
+
+
+def _register_for(sim: BingXSimulator, events: list[AnyEvent], pl: Plan, core_id: str, now: int) -> None:
+    """Keep what BingX echoes (position side as sent, working type, TP/SL JSON) for each new order."""
+    from exchanges.bingx.simulator.server import OrderMeta
+
+    for ev in events:
+        if not isinstance(ev, OrderAccepted) or ev.order_id in sim.meta:
+            continue
+        order = sim.core.order(ev.client_id)
+        if order is None:
+            continue
+        main = ev.client_id == core_id
+        spec = pl.stop_loss if order.type == "STOP_MARKET" else pl.take_profit
+        wt = pl.working_type if main else str((spec or {}).get("workingType", "MARK_PRICE")).upper()
+        sim.meta[ev.order_id] = OrderMeta(
+            position_side=pl.position_side, working_type=wt if order.stop_price else "",
+            close_position=pl.close_position and main, stop_loss=pl.stop_loss_text if main else "",
+            take_profit=pl.take_profit_text if main else "", update_time=now)
+
+
+async def test_order(sim: BingXSimulator, p: Params) -> Any:
+    pl = plan(sim, p)
+    return {"order": {"symbol": pl.symbol, "orderId": 0, "side": pl.side, "positionSide": pl.position_side,
+                      "type": pl.type, "clientOrderId": pl.client_id, "clientOrderID": pl.client_id,
+                      "workingType": pl.working_type, "quantity": str(pl.qty or 0),
+                      "stopPrice": str(pl.stop_price or 0)}}
+
+
+def find(sim: BingXSimulator, p: Params) -> tuple[Order, int | None]:
+    """The order a query/cancel names (``orderId`` or ``clientOrderId``); 109421 when there is none.
+    The second value is the derived MARKET order id when ``orderId`` named one."""
+    symbol = p.get("symbol", "")
+    order: Order | None = None
+    derived = None
+    if p.get("orderId"):
+        try:
+            oid = int(p["orderId"])
+        except ValueError:
+            raise ApiError(109400, "orderId must be an integer") from None
+        if oid in sim.derived:
+            derived, oid = oid, sim.derived[oid]
+        order = next((o for o in sim.core.account.orders if o.order_id == oid), None)
+    elif client_id(p):
+        order = sim.core.order(client_id(p))
+    else:
+        raise ApiError(109400, "orderId or clientOrderId is required")
+    if order is None or (symbol and order.symbol != symbol):
+        raise ApiError(109421, "order not exist")
+    return order, derived
+
+
+async def query_order(sim: BingXSimulator, p: Params) -> Any:
+    order, derived = find(sim, p)
+    view = order_view(sim, order)
+    if derived is not None:
+        view.update(orderId=derived, type="MARKET", stopPrice="", clientOrderId="", triggerOrderId=order.order_id)
+    return {"order": view}
+
+
+async def cancel_order(sim: BingXSimulator, p: Params) -> Any:
+    order, _ = find(sim, p)
+    if order.status not in ("new", "partially_filled"):
+        raise ApiError(109421, "order not exist")
+    sim.emit(sim.core.cancel(order.client_id, sim.now_ms()))
+    return {"order": order_view(sim, order)}
+
+
+async def cancel_all(sim: BingXSimulator, p: Params) -> Any:
+    symbols = [p["symbol"]] if p.get("symbol") else list(sim.markets)
+    done = []
+    for s in symbols:
+        for o in list(sim.core.open_orders(s)):
+            if p.get("type") and o.type != p["type"].upper():
+                continue
+            sim.emit(sim.core.cancel(o.client_id, sim.now_ms()))
+            done.append(order_view(sim, o))
+    return {"success": done, "failed": None}
+
+
+async def open_orders(sim: BingXSimulator, p: Params) -> Any:
+    symbols = [p["symbol"]] if p.get("symbol") else list(sim.markets)
+    orders = [o for s in symbols for o in sim.core.open_orders(s)]
+    if p.get("type"):
+        orders = [o for o in orders if o.type == p["type"].upper()]
+    return {"orders": [order_view(sim, o) for o in orders]}
+
+
+def _window(p: Params, start_key: str, end_key: str) -> tuple[int, int]:
+    try:
+        start = int(p[start_key]) if p.get(start_key) else 0
+        end = int(p[end_key]) if p.get(end_key) else 2**62
+    except ValueError:
+        raise ApiError(109400, f"{start_key}/{end_key} must be integers") from None
+    if p.get(start_key) and p.get(end_key) and end - start > SEVEN_DAYS_MS:
+        raise ApiError(109400, "the query range is more than seven days")
+    return start, end
+
+
+async def all_orders(sim: BingXSimulator, p: Params) -> Any:
+    start, end = _window(p, "startTime", "endTime")
+    limit = min(int(p.get("limit") or 500), 1000)
+    orders = [o for o in sim.core.account.orders
+              if o.status not in ("new", "partially_filled") and start <= o.time <= end
+              and (not p.get("symbol") or o.symbol == p["symbol"])
+              and (not p.get("orderId") or o.order_id >= int(p["orderId"]))]
+    return {"orders": [order_view(sim, o) for o in orders[-limit:]]}
+
+
+async def fill_history(sim: BingXSimulator, p: Params) -> Any:
+    start, end = _window(p, "startTs", "endTs")
+    want = int(p["orderId"]) if p.get("orderId") else None
+    if want is not None and want in sim.derived:
+        want = sim.derived[want]
+    rows = []
+    for f in sim.core.account.fills:
+        order = sim.core.order(f.client_id)
+        if order is None or not start < f.ts <= end or (p.get("symbol") and order.symbol != p["symbol"]):
+            continue
+        if want is not None and order.order_id != want:
+            continue
+        if p.get("lastFillId") and int(f.trade_id) <= int(p["lastFillId"]):
+            continue
+        rows.append(fill_row(sim, order, f))
+    size = min(int(p.get("pageSize") or 100), 1000)
+    page = max(int(p.get("pageIndex") or 1), 1)
+    return {"fill_history_orders": rows[(page - 1) * size: page * size], "total": len(rows)}
+
+
+ROUTES: dict[tuple[str, str], tuple[Handler, Any]] = {
+    ("POST", C.ORDER): (place_order, "signed"),
+    ("POST", C.ORDER + "/test"): (test_order, "signed"),
+    ("GET", C.ORDER): (query_order, "signed"),
+    ("DELETE", C.ORDER): (cancel_order, "signed"),
+    ("DELETE", "/openApi/swap/v2/trade/allOpenOrders"): (cancel_all, "signed"),
+    ("GET", C.OPEN_ORDERS): (open_orders, "signed"),
+    ("GET", C.ALL_ORDERS): (all_orders, "signed"),
+    ("GET", C.FILL_HISTORY): (fill_history, "signed"),
+}

@@ -1,0 +1,145 @@
+"""The account's state as BingX's REST payloads: orders, positions, balance, fills (protocol page §3).
+
+Decimals go out as plain strings (never exponents), order ids as int JSON numbers. Order sides are
+derived from the matching core's position side: an order opening a long or reducing a short buys.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from core.events import ZERO, OrderFilled
+from exchanges.paper.matching import Order
+
+if TYPE_CHECKING:
+    from exchanges.bingx.simulator.server import BingXSimulator
+
+REST_STATUS = {"new": "PENDING", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
+               "canceled": "CANCELLED", "expired": "EXPIRED"}
+WS_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED", "canceled": "CANCELED",
+             "expired": "EXPIRED"}
+INTERNAL_PREFIXES = ("~", "manual-")
+"""Core client ids the simulator made up for orders that carried none: shown as "" on the wire."""
+
+
+def num(value: Decimal | float | int, places: int | None = None) -> str:
+    """A plain decimal string without trailing zeros: exact (money the core booked goes out unrounded, so a
+    client summing fees and PnL from the wire agrees with the account to the last digit), or rounded to
+    ``places`` for derived figures (unrealised PnL, ratios, averages)."""
+    d = value if isinstance(value, Decimal) else Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if places is not None:
+        d = d.quantize(Decimal(1).scaleb(-places))
+    text = format(d, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def wire_cid(client_id: str) -> str:
+    return "" if client_id.startswith(INTERNAL_PREFIXES) else client_id
+
+
+def wire_side(order: Order) -> str:
+    return "BUY" if (order.side == "long") != order.reduce_only else "SELL"
+
+
+def wire_position_side(sim: BingXSimulator, order: Order) -> str:
+    meta = sim.meta.get(order.order_id)
+    if meta is not None:
+        return meta.position_side
+    return order.side.upper() if sim.core.account.hedge_mode else "BOTH"
+
+
+def fill_totals(fills: list[OrderFilled]) -> tuple[Decimal, Decimal, Decimal]:
+    """(quote value, realised PnL, fees paid) of an order's fills."""
+    return (sum((f.qty * f.price for f in fills), ZERO), sum((f.realized_pnl for f in fills), ZERO),
+            sum((f.fee for f in fills), ZERO))
+
+
+def order_view(sim: BingXSimulator, order: Order) -> dict[str, Any]:
+    meta = sim.meta.get(order.order_id)
+    quote, pnl, fees = fill_totals(sim.core.fills_of(order.client_id))
+    cid = wire_cid(order.client_id)
+    return {
+        "symbol": order.symbol, "orderId": order.order_id, "side": wire_side(order),
+        "positionSide": wire_position_side(sim, order), "type": order.type, "origQty": num(order.qty),
+        "price": num(order.avg_price), "executedQty": num(order.filled_qty), "avgPrice": num(order.avg_price),
+        "cumQuote": num(quote), "stopPrice": num(order.stop_price) if order.stop_price else "",
+        "profit": num(pnl), "commission": num(-fees), "status": REST_STATUS[order.status],
+        "time": order.time, "updateTime": meta.update_time if meta and meta.update_time else order.time,
+        "clientOrderId": cid, "leverage": f"{sim.core.leverage(order.symbol)}X",
+        "workingType": meta.working_type if meta else ("MARK_PRICE" if order.stop_price else ""),
+        "reduceOnly": order.reduce_only and not sim.core.account.hedge_mode,
+        "closePosition": "true" if meta and meta.close_position else "false",
+        "triggerOrderId": meta.derived_id if meta else 0, "stopGuaranteed": "false", "positionID": 0,
+    }
+
+
+def placed_view(sim: BingXSimulator, order: Order) -> dict[str, Any]:
+    """The place-order reply: the request echoed (``clientOrderID`` spelling, TP/SL as JSON strings)."""
+    meta = sim.meta.get(order.order_id)
+    view = order_view(sim, order)
+    view.update(quantity=num(order.qty), clientOrderID=view["clientOrderId"], timeInForce="GTC", priceRate=0,
+                stopLoss=meta.stop_loss if meta else "", takeProfit=meta.take_profit if meta else "",
+                orderID=str(order.order_id))
+    return view
+
+
+def unrealized(sim: BingXSimulator, symbol: str, side: str, qty: Decimal, entry: Decimal) -> Decimal:
+    price = sim.core.sync().last_price.get(symbol, entry)
+    return (price - entry) * qty if side == "long" else (entry - price) * qty
+
+
+def position_rows(sim: BingXSimulator, symbol: str | None) -> list[dict[str, Any]]:
+    core = sim.core
+    rows = []
+    for h in core.account.positions:
+        if h.qty <= 0 or (symbol and h.symbol != symbol):
+            continue
+        lev = core.leverage(h.symbol)
+        mark = core.sync().last_price.get(h.symbol, h.entry_price)
+        upnl = unrealized(sim, h.symbol, h.side, h.qty, h.entry_price)
+        margin = h.qty * h.entry_price / lev
+        rows.append({
+            "positionId": str(zlib.crc32(f"{h.symbol}:{h.side}".encode())), "symbol": h.symbol, "currency": "USDT",
+            "positionAmt": num(h.qty), "availableAmt": num(h.qty), "positionSide": h.side.upper(),
+            "isolated": sim.margin_type.get(h.symbol, "CROSSED") != "CROSSED", "avgPrice": num(h.entry_price),
+            "initialMargin": num(margin, 4), "margin": num(margin, 4), "leverage": lev,
+            "unrealizedProfit": num(upnl, 4),
+            "realisedProfit": num(sim.mapper.realised.get((h.symbol, h.side), ZERO), 4),
+            "liquidationPrice": 0, "pnlRatio": num(upnl / margin if margin else ZERO, 4),
+            "maxMarginReduction": "0", "riskRate": "0", "markPrice": num(mark), "positionValue": num(h.qty * mark, 4),
+            "onlyOnePosition": not core.account.hedge_mode, "updateTime": sim.now_ms(),
+        })
+    return rows
+
+
+def balance_row(sim: BingXSimulator) -> dict[str, Any]:
+    core = sim.core
+    acct = core.sync()
+    upnl = sum((unrealized(sim, h.symbol, h.side, h.qty, h.entry_price) for h in acct.positions), ZERO)
+    return {
+        "userId": "1", "asset": "USDT", "balance": num(acct.balance, 4), "equity": num(acct.balance + upnl, 4),
+        "unrealizedProfit": num(upnl, 4), "realisedProfit": num(sum(sim.mapper.realised.values(), ZERO), 4),
+        "availableMargin": num(core.available(), 4), "usedMargin": num(core.used_margin(), 4),
+        "freezedMargin": "0", "shortUid": "1",
+    }
+
+
+def fill_row(sim: BingXSimulator, order: Order, fill: OrderFilled) -> dict[str, Any]:
+    meta = sim.meta.get(order.order_id)
+    order_id = meta.derived_id if meta and meta.derived_id else order.order_id
+    wall = datetime.fromtimestamp(fill.ts / 1000, tz=UTC)
+    return {
+        "filledTm": wall.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "filledTime": wall.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000",
+        "volume": num(fill.qty), "qty": num(fill.qty), "price": num(fill.price), "quoteQty": num(fill.qty * fill.price),
+        "amount": num(fill.qty * fill.price), "commission": num(-fill.fee), "commissionAsset": "USDT",
+        "realisedPNL": num(fill.realized_pnl), "orderId": str(order_id), "tradeId": fill.trade_id,
+        "symbol": order.symbol, "role": "taker", "side": wire_side(order).lower(),
+        "positionSide": wire_position_side(sim, order).lower(), "clientOrderID": wire_cid(order.client_id),
+        "ts": fill.ts,
+    }

@@ -1,0 +1,213 @@
+"""The bot against the BingX simulator on loopback: a full trade in each way it can end, in one-way and
+hedge mode, with attached and separate stops; I1-I5 checked against the simulator's own state."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.config import load_config
+from core.invariants import check
+from core.journal import Journal
+from core.runner import Runner
+from exchanges.bingx.simulator import BingXSimulator, SimOptions
+from plugins.manager import make_plugin_manager
+
+SYMBOL = "BTC-USDT"
+
+CONFIG = """
+mode = "paper"
+state_dir = "{state}"
+[journal]
+synchronous = "OFF"
+[plugins]
+modules = ["tests.plugins_for_tests"]
+[exchanges.bx]
+type = "bingx"
+hedge_mode = {hedge}
+[exchanges.bx.options]
+rest_url = "{rest}"
+ws_url = "{ws}"
+attached_stop = {attached}
+close_candles_by_clock = false
+api_key_env = "SIM_BINGX_KEY"
+secret_env = "SIM_BINGX_SECRET"
+[[instances]]
+name = "it"
+exchange = "bx"
+strategy = "scripted"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {params}
+protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 5 }}
+"""
+
+
+class Session:
+    """A simulator, the bot running on it (a task), and ways to wait for what the bot did."""
+
+    def __init__(self, sim: BingXSimulator, runner: Runner, task: asyncio.Task[None], journal_path: Path) -> None:
+        self.sim, self.runner, self.task, self.journal_path = sim, runner, task, journal_path
+
+    @property
+    def engine(self) -> Any:
+        return self.runner.instances[0].engine
+
+    @property
+    def state(self) -> str:
+        engine = self.engine
+        return engine.pos.state if engine is not None else "down"
+
+    async def until(self, condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.task.done():
+                self.task.result()
+                raise AssertionError(f"the bot stopped before: {what}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for: {what} (state {self.state})")
+            await asyncio.sleep(0.005)
+
+    async def candles_until(self, condition: Callable[[], bool], what: str, limit: int = 20) -> None:
+        """Play candles one at a time until ``condition`` (each candle fully handled before the next)."""
+        for _ in range(limit):
+            if condition():
+                return
+            before = self.runner.bars
+            await self.sim.advance(1)
+            await self.until(lambda before=before: self.runner.bars > before, "the candle to reach the bot")
+            await self.settle()
+        await self.until(condition, what, timeout=5)
+
+    async def settle(self) -> None:
+        await self.until(lambda: self.engine is None or self.engine.idle, "the engine to go idle")
+
+    def transitions(self) -> list[tuple[str, str, str]]:
+        journal = Journal(self.journal_path, readonly=True)
+        try:
+            return [tuple(r) for r in journal.conn.execute("SELECT src, trigger, dst FROM transitions ORDER BY seq")]
+        finally:
+            journal.close()
+
+    async def violations(self) -> list[Any]:
+        journal = Journal(self.journal_path, readonly=True)
+        try:
+            return await check(journal, self.sim.account_view(), instance="it", symbol=SYMBOL)
+        finally:
+            journal.close()
+
+
+@asynccontextmanager
+async def session(tmp: Path, monkeypatch: pytest.MonkeyPatch, *, hedge: bool = False, attached: bool = True,
+                  params: str = "{ enter_on = 1, exit_on = 3 }", sim_options: dict[str, Any] | None = None,
+                  ) -> AsyncIterator[Session]:
+    options = SimOptions(mode="manual", history_bars=120, hedge_mode=hedge, **(sim_options or {}))
+    async with BingXSimulator(options) as sim:
+        monkeypatch.setenv("SIM_BINGX_KEY", options.api_key)
+        monkeypatch.setenv("SIM_BINGX_SECRET", options.secret)
+        path = tmp / "bot.toml"
+        path.write_text(CONFIG.format(state=tmp / "state", hedge=str(hedge).lower(), rest=sim.rest_url,
+                                      ws=sim.ws_url, attached=str(attached).lower(), params=params))
+        config = load_config(path)
+        runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable))
+        task = asyncio.create_task(runner.run())
+        s = Session(sim, runner, task, tmp / "state" / "it.sqlite")
+        try:
+            await s.until(lambda: s.engine is not None and s.engine.status == "running", "the bot to start")
+            await s.until(lambda: runner.adapters["bx"].market is not None
+                          and runner.adapters["bx"].market.connected.is_set(), "the market stream")
+            yield s
+        finally:
+            runner.stop()
+            await asyncio.wait_for(task, timeout=15)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+MODES = [pytest.param(False, True, id="one-way-attached"), pytest.param(False, False, id="one-way-separate"),
+         pytest.param(True, True, id="hedge-attached"), pytest.param(True, False, id="hedge-separate")]
+
+
+@pytest.mark.parametrize(("hedge", "attached"), MODES)
+def test_a_trade_that_ends_by_exit_signal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hedge: bool,
+                                          attached: bool) -> None:
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, hedge=hedge, attached=attached) as s:
+            await s.candles_until(lambda: s.state == "protected", "protected")
+            (stop,) = await s.sim.account_view().open_orders(SYMBOL)
+            assert (stop.role, stop.client_id, stop.stop_price) == ("stop", "it-1-s1", s.engine.pos.rec.stop_price)
+            await s.candles_until(lambda: s.state == "flat" and s.engine.pos.rec.seq == 1, "flat after the exit")
+            assert await s.violations() == []
+            assert await s.sim.account_view().open_orders(SYMBOL) == []
+        assert ("exiting", "close_filled", "exited_exit") in s.transitions()
+
+    run(go())
+
+
+@pytest.mark.parametrize(("hedge", "attached"), MODES)
+def test_a_trade_that_ends_at_the_exchange_stop_on_the_mark_price(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    hedge: bool, attached: bool) -> None:
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, hedge=hedge, attached=attached,
+                           params="{ enter_on = 1, exit_on = 0 }") as s:
+            await s.candles_until(lambda: s.state == "protected", "protected")
+            stop = s.engine.pos.rec.stop_price
+            s.sim.faults.set_mark_price(SYMBOL, stop - Decimal(50))  # the mark price falls through the stop
+            await s.until(lambda: s.state == "flat", "flat after the stop")
+            assert await s.violations() == []
+        assert ("protected", "stop_filled", "exited_sl") in s.transitions()
+
+    run(go())
+
+
+@pytest.mark.parametrize(("hedge", "attached"), MODES[:1] + MODES[3:])
+def test_a_position_closed_by_hand_on_the_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hedge: bool,
+                                                   attached: bool) -> None:
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, hedge=hedge, attached=attached,
+                           params="{ enter_on = 1, exit_on = 0 }") as s:
+            await s.candles_until(lambda: s.state == "protected", "protected")
+            s.sim.faults.close_by_hand(SYMBOL, "long")
+            await s.until(lambda: s.state == "flat", "flat after the manual close")
+            assert await s.violations() == []
+            assert await s.sim.account_view().open_orders(SYMBOL) == [], "the orphaned stop is canceled"
+        assert ("protected", "position_gone", "exited_manual") in s.transitions()
+
+    run(go())
+
+
+@pytest.mark.parametrize("hedge", [False, True], ids=["one-way", "hedge"])
+def test_a_rejected_stop_closes_the_position_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     hedge: bool) -> None:
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, hedge=hedge, attached=False,
+                           params="{ enter_on = 1, exit_on = 0 }") as s:
+            s.sim.faults.reject_next_stop()
+            await s.candles_until(lambda: s.engine.pos.rec.seq == 1 and s.state == "flat", "flat after the rejection")
+            assert await s.violations() == []
+        assert ("entering", "stop_rejected", "exiting") in s.transitions()
+
+    run(go())
+
+
+def test_short_positions_in_hedge_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, hedge=True, attached=False,
+                           params='{ side = "short", enter_on = 1, exit_on = 3 }') as s:
+            await s.candles_until(lambda: s.state == "protected", "protected")
+            (stop,) = await s.sim.account_view().open_orders(SYMBOL)
+            assert stop.side == "short" and stop.stop_price > s.engine.pos.rec.avg_entry
+            await s.candles_until(lambda: s.state == "flat" and s.engine.pos.rec.seq == 1, "flat")
+            assert await s.violations() == []
+
+    run(go())
