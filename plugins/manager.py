@@ -20,7 +20,7 @@ from plugins import hookspecs
 log = logging.getLogger("gatebot.plugins")
 
 BUILTIN = {"paper": "exchanges.paper.plugin", "bingx": "exchanges.bingx.plugin",
-           "sma_cross": "strategies.sma_cross.plugin"}
+           "sma_cross": "strategies.sma_cross.plugin", "opportunity_gating": "strategies.opportunity_gating.plugin"}
 """Entry-point name -> module of the plugins that ship with gatebot."""
 
 

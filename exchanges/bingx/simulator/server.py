@@ -73,6 +73,8 @@ class BingXSimulator:
         self.streams = StreamServer(self)
         self.closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self.finished = asyncio.Event()
+        """Set when the market has played its last candle (a finite run ends there)."""
         self._auto: asyncio.Task[None] | None = None
         self.rest_url = ""
         self.ws_url = ""
@@ -136,6 +138,7 @@ class BingXSimulator:
         once every resulting push was handed to the connected sockets."""
         for _ in range(candles * 4):
             if not self._tick():
+                self.finished.set()
                 break
         await self.streams.flush()
 
@@ -147,12 +150,13 @@ class BingXSimulator:
         while True:
             m = next(iter(self.markets.values()))
             if m.current is None:
-                return
+                break
             due = m.current[0] + (m.stage + 1) * quarter
             await asyncio.sleep(max(0.0, t0 + (due - m0) / 1000 / self.options.speed - loop.time()))
             if not self._tick():
-                return
+                break
             await self.streams.flush()
+        self.finished.set()
 
     def _tick(self) -> bool:
         """One path point for every symbol: core first (stops fire), then the market pushes."""

@@ -1,0 +1,80 @@
+"""Replay candles through the full engine (journal on) with opportunity_gating at 4x, 4% leveraged stop.
+
+    python benchmarks/replay_opportunity_gating.py [CSV]
+
+CSV defaults to the shared BingX 5m file. Prints
+``RESULT bars=… seconds=… bars_per_s=… trades=… stop_exits=… peak_rss_mb=…``. The time covers the whole
+run: loading the candles and the models, features on a rolling window per candle, the four ONNX
+models, the paper exchange, the state machine and the journal writes. Target: 20,000 candles/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from core.config import load_config  # noqa: E402
+from core.report import report_dir  # noqa: E402
+from core.runner import Runner  # noqa: E402
+from plugins.manager import make_plugin_manager  # noqa: E402
+
+DEFAULT_CSV = ROOT.parent / "shared" / "data" / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
+
+CONFIG = """
+mode = "replay"
+state_dir = "{state}"
+[journal]
+synchronous = "{sync}"
+[exchanges.paper]
+type = "paper"
+[exchanges.paper.options]
+balance = 10000.0
+[[instances]]
+name = "og"
+exchange = "paper"
+strategy = "opportunity_gating"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+protection = {{ leveraged_sl_pct = 0.04 }}
+"""
+
+
+def run(csv: Path, sync: str = "OFF") -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.toml"
+        path.write_text(CONFIG.format(state=Path(tmp) / "state", sync=sync))
+        config = load_config(path)
+        runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable),
+                        candles_csv=csv)
+        start = time.perf_counter()
+        asyncio.run(runner.run())
+        seconds = time.perf_counter() - start
+        (summary,) = report_dir(config.state_dir)
+    return {"bars": runner.bars, "seconds": seconds, "bars_per_s": runner.bars / seconds,
+            "trades": summary.trades, "stop_exits": summary.exits.get("sl", 0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("csv", nargs="?", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--sync", default="OFF", choices=["OFF", "NORMAL", "FULL"])
+    args = parser.parse_args()
+    if not args.csv.exists():
+        sys.exit(f"{args.csv}: no such candle file")
+    r = run(args.csv, args.sync)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"RESULT bars={r['bars']} seconds={r['seconds']:.3f} bars_per_s={r['bars_per_s']:.0f} "
+          f"trades={r['trades']} stop_exits={r['stop_exits']} peak_rss_mb={rss:.1f}")
+
+
+if __name__ == "__main__":
+    main()

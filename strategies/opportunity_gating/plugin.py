@@ -1,0 +1,11 @@
+"""Registers the opportunity_gating strategy."""
+
+from __future__ import annotations
+
+from plugins.hookspecs import hookimpl
+from strategies.opportunity_gating.strategy import OpportunityGating
+
+
+@hookimpl
+def gatebot_strategies() -> dict[str, type]:
+    return {"opportunity_gating": OpportunityGating}

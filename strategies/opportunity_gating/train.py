@@ -1,0 +1,275 @@
+"""Rebuild the four opportunity-gating models from a candle CSV (needs the ``train`` extra).
+
+    python -m strategies.opportunity_gating.train --csv PATH [--out DIR] [--train-share 0.6]
+
+Labels are trade outcomes simulated with the strategy's exact exit rules: entry at the close of
+candle t, an intrabar stop 1% (``leveraged_sl_pct / leverage``) from the entry that fills at the stop
+price or at the open when a candle gaps through it, a forced exit at the close of candle t + 96 (max
+hold), fees 0.05% of notional per side. An entry row is 1 when the trade's leveraged return after
+fees is >= 2%. An exit row (a position of that simulation, still open at the close of a held candle)
+is 1 when holding on to the end of the trade returns less than closing now.
+
+The split is chronological: the first ``train_share`` of the candles train (the last 96 training
+rows are purged so no label looks into the test span); the rest is out of sample and only
+measured. LightGBM runs single-threaded with fixed seeds and ``deterministic=True``, so a rebuild
+from the same CSV gives the same predictions. The ONNX files and ``model_card.json`` go to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from core.market import load_csv
+from strategies.opportunity_gating import features as F
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+LEVERAGE = 4
+PRICE_SL = 0.01
+MAX_HOLD = 96
+FEE = 0.0005
+TARGET = 0.02
+ENTRY_STRIDE = 2
+"""Exit-model training positions start every ENTRY_STRIDE candles (each gives up to 95 held rows)."""
+SEED = 7
+LGB_PARAMS = {
+    "objective": "binary", "n_estimators": 150, "learning_rate": 0.05, "num_leaves": 15, "max_depth": 5,
+    "min_child_samples": 200, "subsample": 0.8, "subsample_freq": 1, "colsample_bytree": 0.8, "reg_lambda": 1.0,
+    "class_weight": "balanced", "random_state": SEED, "n_jobs": 1, "deterministic": True, "force_row_wise": True,
+    "verbose": -1,
+}
+
+
+def simulate(ohlc: np.ndarray, side: int, *, price_sl: float = PRICE_SL, max_hold: int = MAX_HOLD
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """For every entry candle t (entry at its close): the exit price and the candles held (1..max_hold).
+
+    A stop fills at the open when the candle opens through it, else at the stop price when the
+    candle's low (long) / high (short) reaches it; without a stop the trade closes at the close of
+    t + max_hold. Entries too late to run max_hold candles get NaN / 0."""
+    o, h, lo, c = (ohlc[:, i] for i in range(4))
+    n = len(c)
+    exit_px = np.full(n, np.nan)
+    held = np.zeros(n, dtype=np.int64)
+    m = n - max_hold
+    if m <= 0:
+        return exit_px, held
+    idx = np.arange(m)[:, None] + np.arange(1, max_hold + 1)[None, :]
+    entry = c[:m]
+    if side > 0:
+        stop = entry * (1 - price_sl)
+        hit = lo[idx] <= stop[:, None]
+    else:
+        stop = entry * (1 + price_sl)
+        hit = h[idx] >= stop[:, None]
+    any_hit = hit.any(axis=1)
+    first = np.where(any_hit, hit.argmax(axis=1), max_hold - 1)
+    j = np.arange(m) + first + 1
+    gap = (o[j] <= stop) if side > 0 else (o[j] >= stop)
+    stop_px = np.where(gap, o[j], stop)
+    exit_px[:m] = np.where(any_hit, stop_px, c[j])
+    held[:m] = first + 1
+    return exit_px, held
+
+
+def leveraged_return(entry: np.ndarray, exit_px: np.ndarray, side: int, *, leverage: int = LEVERAGE,
+                     fee: float = FEE) -> np.ndarray:
+    """Return on margin after a fee of ``fee`` on the notional at entry and at exit."""
+    ratio = exit_px / entry
+    return leverage * (side * (ratio - 1) - fee * (1 + ratio))
+
+
+def entry_labels(ohlc: np.ndarray, side: int) -> np.ndarray:
+    exit_px, _ = simulate(ohlc, side)
+    ret = leveraged_return(ohlc[:, 3], exit_px, side)
+    return np.where(np.isnan(ret), np.nan, (ret >= TARGET).astype(np.float64))
+
+
+def exit_dataset(feats: np.ndarray, ohlc: np.ndarray, side: int, starts: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (entry features + position) and labels for positions opened at ``starts``."""
+    c = ohlc[:, 3]
+    exit_px, held = simulate(ohlc, side)
+    rows, ks, unreal, labels = [], [], [], []
+    for t in starts:
+        if np.isnan(exit_px[t]):
+            continue
+        # open at the close of t + k for k < held (the stop had not fired); k = MAX_HOLD is a forced exit
+        k = np.arange(1, min(int(held[t]), MAX_HOLD))
+        if not len(k):
+            continue
+        now = c[t + k]
+        rows.append(t + k)
+        ks.append(k)
+        unreal.append(side * (now / c[t] - 1))
+        labels.append((side * (exit_px[t] / now - 1) < 0).astype(np.float64))
+    if not rows:
+        return np.empty((0, len(F.EXIT_FEATURES))), np.empty(0)
+    r = np.concatenate(rows)
+    X = F.exit_matrix(feats[r], side, np.concatenate(ks).astype(np.float64), np.concatenate(unreal))
+    return X, np.concatenate(labels)
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve (rank form, ties averaged)."""
+    pos = y == 1
+    npos, nneg = int(pos.sum()), int((~pos).sum())
+    if not npos or not nneg:
+        return float("nan")
+    order = np.argsort(p, kind="mergesort")
+    ranks = np.empty(len(p))
+    _, first, counts = np.unique(p[order], return_index=True, return_counts=True)
+    ranks[order] = np.repeat(first + (counts + 1) / 2.0, counts)  # 1-based ranks, ties averaged
+    return float((ranks[pos].sum() - npos * (npos + 1) / 2) / (npos * nneg))
+
+
+def _fit_onnx(X: np.ndarray, y: np.ndarray, n_features: int) -> bytes:
+    import lightgbm as lgb
+    from onnxmltools import convert_lightgbm
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    model = lgb.LGBMClassifier(**LGB_PARAMS)
+    model.fit(X.astype(np.float32), y.astype(np.int64))
+    onx = convert_lightgbm(model, initial_types=[("X", FloatTensorType([None, n_features]))], zipmap=False,
+                           target_opset=15)
+    onx.producer_version = ""
+    onx.graph.name = "opportunity_gating"  # the converter names graphs with a random uuid
+    return onx.SerializeToString()
+
+
+def predict(model: bytes, X: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
+    return sess.run(["probabilities"], {"X": X.astype(np.float32)})[0][:, 1]
+
+
+def _metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float | int]:
+    sel = p >= threshold
+    return {"rows": len(y), "positive_rate": round(float(y.mean()), 4) if len(y) else 0.0,
+            "auc": round(auc(y, p), 4), "threshold": threshold, "signals": int(sel.sum()),
+            "precision_at_threshold": round(float(y[sel].mean()), 4) if sel.any() else None}
+
+
+def _iso(ms: float) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build(csv: Path, out: Path, train_share: float = 0.6) -> dict:
+    rows = load_csv(csv)
+    times, ohlcv = rows[:, 0], rows[:, 1:6]
+    ohlc = ohlcv[:, :4]
+    n = len(rows)
+    feats = F.compute(ohlcv)
+    split = int(n * train_share)
+    first = F.WINDOW - 1
+    train_idx = np.arange(first, split - MAX_HOLD)  # purged: every label ends before the split
+    test_idx = np.arange(split, n - MAX_HOLD)
+    out.mkdir(parents=True, exist_ok=True)
+    card: dict = {
+        "strategy": "opportunity_gating",
+        "features": {"entry": list(F.FEATURES), "exit": list(F.EXIT_FEATURES)},
+        "schema_hash": F.schema_hash(),
+        "source": {"csv": csv.name, "candles": n, "interval_ms": int(times[1] - times[0]) if n > 1 else 0},
+        "training_period": {"start": _iso(times[first]), "end": _iso(times[split - 1]),
+                            "start_ms": int(times[first]), "end_ms": int(times[split - 1]),
+                            "candles": int(split - first),
+                            "note": "features warm up on the first candles; labels of the last 96 training "
+                                    "rows would reach past the end and are purged"},
+        "test_period": {"start": _iso(times[split]), "end": _iso(times[n - 1]), "start_ms": int(times[split]),
+                        "end_ms": int(times[n - 1]), "candles": int(n - split)},
+        "labels": {"leverage": LEVERAGE, "price_sl_pct": PRICE_SL, "max_hold": MAX_HOLD, "fee_per_side": FEE,
+                   "target_leveraged_return": TARGET, "exit_label": "1 when holding to the end of the trade "
+                   "returns less than closing now", "exit_entry_stride": ENTRY_STRIDE},
+        "trainer": {"library": "lightgbm", "params": LGB_PARAMS, "onnx_input": "X float32",
+                    "output": "probabilities[:, 1]",
+                    "note": "class-balanced training: probabilities rank opportunities, they are not calibrated "
+                            "frequencies"},
+        "models": {},
+    }
+    for name, (model, info) in fit_all(feats, ohlc, train_idx, test_idx).items():
+        _write(out, card, name, model, info)
+    (out / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    return card
+
+
+THRESHOLDS = {"long_entry": 0.65, "short_entry": 0.70, "long_exit": 0.70, "short_exit": 0.72}
+
+
+def fit_all(feats: np.ndarray, ohlc: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray
+            ) -> dict[str, tuple[bytes, dict]]:
+    """The four models trained on the entry rows ``train_idx`` and measured on ``test_idx``."""
+    out: dict[str, tuple[bytes, dict]] = {}
+    for side, name in ((1, "long"), (-1, "short")):
+        y = entry_labels(ohlc, side)
+        ytr = y[train_idx]
+        model = _fit_onnx(feats[train_idx], ytr, len(F.FEATURES))
+        p = predict(model, feats[test_idx])
+        out[f"{name}_entry"] = (model, {
+            "train_rows": len(ytr), "train_positive_rate": round(float(ytr.mean()), 4),
+            "oos": _metrics(y[test_idx], p, THRESHOLDS[f"{name}_entry"])})
+        Xe, ye = exit_dataset(feats, ohlc, side, train_idx[::ENTRY_STRIDE])
+        model = _fit_onnx(Xe, ye, len(F.EXIT_FEATURES))
+        Xt, yt = exit_dataset(feats, ohlc, side, test_idx[::ENTRY_STRIDE])
+        out[f"{name}_exit"] = (model, {
+            "train_rows": len(ye), "train_positive_rate": round(float(ye.mean()), 4),
+            "oos": _metrics(yt, predict(model, Xt), THRESHOLDS[f"{name}_exit"])})
+    return dict(sorted(out.items(), key=lambda kv: ("long_entry", "long_exit", "short_entry",
+                                                    "short_exit").index(kv[0])))
+
+
+def walk_forward(csv: Path, train_candles: int, test_candles: int) -> list[dict]:
+    """Train on ``train_candles``, measure on the next ``test_candles``, roll by ``test_candles``.
+    Model-level metrics per fold (AUC, precision at the strategy's thresholds); nothing is written.
+    A trading evaluation of a fold replays its test span with that fold's models (``models_dir``)."""
+    rows = load_csv(csv)
+    times, ohlcv = rows[:, 0], rows[:, 1:6]
+    feats = F.compute(ohlcv)
+    n = len(rows)
+    folds = []
+    start = F.WINDOW - 1
+    while start + train_candles + test_candles <= n:
+        split = start + train_candles
+        train_idx = np.arange(start, split - MAX_HOLD)
+        test_idx = np.arange(split, min(split + test_candles, n - MAX_HOLD))
+        fitted = fit_all(feats, ohlcv[:, :4], train_idx, test_idx)
+        folds.append({"train": [_iso(times[start]), _iso(times[split - 1])],
+                      "test": [_iso(times[split]), _iso(times[min(split + test_candles, n) - 1])],
+                      "models": {name: info["oos"] for name, (_m, info) in fitted.items()}})
+        start += test_candles
+    return folds
+
+
+def _write(out: Path, card: dict, name: str, model: bytes, info: dict) -> None:
+    (out / f"{name}.onnx").write_bytes(model)
+    card["models"][name] = {"file": f"{name}.onnx", "sha256": hashlib.sha256(model).hexdigest(),
+                            "bytes": len(model), **info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=MODELS_DIR)
+    parser.add_argument("--train-share", type=float, default=0.6)
+    parser.add_argument("--walk-forward", nargs=2, type=int, metavar=("TRAIN", "TEST"),
+                        help="instead of building: train on TRAIN candles, measure on the next TEST, roll")
+    args = parser.parse_args(argv)
+    if args.walk_forward:
+        for fold in walk_forward(args.csv, *args.walk_forward):
+            print(json.dumps(fold))
+        return 0
+    card = build(args.csv, args.out, args.train_share)
+    for name, m in card["models"].items():
+        print(f"{name}: {m['bytes']} bytes, oos {m['oos']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

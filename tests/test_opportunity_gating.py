@@ -1,0 +1,320 @@
+"""opportunity_gating: causal features, the gate and sizing rules, the shipped models, a rebuild and a replay."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+
+from core.events import CandleClosed
+from core.instrument import Instrument
+from core.market import generate
+from strategies.base import Enter, Exit, PositionView, StrategyContext
+from strategies.opportunity_gating import features as F
+from strategies.opportunity_gating.strategy import (
+    MODEL_NAMES,
+    MODELS_DIR,
+    OpportunityGating,
+    OpportunityGatingParams,
+    entry_side,
+    gate_value,
+    load_models,
+    size_fraction,
+)
+from tests.helpers import SHARED_5M
+
+NO_SHARED = pytest.mark.skipif(not SHARED_5M.exists(), reason=f"shared candle file {SHARED_5M} is absent")
+CTX = StrategyContext(instance="og", symbol="BTC-USDT", interval="5m", leverage=4)
+
+
+def market(bars: int, seed: int = 3) -> np.ndarray:
+    return np.array([(c.open, c.high, c.low, c.close, c.volume)
+                     for c in generate(seed=seed, symbol="BTC-USDT", interval="5m", bars=bars)])
+
+
+# --- features ----------------------------------------------------------------------------------
+
+
+def test_appending_future_candles_changes_no_past_row() -> None:
+    x = market(900)
+    full = F.compute(x)
+    for k in (F.WINDOW - 1, 300, 301, 650):
+        past = F.compute(x[:k])
+        np.testing.assert_array_equal(past, full[:k])
+    assert not np.isnan(full[F.WINDOW - 1:]).any(), "every row after the warm-up is defined"
+    assert np.isnan(full[: F.WINDOW - 1]).all()
+
+
+def test_live_window_rows_equal_whole_series_rows() -> None:
+    x = market(700, seed=8)
+    full = F.compute(x)
+    window = F.FeatureWindow()
+    live = []
+    for row in x:
+        window.append(*row)
+        live.append(window.last() if window.ready else np.full(len(F.FEATURES), np.nan))
+    np.testing.assert_allclose(np.array(live)[F.WINDOW - 1:], full[F.WINDOW - 1:], rtol=0, atol=1e-12)
+
+
+def test_no_raw_price_level_is_a_feature() -> None:
+    x = market(600, seed=4)
+    scaled = x.copy()
+    scaled[:, :4] *= 7.0  # the same market at seven times the price
+    np.testing.assert_allclose(F.compute(scaled)[F.WINDOW:], F.compute(x)[F.WINDOW:], rtol=1e-9, atol=1e-12)
+
+
+# --- the gate, sizing, the instrument ------------------------------------------------------------
+
+P = OpportunityGatingParams()
+
+
+@pytest.mark.parametrize(("p_long", "p_short", "expected"), [
+    (0.65, 0.99, "long"),    # LONG has priority whatever p_short says
+    (0.90, 0.00, "long"),
+    (0.64, 0.69, None),      # neither threshold
+    (0.30, 0.70, "short"),   # 0.70*0.0047 - 0.30*0.0041 = 0.00206 > 0.001
+    (0.558, 0.70, "short"),  # just below the boundary p_long < 0.00229 / 0.0041 = 0.5585...
+    (0.559, 0.70, None),     # just above it: the gate refuses
+    (0.64, 0.70, None),      # gate 0.000666
+    (0.64, 0.95, "short"),   # 0.95*0.0047 - 0.64*0.0041 = 0.001841
+    (0.10, 0.6999, None),    # gate holds but p_short is under its threshold
+])
+def test_entry_gate(p_long: float, p_short: float, expected: str | None) -> None:
+    assert entry_side(p_long, p_short, P) == expected
+
+
+def test_gate_boundary_value_and_short_switch() -> None:
+    boundary = (0.70 * 0.0047 - 0.001) / 0.0041
+    assert boundary == pytest.approx(0.558537, abs=1e-6)
+    assert gate_value(boundary - 1e-9, 0.70, P) > P.gate_margin > gate_value(boundary + 1e-9, 0.70, P)
+    assert entry_side(0.3, 0.9, msgspec.structs.replace(P, allow_short=False)) is None
+
+
+@pytest.mark.parametrize(("p", "rule", "expected"), [
+    (0.65, "power", 0.5 * (0.5 + 0.3 ** 1.5)),    # 0.33216
+    (0.72, "power", 0.5 * (0.5 + 0.44 ** 1.5)),   # 0.39593
+    (0.95, "power", 0.5 * (0.5 + 0.9 ** 1.5)),    # 0.67691
+    (0.65, "linear", 0.425),
+    (0.72, "linear", 0.53),
+    (0.95, "linear", 0.875),
+    (1.00, "linear", 0.95),                        # clipped at max_fraction
+    (0.50, "linear", 0.20),
+    (0.40, "power", 0.25),
+])
+def test_sizing(p: float, rule: str, expected: float) -> None:
+    assert size_fraction(p, rule) == pytest.approx(expected, abs=1e-12)
+
+
+BTC = Instrument(symbol="BTC-USDT", tick=Decimal("0.1"), step=Decimal("0.0001"), min_qty=Decimal("0.0001"),
+                 min_notional=Decimal("2"))
+
+
+def test_quantity_is_rounded_down_to_the_step_as_the_engine_does() -> None:
+    balance, price = Decimal("10000"), Decimal("114523.1")
+    fraction = Decimal(repr(size_fraction(0.65)))
+    qty = BTC.floor_qty(balance * fraction * 4 / price)
+    assert qty == Decimal("0.1160")  # 0.11601... floored, never rounded up
+    assert qty * price <= balance * fraction * 4
+    assert BTC.entry_refusal(qty, price) is None
+
+
+def test_below_minimum_notional_or_quantity_no_entry() -> None:
+    small = Instrument(symbol="X-USDT", tick=Decimal("0.01"), step=Decimal("0.01"), min_qty=Decimal("0.01"),
+                       min_notional=Decimal("5"))
+    qty = small.floor_qty(Decimal("2") * Decimal(repr(size_fraction(0.65, "linear"))) * 4 / Decimal("100"))
+    assert qty == Decimal("0.03")  # 0.034 floored; 3 USDT of notional < 5
+    assert "notional" in small.entry_refusal(qty, Decimal("100"))
+    tiny = BTC.floor_qty(Decimal("1") * Decimal("0.2") * 4 / Decimal("114523.1"))
+    assert tiny == 0 and "quantity" in BTC.entry_refusal(tiny, Decimal("114523.1"))
+
+
+def test_stop_prices_from_the_fill_round_toward_the_entry() -> None:
+    pct = Decimal("0.04") / 4
+    fill = Decimal("114523.1")
+    assert BTC.stop_price("long", fill, pct) == Decimal("113377.9")   # 113377.869 rounded up
+    assert BTC.stop_price("short", fill, pct) == Decimal("115668.3")  # 115668.331 rounded down
+
+
+# --- the strategy's decisions with stubbed probabilities ---------------------------------------
+
+
+def warm(strategy: OpportunityGating, bars: int = F.WINDOW) -> None:
+    for c in generate(seed=5, symbol="BTC-USDT", interval="5m", bars=bars):
+        strategy.on_candle(c)
+
+
+def stub(strategy: OpportunityGating, probs: dict[str, float]) -> None:
+    strategy._prob = lambda name, x: probs[name]  # type: ignore[method-assign]
+
+
+def test_decisions_record_probabilities_gate_and_model_hashes() -> None:
+    s = OpportunityGating(OpportunityGatingParams(), CTX)
+    assert s.decide(PositionView(state="flat")) is None  # warming up: no features yet
+    warm(s)
+    stub(s, {"long_entry": 0.30, "short_entry": 0.72})
+    d = s.decide(PositionView(state="flat"))
+    assert isinstance(d, Enter) and d.side == "short"
+    assert d.fraction == pytest.approx(size_fraction(0.72))
+    assert d.info["p_long"] == 0.3 and d.info["p_short"] == 0.72
+    assert d.info["gate"] == pytest.approx(0.72 * 0.0047 - 0.30 * 0.0041)
+    card = json.loads((MODELS_DIR / "model_card.json").read_text())
+    assert d.info["models"] == {n: card["models"][n]["sha256"] for n in MODEL_NAMES}
+    meta = s.journal_meta()
+    assert meta["model.long_entry.sha256"] == card["models"]["long_entry"]["sha256"]
+    assert meta["model.training_end_ms"] == str(card["training_period"]["end_ms"])
+
+
+@pytest.mark.parametrize(("side", "p_exit", "bars", "reason"), [
+    ("long", 0.70, 5, "exit_model"),
+    ("long", 0.69, 5, None),
+    ("short", 0.71, 5, None),        # the SHORT exit threshold is 0.72
+    ("short", 0.72, 5, "exit_model"),
+    ("long", 0.10, 95, None),
+    ("long", 0.10, 96, "max_hold"),  # max hold in candles of exchange time
+    ("short", 0.10, 200, "max_hold"),
+])
+def test_exits(side: str, p_exit: float, bars: int, reason: str | None) -> None:
+    s = OpportunityGating(OpportunityGatingParams(), CTX)
+    warm(s)
+    stub(s, {"long_exit": p_exit, "short_exit": p_exit})
+    d = s.decide(PositionView(state="protected", side=side, qty=0.1, avg_entry=100_000.0, bars_held=bars))
+    if reason is None:
+        assert d is None
+    else:
+        assert isinstance(d, Exit) and d.reason == reason and d.info["bars_held"] == bars
+
+
+def test_params_are_validated() -> None:
+    with pytest.raises(msgspec.ValidationError, match="take_profit"):
+        msgspec.convert({"take_profit": True}, OpportunityGatingParams)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"long_threshold": 1.5}, OpportunityGatingParams)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"sizing": "kelly"}, OpportunityGatingParams)
+    with pytest.raises(msgspec.ValidationError, match="min_fraction"):
+        msgspec.convert({"min_fraction": 0.9, "max_fraction": 0.5}, OpportunityGatingParams)
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"gate": 0.1}, OpportunityGatingParams)
+
+
+# --- the shipped models -----------------------------------------------------------------------
+
+
+def test_model_files_match_the_card() -> None:
+    card = json.loads((MODELS_DIR / "model_card.json").read_text())
+    assert card["features"]["entry"] == list(F.FEATURES)
+    assert card["features"]["exit"] == list(F.EXIT_FEATURES)
+    assert card["schema_hash"] == F.schema_hash()
+    assert card["training_period"]["end_ms"] < card["test_period"]["start_ms"]
+    models = load_models()
+    for name in MODEL_NAMES:
+        data = (MODELS_DIR / f"{name}.onnx").read_bytes()
+        assert hashlib.sha256(data).hexdigest() == card["models"][name]["sha256"]
+        assert len(data) < 400_000, f"{name} is too large for the package"
+        (inp,) = models.sessions[name].get_inputs()
+        width = len(F.EXIT_FEATURES) if name.endswith("_exit") else len(F.FEATURES)
+        assert inp.shape[1] == width
+        assert "auc" in card["models"][name]["oos"]
+
+
+def test_sessions_are_shared_and_a_tampered_file_is_refused(tmp_path: Path) -> None:
+    a = OpportunityGating(OpportunityGatingParams(), CTX)
+    b = OpportunityGating(OpportunityGatingParams(), CTX)
+    assert a.models.sessions["long_entry"] is b.models.sessions["long_entry"]
+    for f in MODELS_DIR.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "short_exit.onnx").write_bytes((MODELS_DIR / "short_exit.onnx").read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="does not match the model card"):
+        load_models(tmp_path)
+
+
+@NO_SHARED
+def test_a_rebuild_predicts_what_the_shipped_models_predict(tmp_path: Path) -> None:
+    pytest.importorskip("lightgbm", reason="the train extra (pip install -e .[train]) is not installed")
+    pytest.importorskip("onnxmltools", reason="the train extra (pip install -e .[train]) is not installed")
+    from core.market import load_csv
+    from strategies.opportunity_gating.train import build, predict
+
+    build(SHARED_5M, tmp_path)
+    feats = F.compute(load_csv(SHARED_5M)[:, 1:6])
+    sample = feats[F.WINDOW::37]
+    exit_sample = F.exit_matrix(sample, 1, np.arange(len(sample)) % 96, np.linspace(-0.01, 0.01, len(sample)))
+    for name in MODEL_NAMES:
+        x = exit_sample if name.endswith("_exit") else sample
+        shipped = predict((MODELS_DIR / f"{name}.onnx").read_bytes(), x)
+        rebuilt = predict((tmp_path / f"{name}.onnx").read_bytes(), x)
+        np.testing.assert_allclose(rebuilt, shipped, rtol=0, atol=1e-6, err_msg=name)
+
+
+# --- a replay on the paper exchange ------------------------------------------------------------
+
+REPLAY = """
+mode = "replay"
+state_dir = "{state}"
+[journal]
+synchronous = "OFF"
+[exchanges.paper]
+type = "paper"
+[exchanges.paper.options]
+balance = 10000.0
+[[instances]]
+name = "og"
+exchange = "paper"
+strategy = "opportunity_gating"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+protection = {{ leveraged_sl_pct = 0.04 }}
+"""
+
+
+@NO_SHARED
+def test_a_replay_trades_and_journals_its_probabilities(tmp_path: Path) -> None:
+    from core.config import load_config
+    from core.journal import Journal
+    from core.report import evaluation_text, trades
+    from core.runner import Runner
+    from plugins.manager import make_plugin_manager
+
+    lines = SHARED_5M.read_text().splitlines()
+    csv = tmp_path / "candles.csv"
+    csv.write_text("\n".join(lines[:2501]) + "\n")
+    path = tmp_path / "og.toml"
+    path.write_text(REPLAY.format(state=tmp_path / "state"))
+    config = load_config(path)
+    asyncio.run(Runner(config, make_plugin_manager(), candles_csv=csv).run())
+    journal = Journal(tmp_path / "state" / "og.sqlite", readonly=True)
+    try:
+        done = trades(journal)
+        entries = [json.loads(d) for (d,) in journal.conn.execute(
+            "SELECT detail FROM transitions WHERE trigger = 'enter'")]
+        exits = [json.loads(d) for (d,) in journal.conn.execute(
+            "SELECT detail FROM transitions WHERE trigger = 'exit_signal'")]
+    finally:
+        journal.close()
+    assert len(done) >= 3
+    card = json.loads((MODELS_DIR / "model_card.json").read_text())
+    for e in entries:
+        assert {"p_long", "p_short", "gate", "models"} <= e.keys()
+        assert e["p_long"] >= 0.65 or (e["p_short"] >= 0.70 and e["gate"] > 0.001)
+        assert e["models"]["long_entry"] == card["models"]["long_entry"]["sha256"]
+    assert exits and all(x["reason"] in ("exit_model", "max_hold") and x["bars_held"] <= 96 for x in exits)
+    text = evaluation_text(tmp_path / "state", {"model_card": str(MODELS_DIR / "model_card.json")})
+    meta = OpportunityGating(OpportunityGatingParams(), CTX).evaluation_meta()
+    assert evaluation_text(tmp_path / "state", meta) == text
+    assert "in sample (the models were trained on these candles)" in text
+    assert "no out-of-sample candles in this replay" in text
+
+
+def test_candle_struct_is_what_the_strategy_reads() -> None:
+    c = CandleClosed(symbol="BTC-USDT", interval="5m", open_time=0, open=1.0, high=2.0, low=0.5, close=1.5,
+                     volume=3.0)
+    s = OpportunityGating(OpportunityGatingParams(), CTX)
+    s.on_candle(c)
+    assert s.decide(PositionView(state="flat")) is None
