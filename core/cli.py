@@ -18,7 +18,7 @@ import msgspec
 from core.config import Config, ConfigError, load_config
 from core.journal import Journal, JournalError
 from core.market import CandleFileError
-from core.report import format_summary, report_dir
+from core.report import evaluation_text, format_summary, report_dir
 from exchanges.base import ExchangeError
 
 EXIT_BAD_INPUT = 2
@@ -84,6 +84,11 @@ def _run(config: Config, *, candles: Path | None) -> int:
         print(format_summary(summary))
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
+    if config.mode == "replay" and runner.evaluation_meta:
+        meta = dict(next(iter(runner.evaluation_meta.values())))
+        if runner.first_open is not None and runner.last_close is not None:
+            meta |= {"start_ms": runner.first_open, "end_ms": runner.last_close}
+        print(evaluation_text(config.state_dir, meta))
     for name, reason in runner.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     return EXIT_HALTED if runner.halted else 0

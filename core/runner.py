@@ -69,6 +69,15 @@ class Instance:
         strategy_cls = r.plugins.strategies()[cfg.strategy]
         strategy = strategy_cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol,
                                                             interval=cfg.interval, leverage=cfg.leverage))
+        evaluation_meta = getattr(strategy, "evaluation_meta", None)
+        if evaluation_meta is not None:
+            r.evaluation_meta[cfg.name] = evaluation_meta()
+        journal_meta = getattr(strategy, "journal_meta", None)
+        if journal_meta is not None:
+            journal.set_meta(journal_meta())  # e.g. the sha256 of each model file the decisions come from
+        prepare = getattr(strategy, "prepare", None)
+        if prepare is not None and r.market_rows is not None:
+            prepare(r.market_rows)
         prot = cfg.protection
         engine = Engine(
             name=cfg.name, symbol=cfg.symbol, interval=cfg.interval, leverage=cfg.leverage, strategy=strategy,
@@ -133,6 +142,13 @@ class Runner:
         self.config_hash = config_hash(config)
         csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)
         self._csv_rows = load_csv(csv) if csv else None  # a bad file is refused before anything starts
+        self.market_rows = self._csv_rows
+        self.evaluation_meta: dict[str, dict[str, Any]] = {}
+        """Per instance, what its strategy wants the evaluation to know (a model card...)."""
+        self.first_open: int | None = None
+        self.last_close: int | None = None
+        """The traded period: first candle's open time, last candle's close time."""
+        """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.progress = progress
         self.clock: Clock = VirtualClock() if config.mode == "replay" else LiveClock()
         self.adapters: dict[str, ExchangeAdapter] = {}
@@ -292,6 +308,9 @@ class Runner:
                 clock.advance_to(candle.open_time + stream.step_ms)  # type: ignore[union-attr]
             elif speed > 0:
                 await asyncio.sleep(stream.step_ms / 1000 / speed)
+            if self.first_open is None:
+                self.first_open = candle.open_time
+            self.last_close = candle.open_time + stream.step_ms
             for adapter in market_adapters:
                 adapter.on_candle(candle)  # type: ignore[attr-defined]
             for inst in stream.instances:

@@ -62,6 +62,12 @@ class Strategy(Protocol):
     def on_candle(self, candle: CandleClosed) -> None:
         """Update indicators with one more closed candle (called exactly once per candle, in order)."""
 
+    # Optional: ``prepare(rows)`` receives the whole candle series (an (n, 6) array: open time ms,
+    # open, high, low, close, volume) when a replay knows it in advance, so causal features can be
+    # computed at once instead of per candle. It must change no decision (a test per strategy proves
+    # it); candles it did not see are handled as usual. ``journal_meta()`` returns what the journal's
+    # meta should record about the strategy (model hashes...).
+
     def decide(self, view: PositionView) -> Decision:
         """What to do now. May be called twice on one candle: again after an exit settled, so a
         reversal can enter on the same candle."""

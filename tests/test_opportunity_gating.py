@@ -318,3 +318,28 @@ def test_candle_struct_is_what_the_strategy_reads() -> None:
     s = OpportunityGating(OpportunityGatingParams(), CTX)
     s.on_candle(c)
     assert s.decide(PositionView(state="flat")) is None
+
+
+def test_prepared_series_gives_the_same_decisions_as_the_rolling_window() -> None:
+    """Replay prepares features and entry probabilities for the whole series at once; every decision
+    must be the one the live path (rolling window, one row at a time) makes."""
+    rows = np.array([[c.open_time, c.open, c.high, c.low, c.close, c.volume]
+                     for c in generate(seed=4, symbol="BTC-USDT", interval="5m", bars=900, volatility=0.004)])
+    ctx = StrategyContext(instance="og", symbol="BTC-USDT", interval="5m", leverage=4)
+    params = OpportunityGatingParams(long_threshold=0.5, short_threshold=0.5, gate_margin=-1.0)
+    live, prepared = OpportunityGating(params, ctx), OpportunityGating(params, ctx)
+    prepared.prepare(rows)
+    views = [PositionView(state="flat"),
+             PositionView(state="protected", side="long", qty=1.0, avg_entry=60000.0, bars_held=5),
+             PositionView(state="protected", side="short", qty=1.0, avg_entry=60000.0, bars_held=95)]
+    decided = 0
+    for t, o, h, lo, c, v in rows.tolist():
+        candle = CandleClosed(symbol="BTC-USDT", interval="5m", open_time=int(t), open=o, high=h, low=lo, close=c,
+                              volume=v)
+        live.on_candle(candle)
+        prepared.on_candle(candle)
+        for view in views:
+            a, b = live.decide(view), prepared.decide(view)
+            assert a == b, (t, view, a, b)
+            decided += a is not None
+    assert decided > 100
