@@ -9,6 +9,9 @@ closed candle and exits on the next, and measures:
 - protection gap: from the entry fill event reaching the engine to the stop being confirmed, with
   the stop as a separate order (with the stop attached to the entry, the exchange creates it with
   the fill: the gap is zero by construction, and is measured too).
+The market is played as fast as the bot keeps up (hundreds of candles a second), so the adapter's
+client-side request budget (a few requests a second per endpoint group, never reached with 5-minute
+candles) is lifted: the measurement is the pipeline, not a throttle the live bot never meets.
 Prints ``RESULT decision_p50_us=… decision_p99_us=… protect_gap_p50_ms=… protect_gap_p99_ms=…
 attached_gap_p99_ms=… candles=… entries=…``.
 """
@@ -48,6 +51,7 @@ rest_url = "{rest}"
 ws_url = "{ws}"
 attached_stop = {attached}
 close_candles_by_clock = false
+rate_limits = {{ market = 1000.0, order = 1000.0, query = 1000.0, account = 1000.0 }}
 api_key_env = "BENCH_BINGX_KEY"
 secret_env = "BENCH_BINGX_SECRET"
 [[instances]]
@@ -116,7 +120,8 @@ class Probe:
 async def session(candles: int, attached: bool) -> Probe:
     probe = Probe()
     probe.install()
-    options = SimOptions(mode="manual", history_bars=100, bars=candles + 10)
+    options = SimOptions(mode="manual", history_bars=100, bars=candles + 10, rate_limit_per_s=10_000.0,
+                         rate_limit_burst=10_000.0)
     os.environ["BENCH_BINGX_KEY"], os.environ["BENCH_BINGX_SECRET"] = options.api_key, options.secret
     with tempfile.TemporaryDirectory() as tmp:
         async with BingXSimulator(options) as sim:
@@ -132,8 +137,11 @@ async def session(candles: int, attached: bool) -> Probe:
             for _ in range(candles):
                 before = runner.bars
                 await sim.advance(1)
-                while runner.bars == before or not runner.instances[0].engine.idle:
+                while runner.bars == before or not (runner.instances[0].engine is None
+                                                    or runner.instances[0].engine.idle):
                     await asyncio.sleep(0.0005)
+            if runner.instances[0].failures:
+                raise SystemExit(f"the bot failed {runner.instances[0].failures} time(s): the measurement is void")
             runner.stop()
             await task
     return probe

@@ -40,7 +40,7 @@ from core.intervals import interval_ms
 from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, OrderStatus, OrderUnknown, Role
 from exchanges.bingx import codec, constants
 from exchanges.bingx.codec import dec
-from exchanges.bingx.errors import Busy, InvalidRequest, OrderNotFound, Refused
+from exchanges.bingx.errors import Busy, InvalidRequest, OrderNotFound, RateLimited, Refused
 from exchanges.bingx.market_stream import MarketStream
 from exchanges.bingx.rest import RestClient, TransportError
 from exchanges.bingx.user_stream import OrderBook, UserStream
@@ -71,6 +71,8 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Send the stop with the entry (``stopLoss``): no unprotected moment. False: a separate
     reduce-only STOP_MARKET the moment the fill is known."""
     margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
+    rate_limits: dict[Literal["market", "order", "query", "account"], float] = {}
+    """Requests per second per endpoint group, overriding the conservative defaults (constants.py)."""
     request_timeout_s: float = 10.0
     recv_window_ms: int = 5000
     kline_grace_s: float = 5.0
@@ -156,7 +158,7 @@ class BingXAdapter:
         else:
             key, secret = load_secrets(self.options)
         self.rest = RestClient(self.rest_url, key, secret, clock=self.clock, timeout_s=self.options.request_timeout_s,
-                               recv_window_ms=self.options.recv_window_ms)
+                               recv_window_ms=self.options.recv_window_ms, rate_limits=dict(self.options.rate_limits))
         await self.rest.start()
         self.user = UserStream(self.ws_url, self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
                                on_reconnect=self._stream_came_back)
@@ -294,8 +296,8 @@ class BingXAdapter:
     async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
         cid = command.client_id
         try:
-            reply = await self._rest.write("POST", constants.ORDER, self.order_params(command), codec.OrderReply)
-        except (TransportError, Busy) as exc:
+            reply = await self._submit_with_backoff(command)
+        except (TransportError, Busy, RateLimited) as exc:
             raise OrderUnknown(cid, str(exc)) from exc
         except Refused as exc:
             if exc.code in _DUPLICATE:  # the exchange already has it: deliver what it knows instead
@@ -312,6 +314,21 @@ class BingXAdapter:
         if cid not in self.book.acked:
             self.book.acked.add(cid)
             self._emit(OrderAccepted(ts=self.clock.now_ms(), client_id=cid, order_id=order_id))
+
+    async def _submit_with_backoff(self, command: SubmitEntry | SubmitStop | SubmitClose) -> codec.OrderReply:
+        """A rate-limited submission was refused unprocessed: it is sent again after a backoff (same
+        client id, so even a mistaken second copy would be refused as a duplicate)."""
+        delay = 0.1
+        for attempt in range(4):
+            try:
+                return await self._rest.write("POST", constants.ORDER, self.order_params(command), codec.OrderReply)
+            except RateLimited:
+                if attempt == 3:
+                    raise
+                log.warning("order %s rate-limited; sending again in %.1f s", command.client_id, delay)
+                await self.clock.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     async def _deliver_known(self, symbol: str, cid: str) -> None:
         state = await self.query_order(symbol, cid)

@@ -52,7 +52,8 @@ class TokenBucket:
 
 class RestClient:
     def __init__(self, base_url: str, api_key: str, secret: str, *, clock: Clock, timeout_s: float = 10.0,
-                 recv_window_ms: int = RECV_WINDOW_MS, query_retries: int = 3) -> None:
+                 recv_window_ms: int = RECV_WINDOW_MS, query_retries: int = 3,
+                 rate_limits: dict[str, float] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self._key = api_key
         self._secret = secret
@@ -62,7 +63,10 @@ class RestClient:
         self.query_retries = query_retries
         self.offset_ms = 0
         self._session: aiohttp.ClientSession | None = None
-        self._buckets = {group: TokenBucket(rate, burst, clock) for group, (rate, burst) in RATE_LIMITS.items()}
+        budgets = {group: (rate, burst) for group, (rate, burst) in RATE_LIMITS.items()}
+        for group, rate in (rate_limits or {}).items():
+            budgets[group] = (rate, max(rate, budgets[group][1]))
+        self._buckets = {group: TokenBucket(rate, burst, clock) for group, (rate, burst) in budgets.items()}
 
     def __repr__(self) -> str:  # never the secret
         return f"RestClient({self.base_url!r})"
