@@ -23,7 +23,7 @@ from typing import Any
 from core.clock import Clock, LiveClock, VirtualClock
 from core.config import Config, InstanceConfig, config_hash
 from core.engine import Engine, InstanceHalted
-from core.events import AnyEvent, CandleClosed, PositionSnapshot, Timer
+from core.events import AnyEvent, CandleClosed, PositionSnapshot, StreamDown, StreamUp, Timer
 from core.intervals import interval_ms
 from core.journal import Journal, JournalError
 from core.market import array_candles, generate, load_csv
@@ -183,6 +183,10 @@ class Runner:
             if isinstance(ev, PositionSnapshot):
                 for inst in self.instances:
                     if inst.engine is not None and inst.cfg.exchange == account and inst.cfg.symbol == ev.symbol:
+                        inst.engine.post(ev)
+            elif isinstance(ev, StreamUp | StreamDown):  # missed events are possible: everyone reconciles
+                for inst in self.instances:
+                    if inst.engine is not None and inst.cfg.exchange == account:
                         inst.engine.post(ev)
 
         return sink

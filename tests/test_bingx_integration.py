@@ -37,6 +37,7 @@ rest_url = "{rest}"
 ws_url = "{ws}"
 attached_stop = {attached}
 close_candles_by_clock = false
+request_timeout_s = 1.0
 api_key_env = "SIM_BINGX_KEY"
 secret_env = "SIM_BINGX_SECRET"
 [[instances]]
@@ -211,3 +212,101 @@ def test_short_positions_in_hedge_mode(tmp_path: Path, monkeypatch: pytest.Monke
             assert await s.violations() == []
 
     run(go())
+
+
+# --- the network misbehaving ---------------------------------------------------------------------
+
+
+def test_a_market_stream_dropped_mid_candle_still_yields_every_candle_once_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.clock import LiveClock
+    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
+
+    async def go() -> None:
+        options = SimOptions(mode="manual", history_bars=50)
+        async with BingXSimulator(options) as sim:
+            monkeypatch.setenv("BINGX_API_KEY", options.api_key)
+            monkeypatch.setenv("BINGX_SECRET_KEY", options.secret)
+            adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url, ws_url=sim.ws_url,
+                                                close_candles_by_clock=False), hedge_mode=False, clock=LiveClock())
+            await adapter.start(lambda event: None)
+            try:
+                history = await adapter.history(SYMBOL, "5m", 50)
+                seen: list[Any] = []
+                market = adapter.start_market({(SYMBOL, "5m"): history[-1].open_time}, seen.append)
+                await asyncio.wait_for(market.connected.wait(), 5)
+                await sim.advance(3)
+                await _until(lambda: len(seen) == 3)
+                for _ in range(3):  # mid-candle drops, with candles played while nobody listens
+                    before = market.connections
+                    sim.faults.drop_market_streams()
+                    await sim.advance(2)
+                    await _until(lambda before=before: market.connections > before and market.connected.is_set())
+                    await sim.advance(1)
+                await _until(lambda: len(seen) == 12)
+                truth = await adapter.klines(SYMBOL, "5m", history[-1].open_time + 300_000, seen[-1].open_time + 1)
+                assert seen == truth, "each candle once, in order, with the exchange's final values"
+                assert market.connections >= 4
+            finally:
+                await adapter.stop()
+
+    run(go())
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_an_expired_listen_key_is_replaced_without_losing_the_fill(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 1, exit_on = 0 }") as s:
+            adapter = s.runner.adapters["bx"]
+            first_key = adapter.user.key
+            s.sim.faults.expire_listen_key()  # the fill of the entry below is pushed to a dead key
+            await s.candles_until(lambda: s.state == "protected", "protected on the fill")
+            await s.until(lambda: adapter.user.key not in (None, first_key), "a new listenKey")
+            assert await s.violations() == []
+        journal = Journal(s.journal_path, readonly=True)
+        try:
+            fills = journal.conn.execute("SELECT client_id FROM fills").fetchall()
+        finally:
+            journal.close()
+        assert fills == [("it-1-e1",)], "the entry fill booked exactly once"
+
+    run(go())
+
+
+@pytest.mark.parametrize("executed", [True, False], ids=["order-placed-reply-lost", "order-never-placed"])
+def test_a_submission_that_times_out_leaves_exactly_one_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              executed: bool) -> None:
+    from exchanges.bingx.constants import ORDER
+
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 1, exit_on = 0 }") as s:
+            s.sim.faults.fail_next(ORDER, "timeout", after_effect=executed)
+            await s.sim.advance(1)
+            if executed:
+                await s.until(lambda: s.state == "protected", "protected after resolving the unknown entry")
+            else:
+                await s.until(lambda: any(t[1] == "entry_lost" for t in s.transitions()), "the entry found lost")
+            await s.settle()
+            view = s.sim.account_view()
+            assert view.order_count("it-1-e1") == (1 if executed else 0)
+            assert await s.violations() == []
+        statuses = _statuses(s.journal_path, "it-1-e1")
+        assert "unknown" in statuses, statuses
+
+    run(go())
+
+
+def _statuses(path: Path, client_id: str) -> list[str]:
+    journal = Journal(path, readonly=True)
+    try:
+        return [r[0] for r in journal.conn.execute("SELECT status FROM intents WHERE client_id = ? ORDER BY rowid",
+                                                   (client_id,))]
+    finally:
+        journal.close()
