@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("run", help="run the instances of CONFIG")
     p.add_argument("config", type=Path)
+    p.add_argument("--live", action="store_true", help='required (with mode = "live") to trade real money')
     p = sub.add_parser("replay", help="replay candles through CONFIG's instances on the paper exchange")
     p.add_argument("config", type=Path)
     p.add_argument("--candles", type=Path, help="candle CSV (timestamp,open,high,low,close,volume)")
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             from exchanges.bingx.simulator.__main__ import main as sim_main
 
             return sim_main(args.sim_args) or 0
-        config = load_config(args.config)
+        config = load_config(args.config, allow_live=args.command == "check-config" or getattr(args, "live", False))
         if args.command == "check-config":
             print(f"{args.config}: ok ({len(config.instances)} instance(s), mode {config.mode})")
             return 0

@@ -12,7 +12,6 @@ the config file, so a config means the same thing from any working directory.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,8 +23,8 @@ from core.intervals import INTERVALS
 Mode = Literal["paper", "replay", "live"]
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 Interval = Literal[INTERVALS]  # type: ignore[valid-type]
-LIVE_OPT_IN = "GATEBOT_LIVE"
-"""Live trading starts only when this environment variable is set to ``yes`` (see README)."""
+LIVE_FLAG = "--live"
+"""``mode = "live"`` starts only with this command-line flag as well: two deliberate acts, not one."""
 
 _SECRET_KEY = re.compile(r"(secret|api_?key|password|passphrase|private_?key|token)", re.IGNORECASE)
 _SECRET_REFERENCE = re.compile(r"_(env|file)$")
@@ -123,10 +122,9 @@ def config_hash(config: Config) -> str:
     return hashlib.sha256(msgspec.json.encode(config)).hexdigest()[:16]
 
 
-def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> Config:
+def load_config(path: str | Path, *, allow_live: bool = False) -> Config:
     """Read, decode and check ``path``; raise ConfigError (one line) on anything wrong."""
     path = Path(path)
-    env = os.environ if environ is None else environ
     try:
         text = path.read_bytes()
     except OSError as exc:
@@ -140,7 +138,7 @@ def load_config(path: str | Path, *, environ: dict[str, str] | None = None) -> C
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
         raise ConfigError(_one_line(path, exc)) from exc
-    return _resolve(path, config, env)
+    return _resolve(path, config, allow_live)
 
 
 def _one_line(path: Path, exc: msgspec.ValidationError, prefix: str = "$") -> str:
@@ -167,7 +165,7 @@ def _refuse_secrets(path: Path, node: Any, where: str) -> None:
             _refuse_secrets(path, value, f"{where}[{i}]")
 
 
-def _resolve(path: Path, config: Config, env: Any) -> Config:
+def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
     from plugins.manager import PluginError, make_plugin_manager
 
     base = path.resolve().parent
@@ -178,8 +176,8 @@ def _resolve(path: Path, config: Config, env: Any) -> Config:
     if config.mode != "replay" and config.journal.group_commit:
         raise fail("$.journal.group_commit", "only a replay may group commits; paper and live commit every "
                                              "transition before its command is sent")
-    if config.mode == "live" and env.get(LIVE_OPT_IN) != "yes":
-        raise fail("$.mode", f"live trading needs the explicit opt-in {LIVE_OPT_IN}=yes in the environment")
+    if config.mode == "live" and not allow_live:
+        raise fail("$.mode", f"mode = \"live\" trades real money: start it with the explicit flag {LIVE_FLAG}")
     try:
         plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
         exchange_types = plugins.exchanges()
@@ -202,7 +200,7 @@ def _resolve(path: Path, config: Config, env: Any) -> Config:
             raise ConfigError(_one_line(path, exc, f"{where}.options")) from exc
         if getattr(options, "real_money", False) and config.mode != "live":
             raise fail(f"{where}.options", f"this account trades real money; that needs mode = \"live\" (and "
-                                           f"{LIVE_OPT_IN}=yes), not mode = {config.mode!r}")
+                                           f"{LIVE_FLAG}), not mode = {config.mode!r}")
         exchanges[name] = msgspec.structs.replace(ex, options=options)
 
     instances = []

@@ -67,14 +67,16 @@ leverage = 4
 """
 
 
-def test_the_live_host_needs_mode_live_and_the_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_live_host_needs_mode_live_and_the_flag(tmp_path: Path) -> None:
+    from core.cli import main
+
     path = tmp_path / "live.toml"
     path.write_text(LIVE.format(mode="paper"))
     with pytest.raises(ConfigError, match=r"\$\.exchanges\.bx\.options: this account trades real money"):
-        load_config(path)
+        load_config(path, allow_live=True)
     path.write_text(LIVE.format(mode="live"))
-    monkeypatch.delenv("GATEBOT_LIVE", raising=False)
-    with pytest.raises(ConfigError, match="GATEBOT_LIVE=yes"):
+    with pytest.raises(ConfigError, match="explicit flag --live"):
         load_config(path)
-    monkeypatch.setenv("GATEBOT_LIVE", "yes")
-    assert load_config(path).exchanges["bx"].options.real_money
+    assert load_config(path, allow_live=True).exchanges["bx"].options.real_money
+    assert main(["run", str(path)]) == 2, "without --live nothing starts"
+    assert main(["check-config", str(path)]) == 0

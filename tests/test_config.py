@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -76,7 +75,7 @@ BAD = [
     ("bad interval", GOOD.replace('interval = "5m"', 'interval = "7m"'), "$.instances[0].interval", "Invalid enum"),
     ("bad mode", GOOD.replace('mode = "replay"', 'mode = "yolo"'), "$.mode", "Invalid enum"),
     ("no instances", GOOD.split("[[instances]]")[0], "$", "instances"),
-    ("live without the opt-in", GOOD.replace('mode = "replay"', 'mode = "live"'), "$.mode", "GATEBOT_LIVE=yes"),
+    ("live without the flag", GOOD.replace('mode = "replay"', 'mode = "live"'), "$.mode", "explicit flag --live"),
     ("csv market without a file", GOOD + '[market]\nsource = "csv"\ncsv = "nowhere.csv"\n', "$.market.csv",
      "no such file"),
     ("group commit outside a replay",
@@ -92,12 +91,7 @@ def test_bad_config_gives_one_line_naming_the_key_exit_2_and_no_journal(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str, text: str, key: str, phrase: str) -> None:
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    env_live = os.environ.pop("GATEBOT_LIVE", None)
-    try:
-        status = main(["run", str(path)])
-    finally:
-        if env_live is not None:
-            os.environ["GATEBOT_LIVE"] = env_live
+    status = main(["run", str(path)])
     err = capsys.readouterr().err.strip()
     assert status == 2
     assert len(err.splitlines()) == 1, err
