@@ -113,7 +113,9 @@ class MarketStream:
                            for s, i in streams}
         self.symbols = sorted({s for s, _ in streams})
         self.connected = asyncio.Event()
+        """Set once every subscription is acknowledged; cleared when the connection is lost."""
         self.connections = 0
+        self._pending: dict[str, str] = {}
 
     def start_after(self, symbol: str, interval: str, last_closed: int | None) -> None:
         """History ends at ``last_closed``: the stream continues from the next candle."""
@@ -136,7 +138,6 @@ class MarketStream:
                                 a.reconnected()
                             if self.on_reconnect is not None:
                                 self.on_reconnect()
-                        self.connected.set()
                         delay = 0.1
                         async for frame in ws:
                             await self._handle(ws, frame)
@@ -152,8 +153,11 @@ class MarketStream:
 
     async def _subscribe(self, ws: websockets.ClientConnection) -> None:
         topics = [*self.assemblers, *(f"{s}@markPrice" for s in self.symbols if self.on_mark is not None)]
+        self._pending = {}
         for topic in topics:
-            await ws.send(codec.encoder.encode(codec.Subscribe(id=str(uuid.uuid4()), reqType="sub",
+            request_id = str(uuid.uuid4())
+            self._pending[request_id] = topic
+            await ws.send(codec.encoder.encode(codec.Subscribe(id=request_id, reqType="sub",
                                                                dataType=topic)).decode())
 
     async def _handle(self, ws: websockets.ClientConnection, frame: bytes | str) -> None:
@@ -165,6 +169,13 @@ class MarketStream:
             push = codec.market_push_decoder.decode(text)
         except msgspec.DecodeError:
             log.warning("unreadable market frame ignored: %.200s", text)
+            return
+        if push.id and push.id in self._pending:  # a subscription's answer
+            topic = self._pending.pop(push.id)
+            if push.code != 0:
+                log.error("subscription to %s refused: %d %s", topic, push.code, push.msg)
+            if not self._pending:
+                self.connected.set()  # subscribed: from here on no push is missed unnoticed
             return
         if push.code != 0:
             log.warning("market stream error %d %s (%s)", push.code, push.msg, push.dataType)
