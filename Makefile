@@ -36,6 +36,8 @@ bench: $(STAMP)
 	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_sma.py $(SHARED_5M); \
 	else echo "skipping the BingX file benchmark: $(SHARED_5M) is absent"; fi
 	$(BIN)/python benchmarks/replay_scale.py
+	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_opportunity_gating.py $(SHARED_5M); fi
+	$(BIN)/python benchmarks/decision_latency.py
 
 clean:
 	rm -rf $(VENV) state/*.sqlite* state/*.json
