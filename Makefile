@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,train]'
+	$(BIN)/pip install --quiet -e '.[test,train,plot]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/replay_scale.py
 	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_opportunity_gating.py $(SHARED_5M); fi
 	$(BIN)/python benchmarks/decision_latency.py
+	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_recording.py $(SHARED_5M); fi
 
 clean:
 	rm -rf $(VENV) state/*.sqlite* state/*.json

@@ -32,15 +32,24 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the instances of CONFIG")
     p.add_argument("config", type=Path)
     p.add_argument("--live", action="store_true", help='required (with mode = "live") to trade real money')
-    p = sub.add_parser("replay", help="replay candles through CONFIG's instances on the paper exchange")
+    p.add_argument("--record", type=Path, metavar="FILE", help="record the whole session's exchange traffic")
+    p = sub.add_parser("replay", help="replay candles or a recording through CONFIG's instances")
     p.add_argument("config", type=Path)
+    p.add_argument("recording", type=Path, nargs="?",
+                   help="a recording (gatebot record / run --record / import-candles)")
     p.add_argument("--candles", type=Path, help="candle CSV (timestamp,open,high,low,close,volume)")
+    from core import cli_recording
+
+    cli_recording.add_parsers(sub)
     p = sub.add_parser("status", help="each instance's state, read from the journals alone")
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p = sub.add_parser("check-config", help="validate CONFIG and exit")
     p.add_argument("config", type=Path)
     p = sub.add_parser("sim", help="run the BingX simulator alone on loopback (see --help)", add_help=False)
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
+    from core import check_invariants
+
+    check_invariants.add_parser(sub)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -52,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
             from exchanges.bingx.simulator.__main__ import main as sim_main
 
             return sim_main(args.sim_args) or 0
+        if args.command == "check-invariants":
+            return check_invariants.run(args)
+        handled = cli_recording.dispatch(args)
+        if handled is not None:
+            return handled
         config = load_config(args.config, allow_live=args.command == "check-config" or getattr(args, "live", False))
         if args.command == "check-config":
             print(f"{args.config}: ok ({len(config.instances)} instance(s), mode {config.mode})")

@@ -33,6 +33,9 @@ _SECRET_REFERENCE = re.compile(r"_(env|file)$")
 class ConfigError(Exception):
     """One line: ``<file>: <key path>: <what is wrong>``."""
 
+    def __init__(self, message: str) -> None:  # a key or value may hold a line break: it stays one line
+        super().__init__(message.replace("\r", "\\r").replace("\n", "\\n"))
+
 
 class _Strict(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     pass
@@ -133,6 +136,8 @@ def load_config(path: str | Path, *, allow_live: bool = False) -> Config:
         raw = msgspec.toml.decode(text)
     except msgspec.DecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:  # msgspec decodes the bytes first: not UTF-8 is not TOML
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text (byte {exc.start})") from None
     _refuse_secrets(path, raw, "$")
     try:
         config = msgspec.convert(raw, Config)

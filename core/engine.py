@@ -288,7 +288,13 @@ class Engine:
             elif role == "s" and cid in (r.pending_stop_id, r.stop_id):
                 await self.execute(self.fire("stop_rejected", reason=detail, status=status))
             elif role == "x" and cid == r.close_id and state == "exiting":
-                await self.execute(self.fire("close_rejected", reason=detail, status=status))
+                if await self._position_gone():
+                    # Closed outside the bot (by hand, by an expired-then-gone stop...): asking again would
+                    # be refused again, forever (found by the chaos suite: a close retried without end).
+                    await self.execute(self.fire("position_gone", status=status,
+                                                 reason=f"close refused ({detail}); no position on the exchange"))
+                else:
+                    await self.execute(self.fire("close_rejected", reason=detail, status=status))
             elif cid in r.working:
                 await self.execute(self.fire("order_gone", client_id=cid, status=status))
             else:
@@ -310,6 +316,14 @@ class Engine:
             await self.execute(self.fire("close_rejected", reason=ev.reason or "canceled", status=status))
         elif cid in r.working:
             await self.execute(self.fire("order_gone", client_id=cid, status=status))
+
+    async def _position_gone(self) -> bool:
+        """True when the exchange holds nothing on this position's side (never for a shared symbol, where
+        the exchange's position is several instances' sum)."""
+        side = self.pos.rec.side
+        if side is None or self.shares_symbol:
+            return False
+        return (await self.adapter.position(self.symbol, side)).qty <= 0
 
     def _book_stray(self, fill: OrderFilled) -> None:
         """A fill of an order of ours that belongs to no live position: book it, then reconcile."""

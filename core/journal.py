@@ -47,6 +47,33 @@ class JournalLocked(JournalError):
     pass
 
 
+class StateDirLock:
+    """One gatebot process per state directory: taken before any exchange is touched, so a second process
+    refuses at once instead of halting its instances and then trading (or writing a paper account) anyway
+    next to the first. Released by :meth:`release` or by the process's death (an ``flock``)."""
+
+    NAME = ".gatebot.lock"
+
+    def __init__(self, state_dir: str | Path) -> None:
+        path = Path(state_dir) / self.NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise JournalLocked(f"state directory {state_dir} is in use by another gatebot process (pid {holder}); "
+                                "refusing to start a second one") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class IntentRow(msgspec.Struct, frozen=True):
     client_id: str
     position: int

@@ -310,7 +310,12 @@ class Position:
         self._book(fill)
         r.filled_qty += fill.qty
         r.entry_cost += fill.qty * fill.price
-        if fill.final:
+        if fill.final and fill.cum_qty > 0:
+            r.entry_qty = max(fill.cum_qty, r.filled_qty)  # the exchange's last word on how much the entry amounted to
+        # Complete only once every fill up to the final one is booked: a final fill may arrive before
+        # earlier partial fills (reordered events, or recovery booking the rest later). Protecting then
+        # would size the stop to the part seen so far and leave the rest of the position naked.
+        if (fill.final and r.filled_qty >= fill.cum_qty) or (r.entry_qty > 0 and r.filled_qty >= r.entry_qty):
             self._entry_done()
 
     def protect_filled(self, ev: EventData) -> None:

@@ -11,6 +11,7 @@ a stop that is missing, a quantity that differs, intents the exchange never rece
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from core.events import (
@@ -77,20 +78,34 @@ async def _recover_position(engine: Engine) -> None:
     symbol = engine.symbol
     intents = journal.intents(position=r.seq)
     entry_seen = True
+    entry_filled = False
     resend = []
+    orders: list[tuple[str, object, str]] = []
     for cid, intent in intents.items():
         if isinstance(intent.command, CancelOrder):
             continue
-        relevant = cid in r.working or cid == r.close_id or intent.status in ("pending", "unknown")
+        orders.append((cid, intent.command, intent.status))
+        stop = getattr(intent.command, "stop", None)
+        if stop is not None and stop.client_id not in intents:  # a stop that travelled with the entry
+            orders.append((stop.client_id, None, "attached"))
+    for cid, command, status in orders:
+        relevant = cid in r.working or cid == r.close_id or status in ("pending", "unknown")
         if not relevant:
             continue
         order = await adapter.query_order(symbol, cid)
         if order is None:
             if cid == pos.entry_id:
                 entry_seen = False
+            elif command is None:
+                if entry_filled and cid in r.working and cid not in r.canceling:
+                    # The entry filled but its attached stop is not on the exchange: a stop canceled
+                    # before confirmation, which the table answers with a new (separate) stop.
+                    engine.post(OrderCanceled(client_id=cid, reason="attached stop missing (found by recovery)"))
             elif cid in r.working and cid not in r.canceling:
-                resend.append(intent.command)
+                resend.append(command)
             continue
+        if cid == pos.entry_id:
+            entry_filled = order.filled_qty > 0
         for fill in await adapter.order_fills(symbol, cid):
             if not journal.is_booked(cid, fill.trade_id):
                 engine.post(fill)
@@ -138,7 +153,7 @@ async def _recover_position(engine: Engine) -> None:
     if state == "protected":
         if r.stop_id is None and r.pending_stop_id is None:
             await engine.execute(engine.fire("stop_canceled", client_id="", reason="stop missing"))
-        elif snap.qty != r.open_qty:
+        elif snap.qty != r.open_qty or await _stop_too_small(engine, r.stop_id, snap.qty):
             log.warning("%s: exchange position %s differs from the journal's %s: resizing the stop",
                         engine.name, snap.qty, r.open_qty)
             await engine.execute(engine.fire("stop_resize", qty=snap.qty,
@@ -146,3 +161,12 @@ async def _recover_position(engine: Engine) -> None:
     elif state == "exiting" and r.close_id and r.close_id not in r.working and snap.qty > ZERO:
         await engine.execute(engine.fire("close_rejected", reason="close lost"))
     await engine.drain()
+
+
+async def _stop_too_small(engine: Engine, stop_id: str | None, qty: Decimal) -> bool:
+    """A live stop that covers less than the position (sized to a part of the entry seen before the
+    rest of its fills): the stop is replaced by one for the whole position."""
+    if stop_id is None:
+        return False
+    order = await engine.adapter.query_order(engine.symbol, stop_id)
+    return order is not None and order.working and order.qty < qty

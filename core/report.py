@@ -293,3 +293,94 @@ def evaluation_text(state_dir: str | Path, strategy_meta: dict[str, Any] | None 
             lines.append(format_evaluation(evaluate(ts, start_ms=start, end_ms=end, interval_ms=interval,
                                                     label="whole period")))
     return "\n".join(lines)
+
+
+# --- the full report (issue 5): equity curve, drawdown, protection gaps -----------------------
+
+
+def equity_curve(journal: Journal) -> tuple[list[int], list[float], list[float]]:
+    """(times, equity, drawdown %) at the start and after each closed trade: the plotted series."""
+    initial = Decimal(journal.meta().get("initial_balance", "0"))
+    first = journal.conn.execute("SELECT MIN(ts) FROM transitions").fetchone()[0] or 0
+    times, equity, dd = [int(first)], [float(initial)], [0.0]
+    value = peak = initial
+    for t in trades(journal):
+        value += t.net
+        peak = max(peak, value)
+        times.append(t.closed_at)
+        equity.append(float(value))
+        dd.append(float((peak - value) / peak * 100) if peak > 0 else 0.0)
+    return times, equity, dd
+
+
+def protection_gaps(journal: Journal) -> list[int]:
+    """Per position, ms from its first entry fill to the stop confirmed on the exchange (0 when an
+    attached stop was live before the fill was known)."""
+    fills: dict[int, int] = {}
+    gaps: dict[int, int] = {}
+    for pos, ts, trigger in journal.conn.execute(
+            "SELECT position, ts, trigger FROM transitions WHERE trigger IN ('entry_filled', 'stop_confirmed', "
+            "'entry_completed') ORDER BY seq"):
+        if trigger == "stop_confirmed":
+            if pos not in gaps:
+                gaps[pos] = max(0, ts - fills.get(pos, ts))
+        else:
+            fills.setdefault(pos, ts)
+    return [gaps[p] for p in sorted(gaps)]
+
+
+def _pct(values: list[int], q: float) -> int:
+    if not values:
+        return 0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))]
+
+
+def report_data(journal: Journal, *, interval_ms: int = 300_000) -> dict[str, Any]:
+    """Everything ``gatebot report`` shows for one journal, as plain JSON-able data."""
+    s = summarize(journal)
+    ts = trades(journal)
+    times, equity, dd = equity_curve(journal)
+    gaps = protection_gaps(journal)
+    pnl, fees = journal.realized()
+    ev = eval_trades(journal)
+    first, last = journal.conn.execute("SELECT MIN(ts), MAX(ts) FROM transitions").fetchone()
+    evaluation = evaluate(ev, start_ms=first or 0, end_ms=last or 0, interval_ms=interval_ms, label="whole period")
+    return {
+        "instance": s.instance, "state": s.state, "initial_balance": str(s.initial_balance),
+        "trades": s.trades, "wins": s.wins, "win_rate": s.win_rate, "net_pnl": str(s.net_pnl),
+        "fees": str(s.fees), "return_pct": s.return_pct, "max_drawdown_pct": s.max_drawdown_pct,
+        "exits": s.exits, "realized_pnl_from_fills": str(pnl), "fees_from_fills": str(fees),
+        "protection_gap_ms": {"count": len(gaps), "max": max(gaps, default=0), "median": _pct(gaps, 0.5),
+                              "p95": _pct(gaps, 0.95), "mean": (sum(gaps) / len(gaps)) if gaps else 0.0},
+        "evaluation": msgspec.to_builtins(evaluation),
+        "equity_curve": {"t": times, "equity": equity, "drawdown_pct": dd},
+        "trades_table": [{"position": t.position, "side": t.side, "qty": str(t.qty),
+                          "entry_price": str(t.entry_price), "exit": t.exit_reason,
+                          "realized_pnl": str(t.realized_pnl), "fees": str(t.fees), "net": str(t.net),
+                          "closed_at": t.closed_at} for t in ts],
+    }
+
+
+def format_report(data: dict[str, Any], *, max_rows: int = 20) -> str:
+    lines = [f"== {data['instance']} ({data['state']}) ==",
+             f"{data['trades']} trades, win rate {data['win_rate']:.1%}, net {Decimal(data['net_pnl']):+.2f} USDT "
+             f"({data['return_pct']:+.2f}% of {Decimal(data['initial_balance']):.2f}), max drawdown "
+             f"{data['max_drawdown_pct']:.2f}%, fees {Decimal(data['fees']):.2f}",
+             "exits by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(data["exits"].items())) or "none")]
+    g = data["protection_gap_ms"]
+    lines.append(f"protection gap (entry fill -> stop confirmed): {g['count']} positions, median {g['median']} ms, "
+                 f"p95 {g['p95']} ms, max {g['max']} ms")
+    e = data["evaluation"]
+    lines.append(f"5-day windows: mean return {e['window_mean_return_pct']:+.2f}%, mean win rate "
+                 f"{e['window_mean_win_rate']:.1%} over {e['windows']} windows")
+    rows = data["trades_table"]
+    if rows:
+        lines.append(f"{'pos':>5} {'side':<5} {'qty':>10} {'entry':>12} {'exit':<7} {'net':>12}")
+        shown = rows if len(rows) <= max_rows else rows[-max_rows:]
+        if len(rows) > max_rows:
+            lines.append(f"  ... {len(rows) - max_rows} earlier trades in the JSON")
+        for r in shown:
+            lines.append(f"{r['position']:>5} {r['side']:<5} {r['qty']:>10} {Decimal(r['entry_price']):>12.2f} "
+                         f"{r['exit']:<7} {Decimal(r['net']):>+12.4f}")
+    return "\n".join(lines)

@@ -15,7 +15,7 @@ import heapq
 import logging
 import signal
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from core.config import Config, InstanceConfig, config_hash
 from core.engine import Engine, InstanceHalted
 from core.events import AnyEvent, CandleClosed, PositionSnapshot, StreamDown, StreamUp, Timer
 from core.intervals import interval_ms
-from core.journal import Journal, JournalError
+from core.journal import Journal, JournalError, StateDirLock
 from core.market import array_candles, generate, load_csv
 from core.position import Protection
 from exchanges.base import ExchangeAdapter
@@ -135,8 +135,16 @@ class Instance:
 
 class Runner:
     def __init__(self, config: Config, plugins: Any, *, config_path: Path | None = None,
-                 candles_csv: Path | None = None, progress: bool = False) -> None:
+                 candles_csv: Path | None = None, progress: bool = False, recorder: Any = None,
+                 adapters: dict[str, ExchangeAdapter] | None = None,
+                 candle_source: AsyncIterator[CandleClosed] | None = None, clock: Clock | None = None) -> None:
         self.config = config
+        self.recorder = recorder
+        """A core.recording.Recorder: adapters that can (BingX) tee their raw traffic into it."""
+        self._given_adapters = adapters
+        """Adapters to use instead of the plugins' (a recorded session's replay adapter)."""
+        self._candle_source = candle_source
+        """Candles to replay instead of [market] / a CSV (frames of a market recording)."""
         self.plugins = plugins
         self.state_dir = Path(config.state_dir)
         self.config_hash = config_hash(config)
@@ -150,7 +158,11 @@ class Runner:
         """The traded period: first candle's open time, last candle's close time."""
         """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.progress = progress
-        self.clock: Clock = VirtualClock() if config.mode == "replay" else LiveClock()
+        self.progress_total: int | None = None
+        """How many candles the replay will have (for the ETA), when known."""
+        self.clock: Clock = clock or (VirtualClock() if config.mode == "replay" else LiveClock())
+        if recorder is not None:
+            recorder.clock = self.clock
         self.adapters: dict[str, ExchangeAdapter] = {}
         self.journals: dict[str, Journal] = {}
         self.instances = [Instance(i, self) for i in config.instances]
@@ -162,12 +174,19 @@ class Runner:
     # --- wiring ------------------------------------------------------------------------------
 
     def _make_adapters(self) -> None:
+        if self._given_adapters is not None:
+            self.adapters = dict(self._given_adapters)
+            return
         exchanges = self.plugins.exchanges()
         for name in {i.exchange for i in self.config.instances}:
             ex = self.config.exchanges[name]
             plugin = exchanges[ex.type]
             self.adapters[name] = plugin.factory(ex.options, hedge_mode=ex.hedge_mode, clock=self.clock,
                                                  state_dir=self.state_dir, account=name)
+            if self.recorder is not None:
+                if not hasattr(self.adapters[name], "recorder"):
+                    raise ValueError(f"exchange {name} ({ex.type}) cannot record its traffic")
+                self.adapters[name].recorder = self.recorder  # type: ignore[attr-defined]
 
     def _router(self, account: str) -> Any:
         """Execution events go to the instance named by the client id's prefix; position snapshots
@@ -201,6 +220,13 @@ class Runner:
 
     async def run(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = StateDirLock(self.state_dir)  # a second process on this state refuses before touching anything
+        try:
+            await self._run()
+        finally:
+            lock.release()
+
+    async def _run(self) -> None:
         if self.config.mode == "replay":
             self._fresh_journals()
         self._by_name = {i.cfg.name: i for i in self.instances}
@@ -296,35 +322,45 @@ class Runner:
                 streams[key] = _Stream(interval_ms(key[1]), self._resume_time(key[0]),
                                        self._history.setdefault(key, deque(maxlen=self._history_len)))
             streams[key].instances.append(inst)
-        progress = _Progress() if self.progress else None
-        for candle in self._candles():
-            if self._stopping:
-                break
-            stream = streams[(candle.symbol, candle.interval)]
-            if stream.resume is not None and candle.open_time <= stream.resume:
-                stream.history.append(candle)  # the exchange lived through it before a restart: warm-up only
-                for inst in stream.instances:
-                    if inst.engine is not None:
-                        inst.engine.strategy.on_candle(candle)
-                        inst.engine.candles_seen += 1
-                continue
-            if virtual:
-                clock.advance_to(candle.open_time + stream.step_ms)  # type: ignore[union-attr]
-            elif speed > 0:
-                await asyncio.sleep(stream.step_ms / 1000 / speed)
-            if self.first_open is None:
-                self.first_open = candle.open_time
-            self.last_close = candle.open_time + stream.step_ms
-            for adapter in market_adapters:
-                adapter.on_candle(candle)  # type: ignore[attr-defined]
-            for inst in stream.instances:
-                await self._step(inst, candle)
-            stream.history.append(candle)
-            self.bars += 1
-            if progress is not None:
-                progress.tick(self.bars)
+        progress = _Progress(self.progress_total) if self.progress else None
+        if self._candle_source is not None:
+            async for candle in self._candle_source:
+                if self._stopping:
+                    break
+                await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
+        else:
+            for candle in self._candles():
+                if self._stopping:
+                    break
+                await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
         if progress is not None:
             progress.done(self.bars)
+
+    async def _feed_one(self, candle: CandleClosed, streams: dict[tuple[str, str], _Stream], clock: Clock,
+                        virtual: bool, speed: float, market_adapters: list[Any], progress: _Progress | None) -> None:
+        stream = streams[(candle.symbol, candle.interval)]
+        if stream.resume is not None and candle.open_time <= stream.resume:
+            stream.history.append(candle)  # the exchange lived through it before a restart: warm-up only
+            for inst in stream.instances:
+                if inst.engine is not None:
+                    inst.engine.strategy.on_candle(candle)
+                    inst.engine.candles_seen += 1
+            return
+        if virtual:
+            clock.advance_to(candle.open_time + stream.step_ms)  # type: ignore[union-attr]
+        elif speed > 0:
+            await asyncio.sleep(stream.step_ms / 1000 / speed)
+        if self.first_open is None:
+            self.first_open = candle.open_time
+        self.last_close = candle.open_time + stream.step_ms
+        for adapter in market_adapters:
+            adapter.on_candle(candle)  # type: ignore[attr-defined]
+        for inst in stream.instances:
+            await self._step(inst, candle)
+        stream.history.append(candle)
+        self.bars += 1
+        if progress is not None:
+            progress.tick(self.bars)
 
     # --- live: candles from the exchange's stream ---------------------------------------------
 
@@ -462,10 +498,12 @@ class _Stream:
 class _Progress:
     """A one-line progress bar with rate and ETA, only on a terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: int | None = None, unit: str = "candles") -> None:
         import sys
         import time
 
+        self.total = total
+        self.unit = unit
         self._out = sys.stderr
         self._time = time.perf_counter
         self._start = self._time()
@@ -477,9 +515,15 @@ class _Progress:
             return
         self._last = now
         rate = bars / max(now - self._start, 1e-9)
-        self._out.write(f"\r  {bars:>10,} candles  {rate:>10,.0f}/s")
+        line = f"\r  {bars:>10,} {self.unit}  {rate:>10,.0f}/s"
+        if self.total:
+            done = min(bars / self.total, 1.0)
+            eta = (self.total - bars) / rate if rate > 0 else 0.0
+            bar = "#" * int(done * 20)
+            line += f"  [{bar:<20}] {done:5.1%}  ETA {int(eta) // 60:d}:{int(eta) % 60:02d}"
+        self._out.write(line)
         self._out.flush()
 
     def done(self, bars: int) -> None:
-        self._out.write(f"\r  {bars:>10,} candles  done{' ' * 20}\n")
+        self._out.write(f"\r  {bars:>10,} {self.unit}  done{' ' * 50}\n")
         self._out.flush()

@@ -13,7 +13,9 @@ import asyncio
 import logging
 import random
 import uuid
+import zlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import msgspec
 import websockets
@@ -22,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from core.clock import Clock
 from core.events import CandleClosed
 from core.intervals import interval_ms
+from core.recording import CONNECT, MARKET
 from exchanges.bingx import codec
 
 log = logging.getLogger("gatebot.bingx.market")
@@ -48,29 +51,44 @@ class CandleAssembler:
         self.fetch = fetch
         self.emit = emit
         self.grace_ms = grace_ms
-        self.forming: CandleClosed | None = None
+        self._ft: int | None = None
+        self._fk: codec.WsKline | None = None
+        """The forming candle as its open time and last push (made a CandleClosed only when needed)."""
         self.last_closed: int | None = None
         """Open time of the last candle emitted (or of the last history candle at start)."""
         self.stale = False
         """Pushes were missed (a reconnect): the forming candle's values are not to be trusted."""
 
+    @property
+    def forming(self) -> CandleClosed | None:
+        """The candle forming now, as the last push shows it."""
+        if self._ft is None or self._fk is None:
+            return None
+        return ws_candle(self.symbol, self.interval, self._ft, self._fk)
+
+    @forming.setter
+    def forming(self, candle: None) -> None:
+        self._ft = self._fk = None
+
     async def on_push(self, k: codec.WsKline) -> None:
-        t = k.T - k.T % self.step  # current pushes carry the open time, older ones the close time
-        if self.last_closed is not None and t <= self.last_closed:
+        step = self.step
+        t = k.T - k.T % step  # current pushes carry the open time, older ones the close time
+        last = self.last_closed
+        if last is not None and t <= last:
             return  # late or duplicated
-        f = self.forming
-        if f is None:
-            if self.last_closed is not None and t > self.last_closed + self.step:
-                await self._fill(self.last_closed + self.step, t)
-        elif t < f.open_time:
+        ft = self._ft
+        if ft is None:
+            if last is not None and t > last + step:
+                await self._fill(last + step, t)
+        elif t < ft:
             return
-        elif t > f.open_time:
-            if self.stale or t > f.open_time + self.step:
-                await self._fill(f.open_time, t)
+        elif t > ft:
+            if self.stale or t > ft + step:
+                await self._fill(ft, t)
             else:
-                self._close(f)
+                self._close(ws_candle(self.symbol, self.interval, ft, self._fk))  # type: ignore[arg-type]
         self.stale = False
-        self.forming = ws_candle(self.symbol, self.interval, t, k)
+        self._ft, self._fk = t, k
 
     async def on_clock(self, now_ms: int) -> None:
         """The clock rule: a candle whose end (plus grace) has passed is closed from REST."""
@@ -103,8 +121,11 @@ class MarketStream:
 
     def __init__(self, url: str, streams: list[tuple[str, str]], fetch: Fetch, clock: Clock, *,
                  on_candle: Callable[[CandleClosed], None], on_mark: Callable[[str, float], None] | None = None,
-                 grace_s: float | None = 5.0, on_reconnect: Callable[[], None] | None = None) -> None:
+                 grace_s: float | None = 5.0, on_reconnect: Callable[[], None] | None = None,
+                 recorder: Any = None) -> None:
         self.url = url
+        self.recorder = recorder
+        """A core.recording.Recorder that gets every raw frame (None: no recording, no cost)."""
         self.clock = clock
         self.on_mark = on_mark
         self.on_reconnect = on_reconnect
@@ -115,6 +136,8 @@ class MarketStream:
         self.connected = asyncio.Event()
         """Set once every subscription is acknowledged; cleared when the connection is lost."""
         self.connections = 0
+        self.bad_frames = 0
+        """Frames that could not be read (broken gzip, not JSON, wrong shape): counted, logged, skipped."""
         self._pending: dict[str, str] = {}
 
     def start_after(self, symbol: str, interval: str, last_closed: int | None) -> None:
@@ -132,12 +155,9 @@ class MarketStream:
                                                   ping_interval=20, ping_timeout=20, close_timeout=2,
                                                   max_size=2**22) as ws:
                         await self._subscribe(ws)
-                        self.connections += 1
-                        if self.connections > 1:
-                            for a in self.assemblers.values():
-                                a.reconnected()
-                            if self.on_reconnect is not None:
-                                self.on_reconnect()
+                        if self.recorder is not None:
+                            self.recorder.record(MARKET, CONNECT, codec.encoder.encode(self._pending))
+                        self.connected_again()
                         delay = 0.1
                         async for frame in ws:
                             await self._handle(ws, frame)
@@ -151,6 +171,15 @@ class MarketStream:
         finally:
             clock_task.cancel()
 
+    def connected_again(self) -> None:
+        """A (re)connection is subscribing: after the first, missed pushes are possible."""
+        self.connections += 1
+        if self.connections > 1:
+            for a in self.assemblers.values():
+                a.reconnected()
+            if self.on_reconnect is not None:
+                self.on_reconnect()
+
     async def _subscribe(self, ws: websockets.ClientConnection) -> None:
         topics = [*self.assemblers, *(f"{s}@markPrice" for s in self.symbols if self.on_mark is not None)]
         self._pending = {}
@@ -160,14 +189,22 @@ class MarketStream:
             await ws.send(codec.encoder.encode(codec.Subscribe(id=request_id, reqType="sub",
                                                                dataType=topic)).decode())
 
-    async def _handle(self, ws: websockets.ClientConnection, frame: bytes | str) -> None:
-        text = codec.ungzip_frame(frame)
+    async def _handle(self, ws: Any, frame: bytes | str) -> None:
+        if self.recorder is not None:
+            self.recorder.record(MARKET, "", frame)
+        try:
+            text = codec.ungzip_frame(frame)
+        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+            self.bad_frames += 1
+            log.warning("unreadable market frame ignored (%s): %.80r", type(exc).__name__, frame)
+            return
         if text == "Ping":
             await ws.send("Pong")
             return
         try:
             push = codec.market_push_decoder.decode(text)
         except msgspec.DecodeError:
+            self.bad_frames += 1
             log.warning("unreadable market frame ignored: %.200s", text)
             return
         if push.id and push.id in self._pending:  # a subscription's answer
@@ -185,13 +222,20 @@ class MarketStream:
             try:
                 klines = _klines.decode(push.data)
             except msgspec.DecodeError:
+                self.bad_frames += 1
                 log.warning("unreadable kline push ignored: %.200s", text)
                 return
             for k in klines if isinstance(klines, list) else [klines]:
                 await assembler.on_push(k)
         elif push.dataType.endswith("@markPrice") and self.on_mark is not None:
-            mark = _mark.decode(push.data)
-            self.on_mark(mark.s, float(mark.p))
+            try:
+                mark = _mark.decode(push.data)
+                price = float(mark.p)
+            except (msgspec.DecodeError, ValueError):
+                self.bad_frames += 1
+                log.warning("unreadable mark price push ignored: %.200s", text)
+                return
+            self.on_mark(mark.s, price)
 
     async def _clock_rule(self) -> None:
         if all(a.grace_ms is None for a in self.assemblers.values()):

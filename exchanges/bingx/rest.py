@@ -16,6 +16,7 @@ import aiohttp
 import msgspec
 
 from core.clock import Clock
+from core.recording import REST, SEND
 from exchanges.base import ExchangeError
 from exchanges.bingx import codec
 from exchanges.bingx.auth import signed_query
@@ -25,6 +26,14 @@ from exchanges.bingx.errors import BingXError, RateLimited, TimestampError, erro
 log = logging.getLogger("gatebot.bingx.rest")
 T = TypeVar("T")
 _envelope = msgspec.json.Decoder(codec.Envelope)
+_UNSIGNED = ("timestamp=", "recvWindow=", "signature=")
+
+
+def request_key(method: str, url: str, base_url: str) -> str:
+    """A request as recordings name it: method, path and parameters, without time and signature."""
+    path, _, query = url.removeprefix(base_url).partition("?")
+    kept = [p for p in query.split("&") if p and not p.startswith(_UNSIGNED)]
+    return f"{method} {path}" + (f"?{'&'.join(kept)}" if kept else "")
 
 
 class TransportError(ExchangeError):
@@ -53,8 +62,10 @@ class TokenBucket:
 class RestClient:
     def __init__(self, base_url: str, api_key: str, secret: str, *, clock: Clock, timeout_s: float = 10.0,
                  recv_window_ms: int = RECV_WINDOW_MS, query_retries: int = 3,
-                 rate_limits: dict[str, float] | None = None) -> None:
+                 rate_limits: dict[str, float] | None = None, recorder: Any = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.recorder = recorder
+        """A core.recording.Recorder that gets every reply and every state-changing request (None: none)."""
         self._key = api_key
         self._secret = secret
         self.clock = clock
@@ -125,6 +136,8 @@ class RestClient:
         else:
             query = "&".join(f"{k}={v}" for k, v in params.items())
         url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        if method != "GET" and self.recorder is not None:
+            self.recorder.record(SEND, request_key(method, url, self.base_url), b"")
         body = await self._send(method, url, path)
         return self._decode(body, path, type)
 
@@ -133,15 +146,24 @@ class RestClient:
         try:
             async with self._session.request(method, url) as resp:
                 body = await resp.read()
-                if resp.status == 429 or resp.status == 418:
-                    raise RateLimited(100410, f"HTTP {resp.status}", path=path)
-                if resp.status >= 500:
-                    raise TransportError(f"{method} {path}: HTTP {resp.status}")
-                if resp.status >= 400 and not body.startswith(b"{"):
-                    raise BingXError(resp.status, f"HTTP {resp.status}", path=path)
-                return body
+                if self.recorder is not None:
+                    self.recorder.record(REST, request_key(method, url, self.base_url), body, resp.status)
+                return self.check_status(method, path, resp.status, body)
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if self.recorder is not None:
+                self.recorder.record(REST, request_key(method, url, self.base_url), f"{type(exc).__name__}", -1)
             raise TransportError(f"{method} {path}: {type(exc).__name__} {exc}".strip()) from exc
+
+    @staticmethod
+    def check_status(method: str, path: str, status: int, body: bytes) -> bytes:
+        """The reply body, or the error its HTTP status means (also used by replays)."""
+        if status == 429 or status == 418:
+            raise RateLimited(100410, f"HTTP {status}", path=path)
+        if status >= 500:
+            raise TransportError(f"{method} {path}: HTTP {status}")
+        if status >= 400 and not body.startswith(b"{"):
+            raise BingXError(status, f"HTTP {status}", path=path)
+        return body
 
     @staticmethod
     def _decode(body: bytes, path: str, type: type[T]) -> T:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import zlib
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 import websockets
@@ -27,6 +29,7 @@ from core.events import (
     OrderFilled,
     PositionSnapshot,
 )
+from core.recording import CONNECT, USER
 from exchanges.bingx import codec
 from exchanges.bingx.codec import dec
 from exchanges.bingx.constants import LISTEN_KEY_RENEW_S
@@ -101,8 +104,10 @@ def _order_events(event: codec.OrderTradeUpdate, book: OrderBook) -> list[AnyEve
 class UserStream:
     def __init__(self, ws_url: str, rest: RestClient, clock: Clock, book: OrderBook, *, hedge: bool,
                  on_event: Callable[[AnyEvent], None], on_reconnect: Callable[[], None],
-                 renew_s: float = LISTEN_KEY_RENEW_S) -> None:
+                 renew_s: float = LISTEN_KEY_RENEW_S, recorder: Any = None) -> None:
         self.ws_url = ws_url
+        self.recorder = recorder
+        """A core.recording.Recorder that gets every raw frame (None: no recording, no cost)."""
         self.rest = rest
         self.clock = clock
         self.book = book
@@ -113,6 +118,8 @@ class UserStream:
         self.key: str | None = None
         self.connected = asyncio.Event()
         self.connections = 0
+        self.bad_frames = 0
+        """Frames that could not be read (broken gzip, not JSON, unknown shape): counted, logged, skipped."""
         self._expired = asyncio.Event()
 
     async def run(self) -> None:
@@ -127,9 +134,9 @@ class UserStream:
                     async with websockets.connect(f"{self.ws_url}?listenKey={self.key}", compression=None,
                                                   proxy=None, open_timeout=10, ping_interval=20, ping_timeout=20,
                                                   close_timeout=2) as ws:
-                        self.connections += 1
-                        if self.connections > 1:
-                            self.on_reconnect()  # events may have been missed: reconcile over REST
+                        if self.recorder is not None:
+                            self.recorder.record(USER, CONNECT, b"")
+                        self.connected_again()
                         self.connected.set()
                         delay = 0.1
                         reader = asyncio.create_task(self._read(ws))
@@ -150,25 +157,46 @@ class UserStream:
         finally:
             renewer.cancel()
 
+    def connected_again(self) -> None:
+        self.connections += 1
+        if self.connections > 1:
+            self.on_reconnect()  # events may have been missed: reconcile over REST
+
     async def _read(self, ws: websockets.ClientConnection) -> None:
         async for frame in ws:
-            text = codec.ungzip_frame(frame)
-            if text == "Ping":
-                await ws.send("Pong")
-                continue
-            try:
-                event = codec.user_event_decoder.decode(text)
-            except msgspec.DecodeError:
-                if '"e"' in text:
-                    log.info("user event ignored: %.200s", text)
-                continue
-            if isinstance(event, codec.ListenKeyExpired):
-                log.warning("listenKey expired: creating a new one")
-                self.key = None
-                self._expired.set()
+            if not await self.handle(ws, frame):
                 return
-            for core_event in translate(event, self.book, hedge=self.hedge):
-                self.on_event(core_event)
+
+    async def handle(self, ws: Any, frame: bytes | str) -> bool:
+        """One frame as received (live or from a recording); False when the listenKey expired."""
+        if self.recorder is not None:
+            self.recorder.record(USER, "", frame)
+        try:
+            text = codec.ungzip_frame(frame)
+        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+            self.bad_frames += 1
+            log.warning("unreadable user frame ignored (%s)", type(exc).__name__)
+            return True
+        if text == "Ping":
+            await ws.send("Pong")
+            return True
+        try:
+            event = codec.user_event_decoder.decode(text)
+        except msgspec.DecodeError:
+            self.bad_frames += 1
+            if '"e"' in text:
+                log.info("user event ignored: %.200s", text)
+            else:
+                log.warning("unreadable user frame ignored: %.200s", text)
+            return True
+        if isinstance(event, codec.ListenKeyExpired):
+            log.warning("listenKey expired: creating a new one")
+            self.key = None
+            self._expired.set()
+            return False
+        for core_event in translate(event, self.book, hedge=self.hedge):
+            self.on_event(core_event)
+        return True
 
     async def _renew_forever(self) -> None:
         """Extend the key every ``renew_s``; a key the exchange no longer knows is replaced."""

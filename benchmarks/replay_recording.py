@@ -1,0 +1,96 @@
+"""Replay a market recording through the BingX decoder vs the same candles from the CSV, in one run.
+
+The shared 19,967-candle 5m file is imported as the kline frames BingX pushes while each candle forms
+(4 per candle, the simulator's path, plus the closing push), then replayed through MarketStream and
+CandleAssembler into sma_cross(10, 30) 4x on the paper exchange; then the CSV itself. Prints
+``RESULT frames=… frames_per_s=… csv_bars_per_s=… ratio_vs_csv=…`` (target ratio >= 0.75).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import msgspec
+
+from core.config import load_config
+from core.journal import Journal
+from core.replayer import import_candles, replay
+from core.runner import Runner
+from plugins.manager import make_plugin_manager
+
+SHARED = Path(__file__).resolve().parents[2] / "shared/data/bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
+
+CONFIG = """
+mode = "replay"
+state_dir = "{state}"
+[journal]
+synchronous = "OFF"
+[exchanges.paper]
+type = "paper"
+[exchanges.paper.options]
+balance = 10000
+[[instances]]
+name = "sma"
+exchange = "paper"
+strategy = "sma_cross"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {{ fast = 10, slow = 30, fraction = 0.5 }}
+protection = {{ leveraged_sl_pct = 0.04 }}
+"""
+
+
+def trades(state: Path) -> int:
+    j = Journal(state / "sma.sqlite", readonly=True)
+    try:
+        return j.conn.execute("SELECT COUNT(*) FROM transitions WHERE dst LIKE 'exited_%' "
+                              "AND src NOT LIKE 'exited_%'").fetchone()[0]
+    finally:
+        j.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("csv", nargs="?", type=Path, default=SHARED)
+    parser.add_argument("--gzip", action="store_true", help="gzip each frame as BingX does")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        rec = tmp_path / "market.gbrec"
+        t0 = time.perf_counter()
+        frames = import_candles(args.csv, rec, gzip=args.gzip)
+        import_s = time.perf_counter() - t0
+
+        path = tmp_path / "bench.toml"
+        path.write_text(CONFIG.format(state=tmp_path / "frames"))
+        config = load_config(path)
+        plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
+        t0 = time.perf_counter()
+        result = asyncio.run(replay(config, plugins, rec))
+        frames_s = time.perf_counter() - t0
+        frame_bars, frame_trades = result.bars, trades(tmp_path / "frames")
+
+        config = msgspec.structs.replace(config, state_dir=str(tmp_path / "csv"))
+        runner = Runner(config, plugins, candles_csv=args.csv)
+        t0 = time.perf_counter()
+        asyncio.run(runner.run())
+        csv_s = time.perf_counter() - t0
+        csv_bars, csv_trades = runner.bars, trades(tmp_path / "csv")
+
+    frame_rate, csv_rate = frame_bars / frames_s, csv_bars / csv_s
+    print(f"import: {frames:,} frames in {import_s:.2f} s; frames: {frame_bars} candles, {frame_trades} trades; "
+          f"csv: {csv_bars} candles, {csv_trades} trades")
+    print(f"RESULT frames={frames} frames_per_s={frames / frames_s:.0f} csv_bars_per_s={csv_rate:.0f} "
+          f"frame_bars_per_s={frame_rate:.0f} ratio_vs_csv={frame_rate / csv_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""Recordings in and out: record market data, import a candle CSV as frames, replay a recording.
+
+- A market recording (``gatebot record``, ``gatebot import-candles``) replays through the BingX
+  decoder into the paper exchange, like a CSV replay.
+- A session recording (``gatebot run --record``) replays the recorded exchange itself: REST replies
+  and execution events from the recording, the bot's commands compared with the live ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from core.clock import VirtualClock
+from core.config import Config
+from core.intervals import interval_ms
+from core.market import array_candles, load_csv
+from core.recording import MARKET, Header, Recorder, Recording, RecordingError, session_hash, strategy_hashes
+
+log = logging.getLogger("gatebot.replayer")
+
+
+class ReplayResult(msgspec.Struct, kw_only=True):
+    kind: str
+    bars: int
+    frames: int
+    divergence: Any = None
+    """exchanges.bingx.replay.Divergence of a session replay that did not repeat the live commands."""
+    config_matches: bool = True
+    halted: dict[str, str] = {}
+    runner: Any = None
+
+
+def _fmt(x: float) -> str:
+    return format(x, ".10g")
+
+
+def kline_frames(symbol: str, interval: str, rows: Any) -> Any:
+    """(t, frame) of the kline pushes BingX makes while each candle forms: one per point of the path
+    open -> nearer extreme -> farther extreme -> close (as the simulator plays it), the candle so far.
+    The next candle's first push closes a candle; a last push after the final candle closes it."""
+    from exchanges.bingx.simulator.market import path
+
+    step = interval_ms(interval)
+    quarter = step // 4
+    topic = f"{symbol}@kline_{interval}"
+    head = '{"code":0,"dataType":"' + topic + '","s":"' + symbol + '","data":[{"o":"'
+    last = None
+    for c in rows:
+        t, o, h, lo, cl, v = c.open_time, c.open, c.high, c.low, c.close, c.volume
+        pts = path((t, o, h, lo, cl, v))
+        hi_s = lo_s = o
+        for i, p in enumerate(pts):
+            hi_s, lo_s = max(hi_s, p), min(lo_s, p)
+            vol = round(v * i / 3, 4)
+            yield t + i * quarter, (f'{head}{_fmt(o)}","h":"{_fmt(hi_s)}","l":"{_fmt(lo_s)}","c":"{_fmt(p)}",'
+                                    f'"v":"{_fmt(vol)}","T":{t}}}]}}')
+        last = (t, cl)
+    if last is not None:
+        t, cl = last[0] + step, last[1]
+        yield t, f'{head}{_fmt(cl)}","h":"{_fmt(cl)}","l":"{_fmt(cl)}","c":"{_fmt(cl)}","v":"0","T":{t}}}]}}'
+
+
+def import_candles(csv: Path, out: Path, *, symbol: str = "BTC-USDT", interval: str = "5m",
+                   gzip: bool = False) -> int:
+    """Write ``csv``'s candles as a market recording; returns the number of frames."""
+    from exchanges.bingx.codec import gzip_frame
+
+    rows = load_csv(csv)
+    header = Header(kind="market", created_ms=time.time_ns() // 1_000_000,
+                    meta={"source": f"import-candles {csv.name}", "symbol": symbol, "interval": interval})
+    n = 0
+    with Recorder(out, header) as rec:
+        for t, frame in kline_frames(symbol, interval, array_candles(rows, symbol, interval)):
+            rec.record(MARKET, "", gzip_frame(frame) if gzip else frame, t=t)
+            n += 1
+    return n
+
+
+# --- recording market data -------------------------------------------------------------------
+
+
+async def record_market(config: Config, plugins: Any, out: Path, *, candles: int | None = None,
+                        seconds: float | None = None) -> int:
+    """Record the market data of CONFIG's instances (no trading) until stopped, ``candles`` closed
+    candles or ``seconds`` passed; returns the number of candles seen."""
+    from core.clock import LiveClock
+
+    clock = LiveClock()
+    header = Header(kind="market", config_hash=session_hash(config), models=strategy_hashes(config, plugins),
+                    created_ms=clock.now_ms(), meta={"mode": config.mode})
+    exchanges = plugins.exchanges()
+    seen = 0
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, done.set)
+
+    def on_candle(_: Any) -> None:
+        nonlocal seen
+        seen += 1
+        if candles is not None and seen >= candles:
+            done.set()
+
+    with Recorder(out, header, clock=clock) as recorder:
+        adapters = []
+        try:
+            for name in dict.fromkeys(i.exchange for i in config.instances):
+                ex = config.exchanges[name]
+                adapter = exchanges[ex.type].factory(ex.options, hedge_mode=ex.hedge_mode, clock=clock,
+                                                     state_dir=Path(config.state_dir), account=name)
+                if not hasattr(adapter, "start_market"):
+                    raise RecordingError(f"exchange {name} ({ex.type}) has no market stream to record")
+                adapter.recorder = recorder
+                await adapter.start(lambda _e: None, market_only=True)
+                adapters.append(adapter)
+                keys = list(dict.fromkeys((i.symbol, i.interval) for i in config.instances if i.exchange == name))
+                last = {}
+                for symbol, interval in keys:
+                    hist = await adapter.history(symbol, interval, 1)
+                    last[(symbol, interval)] = hist[-1].open_time if hist else None
+                adapter.start_market(last, on_candle)
+            waits = [asyncio.create_task(done.wait())]
+            waits += [asyncio.create_task(a.finished.wait()) for a in adapters if a.finished is not None]
+            try:
+                await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        finally:
+            for adapter in adapters:
+                await adapter.stop()
+    return seen
+
+
+# --- replaying ---------------------------------------------------------------------------------
+
+
+async def replay(config: Config, plugins: Any, path: Path, *, progress: bool = False) -> ReplayResult:
+    """Replay a recording through CONFIG's instances (CONFIG must be in mode replay)."""
+    from core.runner import Runner
+
+    recording = Recording(path)
+    header = recording.header
+    matches = not header.config_hash or header.config_hash == session_hash(config)
+    if header.kind == "market":
+        from exchanges.bingx.replay import market_candles
+
+        first = next(iter(recording), None)
+        clock = VirtualClock(first.t if first is not None else 0)
+        streams = list(dict.fromkeys((i.symbol, i.interval) for i in config.instances))
+        frames = [0]
+        source = market_candles(recording, streams, clock, on_frame=lambda n: frames.__setitem__(0, n))
+        runner = Runner(config, plugins, candle_source=source, clock=clock, progress=progress)
+        if progress:
+            runner.progress_total = _estimate_candles(recording)
+        await runner.run()
+        return ReplayResult(kind="market", bars=runner.bars, frames=frames[0], config_matches=matches,
+                            halted=runner.halted, runner=runner)
+    return await _replay_session(config, plugins, recording, matches)
+
+
+def _estimate_candles(recording: Recording) -> int:
+    frames = sum(1 for r in recording if r.ch == MARKET)
+    return max(1, frames // 4)
+
+
+async def _replay_session(config: Config, plugins: Any, recording: Recording, matches: bool) -> ReplayResult:
+    from core.runner import Runner
+    from exchanges.bingx.adapter import BingXOptions
+    from exchanges.bingx.replay import ReplayBingXAdapter, SessionDriver
+
+    accounts = list(dict.fromkeys(i.exchange for i in config.instances))
+    if len(accounts) != 1 or config.exchanges[accounts[0]].type != "bingx":
+        raise RecordingError(f"recording {recording.path}: a session replay needs exactly one BingX account in the "
+                             f"config (this one has {', '.join(accounts)})")
+    name = accounts[0]
+    ex = config.exchanges[name]
+    first = next(iter(recording), None)
+    clock = VirtualClock(first.t if first is not None else 0)
+    driver = SessionDriver(recording, clock)
+    options = ex.options if isinstance(ex.options, BingXOptions) else msgspec.convert(ex.options, BingXOptions)
+    adapter = ReplayBingXAdapter(options, driver, hedge_mode=ex.hedge_mode, account=name)
+    runner = Runner(config, plugins, adapters={name: adapter}, clock=clock)
+    driver.on_divergence = runner.stop
+    await runner.run()
+    return ReplayResult(kind="session", bars=runner.bars, frames=driver.frames, divergence=driver.divergence,
+                        config_matches=matches, halted=runner.halted, runner=runner)

@@ -1,0 +1,333 @@
+"""The seeded kill -9 chaos driver: the bot (``python -m core.cli run CONFIG``) as a child process against a
+BingX simulator that outlives it, killed at every named crash point and at random instants, restarted on the
+same journal, and checked against I1-I5 once its recovery completed.
+
+``python -m tests.chaos.driver --kills 300 --seed 1 [--attached] [--workdir DIR] [--json OUT]`` prints
+``RESULT kills=… recoveries=… violations=… max_recovery_ms=…``.
+
+One cycle: start the bot; wait until it is reconciled (it subscribes to candles only after every instance's
+recovery ran) and the invariants hold (that time, from ``Popen`` on, interpreter start included, is the
+recovery time); then either arm a crash point and play candles until it fires, or play candles and kill at a
+random instant (faults - stream drops, duplicated and reordered events - fired meanwhile); while the bot is
+down the simulator fires its stop, closes it by hand, plays candles, or primes a rejected stop or a partial
+fill for the restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from core.crashpoints import POINTS
+from core.journal import Journal
+from exchanges.bingx.simulator import SimOptions
+from tests.chaos.simthread import SimThread, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOL = "BTC-USDT"
+INSTANCE = "ch"
+
+CONFIG = """
+mode = "paper"
+state_dir = "{state}"
+[plugins]
+modules = ["tests.plugins_for_tests"]
+[exchanges.bx]
+type = "bingx"
+[exchanges.bx.options]
+rest_url = "{rest}"
+ws_url = "{ws}"
+attached_stop = {attached}
+close_candles_by_clock = false
+request_timeout_s = 1.0
+api_key_env = "CHAOS_BINGX_KEY"
+secret_env = "CHAOS_BINGX_SECRET"
+rate_limits = {{ market = 50.0, order = 50.0, query = 50.0, account = 50.0 }}
+[[instances]]
+name = "{instance}"
+exchange = "bx"
+strategy = "scripted"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {{ every = 2, fraction = 0.5 }}
+protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 2 }}
+"""
+
+
+class ChaosResult(msgspec.Struct, kw_only=True):
+    kills: int = 0
+    point_kills: dict[str, int] = {}
+    random_kills: int = 0
+    recoveries: int = 0
+    violations: list[str] = []
+    recovery_ms: list[float] = []
+    trades: int = 0
+    unexpected_exits: list[str] = []
+    down_actions: dict[str, int] = {}
+
+    @property
+    def max_recovery_ms(self) -> float:
+        return max(self.recovery_ms, default=0.0)
+
+    def merge(self, other: ChaosResult) -> ChaosResult:
+        points = dict(self.point_kills)
+        for k, v in other.point_kills.items():
+            points[k] = points.get(k, 0) + v
+        actions = dict(self.down_actions)
+        for k, v in other.down_actions.items():
+            actions[k] = actions.get(k, 0) + v
+        return ChaosResult(kills=self.kills + other.kills, point_kills=points,
+                           random_kills=self.random_kills + other.random_kills,
+                           recoveries=self.recoveries + other.recoveries,
+                           violations=self.violations + other.violations,
+                           recovery_ms=self.recovery_ms + other.recovery_ms, trades=self.trades + other.trades,
+                           unexpected_exits=self.unexpected_exits + other.unexpected_exits, down_actions=actions)
+
+    def line(self) -> str:
+        return (f"RESULT kills={self.kills} recoveries={self.recoveries} violations={len(self.violations)} "
+                f"max_recovery_ms={self.max_recovery_ms:.0f} point_kills={min(self.point_kills.values(), default=0)}"
+                f"/point random_kills={self.random_kills} trades={self.trades}")
+
+
+class Chaos:
+    def __init__(self, workdir: Path, *, seed: int, attached: bool, log: Any = print) -> None:
+        self.rng = random.Random(seed)
+        self.workdir = workdir
+        self.attached = attached
+        self.log = log
+        self.result = ChaosResult(point_kills={p: 0 for p in POINTS})
+        self.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0)
+        self.sim = SimThread(self.options)
+        self.journal = workdir / "state" / f"{INSTANCE}.sqlite"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cycle = 0
+
+    # --- the bot ---------------------------------------------------------------------------------
+
+    def spawn(self, crash_at: str | None) -> float:
+        env = {k: v for k, v in os.environ.items() if k != "GATEBOT_CRASH_AT"}
+        env |= {"CHAOS_BINGX_KEY": self.options.api_key, "CHAOS_BINGX_SECRET": self.options.secret,
+                "PYTHONPATH": str(ROOT)}
+        if crash_at:
+            env["GATEBOT_CRASH_AT"] = crash_at
+        self.cycle += 1
+        stderr = open(self.workdir / "logs" / f"bot-{self.cycle:04d}.log", "wb")  # noqa: SIM115
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen([sys.executable, "-m", "core.cli", "run", str(self.config)], cwd=ROOT,
+                                     env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        stderr.close()
+        return t0
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(10)
+        # the simulator sees the sockets close: wait for it, so the next start's subscription is the new bot's
+        wait_for(lambda: self.sim.connections() == 0, 5)
+
+    def died(self) -> bool:
+        if self.alive():
+            return False
+        assert self.proc is not None
+        if self.proc.returncode != -signal.SIGKILL:
+            log = (self.workdir / "logs" / f"bot-{self.cycle:04d}.log").read_text(errors="replace")[-2000:]
+            self.result.unexpected_exits.append(f"cycle {self.cycle}: exit {self.proc.returncode}: {log}")
+        return True
+
+    def recovered(self, t0: float) -> bool:
+        """Wait for the bot to be reconciled, then for the invariants to hold; book the recovery time."""
+        ok = wait_for(lambda: self.sim.market_subscribed() or not self.alive(), 20, step=0.005)
+        if not self.alive():
+            return False
+        if not ok:
+            self.result.violations.append(f"cycle {self.cycle}: no recovery within 20 s")
+            return False
+        found: list[str] = []
+
+        def clean() -> bool:
+            found[:] = [str(v) for v in self.sim.violations(self.journal, instance=INSTANCE, symbol=SYMBOL)]
+            return not found
+
+        if not wait_for(clean, 5, step=0.01):
+            if not self.alive():
+                return False
+            self.result.violations.extend(f"cycle {self.cycle} after recovery: {v}" for v in found)
+            return False
+        self.result.recoveries += 1
+        self.result.recovery_ms.append((time.monotonic() - t0) * 1000)
+        return True
+
+    # --- one cycle ---------------------------------------------------------------------------------
+
+    def point_cycle(self, point: str) -> None:
+        t0 = self.spawn(f"{point}:{self.rng.choice((1, 1, 2))}")
+        if not self.recovered(t0) and not self.alive():
+            self.book_kill(point)  # the crash point fired during recovery itself
+            return
+        for _ in range(16):
+            self.sim.advance(1)
+            if wait_for(lambda: not self.alive(), 0.12, step=0.005):
+                break
+        if self.died():
+            self.book_kill(point)
+        else:
+            self.kill()
+            self.book_kill(None)
+
+    def random_cycle(self) -> None:
+        t0 = self.spawn(None)
+        early = self.rng.random() < 0.15  # sometimes during start-up and recovery itself
+        if early:
+            time.sleep(self.rng.uniform(0.05, 0.8))
+        elif not self.recovered(t0) and self.died():
+            return
+        deadline = time.monotonic() + self.rng.uniform(0.0, 1.2)
+        while not early and time.monotonic() < deadline and self.alive():
+            r = self.rng.random()
+            if r < 0.06:
+                self.sim.fault("drop_user_streams")
+            elif r < 0.12:
+                self.sim.fault("drop_market_streams")
+            elif r < 0.16:
+                self.sim.fault("duplicate_user_events", on=self.rng.random() < 0.5)
+            elif r < 0.20:
+                self.sim.fault("reorder_user_events", on=self.rng.random() < 0.5)
+            else:
+                self.sim.advance(1)
+            time.sleep(self.rng.uniform(0.0, 0.06))
+        if self.died():
+            return
+        self.kill()
+        self.book_kill(None)
+
+    def book_kill(self, point: str | None) -> None:
+        self.result.kills += 1
+        if point is None:
+            self.result.random_kills += 1
+        else:
+            self.result.point_kills[point] += 1
+
+    def while_down(self) -> None:
+        """What the exchange does while nobody watches."""
+        for _ in range(self.rng.choice((0, 1, 1, 2))):
+            r = self.rng.random()
+            long_qty = self.sim.position(SYMBOL, "long")
+            if r < 0.25 and long_qty > 0:
+                action = "fire_stops_now"
+                self.sim.fault("fire_stops_now", symbol=SYMBOL)
+            elif r < 0.45 and long_qty > 0:
+                action = "close_by_hand"
+                part = None
+                if self.rng.random() < 0.4:
+                    part = (long_qty / 2).quantize(Decimal("0.0001"))
+                self.sim.fault("close_by_hand", symbol=SYMBOL, side="long", qty=str(part) if part else None)
+            elif r < 0.70:
+                action = "advance"
+                self.sim.advance(self.rng.choice((1, 2, 3)))
+            elif r < 0.80:
+                action = "reject_next_stop"
+                self.sim.fault("reject_next_stop")
+            elif r < 0.90:
+                action = "partial_fills"
+                self.sim.fault("partial_fills", parts=self.rng.choice((2, 3)))
+            else:
+                action = "toggle_duplicate_reorder"
+                self.sim.fault("duplicate_user_events", on=self.rng.random() < 0.5)
+                self.sim.fault("reorder_user_events", on=self.rng.random() < 0.5)
+            self.result.down_actions[action] = self.result.down_actions.get(action, 0) + 1
+
+    # --- the run -----------------------------------------------------------------------------------
+
+    def run(self, kills: int, *, per_point: int) -> ChaosResult:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.sim.start()
+        try:
+            sim = self.sim.sim
+            assert sim is not None
+            self.config = self.workdir / "chaos.toml"
+            self.config.write_text(CONFIG.format(state=self.workdir / "state", rest=sim.rest_url, ws=sim.ws_url,
+                                                 attached=str(self.attached).lower(), instance=INSTANCE))
+            plan = [p for p in POINTS for _ in range(per_point)]
+            self.rng.shuffle(plan)
+            attempts = 0
+            while self.result.kills < kills or plan:
+                attempts += 1
+                if attempts > kills * 3:
+                    self.result.violations.append(f"gave up: crash points never reached: {sorted(set(plan))}")
+                    break
+                if plan and (self.rng.random() < 0.5 or self.result.kills >= kills - len(plan)):
+                    point = plan.pop()
+                    before = self.result.point_kills[point]
+                    self.point_cycle(point)
+                    if self.result.point_kills[point] == before:
+                        plan.insert(0, point)  # not reached this time (e.g. no stop to send): again later
+                else:
+                    self.random_cycle()
+                self.while_down()
+                if self.result.kills % 25 == 0:
+                    self.log(f"  {self.result.kills} kills, {self.result.recoveries} recoveries, "
+                             f"{len(self.result.violations)} violations")
+            # the last restart: recover once more, check, and stop it
+            t0 = self.spawn(None)
+            self.recovered(t0)
+            self.kill()
+        finally:
+            if self.alive():
+                self.kill()
+            self.sim.stop()
+        journal = Journal(self.journal, readonly=True)
+        try:
+            self.result.trades = journal.conn.execute(
+                "SELECT count(*) FROM transitions WHERE trigger = 'settled'").fetchone()[0]
+            rejected = journal.conn.execute("SELECT trigger, message FROM rejections").fetchall()
+        finally:
+            journal.close()
+        for trigger, message in rejected:
+            if trigger == "instance_halted":
+                self.result.violations.append(f"instance halted: {message}")
+        return self.result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kills", type=int, default=300)
+    ap.add_argument("--per-point", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--attached", action="store_true", help="attach the stop to the entry (default: separate)")
+    ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--json", type=Path, help="also write the result here")
+    args = ap.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gatebot-chaos-"))
+    t0 = time.monotonic()
+    result = Chaos(workdir, seed=args.seed, attached=args.attached,
+                   log=lambda m: print(m, file=sys.stderr, flush=True)).run(args.kills, per_point=args.per_point)
+    if args.json:
+        args.json.write_bytes(msgspec.json.encode(result))
+    print(f"workdir {workdir}; {time.monotonic() - t0:.0f} s; crash points {json.dumps(result.point_kills)}; "
+          f"while down {json.dumps(result.down_actions)}")
+    for v in result.violations[:20] + result.unexpected_exits[:5]:
+        print("  " + v[:400])
+    print(result.line(), flush=True)
+    return 0 if not result.violations and not result.unexpected_exits else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,40 @@
+"""Regressions for bugs the chaos suite found (tests/chaos/driver.py), each reduced to its core."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from core.events import OrderFilled, SubmitStop
+from core.instrument import Instrument
+from core.position import Position, Protection
+
+D = Decimal
+INSTRUMENT = Instrument(symbol="BTC-USDT", tick=D("0.1"), step=D("0.0001"), min_qty=D("0.0001"), min_notional=D("2"))
+PROT = Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"))
+
+
+def _fill(trade: str, qty: str, cum: str, *, final: bool) -> OrderFilled:
+    return OrderFilled(client_id="a-1-e1", trade_id=trade, qty=D(qty), price=D("60000"), cum_qty=D(cum), final=final)
+
+
+def test_a_final_entry_fill_that_arrives_before_the_partial_ones_does_not_size_the_stop_to_a_part() -> None:
+    """Chaos run, cycle 15: an entry filled in four trades; the last (``final``, 0.0001) reached the bot
+    first (reordered pushes), the stop was placed for 0.0001 and never resized: a 0.3337 position guarded
+    by a 0.0001 stop (I1). The entry is complete only once every fill up to the final one is booked."""
+    pos = Position("a", "BTC-USDT", PROT)
+    pos.fire("enter", side="long", qty=D("0.3337"), ref_price=D("60000"), bar=1)
+    assert pos.fire("entry_filled", fill=_fill("4", "0.0001", "0.3337", final=True)) == []
+    assert not pos.rec.entry_complete
+    assert pos.fire("entry_filled", fill=_fill("1", "0.1112", "0.1112", final=False)) == []
+    assert pos.fire("entry_filled", fill=_fill("2", "0.1112", "0.2224", final=False)) == []
+    (stop,) = pos.fire("entry_filled", fill=_fill("3", "0.1112", "0.3336", final=False))
+    assert isinstance(stop, SubmitStop) and stop.qty == D("0.3337")
+    assert pos.rec.entry_complete
+
+
+def test_fills_in_order_still_protect_at_the_final_one() -> None:
+    pos = Position("a", "BTC-USDT", PROT)
+    pos.fire("enter", side="long", qty=D("0.3"), ref_price=D("60000"), bar=1)
+    assert pos.fire("entry_filled", fill=_fill("1", "0.1", "0.1", final=False)) == []
+    (stop,) = pos.fire("entry_filled", fill=_fill("2", "0.15", "0.25", final=True))  # the exchange ended it at 0.25
+    assert isinstance(stop, SubmitStop) and stop.qty == D("0.25")

@@ -1,0 +1,194 @@
+"""Recording files (format, damage), deterministic market replays, and `gatebot report`."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import struct
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from core.cli import main
+from core.config import load_config
+from core.journal import Journal
+from core.market import generate
+from core.recording import MAGIC, Header, Recorder, Recording, RecordingError
+from core.replayer import import_candles, replay
+from plugins.manager import make_plugin_manager
+
+CONFIG = """
+mode = "replay"
+state_dir = "{state}"
+[exchanges.paper]
+type = "paper"
+[exchanges.paper.options]
+balance = 10000
+[[instances]]
+name = "sma"
+exchange = "paper"
+strategy = "sma_cross"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {{ fast = 5, slow = 20, fraction = 0.5 }}
+protection = {{ leveraged_sl_pct = 0.04 }}
+"""
+
+
+def write_csv(path: Path, bars: int = 1500) -> Path:
+    lines = ["timestamp,open,high,low,close,volume"]
+    for c in generate(seed=7, symbol="BTC-USDT", interval="5m", bars=bars, volatility=0.004):
+        lines.append(f"{c.open_time},{c.open},{c.high},{c.low},{c.close},{c.volume}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sample(path: Path) -> Path:
+    with Recorder(path, Header(kind="session", config_hash="abc", models={"m": "123"})) as rec:
+        rec.record("market", "", '{"x":1}', t=1)
+        rec.record("user", "", b"\x1f\x8bgz", t=2)
+        rec.record("rest", "GET /a?b=1", b'{"code":0}', 200, t=3)
+        rec.record("send", "POST /o?c=d", b"", t=4)
+    return path
+
+
+def test_a_recording_round_trips(tmp_path: Path) -> None:
+    r = Recording(sample(tmp_path / "r.gbrec"))
+    assert (r.header.kind, r.header.config_hash, r.header.models) == ("session", "abc", {"m": "123"})
+    assert [(x.t, x.ch, x.what, x.data, x.code) for x in r] == [
+        (1, "market", "", '{"x":1}', 0), (2, "user", "", b"\x1f\x8bgz", 0),
+        (3, "rest", "GET /a?b=1", b'{"code":0}', 200), (4, "send", "POST /o?c=d", b"", 0)]
+
+
+def test_a_truncated_recording_is_a_clear_error_naming_the_file(tmp_path: Path) -> None:
+    path = sample(tmp_path / "r.gbrec")
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(RecordingError, match=r"r\.gbrec: truncated at byte \d+"):
+        Recording(path).records()
+
+
+def test_another_format_version_is_a_clear_error(tmp_path: Path) -> None:
+    path = sample(tmp_path / "r.gbrec")
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<H", data, len(MAGIC), 99)
+    path.write_bytes(bytes(data))
+    with pytest.raises(RecordingError, match=r"r\.gbrec: format version 99; this gatebot reads version 1"):
+        Recording(path)
+    path.write_bytes(b"PK\x03\x04 not a recording")
+    with pytest.raises(RecordingError, match="not a gatebot recording"):
+        Recording(path)
+    with pytest.raises(RecordingError, match=r"missing\.gbrec"):
+        Recording(tmp_path / "missing.gbrec")
+
+
+def test_any_damage_gives_a_recording_error_never_a_crash(tmp_path: Path) -> None:
+    good = sample(tmp_path / "r.gbrec").read_bytes()
+    rnd = random.Random(5)
+    damaged = [good[:n] for n in range(len(good))]
+    for _ in range(400):
+        b = bytearray(good)
+        for _ in range(rnd.randint(1, 4)):
+            b[rnd.randrange(len(b))] = rnd.randrange(256)
+        damaged.append(bytes(b))
+    damaged += [good + bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 12))) for _ in range(100)]
+    path = tmp_path / "bad.gbrec"
+    for data in damaged:
+        path.write_bytes(data)
+        try:
+            Recording(path).records()
+        except RecordingError as exc:
+            assert "bad.gbrec" in str(exc)
+
+
+def _replay(config_path: Path, recording: Path) -> bytes:
+    config = load_config(config_path)
+    result = asyncio.run(replay(config, make_plugin_manager(config.plugins.modules, config.plugins.disable),
+                                recording))
+    assert result.kind == "market" and result.bars > 1000
+    journal = Journal(Path(config.state_dir) / "sma.sqlite", readonly=True)
+    try:
+        return journal.dump()
+    finally:
+        journal.close()
+
+
+@pytest.fixture
+def market(tmp_path: Path) -> tuple[Path, Path]:
+    csv = write_csv(tmp_path / "candles.csv")
+    rec = tmp_path / "market.gbrec"
+    assert import_candles(csv, rec) == 1500 * 4 + 1
+    cfg = tmp_path / "replay.toml"
+    cfg.write_text(CONFIG.format(state=tmp_path / "state"))
+    return cfg, rec
+
+
+def test_replaying_a_recording_twice_gives_byte_identical_journals_and_one_changed_frame_changes_it(
+        tmp_path: Path, market: tuple[Path, Path]) -> None:
+    cfg, rec = market
+    first = hashlib.sha256(_replay(cfg, rec)).hexdigest()
+    second = hashlib.sha256(_replay(cfg, rec)).hexdigest()
+    assert first == second
+
+    recording = Recording(rec)
+    records = recording.records()
+    altered = tmp_path / "altered.gbrec"
+    with Recorder(altered, recording.header) as out:
+        for i, r in enumerate(records):
+            data = r.data
+            if i == 2003:  # the closing push of candle 500: its close moves 3%
+                k = json.loads(data)
+                k["data"][0]["c"] = str(float(k["data"][0]["c"]) * 1.03)
+                k["data"][0]["h"] = str(max(float(k["data"][0]["h"]), float(k["data"][0]["c"])))
+                data = json.dumps(k)
+            out.record(r.ch, r.what, data, r.code, t=r.t)
+    assert hashlib.sha256(_replay(cfg, altered)).hexdigest() != first
+
+
+def test_a_market_recording_replays_like_its_csv(tmp_path: Path, market: tuple[Path, Path]) -> None:
+    cfg, rec = market
+    assert main(["replay", str(cfg), str(rec)]) == 0
+    frames = Journal(tmp_path / "state" / "sma.sqlite", readonly=True)
+    from_frames = [tuple(r) for r in frames.conn.execute("SELECT src, trigger, dst, record FROM transitions")]
+    frames.close()
+    assert main(["replay", str(cfg), "--candles", str(tmp_path / "candles.csv")]) == 0
+    csv = Journal(tmp_path / "state" / "sma.sqlite", readonly=True)
+    from_csv = [tuple(r) for r in csv.conn.execute("SELECT src, trigger, dst, record FROM transitions")]
+    csv.close()
+    assert from_frames == from_csv and len(from_frames) > 50
+
+
+def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
+        tmp_path: Path, market: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    cfg, rec = market
+    assert main(["replay", str(cfg), str(rec)]) == 0
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "state"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "protection gap" in text and "exits by reason" in text and "5-day windows" in text
+    data = msgspec.json.decode((out / "report.json").read_bytes())["instances"][0]
+    from core.plot import read_series
+
+    plotted = read_series(out / "report.png")["sma"]
+    assert plotted == data["equity_curve"]
+    journal = Journal(tmp_path / "state" / "sma.sqlite", readonly=True)
+    try:
+        closed = {p for (p,) in journal.conn.execute("SELECT position FROM transitions WHERE dst LIKE 'exited_%'")}
+        rows = [(p, Decimal(r), Decimal(f)) for p, r, f in journal.conn.execute(
+            "SELECT position, realized_pnl, fee FROM fills")]
+        pnl = sum((r for p, r, _ in rows if p in closed), Decimal(0))
+        fees = sum((f for p, _, f in rows if p in closed), Decimal(0))
+        initial = Decimal(journal.meta()["initial_balance"])
+        n_trades = journal.conn.execute(
+            "SELECT COUNT(*) FROM transitions WHERE dst LIKE 'exited_%' AND src NOT LIKE 'exited_%'").fetchone()[0]
+    finally:
+        journal.close()
+    assert len(plotted["equity"]) == n_trades + 1 == data["trades"] + 1
+    assert plotted["equity"][0] == float(initial)
+    assert plotted["equity"][-1] == pytest.approx(float(initial + pnl - fees), abs=1e-6)
+    assert max(plotted["drawdown_pct"]) == pytest.approx(data["max_drawdown_pct"])

@@ -1,0 +1,198 @@
+"""A live session against the BingX simulator, recorded, then replayed through the same decoder and
+engine: the same transitions and commands in the same order; an altered strategy diverges, and the
+replay names the first divergent command and the frame that caused it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from core.config import load_config
+from core.journal import Journal
+from core.recording import Header, Recorder, Recording, session_hash
+from core.replayer import replay
+from core.runner import Runner
+from exchanges.bingx.simulator import BingXSimulator, SimOptions
+from plugins.manager import make_plugin_manager
+
+SYMBOL = "BTC-USDT"
+
+CONFIG = """
+mode = "{mode}"
+state_dir = "{state}"
+[journal]
+synchronous = "OFF"
+[plugins]
+modules = ["tests.plugins_for_tests"]
+[exchanges.bx]
+type = "bingx"
+hedge_mode = false
+[exchanges.bx.options]
+rest_url = "{rest}"
+ws_url = "{ws}"
+attached_stop = true
+close_candles_by_clock = false
+request_timeout_s = 1.0
+api_key_env = "SIM_BINGX_KEY"
+secret_env = "SIM_BINGX_SECRET"
+[[instances]]
+name = "it"
+exchange = "bx"
+strategy = "scripted"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {params}
+protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 5 }}
+"""
+PARAMS = "{ enter_on = 1, every = 2, fraction = 0.5 }"
+
+
+async def until(condition: Callable[[], bool], what: str, task: asyncio.Task[Any], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if task.done():
+            task.result()
+            raise AssertionError(f"the bot stopped before: {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.002)
+
+
+def write_config(tmp: Path, name: str, *, mode: str, state: Path, rest: str = "http://127.0.0.1:9",
+                 ws: str = "ws://127.0.0.1:9", params: str = PARAMS) -> Any:
+    path = tmp / name
+    path.write_text(CONFIG.format(mode="paper", state=state, rest=rest, ws=ws, params=params))
+    return msgspec.structs.replace(load_config(path), mode=mode)  # as `gatebot replay` does
+
+
+async def live_session(tmp: Path, monkeypatch: pytest.MonkeyPatch, recording: Path) -> dict[str, Any]:
+    """~60 candles: a trade every 2 candles, every third protected position stopped out by the mark
+    price, and the market stream dropped twice (candles played while nobody listens)."""
+    options = SimOptions(mode="manual", history_bars=60, volatility=0.004)
+    async with BingXSimulator(options) as sim:
+        monkeypatch.setenv("SIM_BINGX_KEY", options.api_key)
+        monkeypatch.setenv("SIM_BINGX_SECRET", options.secret)
+        config = write_config(tmp, "live.toml", mode="paper", state=tmp / "live", rest=sim.rest_url, ws=sim.ws_url)
+        plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
+        recorder = Recorder(recording, Header(kind="session", config_hash=session_hash(config)))
+        runner = Runner(config, plugins, recorder=recorder)
+        task = asyncio.create_task(runner.run())
+        stats: dict[str, Any] = {"stops": 0, "drops": 0, "rest": sim.rest_url, "ws": sim.ws_url}
+        try:
+            await until(lambda: runner.instances[0].engine is not None
+                        and runner.instances[0].engine.status == "running", "the bot to start", task)
+            adapter = runner.adapters["bx"]
+            await until(lambda: adapter.market is not None and adapter.market.connected.is_set(), "market", task)
+
+            def engine() -> Any:
+                return runner.instances[0].engine
+
+            def idle() -> bool:
+                return engine() is not None and engine().idle
+
+            protected_seen = 0
+            bars_before = runner.bars
+            for n in range(64):
+                market = adapter.market
+                if n in (20, 41):  # a dropped market stream; two candles pass while it is away
+                    before = market.connections
+                    sim.faults.drop_market_streams()
+                    await sim.advance(2)
+                    await until(lambda m=market, b=before: m.connections > b and m.connected.is_set(),
+                                "the market stream to come back", task)
+                    stats["drops"] += 1
+                    await sim.advance(1)  # the first push after the gap: the missed candles come from REST
+                    await until(lambda b=bars_before: runner.bars >= b + 3, "the missed candles", task)
+                else:
+                    bars_before = runner.bars
+                    await sim.advance(1)
+                    await until(lambda b=bars_before: runner.bars > b, "the candle", task)
+                bars_before = runner.bars
+                await until(idle, "the engine to go idle", task)
+                if engine().pos.state == "protected":
+                    protected_seen += 1
+                    if protected_seen % 3 == 0:
+                        stop = engine().pos.rec.stop_price
+                        seq = engine().pos.rec.seq
+                        sim.faults.set_mark_price(SYMBOL, stop - Decimal(25))
+                        await until(lambda seq=seq: engine().pos.rec.seq == seq and engine().pos.state == "flat"
+                                    and engine().idle, "flat after the stop", task)
+                        stats["stops"] += 1
+        finally:
+            runner.stop()
+            await asyncio.wait_for(task, timeout=15)
+            recorder.close()
+    return stats
+
+
+def journal_facts(path: Path) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], int]:
+    journal = Journal(path, readonly=True)
+    try:
+        transitions = [tuple(r) for r in journal.conn.execute(
+            "SELECT position, src, trigger, dst FROM transitions ORDER BY seq")]
+        commands = [tuple(r) for r in journal.conn.execute(
+            "SELECT position, client_id, status, command FROM intents ORDER BY seq")]
+        exits = journal.conn.execute("SELECT COUNT(*) FROM transitions WHERE dst = 'exited_sl'").fetchone()[0]
+        return transitions, commands, exits
+    finally:
+        journal.close()
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("session")
+    recording = tmp / "session.gbrec"
+    with pytest.MonkeyPatch.context() as mp:
+        stats = asyncio.run(live_session(tmp, mp, recording))
+    return tmp, recording, stats
+
+
+@pytest.mark.slow
+def test_a_recorded_live_session_replays_with_the_same_transitions_and_commands(
+        recorded: tuple[Path, Path, dict[str, Any]]) -> None:
+    tmp, recording, stats = recorded
+    assert stats["drops"] == 2 and stats["stops"] >= 5
+    live_t, live_c, live_sl = journal_facts(tmp / "live" / "it.sqlite")
+    trades = sum(1 for t in live_t if t[3].startswith("exited_"))
+    assert trades >= 20 and live_sl >= 5, (trades, live_sl)
+    rec = Recording(recording)
+    assert sum(1 for r in rec if r.ch == "market" and r.what == "connect") == 3  # two reconnects
+
+    config = write_config(tmp, "replay.toml", mode="replay", state=tmp / "replay", rest=stats["rest"], ws=stats["ws"])
+    plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
+    result = asyncio.run(replay(config, plugins, recording))
+    assert result.divergence is None, result.divergence.text()
+    assert result.config_matches
+    replay_t, replay_c, _ = journal_facts(tmp / "replay" / "it.sqlite")
+    assert replay_t == live_t
+    assert [c[:2] + c[3:] for c in replay_c] == [c[:2] + c[3:] for c in live_c]
+    assert [c[2] for c in replay_c] == [c[2] for c in live_c]
+
+
+@pytest.mark.slow
+def test_an_altered_strategy_reports_the_first_divergent_command_and_its_frame(
+        recorded: tuple[Path, Path, dict[str, Any]]) -> None:
+    tmp, recording, stats = recorded
+    config = write_config(tmp, "altered.toml", mode="replay", state=tmp / "altered", rest=stats["rest"], ws=stats["ws"],
+                          params="{ enter_on = 1, every = 2, fraction = 0.4 }")
+    plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
+    result = asyncio.run(replay(config, plugins, recording))
+    assert not result.config_matches
+    d = result.divergence
+    assert d is not None, "a different entry size must diverge"
+    live_orders = [r for r in Recording(recording) if r.ch == "send"]
+    assert d.index < len(live_orders) and d.live == live_orders[d.index].what
+    assert d.replay is not None and "clientOrderId=it-1-e1" in d.replay and "quantity=" in d.replay
+    assert d.live != d.replay
+    assert "market" in d.frame and "@kline_5m" in d.frame, d.frame  # the candle close that led to the entry
+    text = d.text()
+    assert "live sent" in text and "replay sent" in text and "after frame" in text
+    msgspec.json.encode(d)
