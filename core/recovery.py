@@ -150,14 +150,17 @@ async def _recover_position(engine: Engine) -> None:
         await engine.execute(engine.fire("position_gone", reason="no position on the exchange"))
         await engine.drain()
         return
+    # On a shared symbol (hedge mode, several instances) the exchange's quantity is their sum: it only
+    # bounds this instance's share from above.
+    held = min(snap.qty, r.open_qty) if engine.shares_symbol else snap.qty
     if state == "protected":
         if r.stop_id is None and r.pending_stop_id is None:
             await engine.execute(engine.fire("stop_canceled", client_id="", reason="stop missing"))
-        elif snap.qty != r.open_qty or await _stop_too_small(engine, r.stop_id, snap.qty):
+        elif held != r.open_qty or await _stop_too_small(engine, r.stop_id, held):
             log.warning("%s: exchange position %s differs from the journal's %s: resizing the stop",
-                        engine.name, snap.qty, r.open_qty)
-            await engine.execute(engine.fire("stop_resize", qty=snap.qty,
-                                             detail={"journal_qty": str(r.open_qty), "exchange_qty": str(snap.qty)}))
+                        engine.name, held, r.open_qty)
+            await engine.execute(engine.fire("stop_resize", qty=held,
+                                             detail={"journal_qty": str(r.open_qty), "exchange_qty": str(held)}))
     elif state == "exiting" and r.close_id and r.close_id not in r.working and snap.qty > ZERO:
         await engine.execute(engine.fire("close_rejected", reason="close lost"))
     await engine.drain()
