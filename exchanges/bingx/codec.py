@@ -9,6 +9,7 @@ int64 JSON numbers and stay ints.
 from __future__ import annotations
 
 import gzip
+import zlib
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -330,9 +331,14 @@ def gzip_frame(payload: bytes | str) -> bytes:
 
 
 def ungzip_frame(frame: bytes | str) -> str:
+    """A server frame as text. ``zlib`` with gzip framing (wbits 31) does what ``gzip.decompress`` does
+    in a third of the time (library notes §4); a damaged frame raises ``ValueError``."""
     if isinstance(frame, str):
         return frame
-    return gzip.decompress(frame).decode()
+    try:
+        return zlib.decompress(frame, 31).decode()
+    except zlib.error as exc:
+        raise ValueError(f"damaged gzip frame: {exc}") from None
 
 
 def envelope(data: Any, code: int = 0, msg: str = "") -> bytes:

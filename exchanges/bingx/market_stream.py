@@ -194,7 +194,7 @@ class MarketStream:
             self.recorder.record(MARKET, "", frame)
         try:
             text = codec.ungzip_frame(frame)
-        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             self.bad_frames += 1
             log.warning("unreadable market frame ignored (%s): %.80r", type(exc).__name__, frame)
             return

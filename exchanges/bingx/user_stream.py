@@ -173,7 +173,7 @@ class UserStream:
             self.recorder.record(USER, "", frame)
         try:
             text = codec.ungzip_frame(frame)
-        except (OSError, EOFError, UnicodeDecodeError, zlib.error) as exc:
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
             self.bad_frames += 1
             log.warning("unreadable user frame ignored (%s)", type(exc).__name__)
             return True
