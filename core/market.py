@@ -88,7 +88,8 @@ def _rows_checked(path: Path, body: list[tuple[int, list[str]]]) -> np.ndarray:
 def _parse_times(texts: list[str]) -> np.ndarray:
     if texts[0].replace(".", "", 1).isdigit():
         values = np.array(texts, dtype=np.float64)
-        return np.where(values < 1e11, values * 1000, values)  # seconds or milliseconds
+        with np.errstate(over="ignore"):  # an absurd time becomes inf, which the finiteness check refuses
+            return np.where(values < 1e11, values * 1000, values)  # seconds or milliseconds
     return np.array([t.rstrip("Z") for t in texts], dtype="datetime64[ms]").astype(np.int64).astype(np.float64)
 
 
