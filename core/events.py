@@ -138,7 +138,6 @@ class StreamUp(Event, frozen=True, kw_only=True):
     stream: str
 
 
-ExecutionEvent = OrderAccepted | OrderRejected | OrderFilled | OrderCanceled | OrderExpired
 AnyEvent = (
     CandleClosed
     | MarkPrice

@@ -319,9 +319,6 @@ class Journal:
         return self.conn.execute("SELECT 1 FROM fills WHERE client_id = ? AND trade_id = ?",
                                  (client_id, trade_id)).fetchone() is not None
 
-    def booked(self, client_id: str) -> set[str]:
-        return {t for (t,) in self.conn.execute("SELECT trade_id FROM fills WHERE client_id = ?", (client_id,))}
-
     def realized(self) -> tuple[Decimal, Decimal]:
         """(gross realised PnL, fees) over every booked fill."""
         pnl = fees = ZERO

@@ -10,7 +10,7 @@ A ``stopLoss`` JSON on a MARKET entry becomes a STOP_MARKET whose client id is t
 from __future__ import annotations
 
 import itertools
-from decimal import ROUND_FLOOR, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -57,11 +57,6 @@ def client_id(p: Params | dict[str, Any]) -> str:
                 raise ApiError(109400, "clientOrderId length must be 1-40")
             return cid
     return ""
-
-
-def floor_to(value: Decimal, unit: Decimal) -> Decimal:
-    """BingX truncates over-precise prices and quantities silently (§7.4)."""
-    return (value / unit).to_integral_value(ROUND_FLOOR) * unit
 
 
 class Plan(msgspec.Struct, kw_only=True):
@@ -120,12 +115,12 @@ def plan(sim: BingXSimulator, p: Params) -> Plan:
         raise ApiError(109400, "closePosition is only for STOP_MARKET / TAKE_PROFIT_MARKET")
     qty = decimal(p, "quantity", required=not close_position)
     if qty is not None:
-        qty = floor_to(qty, inst.step)
+        qty = inst.floor_qty(qty)  # BingX truncates over-precise values silently (§7.4)
         if qty <= 0:
             raise ApiError(101400, f"quantity below the minimum {inst.min_qty}")
     stop_price = decimal(p, "stopPrice", required=conditional)
     if stop_price is not None:
-        stop_price = floor_to(stop_price, inst.tick)
+        stop_price = inst.round_price(stop_price, up=False)
     working_type = (p.get("workingType") or "MARK_PRICE").upper()
     if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
         raise ApiError(109400, f"workingType {working_type} is not supported")
@@ -139,7 +134,7 @@ def plan(sim: BingXSimulator, p: Params) -> Plan:
             raise ApiError(109400, f"{key} can only be attached to an opening MARKET order in the simulator")
         try:
             spec = msgspec.json.decode(text)
-            price = floor_to(Decimal(str(spec["stopPrice"])), inst.tick)
+            price = inst.round_price(Decimal(str(spec["stopPrice"])), up=False)
         except (msgspec.DecodeError, KeyError, TypeError, InvalidOperation):
             raise ApiError(109400, f"{key} must be JSON with a stopPrice") from None
         if str(spec.get("type", expected)).upper() != expected:
