@@ -234,13 +234,19 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
         traded[key] = inst.name
         instances.append(msgspec.structs.replace(inst, params=params))
 
+    def relative(where: str, text: str) -> Path:
+        if "\x00" in text:  # the OS refuses such a name with a bare ValueError
+            raise fail(where, "a path cannot contain a NUL character")
+        return base / text
+
     market = config.market
     if market is not None and market.source == "csv":
         if not market.csv:
             raise fail("$.market.csv", "source = \"csv\" needs the path of a candle CSV")
-        csv = base / market.csv
+        csv = relative("$.market.csv", market.csv)
         if not csv.is_file():
             raise fail("$.market.csv", f"no such file: {csv}")
         market = msgspec.structs.replace(market, csv=str(csv))
-    return msgspec.structs.replace(config, state_dir=str((base / config.state_dir).resolve()), exchanges=exchanges,
-                                   instances=instances, market=market)
+    state_dir = relative("$.state_dir", config.state_dir).resolve()
+    return msgspec.structs.replace(config, state_dir=str(state_dir), exchanges=exchanges, instances=instances,
+                                   market=market)
