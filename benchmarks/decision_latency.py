@@ -76,15 +76,15 @@ class Probe:
 
     def install(self) -> None:
         probe = self
-        on_push = CandleAssembler.on_push
+        push = CandleAssembler.push
 
-        async def timed_push(self: CandleAssembler, k: Any) -> None:
+        def timed_push(self: CandleAssembler, k: Any) -> Any:
             closes = self.forming is not None and k.T - k.T % self.step > self.forming.open_time
             if closes:
                 probe.closing_frames.append(time.perf_counter_ns())
-            await on_push(self, k)
+            return push(self, k)
 
-        CandleAssembler.on_push = timed_push  # type: ignore[method-assign]
+        CandleAssembler.push = timed_push  # type: ignore[method-assign]
         send = RestClient._send
 
         async def timed_send(self: RestClient, method: str, url: str, path: str) -> bytes:

@@ -191,7 +191,7 @@ class ListenKey(msgspec.Struct):
 # --- websocket pushes ----------------------------------------------------------------------------
 
 
-class WsKline(msgspec.Struct, kw_only=True):
+class WsKline(msgspec.Struct, kw_only=True, gc=False):
     o: Num
     h: Num
     l: Num  # noqa: E741 - BingX's field name
@@ -224,6 +224,18 @@ class MarketPush(msgspec.Struct, kw_only=True):
     msg: str = ""
     s: str = ""
     data: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class KlinePush(msgspec.Struct, kw_only=True, gc=False):
+    """A kline push read in one decode: :class:`MarketPush` (the same fields, checked the same way) with
+    ``data`` typed as klines (a list or one object). A frame that does not fit is read as a MarketPush."""
+
+    dataType: str = ""
+    code: int = 0
+    id: str = ""
+    msg: str = ""
+    s: str = ""
+    data: list[WsKline] | WsKline | None = None
 
 
 class MarkPriceData(msgspec.Struct, kw_only=True):
@@ -321,6 +333,7 @@ UserEvent = OrderTradeUpdate | TradeUpdate | AccountUpdate | AccountConfigUpdate
 
 user_event_decoder = msgspec.json.Decoder(UserEvent)
 market_push_decoder = msgspec.json.Decoder(MarketPush)
+kline_push_decoder = msgspec.json.Decoder(KlinePush)
 encoder = msgspec.json.Encoder()
 
 

@@ -34,6 +34,7 @@ Fetch = Callable[[str, str, int, int], Awaitable[list[CandleClosed]]]
 
 _klines = msgspec.json.Decoder(list[codec.WsKline] | codec.WsKline)
 _mark = msgspec.json.Decoder(codec.MarkPriceData)
+_kline_push = codec.kline_push_decoder.decode
 
 
 def ws_candle(symbol: str, interval: str, open_time: int, k: codec.WsKline) -> CandleClosed:
@@ -70,25 +71,42 @@ class CandleAssembler:
     def forming(self, candle: None) -> None:
         self._ft = self._fk = None
 
-    async def on_push(self, k: codec.WsKline) -> None:
+    def push(self, k: codec.WsKline) -> tuple[int, int] | None:
+        """A kline push, handled at once (the common case, nothing to wait for), or the gap ``(start,
+        end)`` whose candles must come from REST first: then :meth:`after_gap` finishes the push."""
         step = self.step
         t = k.T - k.T % step  # current pushes carry the open time, older ones the close time
         last = self.last_closed
-        if last is not None and t <= last:
-            return  # late or duplicated
         ft = self._ft
+        if t == ft and (last is None or t > last):  # the forming candle again: most pushes
+            self.stale = False
+            self._fk = k
+            return None
+        if last is not None and t <= last:
+            return None  # late or duplicated
         if ft is None:
             if last is not None and t > last + step:
-                await self._fill(last + step, t)
+                return last + step, t
         elif t < ft:
-            return
+            return None
         elif t > ft:
             if self.stale or t > ft + step:
-                await self._fill(ft, t)
-            else:
-                self._close(ws_candle(self.symbol, self.interval, ft, self._fk))  # type: ignore[arg-type]
+                return ft, t
+            self._close(ws_candle(self.symbol, self.interval, ft, self._fk))  # type: ignore[arg-type]
         self.stale = False
         self._ft, self._fk = t, k
+        return None
+
+    async def after_gap(self, gap: tuple[int, int], k: codec.WsKline) -> None:
+        """The rest of a push that found a gap: the missed candles from REST, then the push itself."""
+        await self._fill(*gap)
+        self.stale = False
+        self._ft, self._fk = k.T - k.T % self.step, k
+
+    async def on_push(self, k: codec.WsKline) -> None:
+        gap = self.push(k)
+        if gap is not None:
+            await self.after_gap(gap, k)
 
     async def on_clock(self, now_ms: int) -> None:
         """The clock rule: a candle whose end (plus grace) has passed is closed from REST."""
@@ -190,23 +208,57 @@ class MarketStream:
                                                                dataType=topic)).decode())
 
     async def _handle(self, ws: Any, frame: bytes | str) -> None:
+        rest = self.take(ws, frame)
+        if rest is not None:
+            await rest
+
+    def take(self, ws: Any, frame: bytes | str) -> Awaitable[None] | None:
+        """One frame as received (live and replay alike): everything that needs no waiting is done at
+        once; what must still be awaited (the ``Pong``, candles missed in a gap fetched from REST) is
+        returned. A kline push is read in one decode (:class:`codec.KlinePush`); any other frame, or
+        one that does not fit, is read as a :class:`codec.MarketPush` (:meth:`_take_push`)."""
         if self.recorder is not None:
             self.recorder.record(MARKET, "", frame)
-        try:
-            text = codec.ungzip_frame(frame)
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
-            self.bad_frames += 1
-            log.warning("unreadable market frame ignored (%s): %.80r", type(exc).__name__, frame)
-            return
+        if frame.__class__ is str:
+            text = frame
+        else:
+            try:
+                text = codec.ungzip_frame(frame)
+            except (OSError, EOFError, ValueError, zlib.error) as exc:
+                self.bad_frames += 1
+                log.warning("unreadable market frame ignored (%s): %.80r", type(exc).__name__, frame)
+                return None
         if text == "Ping":
-            await ws.send("Pong")
-            return
+            return ws.send("Pong")
         try:
-            push = codec.market_push_decoder.decode(text)
+            push = _kline_push(text)
         except msgspec.DecodeError:
-            self.bad_frames += 1
-            log.warning("unreadable market frame ignored: %.200s", text)
-            return
+            return self._take_push(text)
+        assembler = self.assemblers.get(push.dataType)
+        k = push.data
+        if assembler is None or k is None or push.id or push.code:
+            return self._take_push(text)  # not a kline push of ours (an answer, an error, a mark price...)
+        if k.__class__ is list:
+            if len(k) != 1:  # type: ignore[arg-type]
+                return self._take_klines(assembler, k)  # type: ignore[arg-type]
+            k = k[0]  # type: ignore[index]
+        gap = assembler.push(k)  # type: ignore[arg-type]
+        return None if gap is None else assembler.after_gap(gap, k)  # type: ignore[arg-type]
+
+    def _take_klines(self, assembler: CandleAssembler, klines: list[codec.WsKline]) -> Awaitable[None] | None:
+        for i, k in enumerate(klines):
+            gap = assembler.push(k)
+            if gap is not None:
+                return self._after_gap(assembler, gap, klines[i:])
+        return None
+
+    async def _after_gap(self, assembler: CandleAssembler, gap: tuple[int, int], klines: list[codec.WsKline]) -> None:
+        await assembler.after_gap(gap, klines[0])
+        for k in klines[1:]:
+            await assembler.on_push(k)
+
+    def _answer(self, push: codec.MarketPush) -> None:
+        """A subscription's answer or an error push."""
         if push.id and push.id in self._pending:  # a subscription's answer
             topic = self._pending.pop(push.id)
             if push.code != 0:
@@ -214,9 +266,19 @@ class MarketStream:
             if not self._pending:
                 self.connected.set()  # subscribed: from here on no push is missed unnoticed
             return
-        if push.code != 0:
-            log.warning("market stream error %d %s (%s)", push.code, push.msg, push.dataType)
-            return
+        log.warning("market stream error %d %s (%s)", push.code, push.msg, push.dataType)
+
+    def _take_push(self, text: str) -> Awaitable[None] | None:
+        """Any market push, ``data`` decoded by kind."""
+        try:
+            push = codec.market_push_decoder.decode(text)
+        except msgspec.DecodeError:
+            self.bad_frames += 1
+            log.warning("unreadable market frame ignored: %.200s", text)
+            return None
+        if (push.id and push.id in self._pending) or push.code != 0:
+            self._answer(push)
+            return None
         assembler = self.assemblers.get(push.dataType)
         if assembler is not None:
             try:
@@ -224,18 +286,18 @@ class MarketStream:
             except msgspec.DecodeError:
                 self.bad_frames += 1
                 log.warning("unreadable kline push ignored: %.200s", text)
-                return
-            for k in klines if isinstance(klines, list) else [klines]:
-                await assembler.on_push(k)
-        elif push.dataType.endswith("@markPrice") and self.on_mark is not None:
+                return None
+            return self._take_klines(assembler, klines if isinstance(klines, list) else [klines])
+        if push.dataType.endswith("@markPrice") and self.on_mark is not None:
             try:
                 mark = _mark.decode(push.data)
                 price = float(mark.p)
             except (msgspec.DecodeError, ValueError):
                 self.bad_frames += 1
                 log.warning("unreadable mark price push ignored: %.200s", text)
-                return
+                return None
             self.on_mark(mark.s, price)
+        return None
 
     async def _clock_rule(self) -> None:
         if all(a.grace_ms is None for a in self.assemblers.values()):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -65,13 +65,17 @@ class ReplyStore:
     is available at once; otherwise a reply is released when the replay reaches it, and a request made
     earlier waits for it (as the live bot waited for the exchange)."""
 
-    def __init__(self, records: list[Record], *, preload: bool = False) -> None:
+    def __init__(self, records: Iterable[Record], *, preload: bool = False) -> None:
         self.ready: dict[str, deque[Record]] = defaultdict(deque)
         self.waiters: dict[str, deque[asyncio.Future[Record]]] = defaultdict(deque)
-        if preload:
-            for rec in records:
-                if rec.ch == REST:
-                    self.ready[rec.what].append(rec)
+        self._unread = records if preload else None
+        """Preloaded replies not read yet: read when the first is asked for (a market replay seldom needs one)."""
+
+    def _preload(self) -> None:
+        records, self._unread = self._unread, None
+        for rec in records or ():
+            if rec.ch == REST:
+                self.ready[rec.what].append(rec)
 
     def release(self, rec: Record) -> None:
         waiting = self.waiters.get(rec.what)
@@ -83,6 +87,8 @@ class ReplyStore:
         self.ready[rec.what].append(rec)
 
     async def take(self, key: str) -> Record:
+        if self._unread is not None:
+            self._preload()
         queue = self.ready.get(key)
         if queue:
             return queue.popleft()
@@ -91,6 +97,8 @@ class ReplyStore:
         return await fut
 
     def take_now(self, key: str) -> Record | None:
+        if self._unread is not None:
+            self._preload()
         queue = self.ready.get(key)
         return queue.popleft() if queue else None
 
@@ -162,28 +170,39 @@ async def market_candles(recording: Recording, streams: list[tuple[str, str]], c
                          on_frame: Callable[[int], None] | None = None) -> AsyncIterator[CandleClosed]:
     """The closed candles of ``streams`` that the recording's kline frames make, through the live
     MarketStream decoder and CandleAssembler (gaps after a reconnect filled from recorded REST replies)."""
-    records = recording.records()
     adapter = BingXAdapter(BingXOptions(), hedge_mode=False, clock=clock)
-    adapter.rest = ReplayRestClient(ReplyStore(records, preload=True), clock)
+    adapter.rest = ReplayRestClient(ReplyStore(recording, preload=True), clock)
     out: list[CandleClosed] = []
     market = MarketStream("replay:", streams, adapter.klines, clock, on_candle=out.append, grace_s=None)
-    handle = market._handle
+    take = market.take  # the live decoder, frame by frame; what it returns to await (a REST fill) is rare
+    now, advance = clock.now_ms, clock.advance_to
+    t = now()
     frames = 0
-    for rec in records:
+    for rec in recording:  # one record at a time, never the whole file as objects
         if rec.ch != MARKET:
             continue
         if rec.what == CONNECT:
             market._pending = _pending.decode(rec.data)
             market.connected_again()
             continue
-        if rec.t > clock.now_ms():
-            clock.advance_to(rec.t)
-        await handle(NULL_WS, rec.data)
+        if rec.t > t:
+            t = rec.t
+        rest = take(NULL_WS, rec.data)
         frames += 1
+        # The clock reaches the frames' time before anything can see it: a REST fetch or the runner
+        # with a candle (reading a frame does not look at the clock; no other task runs in between).
+        if rest is not None:
+            if t > now():
+                advance(t)
+            await rest
         if out:
+            if t > now():
+                advance(t)
             for c in out:
                 yield c
             out.clear()
+    if t > now():
+        advance(t)
     if on_frame is not None:
         on_frame(frames)
 
