@@ -47,6 +47,8 @@ log = logging.getLogger("gatebot.engine")
 
 ForeignPolicy = Literal["adopt", "flatten", "halt"]
 _ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "exit", CancelOrder: "cancel"}
+_DECISIONS = (CandleClosed, Timer, ManualClose)
+"""Events that may send new orders; held while recovery runs, handled right after it."""
 
 
 class InstanceHalted(Exception):
@@ -87,6 +89,7 @@ class Engine:
         self._unknown: set[str] = set()
         self._protect_deadline: int | None = None
         self._recovering = False
+        self._held: list[AnyEvent] = []
         self._balance_stale = True
         self._view: PositionView | None = None
         self._view_bar = -1
@@ -143,11 +146,19 @@ class Engine:
             await recovery.recover(self)
         finally:
             self._recovering = False
+            self._inbox.extendleft(reversed(self._held))
+            self._held.clear()
         if self._inbox or self._reconcile:
             await self.drain()
 
     async def _handle(self, ev: AnyEvent) -> None:
         t = type(ev)
+        if self._recovering and t in _DECISIONS:
+            # Recovery drains the inbox to apply what it learned; a decision taken meanwhile (an exit sent
+            # between recovery's order queries and its position query) would make its picture stale: a
+            # close that filled looked like a position closed by hand (found by the chaos suite).
+            self._held.append(ev)
+            return
         if t is CandleClosed:
             await self._on_candle(ev)  # type: ignore[arg-type]
         elif t in (OrderAccepted, OrderRejected, OrderFilled, OrderCanceled, OrderExpired):
@@ -289,10 +300,14 @@ class Engine:
                 await self.execute(self.fire("stop_rejected", reason=detail, status=status))
             elif role == "x" and cid == r.close_id and state == "exiting":
                 if await self._position_gone():
-                    # Closed outside the bot (by hand, by an expired-then-gone stop...): asking again would
-                    # be refused again, forever (found by the chaos suite: a close retried without end).
-                    await self.execute(self.fire("position_gone", status=status,
-                                                 reason=f"close refused ({detail}); no position on the exchange"))
+                    # Closed by our stop (its push lost) or outside the bot: asking again would be refused
+                    # again, forever (found by the chaos suite: a close retried without end).
+                    await self.book_missed_fills()
+                    if self.pos.state == "exiting":
+                        await self.execute(self.fire("position_gone", status=status,
+                                                     reason=f"close refused ({detail}); no position on the exchange"))
+                    else:
+                        self._status(*status)
                 else:
                     await self.execute(self.fire("close_rejected", reason=detail, status=status))
             elif cid in r.working:
@@ -324,6 +339,15 @@ class Engine:
         if side is None or self.shares_symbol:
             return False
         return (await self.adapter.position(self.symbol, side)).qty <= 0
+
+    async def book_missed_fills(self) -> None:
+        """Book the fills of this position's working orders that no push brought (the user stream was down
+        when they happened). Asked before concluding that a position vanished: a close or stop that filled
+        unseen is not a position closed by hand, and its PnL and fees belong in the journal (I5)."""
+        for cid in list(self.pos.rec.working):
+            for fill in await self.adapter.order_fills(self.symbol, cid):
+                if not self.journal.is_booked(cid, fill.trade_id):
+                    await self._on_execution(fill)
 
     def _book_stray(self, fill: OrderFilled) -> None:
         """A fill of an order of ours that belongs to no live position: book it, then reconcile."""

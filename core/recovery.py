@@ -147,7 +147,10 @@ async def _recover_position(engine: Engine) -> None:
             await engine.execute(engine.fire("entry_lost", reason="the exchange never saw the entry"))
         return
     if snap.qty == 0:
-        await engine.execute(engine.fire("position_gone", reason="no position on the exchange"))
+        # Asked after the position: every fill that emptied it is on the exchange's books by now.
+        await engine.book_missed_fills()
+        if pos.state in ("entering", "protected", "exiting"):
+            await engine.execute(engine.fire("position_gone", reason="no position on the exchange"))
         await engine.drain()
         return
     # On a shared symbol (hedge mode, several instances) the exchange's quantity is their sum: it only

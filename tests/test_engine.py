@@ -13,7 +13,7 @@ import pytest
 
 from core.clock import VirtualClock
 from core.engine import Engine, InstanceHalted
-from core.events import CandleClosed, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
+from core.events import CandleClosed, OrderFilled, StreamUp, SubmitClose, SubmitEntry, SubmitStop
 from core.invariants import check
 from core.journal import Journal
 from core.position import Protection
@@ -367,3 +367,84 @@ def test_recovery_resizes_the_stop_when_the_exchange_quantity_differs(tmp_path: 
 
     bench = run(go())
     assert ("protected", "stop_resize", "protected") in bench.transitions()
+
+
+class Deaf(PaperExchange):
+    """A paper exchange whose user stream can go deaf: events are applied on its books but never pushed."""
+
+    deaf = False
+
+    def _deliver(self, events: list[Any]) -> None:
+        if self.deaf:
+            self._save()
+        else:
+            super()._deliver(events)
+
+
+def test_a_stop_fill_whose_push_was_lost_is_booked_when_the_close_is_refused(tmp_path: Path) -> None:
+    """Chaos run: the stop fired while the user stream was down; the next exit's close was refused (nothing
+    to close), the position was taken for one closed by hand and the stop's losing fill was never booked
+    (I5). The fills of the position's own orders are now asked for before it is called gone."""
+    async def go() -> Bench:
+        exchange = Deaf(PaperOptions())
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 4: Exit(reason="late")}, exchange=exchange)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        exchange.deaf = True
+        await bench.candles(candle(3, 99.5, 99.6, 98.0, 98.5))  # the stop at 99 fills, unheard
+        exchange.deaf = False
+        bench.i = 3
+        await bench.bars(98.5)  # the exit: its close is refused, nothing is left to close
+        assert bench.engine.pos.state == "flat"
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("exiting", "stop_filled", "exited_sl") in bench.transitions()
+    assert ("exiting", "position_gone", "exited_manual") not in bench.transitions()
+
+
+def test_a_decision_that_arrives_during_recovery_waits_for_it(tmp_path: Path) -> None:
+    """Chaos run: recovery (after a stream reconnect) drained its inbox between asking for the orders and
+    for the position; a candle in it sent an exit whose close filled unheard, and recovery then saw no
+    position and called it closed by hand: the close's fill was never booked (I5). Decisions now wait
+    until recovery has finished, and a position found empty has its own orders' fills booked first."""
+    order: list[str] = []
+
+    class Interrupting(Deaf):
+        bench: Bench
+
+        async def query_order(self, symbol: str, client_id: str) -> Any:
+            if client_id == "t-1-s1" and not order:
+                order.append("recovery asks")
+                self.bench.i += 1
+                self.bench.clock.advance_to(self.bench.i * STEP_MS + STEP_MS)
+                self.bench.engine.post(candle(self.bench.i, 101.0))  # the exit's candle arrives meanwhile
+            return await super().query_order(symbol, client_id)
+
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if isinstance(command, SubmitClose):
+                order.append("close sent")
+                self.deaf = True  # its fill is never pushed
+            await super().submit(command)
+
+    async def go() -> Bench:
+        exchange = Interrupting(PaperOptions())
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 3: Exit(reason="signal")}, exchange=exchange)
+        exchange.bench = bench
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        bench.engine.post(StreamUp(stream="user"))  # a reconnect: recovery runs
+        await bench.engine.drain()
+        assert order == ["recovery asks", "close sent"]
+        assert bench.engine.pos.state == "exiting"  # the close filled unheard; the next reconcile books it
+        exchange.deaf = False
+        bench.engine.post(StreamUp(stream="user"))
+        await bench.engine.drain()
+        assert bench.engine.pos.state == "flat"
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("exiting", "close_filled", "exited_exit") in bench.transitions()
+    assert ("exiting", "position_gone", "exited_manual") not in bench.transitions()

@@ -305,7 +305,7 @@ class BingXAdapter:
     async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
         cid = command.client_id
         try:
-            reply = await self._submit_with_backoff(command)
+            reply = await self._write_with_backoff("POST", self.order_params(command), command.client_id)
         except (TransportError, Busy, RateLimited) as exc:
             raise OrderUnknown(cid, str(exc)) from exc
         except Refused as exc:
@@ -324,17 +324,17 @@ class BingXAdapter:
             self.book.acked.add(cid)
             self._emit(OrderAccepted(ts=self.clock.now_ms(), client_id=cid, order_id=order_id))
 
-    async def _submit_with_backoff(self, command: SubmitEntry | SubmitStop | SubmitClose) -> codec.OrderReply:
-        """A rate-limited submission was refused unprocessed: it is sent again after a backoff (same
-        client id, so even a mistaken second copy would be refused as a duplicate)."""
+    async def _write_with_backoff(self, method: str, params: dict[str, Any], cid: str) -> codec.OrderReply:
+        """A rate-limited order or cancel was refused unprocessed: it is sent again after a backoff (same
+        client id, so even a mistaken second copy would be refused as a duplicate, or find it gone)."""
         delay = 0.1
         for attempt in range(4):
             try:
-                return await self._rest.write("POST", constants.ORDER, self.order_params(command), codec.OrderReply)
+                return await self._rest.write(method, constants.ORDER, params, codec.OrderReply)
             except RateLimited:
                 if attempt == 3:
                     raise
-                log.warning("order %s rate-limited; sending again in %.1f s", command.client_id, delay)
+                log.warning("%s %s rate-limited; sending again in %.1f s", method, cid, delay)
                 await self.clock.sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
@@ -352,10 +352,9 @@ class BingXAdapter:
     async def cancel(self, command: CancelOrder) -> None:
         try:
             with contextlib.suppress(OrderNotFound):  # already gone is success
-                await self._rest.write("DELETE", constants.ORDER, {"symbol": command.symbol,
-                                                                   "clientOrderId": command.client_id},
-                                       codec.OrderReply)
-        except (TransportError, Busy) as exc:
+                await self._write_with_backoff("DELETE", {"symbol": command.symbol, "clientOrderId": command.client_id},
+                                               command.client_id)
+        except (TransportError, Busy, RateLimited) as exc:
             raise OrderUnknown(command.client_id, f"cancel: {exc}") from exc
         self._emit(OrderCanceled(ts=self.clock.now_ms(), client_id=command.client_id, reason="canceled"))
 

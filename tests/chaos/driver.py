@@ -170,6 +170,7 @@ class Chaos:
             if not self.alive():
                 return False
             self.result.violations.extend(f"cycle {self.cycle} after recovery: {v}" for v in found)
+            self.log(f"  cycle {self.cycle}: " + "; ".join(found))
             return False
         self.result.recoveries += 1
         self.result.recovery_ms.append((time.monotonic() - t0) * 1000)
