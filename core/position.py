@@ -52,9 +52,13 @@ TABLE: tuple[Row, ...] = (
     Row("entering", "entry_rejected", "flat", "forget_entry"),
     Row("entering", "entry_lost", "flat", "forget_entry",
         why="recovery: the exchange never saw the entry and holds no position"),
-    Row("entering", "entry_filled", "entering", "book_entry_fill",
+    Row("entering", "entry_filled", "protected", "book_entry_fill", when=("protects_entry",),
+        why="an attached stop went live before the entry's last fill: that fill completes a guarded position"),
+    Row("entering", "entry_filled", "entering", "book_entry_fill", unless=("protects_entry",),
         why="a fill does not protect: the position waits here until its stop is confirmed"),
-    Row("entering", "entry_completed", "entering", "protect_filled", when=("has_fill",),
+    Row("entering", "entry_completed", "protected", "protect_filled", when=("has_fill", "has_live_stop"),
+        why="the exchange ended a partly filled entry whose attached stop is live: it guards what filled"),
+    Row("entering", "entry_completed", "entering", "protect_filled", when=("has_fill",), unless=("has_live_stop",),
         why="the exchange ended a partly filled entry: protect the quantity that filled"),
     Row("entering", "entry_completed", "flat", "forget_entry", unless=("has_fill",),
         why="the exchange ended the entry with nothing filled: as good as rejected"),
@@ -244,6 +248,9 @@ class Position:
     def has_live_stop(self, ev: EventData) -> bool:
         return self.rec.stop_id is not None
 
+    def protects_entry(self, ev: EventData) -> bool:
+        return self.rec.stop_id is not None and self._completes(ev.kwargs["fill"])
+
     def manual(self, ev: EventData) -> bool:
         return self.rec.exit_reason == "manual"
 
@@ -304,18 +311,26 @@ class Position:
         r.fees += fill.fee
         r.realized_pnl += fill.realized_pnl
 
+    def _completes(self, fill: OrderFilled) -> bool:
+        """Whether booking this entry fill completes the entry. Only once every fill up to the final one
+        is booked: a final fill may arrive before earlier partial fills (reordered events, or recovery
+        booking the rest later). Protecting then would size the stop to the part seen so far and leave
+        the rest of the position naked."""
+        r = self.rec
+        filled = r.filled_qty + fill.qty
+        entry_qty = max(fill.cum_qty, filled) if fill.final and fill.cum_qty > 0 else r.entry_qty
+        return (fill.final and filled >= fill.cum_qty) or (entry_qty > 0 and filled >= entry_qty)
+
     def book_entry_fill(self, ev: EventData) -> None:
         fill: OrderFilled = ev.kwargs["fill"]
         r = self.rec
+        done = self._completes(fill)
         self._book(fill)
         r.filled_qty += fill.qty
         r.entry_cost += fill.qty * fill.price
         if fill.final and fill.cum_qty > 0:
             r.entry_qty = max(fill.cum_qty, r.filled_qty)  # the exchange's last word on how much the entry amounted to
-        # Complete only once every fill up to the final one is booked: a final fill may arrive before
-        # earlier partial fills (reordered events, or recovery booking the rest later). Protecting then
-        # would size the stop to the part seen so far and leave the rest of the position naked.
-        if (fill.final and r.filled_qty >= fill.cum_qty) or (r.entry_qty > 0 and r.filled_qty >= r.entry_qty):
+        if done:
             self._entry_done()
 
     def protect_filled(self, ev: EventData) -> None:

@@ -38,3 +38,20 @@ def test_fills_in_order_still_protect_at_the_final_one() -> None:
     assert pos.fire("entry_filled", fill=_fill("1", "0.1", "0.1", final=False)) == []
     (stop,) = pos.fire("entry_filled", fill=_fill("2", "0.15", "0.25", final=True))  # the exchange ended it at 0.25
     assert isinstance(stop, SubmitStop) and stop.qty == D("0.25")
+
+
+def test_an_attached_stop_confirmed_before_the_entry_fill_leaves_the_position_protected() -> None:
+    """Chaos run with attached stops: BingX reported the attached stop live before the entry's fill; the
+    fill completed the entry but nothing moved it on from ``entering`` (a stop confirmation was the only
+    way to ``protected``), so the bot neither managed the position nor resized the stop after a partial
+    close by hand (I4), and the protection timeout would have closed a guarded position at market."""
+    attached = Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"), attached_stop=True)
+    pos = Position("a", "BTC-USDT", attached)
+    (entry,) = pos.fire("enter", side="long", qty=D("0.3"), ref_price=D("60000"), bar=1)
+    assert entry.stop is not None
+    assert pos.fire("stop_confirmed", client_id=entry.stop.client_id) == []
+    assert pos.state == "entering"
+    assert pos.fire("entry_filled", fill=_fill("1", "0.1", "0.1", final=False)) == []
+    assert pos.state == "entering"
+    assert pos.fire("entry_filled", fill=_fill("2", "0.2", "0.3", final=True)) == []
+    assert pos.state == "protected" and pos.rec.stop_id == entry.stop.client_id

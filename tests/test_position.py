@@ -98,6 +98,10 @@ def test_every_row_of_the_table(row: Row, src: str) -> None:
                complete=("entry_complete" in row.when or "entry_complete" not in row.unless)
                and "has_fill" not in row.unless)
     kwargs = kwargs_for(row, src)
+    if src == "entering" and ({"protects_entry", "has_live_stop"} & set(row.when)):
+        r = pos.rec  # an attached stop confirmed before the entry completed
+        r.stop_id, r.stop_price, r.stop_attempt, r.working = "a-1-s1", D("59400"), 1, ["a-1-e1", "a-1-s1"]
+        r.pending_stop_id = r.pending_stop_price = None
     if "confirms_our_stop" in row.when:
         r = pos.rec
         if r.pending_stop_id is None:  # a replacement stop on its way
