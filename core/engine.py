@@ -273,6 +273,8 @@ class Engine:
                                                                        "price": str(ev.price)}))
             if trigger == "entry_filled" and self.pos.state == "entering" and self.pos.rec.entry_complete:
                 self._protect_deadline = self.clock.now_ms() + self.protection_timeout_ms
+            elif trigger == "entry_filled" and self.pos.state == "protected":
+                crashpoint("stop_confirmed")  # protected by an attached stop confirmed before this fill
             return
         if role is None:
             return

@@ -108,7 +108,9 @@ class Chaos:
         self.workdir = workdir
         self.attached = attached
         self.log = log
-        self.result = ChaosResult(point_kills={p: 0 for p in POINTS})
+        # an attached stop travels with the entry: no separate stop is sent but for rare replacements
+        self.points = [p for p in POINTS if not (attached and p == "stop_sent")]
+        self.result = ChaosResult(point_kills={p: 0 for p in self.points})
         self.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0)
         self.sim = SimThread(self.options)
         self.journal = workdir / "state" / f"{INSTANCE}.sqlite"
@@ -266,7 +268,7 @@ class Chaos:
             self.config = self.workdir / "chaos.toml"
             self.config.write_text(CONFIG.format(state=self.workdir / "state", rest=sim.rest_url, ws=sim.ws_url,
                                                  attached=str(self.attached).lower(), instance=INSTANCE))
-            plan = [p for p in POINTS for _ in range(per_point)]
+            plan = [p for p in self.points for _ in range(per_point)]
             self.rng.shuffle(plan)
             attempts = 0
             while self.result.kills < kills or plan:
