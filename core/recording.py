@@ -11,7 +11,10 @@ the wire: ``t`` its receive (or send) time in ms on the session's clock, ``ch`` 
 (``market``, ``user``: a websocket frame as received, str or gzip bytes; ``rest``: a REST reply,
 ``what`` = method and request without its signature, ``code`` = HTTP status or -1 for no reply;
 ``send``: a state-changing request the bot sent, ``what`` as for ``rest``), ``data`` its payload.
-Connection markers are records with ``what = "connect"``.
+Connection markers are records with ``what = "connect"``. A market recording (``gatebot record``) says
+where its streams start in a ``market`` record with ``what = "start"``: ``data`` is a JSON list of
+``[symbol, interval, open time of the last candle already closed]`` (the history the live stream
+continued from), so a replay closes the same first candles.
 
 The reader never crashes on damaged input: anything it cannot read raises :class:`RecordingError`
 naming the file and the byte offset.
@@ -35,6 +38,7 @@ MAX_RECORD = 64 * 1024 * 1024
 MARKET, USER, REST, SEND = "market", "user", "rest", "send"
 CHANNELS = (MARKET, USER, REST, SEND)
 CONNECT = "connect"
+START = "start"
 
 
 class RecordingError(Exception):

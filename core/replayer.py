@@ -22,7 +22,7 @@ from core.clock import VirtualClock
 from core.config import Config
 from core.intervals import interval_ms
 from core.market import array_candles, load_csv
-from core.recording import MARKET, Header, Recorder, Recording, RecordingError, session_hash, strategy_hashes
+from core.recording import MARKET, START, Header, Recorder, Recording, RecordingError, session_hash, strategy_hashes
 
 log = logging.getLogger("gatebot.replayer")
 
@@ -127,6 +127,7 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
                 for symbol, interval in keys:
                     hist = await adapter.history(symbol, interval, 1)
                     last[(symbol, interval)] = hist[-1].open_time if hist else None
+                recorder.record(MARKET, START, msgspec.json.encode([[s, i, t] for (s, i), t in last.items()]))
                 adapter.start_market(last, on_candle)
             waits = [asyncio.create_task(done.wait())]
             waits += [asyncio.create_task(a.finished.wait()) for a in adapters if a.finished is not None]
@@ -154,6 +155,7 @@ async def replay(config: Config, plugins: Any, path: Path, *, progress: bool = F
     if header.kind == "market":
         from exchanges.bingx.replay import market_candles
 
+        config = on_paper(config)
         first = next(iter(recording), None)
         clock = VirtualClock(first.t if first is not None else 0)
         streams = list(dict.fromkeys((i.symbol, i.interval) for i in config.instances))
@@ -166,6 +168,26 @@ async def replay(config: Config, plugins: Any, path: Path, *, progress: bool = F
         return ReplayResult(kind="market", bars=runner.bars, frames=frames[0], config_matches=matches,
                             halted=runner.halted, runner=runner)
     return await _replay_session(config, plugins, recording, matches)
+
+
+def on_paper(config: Config) -> Config:
+    """A market recording replays on the paper exchange: each account of another type becomes a paper
+    account (BingX: its stop placement and an embedded simulator's balance and fee rate kept)."""
+    from core.config import ExchangeConfig
+    from exchanges.paper.exchange import PaperOptions
+
+    exchanges = {}
+    for name, ex in config.exchanges.items():
+        if ex.type != "paper":
+            if ex.type == "bingx":
+                from exchanges.bingx.replay import paper_options
+
+                options = paper_options(ex.options)
+            else:
+                options = PaperOptions()
+            ex = ExchangeConfig(type="paper", hedge_mode=ex.hedge_mode, options=options)
+        exchanges[name] = ex
+    return msgspec.structs.replace(config, exchanges=exchanges)
 
 
 def _estimate_candles(recording: Recording) -> int:

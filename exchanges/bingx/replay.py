@@ -22,7 +22,7 @@ import msgspec
 
 from core.clock import VirtualClock
 from core.events import CandleClosed
-from core.recording import CONNECT, MARKET, REST, SEND, USER, Record, Recording, describe
+from core.recording import CONNECT, MARKET, REST, SEND, START, USER, Record, Recording, describe
 from exchanges.base import EventSink
 from exchanges.bingx.adapter import BingXAdapter, BingXOptions
 from exchanges.bingx.market_stream import MarketStream
@@ -31,6 +31,7 @@ from exchanges.bingx.user_stream import UserStream
 
 log = logging.getLogger("gatebot.bingx.replay")
 _pending = msgspec.json.Decoder(dict[str, str])
+_starts = msgspec.json.Decoder(list[tuple[str, str, int | None]])
 
 
 class _NullWs:
@@ -185,6 +186,11 @@ async def market_candles(recording: Recording, streams: list[tuple[str, str]], c
             market._pending = _pending.decode(rec.data)
             market.connected_again()
             continue
+        if rec.what == START:  # where the live stream started: after the history it had loaded
+            for symbol, interval, last in _starts.decode(rec.data):
+                if (symbol, interval) in streams:
+                    market.start_after(symbol, interval, last)
+            continue
         if rec.t > t:
             t = rec.t
         rest = take(NULL_WS, rec.data)
@@ -207,8 +213,22 @@ async def market_candles(recording: Recording, streams: list[tuple[str, str]], c
         on_frame(frames)
 
 
+def paper_options(options: Any) -> Any:
+    """The paper account a market recording of this BingX account replays on: the same stop placement
+    (``attached_stop``), and an embedded simulator's balance and fee rate."""
+    from exchanges.bingx.simulator import SimOptions
+    from exchanges.paper.exchange import PaperOptions
+
+    bx = options if isinstance(options, BingXOptions) else msgspec.convert(options, BingXOptions)
+    kw: dict[str, Any] = {"attached_stop": bx.attached_stop}
+    if bx.simulator is not None:
+        sim = msgspec.convert(bx.simulator, SimOptions)
+        kw |= {"balance": sim.balance, "fee_rate": sim.fee_rate}
+    return PaperOptions(**kw)
+
+
 def market_frames(recording: Recording) -> int:
-    return sum(1 for r in recording if r.ch == MARKET and r.what != CONNECT)
+    return sum(1 for r in recording if r.ch == MARKET and r.what not in (CONNECT, START))
 
 
 # --- whole sessions ------------------------------------------------------------------------------
