@@ -63,8 +63,9 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, log=print) -
 
         chaos.config = workdir / "soak.toml"
         chaos.config.write_text(CONFIG.format(state=workdir / "state", rest=sim.sim.rest_url, ws=sim.sim.ws_url,
-                                              attached="false", instance=INSTANCE).replace(
-                                                  "protection_timeout_s = 2", "protection_timeout_s = 5"))
+                                              attached="false", instance=INSTANCE)
+                                  .replace("protection_timeout_s = 2", "protection_timeout_s = 5")
+                                  .replace("every = 2", "every = 1"))  # a trade per candle
         t0 = chaos.spawn(None)
         if not chaos.recovered(t0):
             raise RuntimeError(f"the bot did not start: {chaos.result.violations}")
@@ -85,7 +86,11 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, log=print) -
                     sim.fault(name, on=False)
                     del toggled[name]
             sim.advance(1)
-            time.sleep(0.03)
+            # A simulated day passes in a minute: faults would pile up faster than any client can meet them
+            # (a REST failure queued per candle, each costing a timeout). The next candle waits until the
+            # bot met the last fault and its streams are back, as it would in hours of real time.
+            wait_for(sim.settled, 15, step=0.01)
+            time.sleep(0.02)
             if not chaos.alive():
                 violations.append(f"the bot died at candle {i}")
                 break

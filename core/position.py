@@ -72,14 +72,14 @@ TABLE: tuple[Row, ...] = (
         why="the stop was not confirmed within protection_timeout"),
     Row("entering", "stop_canceled", "entering", "resubmit_stop",
         why="someone removed the stop before it was confirmed: place a new one"),
-    Row("entering", "stop_filled", "exited_sl", "book_exit_fill", when=("fill_final",),
+    Row("entering", "stop_filled", "exited_sl", "book_exit_fill", when=("closes_position",),
         why="an attached stop fired before its confirmation reached us"),
     Row("entering", "position_gone", "exited_manual", "abandon",
         why="the position was closed outside the bot before it was protected"),
     Row("protected", "exit_signal", "exiting", "submit_close"),
     Row("protected", "manual_close", "exiting", "submit_close"),
-    Row("protected", "stop_filled", "exited_sl", "book_exit_fill", when=("fill_final",)),
-    Row("protected", "stop_filled", "protected", "book_exit_fill", unless=("fill_final",),
+    Row("protected", "stop_filled", "exited_sl", "book_exit_fill", when=("closes_position",)),
+    Row("protected", "stop_filled", "protected", "book_exit_fill", unless=("closes_position",),
         why="a partial stop fill: the rest of the stop keeps guarding the rest"),
     Row("protected", "position_gone", "exited_manual", "abandon",
         why="closed outside the bot (by hand, ADL or liquidation)"),
@@ -93,13 +93,13 @@ TABLE: tuple[Row, ...] = (
         why="no stop is live and a new one was refused: close at market"),
     Row("protected", "stop_resize", "protected", "replace_stop",
         why="recovery found another quantity or price on the exchange: the stop follows the real position"),
-    Row("exiting", "close_filled", "exiting", "book_exit_fill", unless=("fill_final",),
+    Row("exiting", "close_filled", "exiting", "book_exit_fill", unless=("closes_position",),
         why="a partial close fill: wait for the rest"),
-    Row("exiting", "close_filled", "exited_manual", "book_exit_fill", when=("fill_final", "manual")),
-    Row("exiting", "close_filled", "exited_exit", "book_exit_fill", when=("fill_final",), unless=("manual",)),
-    Row("exiting", "stop_filled", "exited_sl", "book_exit_fill", when=("fill_final",),
+    Row("exiting", "close_filled", "exited_manual", "book_exit_fill", when=("closes_position", "manual")),
+    Row("exiting", "close_filled", "exited_exit", "book_exit_fill", when=("closes_position",), unless=("manual",)),
+    Row("exiting", "stop_filled", "exited_sl", "book_exit_fill", when=("closes_position",),
         why="the stop won the race with our close: cancel the close if still open"),
-    Row("exiting", "stop_filled", "exiting", "book_exit_fill", unless=("fill_final",),
+    Row("exiting", "stop_filled", "exiting", "book_exit_fill", unless=("closes_position",),
         why="a partial stop fill while closing"),
     Row("exiting", "close_rejected", "protected", "forget_close", when=("has_live_stop",),
         why="the stop still guards; the exit is asked again on the next signal"),
@@ -235,9 +235,12 @@ class Position:
     def entry_complete(self, ev: EventData) -> bool:
         return self.rec.entry_complete
 
-    def fill_final(self, ev: EventData) -> bool:
+    def closes_position(self, ev: EventData) -> bool:
+        """This exit fill leaves nothing open. Not the exchange's ``final`` flag: the final part of an
+        order can arrive before the others (reordered pushes), and the lifecycle ends, with its PnL
+        complete, only when the last part is booked."""
         fill: OrderFilled = ev.kwargs["fill"]
-        return fill.final
+        return self.rec.closed_qty + fill.qty >= self.rec.filled_qty
 
     def has_fill(self, ev: EventData) -> bool:
         return self.rec.filled_qty > 0
@@ -439,11 +442,16 @@ class Position:
         r.closed_qty += fill.qty
         if ev.event.name == "stop_filled":
             r.exit_reason = "sl"
+        was_stop = fill.client_id in (r.stop_id, r.pending_stop_id)
         if fill.final:
             self._drop(fill.client_id)
-            if fill.client_id in (r.stop_id, r.pending_stop_id):
+            if was_stop:
                 r.stop_id = r.pending_stop_id = None
+        if r.open_qty <= 0:
             self._cancel_rest()
+        elif fill.final and was_stop and self.state == "protected":
+            # A stop smaller than the position filled in full: the rest is guarded by a new one at once.
+            self._submit_stop(r.stop_price or self._stop_for(r.avg_entry))
 
     def _cancel_rest(self) -> None:
         r = self.rec

@@ -55,3 +55,41 @@ def test_an_attached_stop_confirmed_before_the_entry_fill_leaves_the_position_pr
     assert pos.state == "entering"
     assert pos.fire("entry_filled", fill=_fill("2", "0.2", "0.3", final=True)) == []
     assert pos.state == "protected" and pos.rec.stop_id == entry.stop.client_id
+
+
+def _protected(qty: str) -> Position:
+    pos = Position("a", "BTC-USDT", PROT)
+    pos.fire("enter", side="long", qty=D(qty), ref_price=D("60000"), bar=1)
+    pos.fire("entry_filled", fill=_fill("1", qty, qty, final=True))
+    pos.fire("stop_confirmed", client_id="a-1-s1")
+    assert pos.state == "protected"
+    return pos
+
+
+def _exit_fill(cid: str, trade: str, qty: str, cum: str, pnl: str, *, final: bool) -> OrderFilled:
+    return OrderFilled(client_id=cid, trade_id=trade, qty=D(qty), price=D("60100"), cum_qty=D(cum), final=final,
+                       realized_pnl=D(pnl), fee=D("0.1"))
+
+
+def test_a_close_whose_final_part_arrives_first_ends_the_lifecycle_only_with_its_last_part() -> None:
+    """Fault soak (partial fills, reordered pushes): the close filled in three parts, the final one reached
+    the bot first and ended the lifecycle; the two earlier parts came after the position was settled and
+    were booked as strays, so the trade's own PnL missed two thirds of its exit."""
+    pos = _protected("0.3")
+    pos.fire("exit_signal", reason="signal")
+    assert pos.fire("close_filled", fill=_exit_fill("a-1-x1", "9", "0.1", "0.3", "10", final=True)) == []
+    assert pos.state == "exiting"
+    pos.fire("close_filled", fill=_exit_fill("a-1-x1", "7", "0.1", "0.1", "10", final=False))
+    assert pos.state == "exiting"
+    commands = pos.fire("close_filled", fill=_exit_fill("a-1-x1", "8", "0.1", "0.2", "10", final=False))
+    assert pos.state == "exited_exit"
+    assert pos.rec.realized_pnl == D(30)
+    assert [type(c).__name__ for c in commands] == ["CancelOrder"]  # the stop, now that nothing is open
+
+
+def test_a_stop_smaller_than_the_position_that_fills_in_full_is_replaced_for_the_rest() -> None:
+    pos = _protected("0.3")
+    pos.rec.filled_qty = D("0.5")  # the position grew outside the bot before a resize
+    (stop,) = pos.fire("stop_filled", fill=_exit_fill("a-1-s1", "5", "0.3", "0.3", "-20", final=True))
+    assert pos.state == "protected"
+    assert isinstance(stop, SubmitStop) and stop.qty == D("0.2")

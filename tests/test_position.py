@@ -62,7 +62,7 @@ def make(state: str, **kw: bool) -> Position:
 
 
 def kwargs_for(row: Row, state: str) -> dict:
-    final = "fill_final" in row.when or "fill_final" not in row.unless
+    final = "closes_position" in row.when or "closes_position" not in row.unless
     t = row.trigger
     if t == "enter":
         return {"side": "long", "qty": D("0.01"), "ref_price": D("60000"), "bar": 5}
@@ -71,9 +71,9 @@ def kwargs_for(row: Row, state: str) -> dict:
     if t == "entry_filled":
         return {"fill": fill("a-1-e1", final=final)}
     if t == "stop_filled":
-        return {"fill": fill("a-1-s1", final=final, price="59400", pnl="-6")}
+        return {"fill": fill("a-1-s1", "0.01" if final else "0.004", final=final, price="59400", pnl="-6")}
     if t == "close_filled":
-        return {"fill": fill("a-1-x1", final=final, price="60100", pnl="1")}
+        return {"fill": fill("a-1-x1", "0.01" if final else "0.004", final=final, price="60100", pnl="1")}
     if t in ("stop_confirmed", "stop_canceled"):
         return {"client_id": "a-1-s1"}
     if t == "order_gone":

@@ -84,6 +84,19 @@ class SimThread:
         assert sim is not None
         return self.do(lambda: any(c.kind == "market" and c.subs for c in sim.streams.conns))
 
+    def settled(self) -> bool:
+        """No REST failure still queued, and the bot's streams are back (a market subscription and a user
+        connection): the bot has met the last fault and is running again."""
+        sim = self.sim
+        assert sim is not None
+
+        def check() -> bool:
+            conns = sim.streams.conns
+            return (sim.faults.pending() == 0 and any(c.kind == "market" and c.subs for c in conns)
+                    and any(c.kind == "user" for c in conns))
+
+        return self.do(check)
+
     def connections(self) -> int:
         sim = self.sim
         assert sim is not None

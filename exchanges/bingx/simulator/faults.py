@@ -61,6 +61,10 @@ class Faults:
             raise ValueError(f"unknown failure kind {kind!r}")
         self._fail.setdefault(path, deque()).extend([(kind, after_effect)] * count)
 
+    def pending(self) -> int:
+        """REST failures still waiting for their request (a soak waits for them before the next fault)."""
+        return sum(len(q) for q in self._fail.values())
+
     def take_failure(self, path: str) -> tuple[FailKind, bool] | None:
         queue = self._fail.get(path)
         return queue.popleft() if queue else None
