@@ -34,6 +34,9 @@ from strategies.base import StrategyContext
 log = logging.getLogger("gatebot.runner")
 
 MAX_BACKOFF_CANDLES = 64
+HEALTHY_CANDLES = 12
+"""Candles an instance trades without failing before its earlier failures are forgiven (backoff restarts
+at one candle): sporadic errors hours apart must not keep it out for the longest backoff."""
 
 
 class Instance:
@@ -96,6 +99,13 @@ class Instance:
         self.engine = engine  # routed to from now on: recovery's own cancels and queries answer with events
         await engine.start()
         return engine
+
+    def deliver(self, candle: CandleClosed) -> None:
+        """Hand a candle to the running engine; a long enough healthy run forgives earlier failures."""
+        assert self.engine is not None
+        if self.failures and candle.open_time >= self.down_until_bar + HEALTHY_CANDLES * interval_ms(self.cfg.interval):
+            self.failures = 0
+        self.engine.post(candle)
 
     def fail(self, exc: BaseException, bar: int) -> None:
         """Isolate the instance: journal the error, drop the engine, come back after a backoff."""
@@ -411,7 +421,7 @@ class Runner:
                             runs[inst.cfg.name] = self._spawn(inst)
                         continue  # a rebuilt engine warmed up on history that already holds this candle
                     if inst.engine is not None:
-                        inst.engine.post(candle)
+                        inst.deliver(candle)
             await self._settle_engines()
         finally:
             ticker.cancel()
@@ -473,10 +483,9 @@ class Runner:
                 if candle.open_time < inst.down_until_bar:
                     return
                 await inst.build()
-            engine = inst.engine
-            assert engine is not None
-            engine.post(candle)
-            await engine.drain()
+            inst.deliver(candle)
+            assert inst.engine is not None
+            await inst.engine.drain()
         except (InstanceHalted, JournalError) as exc:
             inst.halt(exc)
         except Exception as exc:  # isolation: one instance's failure must not stop the others

@@ -169,3 +169,35 @@ def test_the_replay_command_reads_a_candle_file_and_reports(tmp_path: Path) -> N
     missing = gatebot("replay", str(config), "--candles", str(tmp_path / "none.csv"))
     assert missing.returncode == 2 and "none.csv: cannot read" in missing.stderr
     assert not (tmp_path / "other").exists(), "nothing starts on a bad candle file"
+
+
+def test_an_hour_of_healthy_trading_forgives_earlier_failures(tmp_path: Path) -> None:
+    """Sporadic failures hours apart (a REST timeout now, a 5xx later) must not add up to the longest
+    backoff: found by the fault soak, where an instance stayed out for 64 candles (five hours)."""
+    from types import SimpleNamespace
+
+    from core.clock import VirtualClock
+    from core.events import CandleClosed
+    from core.runner import HEALTHY_CANDLES, MAX_BACKOFF_CANDLES, Instance
+
+    path = tmp_path / "two.toml"
+    path.write_text(TWO.format(state=tmp_path / "state"))
+    runner = SimpleNamespace(state_dir=tmp_path, journals={}, clock=VirtualClock(0))
+    inst = Instance(load_config(path).instances[0], runner)  # type: ignore[arg-type]
+    step = 300_000
+    for _ in range(8):
+        inst.fail(RuntimeError("timeout"), 0)
+    assert inst.down_until_bar == MAX_BACKOFF_CANDLES * step
+    posted: list[CandleClosed] = []
+    inst.engine = SimpleNamespace(post=posted.append, close=lambda: None)  # type: ignore[assignment]
+
+    def candle(t: int) -> CandleClosed:
+        return CandleClosed(symbol="BTC-USDT", interval="5m", open_time=t, open=1, high=1, low=1, close=1, volume=1)
+
+    inst.deliver(candle(inst.down_until_bar + (HEALTHY_CANDLES - 1) * step))
+    assert inst.failures == 8
+    back = inst.down_until_bar + HEALTHY_CANDLES * step
+    inst.deliver(candle(back))
+    assert inst.failures == 0 and len(posted) == 2
+    inst.fail(RuntimeError("5xx"), back)
+    assert inst.down_until_bar == back + step  # one candle again
