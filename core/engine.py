@@ -103,6 +103,11 @@ class Engine:
         """Crash-only start: fold the journal (done in __init__), reconcile with the exchange, trade."""
         self.status = "recovering"
         await self.reconcile()
+        r = self.pos.rec
+        if self.pos.state == "entering" and r.entry_complete and self._protect_deadline is None:
+            # A filled entry still waiting for its stop: the protection timeout counts from when the journal
+            # last moved it, not from this start (a crash or an instance restart must not buy it more time).
+            self._protect_deadline = self.journal.moved_at(r.seq) + self.protection_timeout_ms
         self.status = "running"
 
     def close(self) -> None:

@@ -327,6 +327,11 @@ class Journal:
             fees += Decimal(f)
         return pnl, fees
 
+    def moved_at(self, position: int) -> int:
+        """When the journal last moved ``position`` (ms on the bot's clock; 0 if it never did)."""
+        (ts,) = self.conn.execute("SELECT max(ts) FROM transitions WHERE position = ?", (position,)).fetchone()
+        return int(ts or 0)
+
     def last_transitions(self, n: int = 5) -> list[dict[str, Any]]:
         rows = self.db.query(
             "SELECT seq, ts, position, src, trigger, dst FROM transitions ORDER BY seq DESC LIMIT ?", [n])

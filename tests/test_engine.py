@@ -448,3 +448,40 @@ def test_a_decision_that_arrives_during_recovery_waits_for_it(tmp_path: Path) ->
     bench = run(go())
     assert ("exiting", "close_filled", "exited_exit") in bench.transitions()
     assert ("exiting", "position_gone", "exited_manual") not in bench.transitions()
+
+
+def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_without_its_stop(tmp_path: Path) -> None:
+    """Fault soak: the stop's submission timed out, then the instance failed and was rebuilt (repeatedly);
+    each new engine forgot the protection deadline, and the position went without a stop for 20 s against
+    a 5 s timeout. The deadline now counts from the journal's last move of the position."""
+    from core.events import Timer
+
+    class LosingStops(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if not isinstance(command, SubmitStop):
+                await super().submit(command)
+
+        async def query_order(self, symbol: str, client_id: str) -> Any:
+            return None if "-s" in client_id else await super().query_order(symbol, client_id)
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
+                      timeout_ms=60_000)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering" and bench.engine.pos.rec.entry_complete
+        filled_at = bench.clock.now_ms()
+        bench.engine.close()  # the instance fails; a new engine is built on the same journal
+        await bench.start()
+        bench.clock.advance_to(filled_at + 59_000)
+        bench.engine.post(Timer(ts=bench.clock.now_ms(), name="tick"))
+        await bench.engine.drain()
+        assert bench.engine.pos.state == "entering"
+        bench.clock.advance_to(filled_at + 60_000)
+        bench.engine.post(Timer(ts=bench.clock.now_ms(), name="tick"))
+        await bench.engine.drain()
+        assert bench.engine.pos.state == "flat"
+        return bench
+
+    bench = run(go())
+    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
