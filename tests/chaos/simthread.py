@@ -84,18 +84,22 @@ class SimThread:
         assert sim is not None
         return self.do(lambda: any(c.kind == "market" and c.subs for c in sim.streams.conns))
 
-    def settled(self) -> bool:
-        """No REST failure still queued, and the bot's streams are back (a market subscription and a user
-        connection): the bot has met the last fault and is running again."""
+    def streams_up(self) -> bool:
+        """The bot's streams are connected: a market subscription and a user connection."""
         sim = self.sim
         assert sim is not None
 
         def check() -> bool:
             conns = sim.streams.conns
-            return (sim.faults.pending() == 0 and any(c.kind == "market" and c.subs for c in conns)
-                    and any(c.kind == "user" for c in conns))
+            return any(c.kind == "market" and c.subs for c in conns) and any(c.kind == "user" for c in conns)
 
         return self.do(check)
+
+    def pending_failures(self) -> int:
+        """REST failures queued that no request has met yet."""
+        sim = self.sim
+        assert sim is not None
+        return self.do(sim.faults.pending)
 
     def connections(self) -> int:
         sim = self.sim

@@ -4,7 +4,7 @@ timeouts (reply lost, request lost), rate limits, rejected stops, partial fills,
 events, listenKey expiry. I1-I5 are checked every simulated 2 hours and at the end; the simulator's own
 view of every position (open without a working stop of its side) gives the worst naked time.
 
-``python benchmarks/fault_soak.py [--hours 48] [--per-class 20] [--seed 1]`` prints
+``python -m tests.chaos.soak [--hours 24] [--per-class 20] [--seed 1]`` prints
 ``RESULT simulated_hours=… trades=… faults=… violations=… naked_ms_max=…``.
 """
 
@@ -17,14 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from core.journal import Journal  # noqa: E402
-from exchanges.bingx.constants import ORDER  # noqa: E402
-from exchanges.bingx.simulator import SimOptions  # noqa: E402
-from tests.chaos.driver import INSTANCE, SYMBOL, Chaos  # noqa: E402
-from tests.chaos.simthread import wait_for  # noqa: E402
+from core.journal import Journal
+from exchanges.bingx.constants import ORDER
+from exchanges.bingx.simulator import SimOptions
+from tests.chaos.driver import CONFIG, INSTANCE, SYMBOL, Chaos
+from tests.chaos.simthread import SimThread, wait_for
 
 FAULTS: dict[str, dict] = {
     "drop_market_streams": {},
@@ -43,42 +40,50 @@ FAULTS: dict[str, dict] = {
 CANDLE_MS = 300_000
 
 
-def soak(hours: float, per_class: int, seed: int, workdir: Path, *, log=print) -> dict:
+def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: int = 0, log=print) -> dict:
+    """At least ``hours`` simulated, each fault class ``per_class`` times and ``min_trades`` trades: the
+    run goes on (up to four times ``hours``) until all three hold."""
     rng = random.Random(seed)
     chaos = Chaos(workdir, seed=seed, attached=False, log=log)
+    candles = int(hours * 3600_000 / CANDLE_MS)
+    limit = 4 * candles
     chaos.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0,
-                               bars=int(hours * 3600_000 / CANDLE_MS) + 100)
-    from tests.chaos.simthread import SimThread
-
+                               bars=limit + 100)
     chaos.sim = SimThread(chaos.options)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     sim = chaos.sim.start()
     counts = {name: 0 for name in FAULTS}
     violations: list[str] = []
-    candles = int(hours * 3600_000 / CANDLE_MS)
     every = max(1, candles // (per_class * len(FAULTS)))
+    trades = 0
+    i = 0
     try:
         assert sim.sim is not None
-        from tests.chaos.driver import CONFIG
-
         chaos.config = workdir / "soak.toml"
         chaos.config.write_text(CONFIG.format(state=workdir / "state", rest=sim.sim.rest_url, ws=sim.sim.ws_url,
                                               attached="false", instance=INSTANCE)
                                   .replace("protection_timeout_s = 2", "protection_timeout_s = 5")
-                                  .replace("every = 2", "every = 1"))  # a trade per candle
+                                  .replace("every = 2", "every = 1"))  # a new trade as soon as flat
         t0 = chaos.spawn(None)
         if not chaos.recovered(t0):
             raise RuntimeError(f"the bot did not start: {chaos.result.violations}")
         sim.watch_naked()
         order = list(FAULTS)
         toggled: dict[str, int] = {}
-        for i in range(candles):
+        owed = 0
+        rest_fault = False
+        while i < limit and (i < candles or min(counts.values()) < per_class or trades < min_trades):
             if i % every == every - 1:
-                name = order[(i // every) % len(order)] if min(counts.values()) < per_class else rng.choice(order)
+                owed += 1
+            if owed and not rest_fault:
+                least = min(counts.values())
+                name = next(n for n in order if counts[n] == least) if least < per_class else rng.choice(order)
                 spec = dict(FAULTS[name])
                 op = spec.pop("op", name)
                 sim.fault(op, **spec)
                 counts[name] += 1
+                owed -= 1
+                rest_fault = op == "fail_next"
                 if name in ("duplicate_user_events", "reorder_user_events"):
                     toggled[name] = i + 3  # on for three candles
             for name, until in list(toggled.items()):
@@ -86,11 +91,14 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, log=print) -
                     sim.fault(name, on=False)
                     del toggled[name]
             sim.advance(1)
-            # A simulated day passes in a minute: faults would pile up faster than any client can meet them
-            # (a REST failure queued per candle, each costing a timeout). The next candle waits until the
-            # bot met the last fault and its streams are back, as it would in hours of real time.
-            wait_for(sim.settled, 15, step=0.01)
+            wait_for(sim.streams_up, 5, step=0.01)  # dropped streams are back, as minutes later they would be
             time.sleep(0.02)
+            if rest_fault and wait_for(lambda: sim.pending_failures() == 0, 0.5, step=0.01):
+                # A simulated day passes in minutes: REST failures minutes apart in real time would meet one
+                # request's retries one after the other here. The next one waits until this one was met and
+                # the bot is at rest again, as minutes later it would be.
+                wait_for(lambda: not sim.violations(chaos.journal, instance=INSTANCE, symbol=SYMBOL), 10, step=0.05)
+                rest_fault = False
             if not chaos.alive():
                 violations.append(f"the bot died at candle {i}")
                 break
@@ -106,9 +114,11 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, log=print) -
 
                 if not wait_for(clean, 8, step=0.05):
                     violations.extend(f"candle {i}: {v}" for v in found)
+                trades = _trades(chaos.journal)
             if i % 100 == 99:
-                log(f"  {i + 1}/{candles} candles, faults {sum(counts.values())}, violations {len(violations)}, "
-                    f"naked max {sim.naked_ms_max:.0f} ms")
+                log(f"  {i + 1} candles, {trades} trades, faults {sum(counts.values())}, "
+                    f"violations {len(violations)}, naked max {sim.naked_ms_max:.0f} ms")
+            i += 1
         alive = chaos.alive()
         chaos.kill()
         if not alive:
@@ -119,26 +129,35 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, log=print) -
         sim.stop()
     journal = Journal(chaos.journal, readonly=True)
     try:
-        trades = journal.conn.execute("SELECT count(*) FROM transitions WHERE trigger = 'settled'").fetchone()[0]
         halted = journal.conn.execute("SELECT count(*) FROM rejections WHERE trigger = 'instance_halted'").fetchone()[0]
     finally:
         journal.close()
     if halted:
         violations.append("the instance halted")
-    return {"simulated_hours": candles * CANDLE_MS / 3600_000, "trades": trades, "faults": counts,
+    return {"simulated_hours": i * CANDLE_MS / 3600_000, "trades": _trades(chaos.journal), "faults": counts,
             "violations": violations, "naked_ms_max": sim.naked_ms_max, "protection_timeout_ms": 5000}
+
+
+def _trades(path: Path) -> int:
+    journal = Journal(path, readonly=True)
+    try:
+        return journal.conn.execute("SELECT count(*) FROM transitions WHERE trigger = 'settled'").fetchone()[0]
+    finally:
+        journal.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--hours", type=float, default=48.0)
+    ap.add_argument("--hours", type=float, default=24.0)
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--min-trades", type=int, default=200)
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gatebot-soak-"))
     t0 = time.monotonic()
-    r = soak(args.hours, args.per_class, args.seed, workdir, log=lambda m: print(m, file=sys.stderr, flush=True))
+    r = soak(args.hours, args.per_class, args.seed, workdir, min_trades=args.min_trades,
+             log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"workdir {workdir}; {time.monotonic() - t0:.0f} s wall; faults by class {r['faults']}")
     for v in r["violations"][:20]:
         print("  " + v[:300])
