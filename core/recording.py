@@ -3,7 +3,12 @@
 Layout (all integers little-endian)::
 
     b"GBREC\\n"  u16 version  u32 n  <n bytes: the header, a msgpack map>
-    then records: u32 n  <n bytes: a msgpack array [t, ch, what, data, code]>
+    version 2 (written now), then blocks: u32 n  <n bytes: a msgpack array of records>
+    version 1 (still read), then records: u32 n  <n bytes: one record>
+
+A record is a msgpack array ``[t, ch, what, data, code]``. The recorder writes a block when it holds
+256 records or 8 KiB (and on flush and close), as often as version 1's buffered file reached the
+disk; a reader decodes a whole block in one call.
 
 The header says what the file holds (``kind``: ``market`` or ``session``), the config hash and the
 model hashes of the session that wrote it, and free-form metadata. A record is one thing that crossed
@@ -23,17 +28,27 @@ naming the file and the byte offset.
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 import msgspec
 
 MAGIC = b"GBREC\n"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
+"""The format versions this gatebot reads (1: one length prefix per record)."""
 MAX_RECORD = 64 * 1024 * 1024
 """A length prefix above this is damage, not a record."""
+BLOCK_RECORDS = 256
+BLOCK_BYTES = 8192
+"""A block is written when it holds this many records or bytes."""
+MAX_BLOCK = MAX_RECORD + BLOCK_BYTES
+READ_CHUNK = 1 << 20
+"""A version 2 file is read this many bytes at a time (more for a larger block)."""
 
 MARKET, USER, REST, SEND = "market", "user", "rest", "send"
 CHANNELS = (MARKET, USER, REST, SEND)
@@ -68,6 +83,7 @@ class Record(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 _enc = msgspec.msgpack.Encoder()
 _rec_dec = msgspec.msgpack.Decoder(Record)
+_block_dec = msgspec.msgpack.Decoder(list[Record])
 _hdr_dec = msgspec.msgpack.Decoder(Header)
 _u32 = struct.Struct("<I")
 _DATA_TYPES = (bytes, str)
@@ -79,7 +95,8 @@ class _Clockless:
 
 
 class Recorder:
-    """Appends records to a recording file. ``record`` costs one encode and one buffered write."""
+    """Appends records to a recording file. ``record`` costs one encode into the pending block; a full
+    block is one write."""
 
     def __init__(self, path: str | Path, header: Header, *, clock: Any = None) -> None:
         self.path = Path(path)
@@ -87,26 +104,38 @@ class Recorder:
         self.count = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f: BinaryIO | None = self.path.open("wb")
-        head = _enc.encode(header)
+        head = _enc.encode(msgspec.structs.replace(header, version=VERSION))
         self._f.write(MAGIC + struct.pack("<H", VERSION) + _u32.pack(len(head)) + head)
-        self._buf = bytearray()
+        self._block = bytearray()
+        self._n = 0
+        """Records in ``_block`` (encoded, one after the other) not written yet."""
 
     def record(self, ch: str, what: str, data: bytes | str, code: int = 0, t: int | None = None) -> None:
         if self._f is None:
             return
-        body = _enc.encode(Record(self.clock.now_ms() if t is None else t, ch, what, data, code))
-        self._f.write(_u32.pack(len(body)))
-        self._f.write(body)
+        _enc.encode_into(Record(self.clock.now_ms() if t is None else t, ch, what, data, code), self._block, -1)
+        self._n += 1
         self.count += 1
-        if self.count % 256 == 0:
+        if self._n >= BLOCK_RECORDS or len(self._block) >= BLOCK_BYTES:
+            self._write_block()
+
+    def _write_block(self) -> None:
+        if self._n and self._f is not None:
+            # the msgpack array header (array 32: 0xdd, count big-endian) makes the block one list
+            self._f.write(_u32.pack(len(self._block) + 5) + b"\xdd" + self._n.to_bytes(4, "big"))
+            self._f.write(self._block)
             self._f.flush()
+            self._block.clear()
+            self._n = 0
 
     def flush(self) -> None:
         if self._f is not None:
+            self._write_block()
             self._f.flush()
 
     def close(self) -> None:
         if self._f is not None:
+            self._write_block()
             self._f.close()
             self._f = None
 
@@ -118,47 +147,123 @@ class Recorder:
 
 
 class Recording:
-    """A recording read whole into memory (records are small; replays want random access)."""
+    """A recording file: the header is read at once, the records each time they are iterated (version 2:
+    a block at a time, through one reused buffer; version 1: the whole file at once)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._buf = self.path.read_bytes()
+            with self.path.open("rb") as f:
+                self.header, self._start = _read_header(f, self.path)
         except OSError as exc:
             raise RecordingError(f"recording {self.path}: {exc.strerror or exc}") from None
-        self.header, self._start = _read_header(self._buf, self.path)
 
     def __iter__(self) -> Iterator[Record]:
-        return iter_records(self._buf, self._start, self.path)
+        if self.header.version == 1:
+            return iter_records(self._read(), self._start, self.path)
+        return chain.from_iterable(iter_blocks(self.path, self._start))
+
+    def _read(self) -> bytes:
+        try:
+            return self.path.read_bytes()
+        except OSError as exc:
+            raise RecordingError(f"recording {self.path}: {exc.strerror or exc}") from None
 
     def records(self) -> list[Record]:
         return list(self)
 
 
-def _read_header(buf: bytes, path: Path) -> tuple[Header, int]:
-    if not buf.startswith(MAGIC):
-        raise RecordingError(f"recording {path}: not a gatebot recording (no {MAGIC[:-1].decode()} header)")
+def _read_header(f: BinaryIO, path: Path) -> tuple[Header, int]:
     p = len(MAGIC)
-    if len(buf) < p + 6:
+    head = f.read(p + 6)
+    if not head.startswith(MAGIC):
+        raise RecordingError(f"recording {path}: not a gatebot recording (no {MAGIC[:-1].decode()} header)")
+    if len(head) < p + 6:
         raise RecordingError(f"recording {path}: truncated header")
-    (version,) = struct.unpack_from("<H", buf, p)
-    if version != VERSION:
-        raise RecordingError(f"recording {path}: format version {version}; this gatebot reads version {VERSION}")
-    (n,) = _u32.unpack_from(buf, p + 2)
-    start = p + 6
-    if n > MAX_RECORD or start + n > len(buf):
+    (version,) = struct.unpack_from("<H", head, p)
+    if version not in READS:
+        raise RecordingError(f"recording {path}: format version {version}; this gatebot reads versions "
+                             f"{', '.join(map(str, READS))}")
+    (n,) = _u32.unpack_from(head, p + 2)
+    body = f.read(n) if n <= MAX_RECORD else b""
+    if len(body) < n or n > MAX_RECORD:
         raise RecordingError(f"recording {path}: truncated header")
     try:
-        header = _hdr_dec.decode(buf[start:start + n])
+        header = _hdr_dec.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise RecordingError(f"recording {path}: damaged header ({exc})") from None
-    if header.version != VERSION or header.kind not in ("market", "session"):
+    if header.version != version or header.kind not in ("market", "session"):
         raise RecordingError(f"recording {path}: header says version {header.version}, kind {header.kind!r}")
-    return header, start + n
+    return header, p + 6 + n
+
+
+def iter_blocks(path: Path, start: int) -> Iterator[list[Record]]:
+    """The blocks of a version 2 file from byte ``start``, read and decoded one at a time as they are asked
+    for (the file as long as it is when the iteration starts)."""
+    try:
+        f = path.open("rb", buffering=0)
+    except OSError as exc:
+        raise RecordingError(f"recording {path}: {exc.strerror or exc}") from None
+    with f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(start)
+        except OSError as exc:
+            raise RecordingError(f"recording {path}: {exc.strerror or exc}") from None
+        buf = bytearray(READ_CHUNK)
+        view = memoryview(buf)
+        base, p, have = start, 0, 0  # buf[p:have] holds the file's bytes from base + p on, not decoded yet
+
+        def refill(need: int) -> None:
+            """At least ``need`` bytes from ``base + p`` in the buffer, which then starts there."""
+            nonlocal buf, view, base, p, have
+            rest = have - p
+            if need > len(buf):
+                view.release()
+                buf = bytearray(buf[p:have]) + bytearray(need - rest)
+                view = memoryview(buf)
+            elif rest:
+                buf[:rest] = buf[p:have]
+            base, p, have = base + p, 0, rest
+            end = min(len(buf), size - base)
+            while have < end:
+                try:
+                    got = f.readinto(view[have:end])
+                except OSError as exc:
+                    raise RecordingError(f"recording {path}: {exc.strerror or exc}") from None
+                if not got:
+                    raise RecordingError(f"recording {path}: truncated at byte {base + have} (the file shrank "
+                                         f"while read)")
+                have += got
+
+        unpack, decode, data_types = _u32.unpack_from, _block_dec.decode, _DATA_TYPES
+        while base + p < size:
+            if have - p < 4:
+                if base + p + 4 > size:
+                    raise RecordingError(f"recording {path}: truncated at byte {base + p} (a partial length "
+                                         f"prefix)")
+                refill(4)
+            (n,) = unpack(buf, p)
+            if n > MAX_BLOCK or base + p + 4 + n > size:
+                raise RecordingError(f"recording {path}: truncated at byte {base + p} (a block of {n} bytes "
+                                     f"does not fit)")
+            if have - p < 4 + n:
+                refill(4 + n)
+            q = p + 4 + n
+            try:
+                block = decode(view[p + 4:q])
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # bad UTF-8, a channel not in CHANNELS
+                raise RecordingError(f"recording {path}: damaged block at byte {base + p} ({exc})") from None
+            for rec in block:
+                if rec.data.__class__ not in data_types:
+                    raise RecordingError(f"recording {path}: damaged block at byte {base + p} "
+                                         f"(data {type(rec.data).__name__})")
+            yield block
+            p = q
 
 
 def iter_records(buf: bytes, start: int, path: Path) -> Iterator[Record]:
-    """The records of ``buf`` from ``start``, decoded one at a time as they are asked for."""
+    """The records of a version 1 ``buf`` from ``start``, decoded one at a time as they are asked for."""
     view = memoryview(buf)
     p, end = start, len(buf)
     unpack, decode, data_types = _u32.unpack_from, _rec_dec.decode, _DATA_TYPES

@@ -276,3 +276,44 @@ def test_the_listen_key_is_extended_every_30_minutes_and_replaced_when_unknown()
     assert [(t - start) // 60_000 for t, _ in rest.extended] == [30, 60, 90]
     assert [k for _, k in rest.extended] == ["k1", "k1", "k1"]
     assert stream.key is None and stream._expired.is_set(), "an unknown key is dropped and the socket recycled"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(
+    st.tuples(st.just("push"), st.integers(0, 7), st.booleans(), st.booleans()),
+    st.tuples(st.just("start_after"), st.integers(-1, 7), st.just(False), st.just(False)),
+    st.tuples(st.just("reconnect"), st.just(0), st.just(False), st.just(False))), max_size=40))
+def test_the_stream_reads_kline_frames_exactly_as_the_assembler_reads_pushes(
+        ops: list[tuple[str, int, bool, bool]]) -> None:
+    """MarketStream.take keeps the forming candle's pushes without calling CandleAssembler.push: the
+    candles, fetches and state are the same as pushing every kline."""
+    from core.clock import VirtualClock
+    from exchanges.bingx.market_stream import MarketStream
+
+    by_push, by_frame = Recorder(), Recorder()
+
+    async def go() -> None:
+        a = by_push.assembler(last_closed=T0 - STEP)
+        stream = MarketStream("x", [("BTC-USDT", "5m")], by_frame.fetch, VirtualClock(0),
+                              on_candle=by_frame.emitted.append, grace_s=None)
+        stream.start_after("BTC-USDT", "5m", T0 - STEP)
+        b = stream.assemblers["BTC-USDT@kline_5m"]
+        for op, i, final, close_time in ops:
+            if op == "start_after":
+                a.last_closed = T0 + i * STEP
+                stream.start_after("BTC-USDT", "5m", T0 + i * STEP)
+            elif op == "reconnect":
+                a.reconnected()
+                b.reconnected()
+            else:
+                k = push(i, final, T=T0 + (i + 1) * STEP - 1 if close_time else None)
+                await a.on_push(k)
+                frame = codec.encoder.encode({"code": 0, "dataType": "BTC-USDT@kline_5m", "s": "BTC-USDT",
+                                              "data": [k]}).decode()
+                rest = stream.take(None, frame)
+                if rest is not None:
+                    await rest
+            assert (a.last_closed, a.forming, a.stale) == (b.last_closed, b.forming, b.stale)
+
+    run(go())
+    assert by_frame.emitted == by_push.emitted and by_frame.fetches == by_push.fetches

@@ -77,7 +77,7 @@ def test_another_format_version_is_a_clear_error(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     struct.pack_into("<H", data, len(MAGIC), 99)
     path.write_bytes(bytes(data))
-    with pytest.raises(RecordingError, match=r"r\.gbrec: format version 99; this gatebot reads version 1"):
+    with pytest.raises(RecordingError, match=r"r\.gbrec: format version 99; this gatebot reads versions 1, 2"):
         Recording(path)
     path.write_bytes(b"PK\x03\x04 not a recording")
     with pytest.raises(RecordingError, match="not a gatebot recording"):
@@ -86,8 +86,10 @@ def test_another_format_version_is_a_clear_error(tmp_path: Path) -> None:
         Recording(tmp_path / "missing.gbrec")
 
 
-def test_any_damage_gives_a_recording_error_never_a_crash(tmp_path: Path) -> None:
-    good = sample(tmp_path / "r.gbrec").read_bytes()
+@pytest.mark.parametrize("version", [2, 1])
+def test_any_damage_gives_a_recording_error_never_a_crash(tmp_path: Path, version: int) -> None:
+    good = sample(tmp_path / "r.gbrec")
+    good = (good if version == 2 else _as_version_1(good, tmp_path / "v1.gbrec")).read_bytes()
     rnd = random.Random(5)
     damaged = [good[:n] for n in range(len(good))]
     for _ in range(400):
@@ -103,6 +105,53 @@ def test_any_damage_gives_a_recording_error_never_a_crash(tmp_path: Path) -> Non
             Recording(path).records()
         except RecordingError as exc:
             assert "bad.gbrec" in str(exc)
+
+
+def _as_version_1(src: Path, dst: Path) -> Path:
+    """``src`` in the version 1 layout: one length prefix per record (as gatebot wrote it before blocks)."""
+    r = Recording(src)
+    enc = msgspec.msgpack.Encoder()
+    head = enc.encode(msgspec.structs.replace(r.header, version=1))
+    out = bytearray(MAGIC + struct.pack("<H", 1) + struct.pack("<I", len(head)) + head)
+    for rec in r:
+        body = enc.encode(rec)
+        out += struct.pack("<I", len(body)) + body
+    dst.write_bytes(bytes(out))
+    return dst
+
+
+def test_records_are_written_in_blocks_and_read_through_a_small_buffer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "r.gbrec"
+    big = bytes(range(256)) * 40  # a record larger than a block and than the read buffer below
+    with Recorder(path, Header(kind="session")) as rec:
+        for i in range(1000):
+            rec.record("market", "", f'{{"i":{i}}}', t=i)
+            if i % 300 == 7:
+                rec.record("rest", "GET /big", big, 200, t=i)
+    expected = [(i, "market", "", f'{{"i":{i}}}', 0) for i in range(1000)]
+    for i in range(7, 1000, 300):
+        expected.insert(expected.index((i, "market", "", f'{{"i":{i}}}', 0)) + 1, (i, "rest", "GET /big", big, 200))
+    got = [(x.t, x.ch, x.what, x.data, x.code) for x in Recording(path)]
+    assert got == expected
+    data = path.read_bytes()
+    assert len(data) < 1004 * 40 + len(big) * 4, "not one length prefix per record"
+    monkeypatch.setattr("core.recording.READ_CHUNK", 100)
+    assert [(x.t, x.ch, x.what, x.data, x.code) for x in Recording(path)] == expected
+    path.write_bytes(data[:-1])
+    with pytest.raises(RecordingError, match=r"r\.gbrec: truncated at byte \d+"):
+        Recording(path).records()
+
+
+def test_a_version_1_recording_still_reads_and_replays_the_same(tmp_path: Path, market: tuple[Path, Path]) -> None:
+    cfg, rec = market
+    old = _as_version_1(rec, tmp_path / "v1.gbrec")
+    assert Recording(old).header.version == 1 and Recording(rec).header.version == 2
+    assert Recording(old).records() == Recording(rec).records()
+    assert hashlib.sha256(_replay(cfg, old)).hexdigest() == hashlib.sha256(_replay(cfg, rec)).hexdigest()
+    old.write_bytes(old.read_bytes()[:-3])
+    with pytest.raises(RecordingError, match=r"v1\.gbrec: truncated at byte \d+"):
+        Recording(old).records()
 
 
 def _replay(config_path: Path, recording: Path) -> bytes:

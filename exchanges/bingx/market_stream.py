@@ -55,10 +55,23 @@ class CandleAssembler:
         self._ft: int | None = None
         self._fk: codec.WsKline | None = None
         """The forming candle as its open time and last push (made a CandleClosed only when needed)."""
-        self.last_closed: int | None = None
-        """Open time of the last candle emitted (or of the last history candle at start)."""
+        self.same_t = -1
+        """``T`` of the push that opened the forming candle (-1: none): a push with this ``T`` is the
+        forming candle again, after the last closed one, so only its values are kept (MarketStream.take
+        does that without a call; every change of the forming or the last closed candle resets it)."""
+        self._last: int | None = None
         self.stale = False
         """Pushes were missed (a reconnect): the forming candle's values are not to be trusted."""
+
+    @property
+    def last_closed(self) -> int | None:
+        """Open time of the last candle emitted (or of the last history candle at start)."""
+        return self._last
+
+    @last_closed.setter
+    def last_closed(self, open_time: int | None) -> None:
+        self._last = open_time
+        self.same_t = -1
 
     @property
     def forming(self) -> CandleClosed | None:
@@ -70,13 +83,14 @@ class CandleAssembler:
     @forming.setter
     def forming(self, candle: None) -> None:
         self._ft = self._fk = None
+        self.same_t = -1
 
     def push(self, k: codec.WsKline) -> tuple[int, int] | None:
         """A kline push, handled at once (the common case, nothing to wait for), or the gap ``(start,
         end)`` whose candles must come from REST first: then :meth:`after_gap` finishes the push."""
         step = self.step
         t = k.T - k.T % step  # current pushes carry the open time, older ones the close time
-        last = self.last_closed
+        last = self._last
         ft = self._ft
         if t == ft and (last is None or t > last):  # the forming candle again: most pushes
             self.stale = False
@@ -94,7 +108,7 @@ class CandleAssembler:
                 return ft, t
             self._close(ws_candle(self.symbol, self.interval, ft, self._fk))  # type: ignore[arg-type]
         self.stale = False
-        self._ft, self._fk = t, k
+        self._ft, self._fk, self.same_t = t, k, k.T
         return None
 
     async def after_gap(self, gap: tuple[int, int], k: codec.WsKline) -> None:
@@ -102,6 +116,7 @@ class CandleAssembler:
         await self._fill(*gap)
         self.stale = False
         self._ft, self._fk = k.T - k.T % self.step, k
+        self.same_t = k.T if self._last is None or self._ft > self._last else -1
 
     async def on_push(self, k: codec.WsKline) -> None:
         gap = self.push(k)
@@ -130,7 +145,9 @@ class CandleAssembler:
                 self._close(c)
 
     def _close(self, c: CandleClosed) -> None:
-        self.last_closed = c.open_time
+        self._last = c.open_time
+        if self._ft is not None and c.open_time >= self._ft:
+            self.same_t = -1
         self.emit(c)
 
 
@@ -242,6 +259,10 @@ class MarketStream:
             if len(k) != 1:  # type: ignore[arg-type]
                 return self._take_klines(assembler, k)  # type: ignore[arg-type]
             k = k[0]  # type: ignore[index]
+        if assembler.same_t == k.T:  # type: ignore[union-attr]
+            assembler._fk = k  # type: ignore[assignment]  # the forming candle again: most pushes
+            assembler.stale = False  # (what push() does for it, without the call)
+            return None
         gap = assembler.push(k)  # type: ignore[arg-type]
         return None if gap is None else assembler.after_gap(gap, k)  # type: ignore[arg-type]
 
