@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "replay":
             if config.mode == "live":
                 raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
-            config = msgspec.structs.replace(config, mode="replay")
+            from core.replayer import on_paper
+
+            # candles replay on the paper exchange: each other account becomes a paper one (as for a
+            # market recording), never the exchange or simulator the config trades on
+            config = on_paper(msgspec.structs.replace(config, mode="replay"))
         return _run(config, candles=getattr(args, "candles", None))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)

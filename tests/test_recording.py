@@ -211,6 +211,51 @@ def test_a_market_recording_replays_like_its_csv(tmp_path: Path, market: tuple[P
     assert from_frames == from_csv and len(from_frames) > 50
 
 
+BINGX_CONFIG = """
+mode = "paper"
+state_dir = "{state}"
+[exchanges.sim]
+type = "bingx"
+[exchanges.sim.options]
+attached_stop = true
+[exchanges.sim.options.simulator]
+mode = "auto"
+speed = 6000.0
+balance = 5000
+bars = 50
+symbols = ["BTC-USDT"]
+[[instances]]
+name = "sma"
+exchange = "sim"
+strategy = "sma_cross"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {{ fast = 5, slow = 20, fraction = 0.5 }}
+protection = {{ leveraged_sl_pct = 0.04 }}
+"""
+
+
+def test_a_candle_replay_of_a_bingx_config_runs_on_paper_never_on_the_exchange(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exchanges.bingx.adapter import BingXAdapter
+
+    def no_bingx(*_: object, **__: object) -> None:
+        raise AssertionError("a candle replay started the BingX adapter")
+
+    monkeypatch.setattr(BingXAdapter, "start", no_bingx)
+    csv = write_csv(tmp_path / "candles.csv", bars=600)
+    cfg = tmp_path / "bingx.toml"
+    cfg.write_text(BINGX_CONFIG.format(state=tmp_path / "state"))
+    assert main(["replay", str(cfg), "--candles", str(csv)]) == 0
+    journal = Journal(tmp_path / "state" / "sma.sqlite", readonly=True)
+    try:
+        assert journal.meta()["initial_balance"] in ("5000", "5000.0")  # the simulator's balance, on paper
+        assert journal.conn.execute("SELECT COUNT(*) FROM transitions").fetchone()[0] > 10
+    finally:
+        journal.close()
+
+
 def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
         tmp_path: Path, market: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("matplotlib")
