@@ -82,10 +82,11 @@ async def _recover_position(engine: Engine) -> None:
     resend = []
     orders: list[tuple[str, object, str]] = []
     for cid, intent in intents.items():
-        if isinstance(intent.command, CancelOrder):
-            continue
-        orders.append((cid, intent.command, intent.status))
-        stop = getattr(intent.command, "stop", None)
+        # An order being canceled (its latest intent is the cancel) is asked about too: it may have filled
+        # before the cancel reached it (found by the chaos suite: a replaced stop fired while the bot was down).
+        command = None if isinstance(intent.command, CancelOrder) else intent.command
+        orders.append((cid, command, intent.status))
+        stop = getattr(command, "stop", None)
         if stop is not None and stop.client_id not in intents:  # a stop that travelled with the entry
             orders.append((stop.client_id, None, "attached"))
     for cid, command, status in orders:

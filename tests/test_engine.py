@@ -485,3 +485,37 @@ def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_witho
 
     bench = run(go())
     assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+
+
+def test_a_replaced_stop_that_fired_before_its_cancel_reached_the_exchange_is_booked(tmp_path: Path) -> None:
+    """Chaos run with attached stops: the stop was replaced (place the new one first, then cancel the old);
+    the bot died before the cancel went out and the old stop fired while it was down. Recovery skipped
+    orders whose latest intent was a cancel, found the old stop "already gone" and booked none of its
+    fill (I5). Orders being canceled are now asked about like the others."""
+    from core.events import CancelOrder
+
+    class LosingCancels(Deaf):
+        async def cancel(self, command: CancelOrder) -> None:
+            pass  # journaled, never sent: the bot died right after committing it
+
+    async def go() -> Bench:
+        exchange = LosingCancels(PaperOptions())
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=exchange)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        engine = bench.engine
+        await engine.execute(engine.fire("stop_resize", qty=engine.pos.rec.open_qty))
+        await engine.drain()
+        assert engine.pos.rec.stop_id == "t-1-s2" and engine.pos.rec.canceling == ["t-1-s1"]
+        engine.close()
+        exchange.deaf = True  # the bot is down: both stops trigger, the old one fills, nobody hears it
+        bench.clock.advance_to(4 * STEP_MS)
+        exchange.on_candle(candle(3, 98.5, 98.7, 97.0, 98.0))
+        exchange.deaf = False
+        await bench.start()  # the restart
+        assert bench.engine.pos.state == "flat"
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("protected", "stop_filled", "exited_sl") in bench.transitions()
