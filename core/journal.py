@@ -27,7 +27,7 @@ from typing import Any, Literal
 import msgspec
 import sqlite_utils
 
-from core.events import ZERO, AnyCommand, OrderFilled
+from core.events import ZERO, AnyCommand, CancelOrder, OrderFilled
 from core.position import PositionRecord
 
 SCHEMA_VERSION = 1
@@ -300,7 +300,9 @@ class Journal:
         return rec
 
     def intents(self, position: int | None = None) -> dict[str, IntentRow]:
-        """Every command with its latest status, by client id."""
+        """Every order with the command that placed it and its latest status, by client id. A later
+        cancel of the same id changes the status, not the command (the order and, for an entry, the
+        stop attached to it stay known); an id only ever canceled keeps its CancelOrder."""
         out: dict[str, IntentRow] = {}
         query = "SELECT client_id, position, status, command, detail FROM intents"
         args: tuple[Any, ...] = ()
@@ -309,7 +311,11 @@ class Journal:
             args = (position,)
         for cid, pos, status, command, detail in self.conn.execute(query + " ORDER BY seq", args):
             if status == "pending":
-                out[cid] = IntentRow(cid, pos, _command_dec.decode(command), status, detail)
+                cmd = _command_dec.decode(command)
+                prev = out.get(cid)
+                if prev is not None and isinstance(cmd, CancelOrder) and not isinstance(prev.command, CancelOrder):
+                    cmd = prev.command
+                out[cid] = IntentRow(cid, pos if prev is None else prev.position, cmd, status, detail)
             elif cid in out:
                 prev = out[cid]
                 out[cid] = IntentRow(cid, prev.position, prev.command, status, detail)

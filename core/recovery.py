@@ -82,9 +82,9 @@ async def _recover_position(engine: Engine) -> None:
     resend = []
     orders: list[tuple[str, object, str]] = []
     for cid, intent in intents.items():
-        # An order being canceled (its latest intent is the cancel) is asked about too: it may have filled
-        # before the cancel reached it (found by the chaos suite: a replaced stop fired while the bot was down).
-        command = None if isinstance(intent.command, CancelOrder) else intent.command
+        # An order being canceled is asked about like the others: it may have filled before the cancel
+        # reached it (found by the chaos suite: a replaced stop fired while the bot was down).
+        command = None if isinstance(intent.command, CancelOrder) else intent.command  # an id only canceled
         orders.append((cid, command, intent.status))
         stop = getattr(command, "stop", None)
         if stop is not None and stop.client_id not in intents:  # a stop that travelled with the entry

@@ -160,3 +160,25 @@ def test_group_commit_commits_every_n_transactions(tmp_path: Path) -> None:
     assert other.execute("SELECT count(*) FROM transitions").fetchone() == (6,)
     other.close()
     j.close()
+
+
+def test_a_cancel_keeps_the_command_that_placed_the_order_and_its_attached_stop(tmp_path: Path) -> None:
+    """Chaos run with attached stops: an entry canceled after its attached stop fired lost its SubmitEntry
+    (the cancel replaced it), and with it the stop's id: the invariant check no longer counted that stop's
+    fill, and recovery would not have asked about it."""
+    from core.events import CancelOrder, StopSpec, SubmitEntry
+
+    j = Journal(tmp_path / "j.sqlite")
+    entry = SubmitEntry(client_id="a-1-e1", symbol="BTC-USDT", side="long", qty=Decimal("0.2"),
+                        stop=StopSpec(client_id="a-1-s1", price=Decimal("59000")))
+    with j.transaction():
+        j.add_intent(1, 1, entry)
+    with j.transaction():
+        j.add_status(2, 1, "a-1-e1", "acked")
+    with j.transaction():
+        j.add_intent(3, 1, CancelOrder(client_id="a-1-e1", symbol="BTC-USDT"))
+        j.add_intent(3, 1, CancelOrder(client_id="a-1-x9", symbol="BTC-USDT"))
+    rows = j.intents()
+    assert rows["a-1-e1"].command == entry and rows["a-1-e1"].status == "pending"
+    assert isinstance(rows["a-1-x9"].command, CancelOrder)
+    j.close()
