@@ -348,10 +348,18 @@ class Engine:
         return (await self.adapter.position(self.symbol, side)).qty <= 0
 
     async def book_missed_fills(self) -> None:
-        """Book the fills of this position's working orders that no push brought (the user stream was down
-        when they happened). Asked before concluding that a position vanished: a close or stop that filled
-        unseen is not a position closed by hand, and its PnL and fees belong in the journal (I5)."""
-        for cid in list(self.pos.rec.working):
+        """Book the fills of this position's orders that no push brought (the user stream was down when they
+        happened), of every order it placed: one taken for canceled may have filled first. Asked before
+        concluding that a position vanished: a close or stop that filled unseen is not a position closed by
+        hand, and its PnL and fees belong in the journal (I5)."""
+        r = self.pos.rec
+        ids = dict.fromkeys(r.working)
+        for cid, intent in self.journal.intents(position=r.seq).items():  # also those thought gone already
+            ids[cid] = None
+            stop = getattr(intent.command, "stop", None)
+            if stop is not None:
+                ids[stop.client_id] = None
+        for cid in ids:
             for fill in await self.adapter.order_fills(self.symbol, cid):
                 if not self.journal.is_booked(cid, fill.trade_id):
                     await self._on_execution(fill)

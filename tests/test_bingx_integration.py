@@ -310,3 +310,37 @@ def _statuses(path: Path, client_id: str) -> list[str]:
                                                    (client_id,))]
     finally:
         journal.close()
+
+
+def test_a_cancel_of_an_order_that_filled_first_delivers_its_fill(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chaos run: a replaced stop fired during a stream drop; its cancel was answered "order not exist"
+    and taken for canceled, and the fill was never booked (I5). The adapter now asks for the fills of an
+    order that is gone before it reports it canceled."""
+    from core.clock import LiveClock
+    from core.events import CancelOrder, OrderCanceled, OrderFilled, SubmitEntry, SubmitStop
+    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from exchanges.bingx.rest import RestClient
+
+    async def go() -> None:
+        options = SimOptions(mode="manual", history_bars=50)
+        async with BingXSimulator(options) as sim:
+            adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url), hedge_mode=False, clock=LiveClock())
+            adapter.rest = RestClient(adapter.rest_url, options.api_key, options.secret, clock=adapter.clock)
+            await adapter.rest.start()
+            events: list[Any] = []
+            adapter._sink = events.append  # no user stream: nothing is pushed
+            try:
+                price = (await adapter.klines(SYMBOL, "5m", 0, 2**62))[-1].close
+                await adapter.submit(SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01")))
+                stop_price = (Decimal(repr(price)) * Decimal("0.99")).quantize(Decimal("0.1"))
+                await adapter.submit(SubmitStop(client_id="c-1-s1", symbol=SYMBOL, side="long", qty=Decimal("0.01"),
+                                                stop_price=stop_price))
+                sim.faults.fire_stops_now(SYMBOL)
+                events.clear()
+                await adapter.cancel(CancelOrder(client_id="c-1-s1", symbol=SYMBOL))
+                assert [type(e) for e in events] == [OrderFilled, OrderCanceled]
+                assert events[0].client_id == "c-1-s1" and events[0].qty == Decimal("0.01")
+            finally:
+                await adapter.rest.close()
+
+    run(go())
