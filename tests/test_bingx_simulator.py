@@ -531,8 +531,9 @@ def test_http_fault_control_and_auto_mode() -> None:
         s = await market_stream(sim, "BTC-USDT@kline_5m")
         start = sim.market_time_ms
         assert start % 300_000 == 0  # (it ran ahead of the wall clock from "now" at start: auto at 3000x)
-        await s.wait(lambda m: len({x["data"][0]["T"] for x in m if x.get("dataType") == "BTC-USDT@kline_5m"}) >= 3,
-                     timeout=10)
+        # three candles opened from ``start`` on (a push of the candle before it may still arrive first)
+        await s.wait(lambda m: len({x["data"][0]["T"] for x in m if x.get("dataType") == "BTC-USDT@kline_5m"
+                                    and x["data"][0]["T"] >= start}) >= 3, timeout=10)
         assert sim.market_time_ms >= start + 600_000
         async with c.session.post(f"{sim.rest_url}/__sim/fault", json={"op": "fail_next", "path": C.POSITIONS,
                                                                        "kind": "busy"}) as r:
