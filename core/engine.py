@@ -353,13 +353,7 @@ class Engine:
         concluding that a position vanished: a close or stop that filled unseen is not a position closed by
         hand, and its PnL and fees belong in the journal (I5)."""
         r = self.pos.rec
-        ids = dict.fromkeys(r.working)
-        for cid, intent in self.journal.intents(position=r.seq).items():  # also those thought gone already
-            ids[cid] = None
-            stop = getattr(intent.command, "stop", None)
-            if stop is not None:
-                ids[stop.client_id] = None
-        for cid in ids:
+        for cid in dict.fromkeys([*r.working, *self.journal.client_ids(r.seq)]):  # those thought gone too
             for fill in await self.adapter.order_fills(self.symbol, cid):
                 if not self.journal.is_booked(cid, fill.trade_id):
                     await self._on_execution(fill)

@@ -44,10 +44,7 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
         if snap.qty > 0:
             held[side] = snap.qty
     intents = journal.intents()
-    ours_ids = set(intents)  # every client id the journal sent, attached stops included
-    for intent in intents.values():
-        if isinstance(intent.command, SubmitEntry) and intent.command.stop is not None:
-            ours_ids.add(intent.command.stop.client_id)
+    ours_ids = set(journal.client_ids())  # every client id the journal sent, attached stops included
     grace = state == "entering" and in_protection_window
 
     # I1 no naked position

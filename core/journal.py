@@ -321,6 +321,17 @@ class Journal:
                 out[cid] = IntentRow(cid, prev.position, prev.command, status, detail)
         return out
 
+    def client_ids(self, position: int | None = None) -> list[str]:
+        """Every client id the journal sent (of one position, or of all), the stops attached to entries
+        included: the orders whose fills belong to this journal."""
+        ids: dict[str, None] = {}
+        for cid, intent in self.intents(position).items():
+            ids[cid] = None
+            stop = getattr(intent.command, "stop", None)
+            if stop is not None:
+                ids[stop.client_id] = None
+        return list(ids)
+
     def is_booked(self, client_id: str, trade_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM fills WHERE client_id = ? AND trade_id = ?",
                                  (client_id, trade_id)).fetchone() is not None
