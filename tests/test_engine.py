@@ -13,7 +13,16 @@ import pytest
 
 from core.clock import VirtualClock
 from core.engine import Engine, InstanceHalted
-from core.events import CandleClosed, OrderFilled, StreamUp, SubmitClose, SubmitEntry, SubmitStop
+from core.events import (
+    CancelOrder,
+    CandleClosed,
+    OrderFilled,
+    StreamUp,
+    SubmitClose,
+    SubmitEntry,
+    SubmitStop,
+    Timer,
+)
 from core.invariants import check
 from core.journal import Journal
 from core.position import Protection
@@ -454,8 +463,6 @@ def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_witho
     """Fault soak: the stop's submission timed out, then the instance failed and was rebuilt (repeatedly);
     each new engine forgot the protection deadline, and the position went without a stop for 20 s against
     a 5 s timeout. The deadline now counts from the journal's last move of the position."""
-    from core.events import Timer
-
     class LosingStops(PaperExchange):
         async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
             if not isinstance(command, SubmitStop):
@@ -492,8 +499,6 @@ def test_a_replaced_stop_that_fired_before_its_cancel_reached_the_exchange_is_bo
     the bot died before the cancel went out and the old stop fired while it was down. Recovery skipped
     orders whose latest intent was a cancel, found the old stop "already gone" and booked none of its
     fill (I5). Orders being canceled are now asked about like the others."""
-    from core.events import CancelOrder
-
     class LosingCancels(Deaf):
         async def cancel(self, command: CancelOrder) -> None:
             pass  # journaled, never sent: the bot died right after committing it
