@@ -317,3 +317,55 @@ def test_the_stream_reads_kline_frames_exactly_as_the_assembler_reads_pushes(
 
     run(go())
     assert by_frame.emitted == by_push.emitted and by_frame.fetches == by_push.fetches
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+
+
+def test_kline_pushes_of_every_shape_close_the_same_candles_and_other_frames_close_none() -> None:
+    """The one-decode path reads only a push of one kline (code 0, no id, a subscribed stream); a push of
+    one kline object, of several klines, answers, errors, other streams and Ping take the general path
+    and must come to the same candles."""
+    from core.clock import VirtualClock
+    from exchanges.bingx.market_stream import MarketStream
+
+    klines = [push(i, final) for i in range(6) for final in (False, True)]
+
+    def frame(data: object, **extra: object) -> str:
+        return codec.encoder.encode({"code": 0, "dataType": "BTC-USDT@kline_5m", "s": "BTC-USDT", "data": data}
+                                    | extra).decode()
+
+    later = [push(9)]  # taken for a kline of ours, it would open a gap (a REST fetch) and close other candles
+    noise = [frame(later, dataType="ETH-USDT@kline_5m"), frame(None, id="sub-1"), frame(later, code=100, msg="no"),
+             "Ping", codec.gzip_frame("Ping")]
+    shapes = {
+        "one kline in a list": [frame([k]) for k in klines],
+        "one kline object": [frame(k) for k in klines],
+        "two klines in a list": [frame(klines[i:i + 2]) for i in range(0, len(klines), 2)],
+        "with other frames between": [f for k in klines for f in (frame([k]), *noise)],
+    }
+    results = {}
+    for name, frames in shapes.items():
+        rec = Recorder()
+        ws = _Socket()
+
+        async def go(frames: list[str | bytes] = frames, rec: Recorder = rec, ws: _Socket = ws) -> None:
+            stream = MarketStream("x", [("BTC-USDT", "5m")], rec.fetch, VirtualClock(0), on_candle=rec.emitted.append,
+                                  grace_s=None)
+            stream.start_after("BTC-USDT", "5m", T0 - STEP)
+            for f in frames:
+                rest = stream.take(ws, f)
+                if rest is not None:
+                    await rest
+
+        run(go())
+        results[name] = rec.emitted
+        assert not rec.fetches, name
+        assert ws.sent == (["Pong", "Pong"] * len(klines) if "between" in name else []), name
+    assert results["one kline in a list"] == [truth(i) for i in range(5)]
+    assert all(r == results["one kline in a list"] for r in results.values()), results

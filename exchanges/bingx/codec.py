@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import zlib
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -227,15 +227,16 @@ class MarketPush(msgspec.Struct, kw_only=True):
 
 
 class KlinePush(msgspec.Struct, kw_only=True, gc=False):
-    """A kline push read in one decode: :class:`MarketPush` (the same fields, checked the same way) with
-    ``data`` typed as klines (a list or one object). A frame that does not fit is read as a MarketPush."""
+    """The common market frame read in one decode: one kline of a subscribed stream, code 0, no request
+    id (the fields of :class:`MarketPush`). Anything else (several klines, an answer, an error, a mark
+    price) does not fit and is read as a MarketPush, so the hot path checks nothing the decoder did."""
 
-    dataType: str = ""
-    code: int = 0
-    id: str = ""
+    dataType: str
+    code: Literal[0] = 0
+    id: Literal[""] = ""
     msg: str = ""
     s: str = ""
-    data: list[WsKline] | WsKline | None = None
+    data: Annotated[list[WsKline], msgspec.Meta(min_length=1, max_length=1)]
 
 
 class MarkPriceData(msgspec.Struct, kw_only=True):

@@ -232,8 +232,9 @@ class MarketStream:
     def take(self, ws: Any, frame: bytes | str) -> Awaitable[None] | None:
         """One frame as received (live and replay alike): everything that needs no waiting is done at
         once; what must still be awaited (the ``Pong``, candles missed in a gap fetched from REST) is
-        returned. A kline push is read in one decode (:class:`codec.KlinePush`); any other frame, or
-        one that does not fit, is read as a :class:`codec.MarketPush` (:meth:`_take_push`)."""
+        returned. The common frame, one kline of a subscribed stream, is read in one decode whose type
+        checks its shape (:class:`codec.KlinePush`); any other is read as a :class:`codec.MarketPush`
+        (:meth:`_take_push`)."""
         if self.recorder is not None:
             self.recorder.record(MARKET, "", frame)
         if frame.__class__ is str:
@@ -245,26 +246,22 @@ class MarketStream:
                 self.bad_frames += 1
                 log.warning("unreadable market frame ignored (%s): %.80r", type(exc).__name__, frame)
                 return None
-        if text == "Ping":
-            return ws.send("Pong")
         try:
             push = _kline_push(text)
         except msgspec.DecodeError:
+            if text == "Ping":
+                return ws.send("Pong")
             return self._take_push(text)
         assembler = self.assemblers.get(push.dataType)
-        k = push.data
-        if assembler is None or k is None or push.id or push.code:
-            return self._take_push(text)  # not a kline push of ours (an answer, an error, a mark price...)
-        if k.__class__ is list:
-            if len(k) != 1:  # type: ignore[arg-type]
-                return self._take_klines(assembler, k)  # type: ignore[arg-type]
-            k = k[0]  # type: ignore[index]
-        if assembler.same_t == k.T:  # type: ignore[union-attr]
-            assembler._fk = k  # type: ignore[assignment]  # the forming candle again: most pushes
+        if assembler is None:
+            return self._take_push(text)  # not a stream of ours
+        k = push.data[0]
+        if assembler.same_t == k.T:
+            assembler._fk = k  # the forming candle again: most pushes
             assembler.stale = False  # (what push() does for it, without the call)
             return None
-        gap = assembler.push(k)  # type: ignore[arg-type]
-        return None if gap is None else assembler.after_gap(gap, k)  # type: ignore[arg-type]
+        gap = assembler.push(k)
+        return None if gap is None else assembler.after_gap(gap, k)
 
     def _take_klines(self, assembler: CandleAssembler, klines: list[codec.WsKline]) -> Awaitable[None] | None:
         for i, k in enumerate(klines):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
@@ -170,47 +170,64 @@ class _SendCheck:
 async def market_candles(recording: Recording, streams: list[tuple[str, str]], clock: VirtualClock,
                          on_frame: Callable[[int], None] | None = None) -> AsyncIterator[CandleClosed]:
     """The closed candles of ``streams`` that the recording's kline frames make, through the live
-    MarketStream decoder and CandleAssembler (gaps after a reconnect filled from recorded REST replies)."""
+    MarketStream decoder and CandleAssembler (gaps after a reconnect filled from recorded REST replies).
+
+    Frames are read a block of the file at a time and the candles they close handed on after it, each
+    with the clock at the time of the frame that closed it: reading a frame does not look at the clock
+    and no other task runs in between, so reading ahead changes nothing but the speed (one tight loop
+    over the frames, then the consumer's)."""
     adapter = BingXAdapter(BingXOptions(), hedge_mode=False, clock=clock)
     adapter.rest = ReplayRestClient(ReplyStore(recording, preload=True), clock)
-    out: list[CandleClosed] = []
-    market = MarketStream("replay:", streams, adapter.klines, clock, on_candle=out.append, grace_s=None)
+    ready: list[tuple[int, CandleClosed]] = []
+    t = clock.now_ms()
+
+    def closed(candle: CandleClosed) -> None:
+        ready.append((t, candle))
+
+    market = MarketStream("replay:", streams, adapter.klines, clock, on_candle=closed, grace_s=None)
     take = market.take  # the live decoder, frame by frame; what it returns to await (a REST fill) is rare
-    now, advance = clock.now_ms, clock.advance_to
-    t = now()
     frames = 0
-    for rec in recording:  # one record at a time, never the whole file as objects
-        if rec.ch != MARKET:
-            continue
-        if rec.what == CONNECT:
-            market._pending = _pending.decode(rec.data)
-            market.connected_again()
-            continue
-        if rec.what == START:  # where the live stream started: after the history it had loaded
-            for symbol, interval, last in _starts.decode(rec.data):
-                if (symbol, interval) in streams:
-                    market.start_after(symbol, interval, last)
-            continue
-        if rec.t > t:
-            t = rec.t
-        rest = take(NULL_WS, rec.data)
-        frames += 1
-        # The clock reaches the frames' time before anything can see it: a REST fetch or the runner
-        # with a candle (reading a frame does not look at the clock; no other task runs in between).
-        if rest is not None:
-            if t > now():
-                advance(t)
-            await rest
-        if out:
-            if t > now():
-                advance(t)
-            for c in out:
-                yield c
-            out.clear()
-    if t > now():
-        advance(t)
+    for block in recording.blocks():  # a block at a time, never the whole file as objects
+        frames += len(block)
+        for rec in block:
+            if rec.what or rec.ch != MARKET:
+                frames -= 1  # a marker or a REST reply, not a frame
+                if rec.ch == MARKET:
+                    _marker(market, rec, streams)
+                continue
+            if rec.t > t:
+                t = rec.t
+            rest = take(NULL_WS, rec.data)
+            if rest is not None:  # missed candles from REST, on this frame's clock
+                for candle in _due(ready, clock):
+                    yield candle
+                clock.advance_to(t)
+                await rest
+        for candle in _due(ready, clock):
+            yield candle
+    clock.advance_to(t)
     if on_frame is not None:
         on_frame(frames)
+
+
+def _marker(market: MarketStream, rec: Record, streams: list[tuple[str, str]]) -> None:
+    """A market recording's connection marker, or where its streams started (after the history the live
+    stream had loaded)."""
+    if rec.what == CONNECT:
+        market._pending = _pending.decode(rec.data)
+        market.connected_again()
+    elif rec.what == START:
+        for symbol, interval, last in _starts.decode(rec.data):
+            if (symbol, interval) in streams:
+                market.start_after(symbol, interval, last)
+
+
+def _due(ready: list[tuple[int, CandleClosed]], clock: VirtualClock) -> Iterator[CandleClosed]:
+    """The candles read ahead, each once the clock is at the frame that closed it."""
+    for at, candle in ready:
+        clock.advance_to(at)
+        yield candle
+    ready.clear()
 
 
 def paper_options(options: Any) -> Any:
