@@ -53,8 +53,10 @@ class CandleAssembler:
         self.emit = emit
         self.grace_ms = grace_ms
         self._ft: int | None = None
-        self._fk: codec.WsKline | None = None
-        """The forming candle as its open time and last push (made a CandleClosed only when needed)."""
+        """The forming candle's open time."""
+        self.forming_kline: codec.WsKline | None = None
+        """The forming candle's last push (made a CandleClosed only when needed); MarketStream.take
+        replaces it when a push has ``same_t``."""
         self.same_t = -1
         """``T`` of the push that opened the forming candle (-1: none): a push with this ``T`` is the
         forming candle again, after the last closed one, so only its values are kept (MarketStream.take
@@ -76,13 +78,13 @@ class CandleAssembler:
     @property
     def forming(self) -> CandleClosed | None:
         """The candle forming now, as the last push shows it."""
-        if self._ft is None or self._fk is None:
+        if self._ft is None or self.forming_kline is None:
             return None
-        return ws_candle(self.symbol, self.interval, self._ft, self._fk)
+        return ws_candle(self.symbol, self.interval, self._ft, self.forming_kline)
 
     @forming.setter
     def forming(self, candle: None) -> None:
-        self._ft = self._fk = None
+        self._ft = self.forming_kline = None
         self.same_t = -1
 
     def push(self, k: codec.WsKline) -> tuple[int, int] | None:
@@ -94,7 +96,7 @@ class CandleAssembler:
         ft = self._ft
         if t == ft and (last is None or t > last):  # the forming candle again: most pushes
             self.stale = False
-            self._fk = k
+            self.forming_kline = k
             return None
         if last is not None and t <= last:
             return None  # late or duplicated
@@ -106,16 +108,16 @@ class CandleAssembler:
         elif t > ft:
             if self.stale or t > ft + step:
                 return ft, t
-            self._close(ws_candle(self.symbol, self.interval, ft, self._fk))  # type: ignore[arg-type]
+            self._close(ws_candle(self.symbol, self.interval, ft, self.forming_kline))  # type: ignore[arg-type]
         self.stale = False
-        self._ft, self._fk, self.same_t = t, k, k.T
+        self._ft, self.forming_kline, self.same_t = t, k, k.T
         return None
 
     async def after_gap(self, gap: tuple[int, int], k: codec.WsKline) -> None:
         """The rest of a push that found a gap: the missed candles from REST, then the push itself."""
         await self._fill(*gap)
         self.stale = False
-        self._ft, self._fk = k.T - k.T % self.step, k
+        self._ft, self.forming_kline = k.T - k.T % self.step, k
         self.same_t = k.T if self._last is None or self._ft > self._last else -1
 
     async def on_push(self, k: codec.WsKline) -> None:
@@ -257,7 +259,7 @@ class MarketStream:
             return self._take_push(text)  # not a stream of ours
         k = push.data[0]
         if assembler.same_t == k.T:
-            assembler._fk = k  # the forming candle again: most pushes
+            assembler.forming_kline = k  # the forming candle again: most pushes
             assembler.stale = False  # (what push() does for it, without the call)
             return None
         gap = assembler.push(k)
