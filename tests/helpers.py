@@ -7,7 +7,10 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.invariants import Violation, check
 from core.journal import Journal
@@ -16,6 +19,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GATEBOT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 """The project's shared candle files (never copied into the repo); tests that need them skip without."""
 SHARED_5M = SHARED_DATA / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
+
+
+async def until(condition: Callable[[], bool], what: str, *, task: asyncio.Task[Any] | None = None,
+                timeout: float = 15.0, detail: Callable[[], str] | None = None) -> None:
+    """Let the loop run until ``condition`` holds (a bot against its simulator in the same loop); fail
+    naming ``what`` at the deadline, or at once if the bot's ``task`` ended first (with its error)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if task is not None and task.done():
+            task.result()
+            raise AssertionError(f"the bot stopped before: {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}" + (f" ({detail()})" if detail else ""))
+        await asyncio.sleep(0.002)
 
 PAPER_SESSION = """
 mode = "paper"

@@ -4,7 +4,6 @@ hedge mode, with attached and separate stops; I1-I5 checked against the simulato
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -19,6 +18,7 @@ from core.journal import Journal
 from core.runner import Runner
 from exchanges.bingx.simulator import BingXSimulator, SimOptions
 from plugins.manager import make_plugin_manager
+from tests.helpers import until
 
 SYMBOL = "BTC-USDT"
 
@@ -68,14 +68,7 @@ class Session:
         return engine.pos.state if engine is not None else "down"
 
     async def until(self, condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if self.task.done():
-                self.task.result()
-                raise AssertionError(f"the bot stopped before: {what}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for: {what} (state {self.state})")
-            await asyncio.sleep(0.005)
+        await until(condition, what, task=self.task, timeout=timeout, detail=lambda: f"state {self.state}")
 
     async def candles_until(self, condition: Callable[[], bool], what: str, limit: int = 20) -> None:
         """Play candles one at a time until ``condition`` (each candle fully handled before the next)."""
@@ -236,14 +229,15 @@ def test_a_market_stream_dropped_mid_candle_still_yields_every_candle_once_in_or
                 market = adapter.start_market({(SYMBOL, "5m"): history[-1].open_time}, seen.append)
                 await asyncio.wait_for(market.connected.wait(), 5)
                 await sim.advance(3)
-                await _until(lambda: len(seen) == 3)
+                await until(lambda: len(seen) == 3, "three candles", timeout=10)
                 for _ in range(3):  # mid-candle drops, with candles played while nobody listens
                     before = market.connections
                     sim.faults.drop_market_streams()
                     await sim.advance(2)
-                    await _until(lambda before=before: market.connections > before and market.connected.is_set())
+                    await until(lambda before=before: market.connections > before and market.connected.is_set(),
+                                "the market stream to come back", timeout=10)
                     await sim.advance(1)
-                await _until(lambda: len(seen) == 12)
+                await until(lambda: len(seen) == 12, "twelve candles", timeout=10)
                 truth = await adapter.klines(SYMBOL, "5m", history[-1].open_time + 300_000, seen[-1].open_time + 1)
                 assert seen == truth, "each candle once, in order, with the exchange's final values"
                 assert market.connections >= 4
@@ -251,13 +245,6 @@ def test_a_market_stream_dropped_mid_candle_still_yields_every_candle_once_in_or
                 await adapter.stop()
 
     run(go())
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
 
 
 def test_an_expired_listen_key_is_replaced_without_losing_the_fill(tmp_path: Path,

@@ -5,8 +5,6 @@ replay names the first divergent command and the frame that caused it."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from core.replayer import replay
 from core.runner import Runner
 from exchanges.bingx.simulator import BingXSimulator, SimOptions
 from plugins.manager import make_plugin_manager
+from tests.helpers import until
 
 SYMBOL = "BTC-USDT"
 
@@ -55,17 +54,6 @@ protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 5 }}
 PARAMS = "{ enter_on = 1, every = 2, fraction = 0.5 }"
 
 
-async def until(condition: Callable[[], bool], what: str, task: asyncio.Task[Any], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if task.done():
-            task.result()
-            raise AssertionError(f"the bot stopped before: {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.002)
-
-
 def write_config(tmp: Path, name: str, *, mode: str, state: Path, rest: str = "http://127.0.0.1:9",
                  ws: str = "ws://127.0.0.1:9", params: str = PARAMS) -> Any:
     path = tmp / name
@@ -88,9 +76,9 @@ async def live_session(tmp: Path, monkeypatch: pytest.MonkeyPatch, recording: Pa
         stats: dict[str, Any] = {"stops": 0, "drops": 0, "rest": sim.rest_url, "ws": sim.ws_url}
         try:
             await until(lambda: runner.instances[0].engine is not None
-                        and runner.instances[0].engine.status == "running", "the bot to start", task)
+                        and runner.instances[0].engine.status == "running", "the bot to start", task=task)
             adapter = runner.adapters["bx"]
-            await until(lambda: adapter.market is not None and adapter.market.connected.is_set(), "market", task)
+            await until(lambda: adapter.market is not None and adapter.market.connected.is_set(), "market", task=task)
 
             def engine() -> Any:
                 return runner.instances[0].engine
@@ -107,16 +95,16 @@ async def live_session(tmp: Path, monkeypatch: pytest.MonkeyPatch, recording: Pa
                     sim.faults.drop_market_streams()
                     await sim.advance(2)
                     await until(lambda m=market, b=before: m.connections > b and m.connected.is_set(),
-                                "the market stream to come back", task)
+                                "the market stream to come back", task=task)
                     stats["drops"] += 1
                     await sim.advance(1)  # the first push after the gap: the missed candles come from REST
-                    await until(lambda b=bars_before: runner.bars >= b + 3, "the missed candles", task)
+                    await until(lambda b=bars_before: runner.bars >= b + 3, "the missed candles", task=task)
                 else:
                     bars_before = runner.bars
                     await sim.advance(1)
-                    await until(lambda b=bars_before: runner.bars > b, "the candle", task)
+                    await until(lambda b=bars_before: runner.bars > b, "the candle", task=task)
                 bars_before = runner.bars
-                await until(idle, "the engine to go idle", task)
+                await until(idle, "the engine to go idle", task=task)
                 if engine().pos.state == "protected":
                     protected_seen += 1
                     if protected_seen % 3 == 0:
@@ -124,7 +112,7 @@ async def live_session(tmp: Path, monkeypatch: pytest.MonkeyPatch, recording: Pa
                         seq = engine().pos.rec.seq
                         sim.faults.set_mark_price(SYMBOL, stop - Decimal(25))
                         await until(lambda seq=seq: engine().pos.rec.seq == seq and engine().pos.state == "flat"
-                                    and engine().idle, "flat after the stop", task)
+                                    and engine().idle, "flat after the stop", task=task)
                         stats["stops"] += 1
         finally:
             runner.stop()
