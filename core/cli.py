@@ -1,5 +1,6 @@
-"""``gatebot``: run, replay, status, check-config.
+"""``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants.
 
+Exit status 1: a session replay diverged from the live session, or check-invariants found a violation.
 Exit status 2: the configuration (or another input) is wrong and nothing was started.
 Exit status 3: the run finished but an instance halted (a damaged journal, a halt policy); the
 message names it and why. Exit status 4: an exchange could not be used (credentials, connection).
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p = sub.add_parser("check-config", help="validate CONFIG and exit")
     p.add_argument("config", type=Path)
-    p = sub.add_parser("sim", help="run the BingX simulator alone on loopback (see --help)", add_help=False)
+    p = sub.add_parser("sim", help="run the BingX simulator alone on loopback (gatebot sim --help)", add_help=False,
+                       prefix_chars="+")  # no options of its own: every argument goes to the simulator
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
     from core import check_invariants
 

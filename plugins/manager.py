@@ -1,9 +1,9 @@
 """The plugin manager: loads plugins and calls their hooks with failures isolated.
 
-Built-in plugins (the paper exchange, sma_cross) are registered even when the distribution's entry
-points are not installed (running from a plain checkout). Observer hooks are called one
-implementation at a time so that a raising observer is logged and skipped, never propagated into
-the engine.
+Built-in plugins (the paper and BingX exchanges, sma_cross, opportunity_gating) are registered even
+when the distribution's entry points are not installed (running from a plain checkout). Observer hooks
+are called one implementation at a time so that a raising observer is logged and skipped, never
+propagated into the engine.
 """
 
 from __future__ import annotations

@@ -599,3 +599,28 @@ def test_http_fault_ops_close_by_hand_and_advance_and_bad_listen_key() -> None:
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 1008
     run(lambda: with_sim(SimOptions(history_bars=5), body))
+
+
+def test_gatebot_sim_passes_every_option_to_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
+    """``gatebot sim --auto ...`` reaches the simulator's own parser (a subcommand would otherwise take
+    the options for its own and refuse them)."""
+    from core.cli import main
+    from exchanges.bingx.simulator.__main__ import parse
+
+    with pytest.raises(SystemExit) as done:
+        main(["sim", "--help"])
+    assert done.value.code == 0 and "usage: gatebot sim" in capsys.readouterr().out
+    seen: list[list[str]] = []
+
+    def fake_main(argv: list[str]) -> int:
+        seen.append(argv)
+        return 0
+
+    import exchanges.bingx.simulator.__main__ as sim_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sim_module, "main", fake_main)
+        assert main(["-v", "sim", "--auto", "--speed", "600", "--orphan-stops", "cancel"]) == 0
+    assert seen == [["--auto", "--speed", "600", "--orphan-stops", "cancel"]]
+    options = parse(seen[0])
+    assert options.mode == "auto" and options.speed == 600 and options.switches.orphan_stops == "cancel"
