@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from core.config import ConfigError, load_config
-from core.recording import RecordingError
+from core.recording import Recording, RecordingError
 
 
 def add_parsers(sub: Any) -> None:
@@ -101,7 +101,7 @@ def _run_recorded(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from core.cli import EXIT_HALTED
+    from core.cli import EXIT_BAD_INPUT, EXIT_HALTED
     from core.replayer import replay
     from core.report import format_summary, report_dir
 
@@ -109,7 +109,13 @@ def _replay(args: argparse.Namespace) -> int:
     if config.mode == "live":
         raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
     config = msgspec.structs.replace(config, mode="replay")
-    result = asyncio.run(replay(config, _plugins(config), args.recording, progress=sys.stderr.isatty()))
+    Recording(args.recording)  # a file that is no recording at all is refused before anything starts
+    try:
+        result = asyncio.run(replay(config, _plugins(config), args.recording, progress=sys.stderr.isatty()))
+    except RecordingError as exc:  # damage further in: the records before it were replayed and journaled
+        print(f"error: {exc}\nthe replay stopped there; the journals in {config.state_dir} hold what came before "
+              f"the damage (gatebot report {config.state_dir})", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if not result.config_matches:
         print(f"note: {args.recording} was recorded under another configuration (config hash differs)",
               file=sys.stderr)

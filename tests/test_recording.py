@@ -286,3 +286,31 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
     assert plotted["equity"][0] == float(initial)
     assert plotted["equity"][-1] == pytest.approx(float(initial + pnl - fees), abs=1e-6)
     assert max(plotted["drawdown_pct"]) == pytest.approx(data["max_drawdown_pct"])
+
+
+def test_gatebot_replay_of_a_recording_damaged_midway_says_what_was_replayed_before_it(
+        tmp_path: Path, market: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """A recording cut short (a crash while recording) replays up to the damage: exit status 2, the file
+    and byte named, and the journals keep the candles before it; a file that is no recording starts
+    nothing."""
+    cfg, rec = market
+    cut = tmp_path / "cut.gbrec"
+    data = rec.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert main(["replay", str(cfg), str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert "cut.gbrec: truncated at byte" in err and "the replay stopped there" in err
+    journal = Journal(tmp_path / "state" / "sma.sqlite", readonly=True)
+    try:
+        assert journal.conn.execute("SELECT COUNT(*) FROM transitions").fetchone()[0] > 0
+    finally:
+        journal.close()
+
+    not_one = tmp_path / "notes.gbrec"
+    not_one.write_text("hello")
+    for path in (tmp_path / "state").iterdir():
+        path.unlink()
+    assert main(["replay", str(cfg), str(not_one)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.gbrec: not a gatebot recording" in err and "stopped there" not in err
+    assert not list((tmp_path / "state").iterdir()), "nothing started"
