@@ -83,6 +83,8 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
     """How long a filled entry may wait for its stop to be confirmed before it is closed at market."""
     on_foreign_position: Literal["adopt", "flatten", "halt"] = "adopt"
     stop_tolerance_pct: Annotated[float, msgspec.Meta(ge=0, le=0.05)] = 0.0002
+    """An attached stop (priced from the last close) closer to the entry than the actual fill's stop by
+    at most this share of the price is kept; a wider one is always replaced."""
 
 
 class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -350,12 +350,20 @@ class Position:
         placed = r.pending_stop_price if r.pending_stop_id else r.stop_price
         if placed is None:
             self._submit_stop(wanted)
-        elif abs(placed - wanted) > r.avg_entry * self.protection.stop_tolerance_pct:
+        elif self._off_the_fill(placed, wanted):
             old = r.pending_stop_id
             if old and r.stop_id is None:
                 # The attached stop is the one live; the replacement cancels it once confirmed.
                 r.stop_id, r.stop_price = old, placed
             self._submit_stop(wanted)
+
+    def _off_the_fill(self, placed: Decimal, wanted: Decimal) -> bool:
+        """An attached stop (priced from the last close) stays after the fill only if it risks no more
+        than the stop from the actual fill and lies within the tolerance of it: a stop farther from the
+        entry than configured is replaced, however little (the loss is never wider than configured)."""
+        r = self.rec
+        wider = placed < wanted if r.side == "long" else placed > wanted
+        return wider or abs(placed - wanted) > r.avg_entry * self.protection.stop_tolerance_pct
 
     def confirm_stop(self, ev: EventData) -> None:
         r = self.rec

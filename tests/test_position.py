@@ -185,13 +185,26 @@ def test_attached_stop_replaced_when_the_fill_moves_it() -> None:
     pos.release()
 
 
-def test_attached_stop_kept_when_the_fill_is_close() -> None:
+@pytest.mark.parametrize(("side", "fill_price", "kept"), [
+    ("long", "59999", True),  # wanted 59399.1: the attached 59400 is 0.9 tighter, within the tolerance
+    ("long", "60001", False),  # wanted 59401.0: the attached 59400 would lose 1.0 more than configured
+    ("short", "60001", True),  # wanted 60601.0: the attached 60600 is tighter
+    ("short", "59999", False),  # wanted 60598.9: the attached 60600 is wider
+])
+def test_attached_stop_kept_only_when_it_risks_no_more_than_the_fill_s_stop(side: str, fill_price: str,
+                                                                             kept: bool) -> None:
     pos = Position("a", "BTC-USDT", Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"), attached_stop=True),
                    record_for("flat"))
-    pos.fire("enter", side="long", qty=D("0.01"), ref_price=D("60000"))
-    assert pos.fire("entry_filled", fill=fill("a-2-e1", price="60001")) == []
-    pos.fire("stop_confirmed", client_id="a-2-s1")
-    assert pos.state == "protected" and pos.rec.stop_id == "a-2-s1"
+    pos.fire("enter", side=side, qty=D("0.01"), ref_price=D("60000"))
+    cmds = pos.fire("entry_filled", fill=fill("a-2-e1", price=fill_price))
+    if kept:
+        assert cmds == []
+        pos.fire("stop_confirmed", client_id="a-2-s1")
+        assert pos.state == "protected" and pos.rec.stop_id == "a-2-s1"
+    else:
+        (new,) = cmds
+        wanted = INSTRUMENT.stop_price(side, D(fill_price), D("0.01"))  # type: ignore[arg-type]
+        assert isinstance(new, SubmitStop) and new.client_id == "a-2-s2" and new.stop_price == wanted
     pos.release()
 
 
