@@ -276,9 +276,7 @@ class Engine:
                 return
             await self.execute(self.fire(trigger, fill=ev, detail={"fill": cid, "qty": str(ev.qty),
                                                                        "price": str(ev.price)}))
-            if trigger == "entry_filled" and self.pos.state == "entering" and self.pos.rec.entry_complete:
-                self._protect_deadline = self.clock.now_ms() + self.protection_timeout_ms
-            elif trigger == "entry_filled" and self.pos.state == "protected":
+            if trigger == "entry_filled" and self.pos.state == "protected":
                 crashpoint("stop_confirmed")  # protected by an attached stop confirmed before this fill
             return
         if role is None:
@@ -288,7 +286,6 @@ class Engine:
                 await self.execute(self.fire("stop_confirmed", client_id=cid, bar=self.bar,
                                                status=(cid, "acked", "")))
                 if self.pos.state == "protected":
-                    self._protect_deadline = None
                     crashpoint("stop_confirmed")
             else:
                 self._status(cid, "acked", "")
@@ -328,6 +325,17 @@ class Engine:
             if cid in r.working:
                 await self.execute(self.fire("order_gone", client_id=cid, status=status))
         elif role == "e" and state == "entering" and cid in r.working:
+            if ev.filled_qty > r.filled_qty:
+                # The exchange filled more than we booked: the fills' pushes come after this one (reordered).
+                # Taking the entry for unfilled would leave the position it opened to the foreign policy.
+                await self._book_fills_of(cid)
+                r = self.pos.rec
+                if r.filled_qty < ev.filled_qty:
+                    self._reconcile = True  # the exchange does not show them yet: recovery asks again
+                    return
+                if self.pos.state != "entering" or cid not in r.working:
+                    self._status(*status)  # the last fill completed the entry
+                    return
             if r.filled_qty > 0:
                 await self.execute(self.fire("entry_completed", status=status))
             else:
@@ -354,9 +362,13 @@ class Engine:
         hand, and its PnL and fees belong in the journal (I5)."""
         r = self.pos.rec
         for cid in dict.fromkeys([*r.working, *self.journal.client_ids(r.seq)]):  # those thought gone too
-            for fill in await self.adapter.order_fills(self.symbol, cid):
-                if not self.journal.is_booked(cid, fill.trade_id):
-                    await self._on_execution(fill)
+            await self._book_fills_of(cid)
+
+    async def _book_fills_of(self, client_id: str) -> None:
+        """Ask the exchange for one order's fills and book those not booked yet."""
+        for fill in await self.adapter.order_fills(self.symbol, client_id):
+            if not self.journal.is_booked(client_id, fill.trade_id):
+                await self._on_execution(fill)
 
     def _book_stray(self, fill: OrderFilled) -> None:
         """A fill of an order of ours that belongs to no live position: book it, then reconcile."""
@@ -422,6 +434,13 @@ class Engine:
                 self.plugins.notify_fill(instance=self.name, fill=fill)
         if trigger == "entry_filled":
             crashpoint("fill_journaled")
+        r = pos.rec
+        if pos.state != "entering":
+            self._protect_deadline = None
+        elif r.entry_complete and r.filled_qty > 0 and self._protect_deadline is None:
+            # However the position came to wait for its stop (a last fill, the rest of the entry ended by the
+            # exchange, a position adopted): the protection timeout counts from here.
+            self._protect_deadline = ts + self.protection_timeout_ms
         if pos.state in EXITED:
             if not pos.rec.working:
                 commands = [*commands, *self.settle()]

@@ -78,7 +78,7 @@ async def _recover_position(engine: Engine) -> None:
     symbol = engine.symbol
     intents = journal.intents(position=r.seq)
     entry_seen = True
-    entry_filled = False
+    entry_filled = r.filled_qty > 0  # known from the journal: a complete entry is not asked about again
     resend = []
     orders: list[tuple[str, object, str]] = []
     for cid, intent in intents.items():
@@ -106,7 +106,7 @@ async def _recover_position(engine: Engine) -> None:
                 resend.append(command)
             continue
         if cid == pos.entry_id:
-            entry_filled = order.filled_qty > 0
+            entry_filled = entry_filled or order.filled_qty > 0
         for fill in await adapter.order_fills(symbol, cid):
             if not journal.is_booked(cid, fill.trade_id):
                 engine.post(fill)

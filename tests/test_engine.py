@@ -16,6 +16,7 @@ from core.engine import Engine, InstanceHalted
 from core.events import (
     CancelOrder,
     CandleClosed,
+    OrderExpired,
     OrderFilled,
     StreamUp,
     SubmitClose,
@@ -60,7 +61,8 @@ def candle(i: int, o: float, h: float | None = None, lo: float | None = None, c:
 
 class Bench:
     def __init__(self, tmp: Path, script: dict[int, Decision], *, exchange: PaperExchange | None = None,
-                 plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt") -> None:
+                 plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt",
+                 attached: bool = False) -> None:
         self.clock = VirtualClock(0)
         self.exchange = exchange or PaperExchange(PaperOptions(), clock=self.clock)
         self.exchange.clock = self.clock
@@ -70,6 +72,7 @@ class Bench:
         self.plugins = plugins
         self.timeout_ms = timeout_ms
         self.foreign_policy = foreign_policy
+        self.attached = attached
         self.i = 0
 
     async def start(self) -> Engine:
@@ -78,7 +81,8 @@ class Bench:
         await ex.configure(SYMBOL, 4, False)
         self.engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted(self.script),
                              adapter=ex, journal=self.journal, clock=self.clock,
-                             protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01")),
+                             protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01"),
+                                                   attached_stop=self.attached),
                              protection_timeout_ms=self.timeout_ms, plugins=self.plugins,
                              foreign_policy=self.foreign_policy)  # type: ignore[arg-type]
         await ex.start(self.engine.post)
@@ -234,6 +238,76 @@ def test_an_entry_whose_stop_is_never_confirmed_is_closed_after_the_protection_t
 
     bench = run(go())
     assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+
+
+def test_an_entry_the_exchange_ended_after_a_partial_fill_is_closed_if_its_stop_never_confirms(
+        tmp_path: Path) -> None:
+    """The protection timeout guards every way a position comes to wait for its stop, not only a last
+    entry fill: here the exchange ends the entry after part of it filled (entry_completed)."""
+
+    class Silent(PaperExchange):
+        """Takes entries and stops without answering (their events come from the test)."""
+
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if isinstance(command, SubmitClose):
+                await super().submit(command)
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions()),
+                      timeout_ms=60_000)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        engine = bench.engine
+        assert engine.pos.state == "entering" and engine.pos.rec.filled_qty == 0
+        part = engine.pos.rec.entry_qty / 2
+        engine.post(OrderFilled(client_id="t-1-e1", trade_id="p1", qty=part, cum_qty=part, price=Decimal(100),
+                                final=False))
+        engine.post(OrderExpired(client_id="t-1-e1", filled_qty=part, reason="the rest outside the price band"))
+        await engine.drain()
+        assert engine.pos.state == "entering" and engine.pos.rec.entry_complete and engine.pos.rec.filled_qty == part
+        await bench.bars(100.0)  # five minutes later: past the one-minute protection timeout
+        return bench
+
+    bench = run(go())
+    assert ("entering", "entry_completed", "entering") in bench.transitions()
+    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+
+
+def test_an_entry_s_end_pushed_before_its_fills_books_the_fills_instead_of_dropping_the_position(
+        tmp_path: Path) -> None:
+    """BingX ends a market order's unfilled rest (price band) and the pushes come reordered: the
+    expiry, saying part filled, arrives before the fill. The fill is asked for and booked, and the part
+    that filled is protected; the entry is not taken for unfilled (that would leave the position to the
+    foreign-position policy)."""
+    fills: list[OrderFilled] = []
+
+    class Silent(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            return None
+
+        async def order_fills(self, symbol: str, client_id: str) -> list[OrderFilled]:
+            return [f for f in fills if f.client_id == client_id]
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions()),
+                      foreign_policy="halt")
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        engine = bench.engine
+        part = engine.pos.rec.entry_qty / 2
+        fill = OrderFilled(client_id="t-1-e1", trade_id="p1", qty=part, cum_qty=part, price=Decimal(100), final=False)
+        fills.append(fill)
+        engine.post(OrderExpired(client_id="t-1-e1", filled_qty=part, reason="the rest outside the price band"))
+        engine.post(fill)  # the fill's own push, late: booked once already
+        await engine.drain()
+        assert engine.pos.state == "entering" and engine.pos.rec.filled_qty == part
+        assert engine.pos.rec.pending_stop_id == "t-1-s1"
+        return bench
+
+    bench = run(go())
+    assert bench.transitions()[-2:] == [("entering", "entry_filled", "entering"),
+                                        ("entering", "entry_completed", "entering")]
+    assert bench.rejections() == []
 
 
 class Veto:
@@ -492,6 +566,37 @@ def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_witho
 
     bench = run(go())
     assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+
+
+def test_a_restart_finds_the_filled_entry_s_attached_stop_missing_and_places_a_new_one(tmp_path: Path) -> None:
+    """Attached stops: the entry filled and its fill was journaled, but its stop never reached the exchange
+    (or was removed before its confirmation). A restart must place a new stop, as it does when the crash
+    came before the fill was booked, not leave the position to the protection timeout's market close."""
+
+    class DroppingAttachedStops(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if isinstance(command, SubmitEntry):
+                command = msgspec.structs.replace(command, stop=None)
+            await super().submit(command)
+
+    async def go() -> Bench:
+        exchange = DroppingAttachedStops(PaperOptions(attached_stop=True))
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=exchange, attached=True,
+                      timeout_ms=60_000)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        engine = bench.engine
+        assert engine.pos.state == "entering" and engine.pos.rec.entry_complete
+        assert engine.pos.rec.pending_stop_id == "t-1-s1" and await exchange.open_orders(SYMBOL) == []
+        engine.close()
+        await bench.start()  # the restart, within the protection timeout
+        assert bench.engine.pos.state == "protected" and bench.engine.pos.rec.stop_id == "t-1-s2"
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("entering", "stop_canceled", "entering") in bench.transitions()
+    assert ("entering", "protection_timeout", "exiting") not in bench.transitions()
 
 
 def test_a_replaced_stop_that_fired_before_its_cancel_reached_the_exchange_is_booked(tmp_path: Path) -> None:
