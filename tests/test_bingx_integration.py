@@ -331,3 +331,38 @@ def test_a_cancel_of_an_order_that_filled_first_delivers_its_fill(monkeypatch: p
                 await adapter.rest.close()
 
     run(go())
+
+
+@pytest.mark.parametrize("stop_fill_event", ["same_id", "derived_id"])
+def test_the_fills_of_a_stop_that_fired_are_found_under_either_order_id(monkeypatch: pytest.MonkeyPatch,
+                                                                         stop_fill_event: str) -> None:
+    """Whether BingX books a fired stop's fill on the stop itself or on a derived MARKET order linked by
+    ``triggerOrderId`` is UNCONFIRMED (protocol §6.4): recovery asks for a stop's fills either way, and
+    must find them (else a stop that fired while the bot was down is taken for a position closed by hand)."""
+    from core.clock import LiveClock
+    from core.events import SubmitEntry, SubmitStop
+    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from exchanges.bingx.rest import RestClient
+    from exchanges.bingx.simulator.options import Switches
+
+    async def go() -> None:
+        options = SimOptions(mode="manual", history_bars=50, switches=Switches(stop_fill_event=stop_fill_event))
+        async with BingXSimulator(options) as sim:
+            adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url), hedge_mode=False, clock=LiveClock())
+            adapter.rest = RestClient(adapter.rest_url, options.api_key, options.secret, clock=adapter.clock)
+            await adapter.rest.start()
+            adapter._sink = lambda event: None  # no user stream: the bot is down
+            try:
+                price = (await adapter.klines(SYMBOL, "5m", 0, 2**62))[-1].close
+                await adapter.submit(SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01")))
+                stop_price = (Decimal(repr(price)) * Decimal("0.99")).quantize(Decimal("0.1"))
+                await adapter.submit(SubmitStop(client_id="c-1-s1", symbol=SYMBOL, side="long", qty=Decimal("0.01"),
+                                                stop_price=stop_price))
+                sim.faults.fire_stops_now(SYMBOL)
+                (fill,) = await adapter.order_fills(SYMBOL, "c-1-s1")
+                assert (fill.client_id, fill.qty, fill.final) == ("c-1-s1", Decimal("0.01"), True)
+                assert fill.realized_pnl < 0 and fill.fee > 0
+            finally:
+                await adapter.rest.close()
+
+    run(go())

@@ -372,13 +372,17 @@ class BingXAdapter:
     # --- queries -------------------------------------------------------------------------------
 
     async def query_order(self, symbol: str, client_id: str) -> OrderState | None:
+        order = await self._order(symbol, client_id)
+        return None if order is None else self._state(order, client_id)
+
+    async def _order(self, symbol: str, client_id: str) -> codec.Order | None:
         try:
             reply = await self._rest.query(constants.ORDER, {"symbol": symbol, "clientOrderId": client_id},
                                            codec.OrderReply)
         except OrderNotFound:
             return None
         self.book.remember(reply.order.orderId, client_id)
-        return self._state(reply.order, client_id)
+        return reply.order
 
     def _state(self, o: codec.Order, client_id: str) -> OrderState:
         role = _ROLE.get(client_id.rpartition("-")[2][:1], "entry")
@@ -393,15 +397,24 @@ class BingXAdapter:
                           avg_price=dec(o.avgPrice), stop_price=dec(o.stopPrice), reduce_only=o.reduceOnly)
 
     async def order_fills(self, symbol: str, client_id: str) -> list[OrderFilled]:
-        state = await self.query_order(symbol, client_id)
-        if state is None or state.filled_qty == 0:
+        """The order's fills from the fill history: booked on the order itself or, for a stop that fired, on
+        the MARKET order derived from it (``triggerOrderId``; which one BingX uses is UNCONFIRMED)."""
+        order = await self._order(symbol, client_id)
+        if order is None:
             return []
-        history = await self._rest.query(constants.FILL_HISTORY, {"symbol": symbol, "orderId": state.order_id},
-                                         codec.FillHistory)
+        state = self._state(order, client_id)
+        if state.filled_qty == 0:
+            return []
+        ids = dict.fromkeys(i for i in (state.order_id, order.triggerOrderId) if i)
+        rows: dict[str, codec.Fill] = {}
+        for order_id in ids:
+            history = await self._rest.query(constants.FILL_HISTORY, {"symbol": symbol, "orderId": order_id},
+                                             codec.FillHistory)
+            rows |= {str(f.tradeId): f for f in history.fill_history_orders if int(f.orderId) in ids}
+            if rows:
+                break
         fills, cum = [], ZERO
-        for f in history.fill_history_orders:
-            if int(f.orderId) != state.order_id:
-                continue
+        for f in rows.values():
             qty = dec(f.qty) if f.qty != "" else dec(f.volume)
             cum += qty
             fills.append(OrderFilled(client_id=client_id, order_id=state.order_id, trade_id=str(f.tradeId), qty=qty,

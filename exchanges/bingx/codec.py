@@ -120,6 +120,8 @@ class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
     updateTime: int = 0
     profit: Num = ""
     commission: Num = ""
+    triggerOrderId: int = 0
+    """A stop that fired: the derived MARKET order that may carry its fill (UNCONFIRMED, protocol §6.4)."""
 
     @property
     def client_id(self) -> str:
