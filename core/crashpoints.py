@@ -10,11 +10,16 @@ POINTS = (
     "entry_intent_committed",
     "entry_sent",
     "fill_journaled",
+    "stop_intent_committed",
     "stop_sent",
     "stop_confirmed",
+    "exit_intent_committed",
     "exit_sent",
+    "cancel_intent_committed",
     "before_settle",
 )
+"""``<role>_intent_committed``: the command is in the journal and not sent yet (recovery must send it,
+once); ``<role>_sent``: sent, its answer not handled yet."""
 
 _name, _, _nth = (os.environ.get("GATEBOT_CRASH_AT") or "").partition(":")
 _armed: str | None = _name or None

@@ -456,8 +456,7 @@ class Engine:
     async def execute(self, commands: list[AnyCommand]) -> None:
         for cmd in commands:
             role = _ROLE_OF[type(cmd)]
-            if role == "entry":
-                crashpoint("entry_intent_committed")
+            crashpoint(f"{role}_intent_committed")
             try:
                 if isinstance(cmd, CancelOrder):
                     await self.adapter.cancel(cmd)
