@@ -109,7 +109,7 @@ class Chaos:
         self.attached = attached
         self.log = log
         # an attached stop travels with the entry: no separate stop is sent but for rare replacements
-        self.points = [p for p in POINTS if not (attached and p == "stop_sent")]
+        self.points = [p for p in POINTS if not (attached and p in ("stop_intent_committed", "stop_sent"))]
         self.result = ChaosResult(point_kills={p: 0 for p in self.points})
         self.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0)
         self.sim = SimThread(self.options)
