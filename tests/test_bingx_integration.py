@@ -299,36 +299,45 @@ def _statuses(path: Path, client_id: str) -> list[str]:
         journal.close()
 
 
+@asynccontextmanager
+async def fired_stop(options: SimOptions, events: list[Any]) -> AsyncIterator[Any]:
+    """An adapter on the simulator's REST alone (no user stream: nothing is pushed, as while the bot is
+    down, or its stream is), a long of 0.01 with its stop ``c-1-s1``, and that stop fired."""
+    from core.clock import LiveClock
+    from core.events import SubmitEntry, SubmitStop
+    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from exchanges.bingx.rest import RestClient
+
+    async with BingXSimulator(options) as sim:
+        adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url), hedge_mode=False, clock=LiveClock())
+        adapter.rest = RestClient(adapter.rest_url, options.api_key, options.secret, clock=adapter.clock)
+        await adapter.rest.start()
+        adapter._sink = events.append
+        try:
+            price = (await adapter.klines(SYMBOL, "5m", 0, 2**62))[-1].close
+            await adapter.submit(SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01")))
+            stop_price = (Decimal(repr(price)) * Decimal("0.99")).quantize(Decimal("0.1"))
+            await adapter.submit(SubmitStop(client_id="c-1-s1", symbol=SYMBOL, side="long", qty=Decimal("0.01"),
+                                            stop_price=stop_price))
+            sim.faults.fire_stops_now(SYMBOL)
+            events.clear()
+            yield adapter
+        finally:
+            await adapter.rest.close()
+
+
 def test_a_cancel_of_an_order_that_filled_first_delivers_its_fill(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chaos run: a replaced stop fired during a stream drop; its cancel was answered "order not exist"
     and taken for canceled, and the fill was never booked (I5). The adapter now asks for the fills of an
     order that is gone before it reports it canceled."""
-    from core.clock import LiveClock
-    from core.events import CancelOrder, OrderCanceled, OrderFilled, SubmitEntry, SubmitStop
-    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-    from exchanges.bingx.rest import RestClient
+    from core.events import CancelOrder, OrderCanceled, OrderFilled
 
     async def go() -> None:
-        options = SimOptions(mode="manual", history_bars=50)
-        async with BingXSimulator(options) as sim:
-            adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url), hedge_mode=False, clock=LiveClock())
-            adapter.rest = RestClient(adapter.rest_url, options.api_key, options.secret, clock=adapter.clock)
-            await adapter.rest.start()
-            events: list[Any] = []
-            adapter._sink = events.append  # no user stream: nothing is pushed
-            try:
-                price = (await adapter.klines(SYMBOL, "5m", 0, 2**62))[-1].close
-                await adapter.submit(SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01")))
-                stop_price = (Decimal(repr(price)) * Decimal("0.99")).quantize(Decimal("0.1"))
-                await adapter.submit(SubmitStop(client_id="c-1-s1", symbol=SYMBOL, side="long", qty=Decimal("0.01"),
-                                                stop_price=stop_price))
-                sim.faults.fire_stops_now(SYMBOL)
-                events.clear()
-                await adapter.cancel(CancelOrder(client_id="c-1-s1", symbol=SYMBOL))
-                assert [type(e) for e in events] == [OrderFilled, OrderCanceled]
-                assert events[0].client_id == "c-1-s1" and events[0].qty == Decimal("0.01")
-            finally:
-                await adapter.rest.close()
+        events: list[Any] = []
+        async with fired_stop(SimOptions(mode="manual", history_bars=50), events) as adapter:
+            await adapter.cancel(CancelOrder(client_id="c-1-s1", symbol=SYMBOL))
+            assert [type(e) for e in events] == [OrderFilled, OrderCanceled]
+            assert events[0].client_id == "c-1-s1" and events[0].qty == Decimal("0.01")
 
     run(go())
 
@@ -339,30 +348,13 @@ def test_the_fills_of_a_stop_that_fired_are_found_under_either_order_id(monkeypa
     """Whether BingX books a fired stop's fill on the stop itself or on a derived MARKET order linked by
     ``triggerOrderId`` is UNCONFIRMED (protocol §6.4): recovery asks for a stop's fills either way, and
     must find them (else a stop that fired while the bot was down is taken for a position closed by hand)."""
-    from core.clock import LiveClock
-    from core.events import SubmitEntry, SubmitStop
-    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-    from exchanges.bingx.rest import RestClient
     from exchanges.bingx.simulator.options import Switches
 
     async def go() -> None:
         options = SimOptions(mode="manual", history_bars=50, switches=Switches(stop_fill_event=stop_fill_event))
-        async with BingXSimulator(options) as sim:
-            adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url), hedge_mode=False, clock=LiveClock())
-            adapter.rest = RestClient(adapter.rest_url, options.api_key, options.secret, clock=adapter.clock)
-            await adapter.rest.start()
-            adapter._sink = lambda event: None  # no user stream: the bot is down
-            try:
-                price = (await adapter.klines(SYMBOL, "5m", 0, 2**62))[-1].close
-                await adapter.submit(SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01")))
-                stop_price = (Decimal(repr(price)) * Decimal("0.99")).quantize(Decimal("0.1"))
-                await adapter.submit(SubmitStop(client_id="c-1-s1", symbol=SYMBOL, side="long", qty=Decimal("0.01"),
-                                                stop_price=stop_price))
-                sim.faults.fire_stops_now(SYMBOL)
-                (fill,) = await adapter.order_fills(SYMBOL, "c-1-s1")
-                assert (fill.client_id, fill.qty, fill.final) == ("c-1-s1", Decimal("0.01"), True)
-                assert fill.realized_pnl < 0 and fill.fee > 0
-            finally:
-                await adapter.rest.close()
+        async with fired_stop(options, []) as adapter:
+            (fill,) = await adapter.order_fills(SYMBOL, "c-1-s1")
+            assert (fill.client_id, fill.qty, fill.final) == ("c-1-s1", Decimal("0.01"), True)
+            assert fill.realized_pnl < 0 and fill.fee > 0
 
     run(go())
