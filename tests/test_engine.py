@@ -240,17 +240,26 @@ def test_an_entry_whose_stop_is_never_confirmed_is_closed_after_the_protection_t
     assert ("entering", "protection_timeout", "exiting") in bench.transitions()
 
 
+class Silent(PaperExchange):
+    """Takes entries and stops without answering (their events come from the test); closes go through.
+    An order's fills, when asked for, are those of ``fills`` with its client id."""
+
+    def __init__(self, options: PaperOptions, fills: list[OrderFilled] | None = None) -> None:
+        super().__init__(options)
+        self.fills = fills if fills is not None else []
+
+    async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+        if isinstance(command, SubmitClose):
+            await super().submit(command)
+
+    async def order_fills(self, symbol: str, client_id: str) -> list[OrderFilled]:
+        return [f for f in self.fills if f.client_id == client_id]
+
+
 def test_an_entry_the_exchange_ended_after_a_partial_fill_is_closed_if_its_stop_never_confirms(
         tmp_path: Path) -> None:
     """The protection timeout guards every way a position comes to wait for its stop, not only a last
     entry fill: here the exchange ends the entry after part of it filled (entry_completed)."""
-
-    class Silent(PaperExchange):
-        """Takes entries and stops without answering (their events come from the test)."""
-
-        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
-            if isinstance(command, SubmitClose):
-                await super().submit(command)
 
     async def go() -> Bench:
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions()),
@@ -281,15 +290,8 @@ def test_an_entry_s_end_pushed_before_its_fills_books_the_fills_instead_of_dropp
     foreign-position policy)."""
     fills: list[OrderFilled] = []
 
-    class Silent(PaperExchange):
-        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
-            return None
-
-        async def order_fills(self, symbol: str, client_id: str) -> list[OrderFilled]:
-            return [f for f in fills if f.client_id == client_id]
-
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions()),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions(), fills),
                       foreign_policy="halt")
         await bench.start()
         await bench.bars(100.0, 100.0)
