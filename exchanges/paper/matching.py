@@ -11,6 +11,10 @@ What it models (exchange semantics the bot must survive, not a venue's microstru
   open -> nearer extreme -> farther extreme -> close. When a candle touches both a position's stop and
   its take-profit, the stop fills (the worse case). A fill is at the trigger price, or at the open when
   the candle gaps through it. A reduce-only fill never exceeds the position.
+- LIMIT and TRIGGER_MARKET orders (opening, or reduce-only) rest the same way: a LIMIT fills when the path
+  reaches its price (at the open when it gaps past, i.e. at the limit or better), a TRIGGER_MARKET when the
+  path crosses its trigger from the side it was placed on. A LIMIT already marketable fills at once at the
+  last price. An opening resting order holds its margin at its level until it fills or is canceled.
 - Rules with BingX's error codes: minimum quantity and notional (101400), duplicate client id
   (101481), nothing to reduce (101205), insufficient margin (101204), stop or take-profit on the wrong
   side of the market (110411-110414), quantity or price off the step / tick (109400).
@@ -48,7 +52,8 @@ from core.events import (
 from core.instrument import Instrument, to_decimal
 from exchanges.base import OrderState, OrderStatus, Role
 
-OrderType = Literal["MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET"]
+OrderType = Literal["MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET", "TRIGGER_MARKET"]
+RestingType = Literal["LIMIT", "TRIGGER_MARKET"]
 OrphanPolicy = Literal["cancel", "keep"]
 BPS = Decimal("0.0001")
 FIRST_ORDER_ID = 1_900_000_000_000_000_001  # int64 like BingX's ids, and above 2**53: never a float
@@ -71,6 +76,26 @@ class Order(msgspec.Struct, kw_only=True):
     filled_qty: Decimal = ZERO
     avg_price: Decimal = ZERO
     time: int = 0
+    price: Decimal = ZERO
+    """LIMIT: the limit price."""
+    trigger_above: bool = False
+    """TRIGGER_MARKET: fires when the price rises to ``stop_price`` (placed below it), else when it falls to it."""
+
+    @property
+    def buys(self) -> bool:
+        return (self.side == "long") != self.reduce_only
+
+    @property
+    def level(self) -> Decimal:
+        """The price the path must reach for a resting order to fill."""
+        return self.price if self.type == "LIMIT" else self.stop_price
+
+    @property
+    def fires_below(self) -> bool:
+        """True when the order fills on a fall to its level (a sell stop, a buy limit or take-profit)."""
+        if self.type == "TRIGGER_MARKET":
+            return not self.trigger_above
+        return self.buys != (self.type == "STOP_MARKET")
 
     def view(self) -> OrderState:
         return OrderState(client_id=self.client_id, order_id=self.order_id, symbol=self.symbol, role=self.role,
@@ -153,8 +178,13 @@ class MatchingCore:
     def used_margin(self) -> Decimal:
         return sum((h.qty * h.entry_price / self.leverage(h.symbol) for h in self.account.positions), ZERO)
 
+    def frozen_margin(self) -> Decimal:
+        """Margin held by resting orders that would open a position, at their level."""
+        return sum(((o.qty - o.filled_qty) * o.level / self.leverage(o.symbol)
+                    for o in self._working if not o.reduce_only), ZERO)
+
     def available(self) -> Decimal:
-        return self.account.balance - self.used_margin()
+        return self.account.balance - self.used_margin() - self.frozen_margin()
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -188,18 +218,62 @@ class MatchingCore:
             if refusal_code:
                 return [self._reject(cmd.client_id, *refusal_code, now)]
         fill_price = self._taker_price(cmd.side, price, inst, opening=True)
-        opening = cmd.qty
-        if not self.account.hedge_mode:
-            against = self.holding(cmd.symbol, opposite(cmd.side))
-            opening = cmd.qty - min(cmd.qty, against.qty) if against else cmd.qty
-        fee = cmd.qty * fill_price * self.fee_rate
-        if opening * fill_price / self.leverage(cmd.symbol) + fee > self.available():
+        if not self._margin_for(cmd.symbol, cmd.side, cmd.qty, fill_price):
             return [self._reject(cmd.client_id, 101204, "Insufficient margin", now)]
         order = self._new_order(cmd.client_id, cmd.symbol, "entry", "MARKET", cmd.side, cmd.qty, now=now)
         events: list[AnyEvent] = [OrderAccepted(ts=now, client_id=order.client_id, order_id=order.order_id)]
         events += self._fill_market(order, cmd.qty, fill_price, inst, now)
         if cmd.stop is not None:
             events += self._attach(cmd.stop, cmd, inst, price, now)
+        return events
+
+    def _margin_for(self, symbol: str, side: Side, qty: Decimal, price: Decimal) -> bool:
+        """Whether the account can open ``qty`` of ``side`` at ``price`` (margin plus fee). In one-way mode the
+        part that nets an opposite position needs no margin."""
+        opening = qty
+        if not self.account.hedge_mode:
+            against = self.holding(symbol, opposite(side))
+            opening = qty - min(qty, against.qty) if against else qty
+        return opening * price / self.leverage(symbol) + qty * price * self.fee_rate <= self.available()
+
+    def submit_resting(self, client_id: str, symbol: str, kind: RestingType, side: Side, qty: Decimal,
+                       level: Decimal, now: int, *, reduce_only: bool = False) -> list[AnyEvent]:
+        """Place a LIMIT (``level`` = limit price) or TRIGGER_MARKET (``level`` = trigger price) order that
+        opens ``side`` or, ``reduce_only``, reduces it. A LIMIT already marketable fills now as a taker."""
+        if client_id in self._orders:
+            return [self._reject(client_id, 101481, "clientOrderID cannot be repeated", now)]
+        inst = self.instruments.get(symbol)
+        price = self.sync().last_price.get(symbol)
+        if inst is None or price is None:
+            return [self._reject(client_id, 101415, f"no market for {symbol}", now)]
+        if qty <= 0 or qty % inst.step:
+            return [self._reject(client_id, 109400, f"quantity {qty} is not a multiple of {inst.step}", now)]
+        if level <= 0 or level % inst.tick:
+            return [self._reject(client_id, 109400, f"price {level} is not a multiple of {inst.tick}", now)]
+        held = self.holding(symbol, side)
+        if reduce_only and held is None:
+            return [self._reject(client_id, 101205, "No position to close", now)]
+        buys = (side == "long") != reduce_only
+        fill_price = None  # a LIMIT already marketable fills now, as a taker, at the limit or better
+        if kind == "LIMIT" and (level >= price if buys else level <= price):
+            taker = self._taker_price(side, price, inst, opening=not reduce_only)
+            fill_price = min(taker, level) if buys else max(taker, level)
+        if not reduce_only:
+            refusal = inst.entry_refusal(qty, level)
+            if refusal:
+                return [self._reject(client_id, 101400, refusal, now)]
+            if not self._margin_for(symbol, side, qty, fill_price or level):
+                return [self._reject(client_id, 101204, "Insufficient margin", now)]
+        role: Role = "close" if reduce_only else "entry"
+        order = self._new_order(client_id, symbol, role, kind, side, qty, now=now, reduce_only=reduce_only,
+                                stop_price=level if kind == "TRIGGER_MARKET" else ZERO)
+        order.price = level if kind == "LIMIT" else ZERO
+        order.trigger_above = kind == "TRIGGER_MARKET" and level > price
+        events: list[AnyEvent] = [OrderAccepted(ts=now, client_id=client_id, order_id=order.order_id)]
+        if fill_price is not None:
+            return events + self._fill_market(order, min(qty, held.qty) if held and reduce_only else qty,
+                                              fill_price, inst, now)
+        self._working.append(order)
         return events
 
     def _attach(self, stop: StopSpec, entry: SubmitEntry, inst: Instrument, price: Decimal, now: int) -> list[AnyEvent]:
@@ -284,20 +358,19 @@ class MatchingCore:
         return self.account
 
     def _triggered(self, c: CandleClosed) -> list[Order]:
-        """Conditional orders of ``c.symbol`` touched by the candle: in path order, stops before
-        take-profits of the same position (worse case first)."""
+        """Resting orders of ``c.symbol`` touched by the candle: in path order, stops before the others
+        (a stop and a take-profit of the same position: the worse case first)."""
         low_first = abs(c.open - c.low) <= abs(c.high - c.open)
         hits: list[tuple[int, int, Order]] = []
         for o in self._working:
             if o.symbol != c.symbol or o.type == "MARKET":
                 continue
-            sells = o.side == "long"  # a long position is reduced by selling
-            at_low = (o.type == "STOP_MARKET") == sells
+            at_low = o.fires_below
             # Float first (rounding is monotonic, so it never misses a touch), then exact.
-            level = float(o.stop_price)
+            level = float(o.level)
             if (c.low > level) if at_low else (c.high < level):
                 continue
-            if (to_decimal(c.low) > o.stop_price) if at_low else (to_decimal(c.high) < o.stop_price):
+            if (to_decimal(c.low) > o.level) if at_low else (to_decimal(c.high) < o.level):
                 continue
             leg = 0 if at_low == low_first else 1
             hits.append((0 if o.type == "STOP_MARKET" else 1, leg, o))
@@ -308,15 +381,14 @@ class MatchingCore:
         if order.status not in ("new", "partially_filled"):
             return []  # canceled by an earlier trigger of this candle (orphan policy "cancel")
         held = self.holding(order.symbol, order.side)
-        if held is None:
+        if order.reduce_only and held is None:
             return [self._finish(order, "expired", now, "triggered with no position to close")]
         o = to_decimal(c.open)
-        sells = order.side == "long"
-        if order.type == "STOP_MARKET":
-            price = min(o, order.stop_price) if sells else max(o, order.stop_price)
-        else:
-            price = max(o, order.stop_price) if sells else min(o, order.stop_price)
-        return self._fill(order, min(order.qty - order.filled_qty, held.qty), price, now)
+        # At the level, or at the open when the candle gapped past it: a stop or trigger fills worse than
+        # its level then, a limit or take-profit better.
+        price = min(o, order.level) if order.fires_below else max(o, order.level)
+        qty = order.qty - order.filled_qty
+        return self._fill(order, min(qty, held.qty) if order.reduce_only and held else qty, price, now)
 
     # --- mechanics -----------------------------------------------------------------------------
 

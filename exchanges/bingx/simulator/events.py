@@ -96,7 +96,8 @@ class EventMapper:
         meta = self.sim.meta.get(order.order_id)
         o: dict[str, Any] = {
             "s": order.symbol, "c": wire_cid(order.client_id), "i": order.order_id, "S": wire_side(order),
-            "o": order.type, "q": num(order.qty), "p": "0", "sp": num(order.stop_price), "ap": num(order.avg_price),
+            "o": order.type, "q": num(order.qty), "p": num(order.price), "sp": num(order.stop_price),
+            "ap": num(order.avg_price),
             "x": "NEW", "X": WS_STATUS.get(order.status, "NEW"), "N": "USDT", "n": "0", "T": 0,
             "wt": meta.working_type if meta else ("MARK_PRICE" if order.stop_price else ""),
             "ps": wire_position_side(self.sim, order), "rp": "0", "z": num(order.filled_qty),

@@ -2,7 +2,9 @@
 
 One-way mode: ``positionSide=BOTH``; ``reduceOnly=true`` closes, otherwise an opposite order nets.
 Hedge mode: ``LONG``/``SHORT``; ``SELL``+``LONG`` and ``BUY``+``SHORT`` close; ``reduceOnly`` is refused.
-Conditional orders (STOP_MARKET, TAKE_PROFIT_MARKET) always reduce the position their side closes.
+Protective orders (STOP_MARKET, TAKE_PROFIT_MARKET) always reduce the position their side closes; LIMIT
+and TRIGGER_MARKET orders open or reduce as a MARKET order with the same side / positionSide / reduceOnly
+would, and rest in the matching core until the price reaches them.
 A ``stopLoss`` JSON on a MARKET entry becomes a STOP_MARKET whose client id is the JSON's own
 ``clientOrderId`` (either spelling) when present, else ``<entry client id>-sl`` (``takeProfit``: ``-tp``).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
@@ -61,6 +63,25 @@ def client_id(p: Params | dict[str, Any]) -> str:
     return ""
 
 
+class Kind(NamedTuple):
+    protective: bool
+    """Always reduces the position its side closes (a stop or take-profit)."""
+    price: bool
+    """Needs ``price``."""
+    stop: bool
+    """Needs ``stopPrice``."""
+
+
+KINDS: dict[str, Kind] = {
+    "MARKET": Kind(protective=False, price=False, stop=False),
+    "LIMIT": Kind(protective=False, price=True, stop=False),
+    "STOP_MARKET": Kind(protective=True, price=False, stop=True),
+    "TAKE_PROFIT_MARKET": Kind(protective=True, price=False, stop=True),
+    "TRIGGER_MARKET": Kind(protective=False, price=False, stop=True),
+}
+TIME_IN_FORCE = ("GTC", "IOC", "FOK", "PostOnly")
+
+
 class Plan(msgspec.Struct, kw_only=True):
     """A validated order request, before the matching core sees it."""
 
@@ -72,7 +93,9 @@ class Plan(msgspec.Struct, kw_only=True):
     """The position side the order opens or reduces."""
     opening: bool
     qty: Decimal | None
+    price: Decimal | None
     stop_price: Decimal | None
+    time_in_force: str
     working_type: str
     close_position: bool
     client_id: str
@@ -91,8 +114,12 @@ def plan(sim: BingXSimulator, p: Params) -> Plan:
     if side not in ("BUY", "SELL"):
         raise ApiError(109400, "Invalid parameters, side: This field is required.")
     kind = p.get("type", "").upper()
-    if kind not in ("MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET"):
+    spec_kind = KINDS.get(kind)
+    if spec_kind is None:
         raise ApiError(109400, f"order type {kind or '(none)'} is not supported by the simulator")
+    tif = p.get("timeInForce") or "GTC"
+    if tif not in TIME_IN_FORCE:
+        raise ApiError(109400, f"timeInForce {tif} is not one of {', '.join(TIME_IN_FORCE)}")
     ps = (p.get("positionSide") or "LONG").upper()  # BingX's default when omitted (§3.9)
     hedge = sim.core.account.hedge_mode
     if hedge and ps not in ("LONG", "SHORT"):
@@ -102,7 +129,7 @@ def plan(sim: BingXSimulator, p: Params) -> Plan:
     reduce_only = flag(p.get("reduceOnly"))
     if hedge and reduce_only:
         raise ApiError(109400, "In the Hedge mode, the 'ReduceOnly' field can not be filled.")
-    conditional = kind != "MARKET"
+    conditional = spec_kind.protective
     if hedge:
         pos: Side = "long" if ps == "LONG" else "short"
         opening = (side == "BUY") == (ps == "LONG")
@@ -120,9 +147,12 @@ def plan(sim: BingXSimulator, p: Params) -> Plan:
         qty = inst.floor_qty(qty)  # BingX truncates over-precise values silently (§7.4)
         if qty <= 0:
             raise ApiError(101400, f"quantity below the minimum {inst.min_qty}")
-    stop_price = decimal(p, "stopPrice", required=conditional)
+    stop_price = decimal(p, "stopPrice", required=spec_kind.stop)
     if stop_price is not None:
         stop_price = inst.round_price(stop_price, up=False)
+    price = decimal(p, "price", required=spec_kind.price) if spec_kind.price else None
+    if price is not None:
+        price = inst.round_price(price, up=False)
     working_type = (p.get("workingType") or "MARK_PRICE").upper()
     if working_type not in ("MARK_PRICE", "CONTRACT_PRICE"):
         raise ApiError(109400, f"workingType {working_type} is not supported")
@@ -144,7 +174,8 @@ def plan(sim: BingXSimulator, p: Params) -> Plan:
         spec["stopPrice"] = price
         brackets[key] = spec
     return Plan(symbol=symbol, side=side, type=kind, position_side=ps, pos=pos, opening=opening, qty=qty,
-                stop_price=stop_price, working_type=working_type, close_position=close_position,
+                price=price, stop_price=stop_price, time_in_force=tif, working_type=working_type,
+                close_position=close_position,
                 client_id=client_id(p), stop_loss=brackets["stopLoss"], take_profit=brackets["takeProfit"],
                 stop_loss_text=p.get("stopLoss") or "", take_profit_text=p.get("takeProfit") or "")
 
@@ -181,6 +212,8 @@ async def place_order(sim: BingXSimulator, p: Params) -> Any:
             tp_id = client_id(pl.take_profit) or f"{cid}-tp"
             events += core.submit_take_profit(tp_id, pl.symbol, pl.pos, pl.qty, pl.take_profit["stopPrice"], now)
         registered(events)
+    elif pl.type in ("LIMIT", "TRIGGER_MARKET"):
+        registered(_resting(sim, pl, cid, now))
     elif pl.type == "MARKET":
         held = core.holding(pl.symbol, pl.pos)
         if held is None and core.holding(pl.symbol, "short" if pl.pos == "long" else "long") is not None:
@@ -210,6 +243,25 @@ async def place_order(sim: BingXSimulator, p: Params) -> Any:
     order = core.order(cid)
     assert order is not None
     return {"order": placed_view(sim, order)}
+
+
+def _resting(sim: BingXSimulator, pl: Plan, cid: str, now: int) -> list[AnyEvent]:
+    """A LIMIT or TRIGGER_MARKET order into the core, with its time in force: PostOnly refuses a LIMIT that
+    would take; IOC / FOK cancel what did not fill at once (the core has no depth: a marketable LIMIT fills
+    whole, so the two are the same here)."""
+    core = sim.core
+    level = pl.price if pl.type == "LIMIT" else pl.stop_price
+    assert level is not None and pl.qty is not None
+    if pl.type == "LIMIT" and pl.time_in_force == "PostOnly":
+        last = sim.mark_price(pl.symbol)
+        if (level >= last) if pl.side == "BUY" else (level <= last):
+            raise ApiError(101215, "Post Only order would be filled immediately")
+    events = core.submit_resting(cid, pl.symbol, pl.type, pl.pos, pl.qty, level, now,  # type: ignore[arg-type]
+                                 reduce_only=not pl.opening)
+    order = core.order(cid)
+    if pl.time_in_force in ("IOC", "FOK") and order is not None and order.status == "new":
+        events += core.cancel(cid, now, "time in force")
+    return events
 
 
 def _register_for(sim: BingXSimulator, events: list[AnyEvent], pl: Plan, core_id: str, now: int) -> None:

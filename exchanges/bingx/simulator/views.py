@@ -66,7 +66,8 @@ def order_view(sim: BingXSimulator, order: Order) -> dict[str, Any]:
     return {
         "symbol": order.symbol, "orderId": order.order_id, "side": wire_side(order),
         "positionSide": wire_position_side(sim, order), "type": order.type, "origQty": num(order.qty),
-        "price": num(order.avg_price), "executedQty": num(order.filled_qty), "avgPrice": num(order.avg_price),
+        "price": num(order.price or order.avg_price), "executedQty": num(order.filled_qty),
+        "avgPrice": num(order.avg_price),
         "cumQuote": num(quote), "stopPrice": num(order.stop_price) if order.stop_price else "",
         "profit": num(pnl), "commission": num(-fees), "status": REST_STATUS[order.status],
         "time": order.time, "updateTime": meta.update_time if meta and meta.update_time else order.time,
@@ -125,7 +126,7 @@ def balance_row(sim: BingXSimulator) -> dict[str, Any]:
         "userId": "1", "asset": "USDT", "balance": num(acct.balance, 4), "equity": num(acct.balance + upnl, 4),
         "unrealizedProfit": num(upnl, 4), "realisedProfit": num(sum(sim.mapper.realised.values(), ZERO), 4),
         "availableMargin": num(core.available(), 4), "usedMargin": num(core.used_margin(), 4),
-        "freezedMargin": "0", "shortUid": "1",
+        "freezedMargin": num(core.frozen_margin(), 4), "shortUid": "1",
     }
 
 
