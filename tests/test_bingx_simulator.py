@@ -248,7 +248,7 @@ def test_subscribe_ack_ping_pong_and_kline_pushes_close_each_candle_once() -> No
         await asyncio.wait_for(s._task, 5)
         assert s.ws.close_code == 1008
         bad = await market_stream(sim)
-        await bad.ws.send(json.dumps({"id": "x", "reqType": "sub", "dataType": "BTC-USDT@kline_1h"}))
+        await bad.ws.send(json.dumps({"id": "x", "reqType": "sub", "dataType": "BTC-USDT@kline_7m"}))
         await bad.wait(lambda m: any(x.get("id") == "x" for x in m))
         assert bad.messages[-1]["code"] != 0
         await bad.close()

@@ -12,7 +12,9 @@ supplies prices, the simulator supplies times), so every source gives the same k
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+import math
+from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import NamedTuple
 
@@ -111,6 +113,83 @@ class SymbolMarket:
         if forming is not None and (start is None or forming[0] >= start) and (end is None or forming[0] <= end):
             chosen = [*chosen, forming]
         return chosen[:limit] if start is not None and end is None else chosen[-limit:]
+
+
+    def path_points(self, row: Row) -> list[float]:
+        """The path of ``row`` as played: all four points of a closed candle, those so far of the forming one."""
+        if self.current is not None and row[0] == self.current[0]:
+            return path(self.current)[: self.stage + 1]
+        return path(row)
+
+    def klines_in(self, interval: str, start: int | None, end: int | None, limit: int,
+                  places: int = 8) -> list[Row]:
+        """``klines`` in any interval: coarser ones aggregate the candles, finer ones cut each candle along its
+        path (open -> nearer extreme -> farther extreme -> close, a third of the candle each), so every
+        interval shows the same prices. Open times are aligned to the interval (UTC; weeks start on Monday)."""
+        target = interval_ms(interval)
+        if target == self.step:
+            return self.klines(start, end, limit)
+        first = (start if start is not None else
+                 (end if end is not None else self.market_time) - (limit + 1) * target)
+        base = self.klines(align(first, target) if first > 0 else None, end, 2**31)
+        rows = resample(base, self.step, target, self.path_points, places)
+        chosen = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end)]
+        return chosen[:limit] if start is not None and end is None else chosen[-limit:]
+
+
+WEEK_OFFSET_MS = 4 * 86_400_000
+"""1970-01-01 was a Thursday: weekly candles open on Mondays, four days later."""
+
+
+def align(t: int, step_ms: int) -> int:
+    offset = WEEK_OFFSET_MS if step_ms == 7 * 86_400_000 else 0
+    return (t - offset) // step_ms * step_ms + offset
+
+
+def resample(rows: list[Row], base_ms: int, target_ms: int, points_of: Callable[[Row], list[float]],
+             places: int) -> list[Row]:
+    """Candles of ``base_ms`` as candles of ``target_ms``: each cut into parts of the greatest common step
+    along its path, then the parts grouped by aligned open time."""
+    part_ms = math.gcd(base_ms, target_ms)
+    parts = [p for r in rows for p in cut(r, points_of(r), base_ms // part_ms, part_ms, places)]
+    if part_ms == target_ms:
+        return parts
+    out: list[Row] = []
+    for p in parts:
+        t = align(p[0], target_ms)
+        if out and out[-1][0] == t:
+            _, o, h, lo, _, v = out[-1]
+            out[-1] = (t, o, max(h, p[2]), min(lo, p[3]), p[4], round(v + p[5], 4))
+        else:
+            out.append((t, *p[1:]))
+    return out
+
+
+def cut(row: Row, points: list[float], n: int, part_ms: int, places: int) -> list[Row]:
+    """``row`` as ``n`` candles of ``part_ms`` along its path ``points`` (one point per third of the candle,
+    linear between them); only the played part of a forming candle."""
+    if n == 1:
+        return [row]
+    played = (len(points) - 1) / 3
+    edges = [min(k / n, played) for k in range(n + 1) if k == 0 or (k - 1) / n < played]
+    out = []
+    for k, (f0, f1) in enumerate(itertools.pairwise(edges)):
+        a, b = _at(points, f0), _at(points, f1)
+        prices = [a, b, *(p for i, p in enumerate(points) if f0 < i / 3 < f1)]
+        out.append((row[0] + k * part_ms, round(a, places), round(max(prices), places),
+                    round(min(prices), places), round(b, places), 0.0))
+    if not out:  # the forming candle at its open
+        out = [(row[0], points[0], points[0], points[0], points[0], 0.0)]
+    volume = round(row[5] / len(out), 4)
+    return [(*r[:5], volume) for r in out]
+
+
+def _at(points: list[float], f: float) -> float:
+    """The path price at fraction ``f`` of the candle."""
+    if len(points) == 1:
+        return points[0]
+    seg = min(int(f * 3), len(points) - 2)
+    return points[seg] + (points[seg + 1] - points[seg]) * (f * 3 - seg)
 
 
 def _bisect(rows: list[Row], t: int) -> int:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 import msgspec
 from aiohttp import web
 
+from core.intervals import INTERVALS
 from exchanges.bingx import constants as C
 from exchanges.bingx.auth import fmt
 from exchanges.bingx.codec import encoder
@@ -81,8 +82,9 @@ def _market(sim: BingXSimulator, p: Params) -> Any:
 
 async def klines(sim: BingXSimulator, p: Params) -> Any:
     market = _market(sim, p)
-    if p.get("interval") != sim.options.interval:
-        raise ApiError(109400, f"interval {p.get('interval')!r} not served (simulated: {sim.options.interval})")
+    interval = p.get("interval", "")
+    if interval not in INTERVALS:
+        raise ApiError(109400, f"interval {interval!r} is not one of {', '.join(INTERVALS)}")
     try:
         limit = min(int(p.get("limit") or 500), C.KLINE_LIMIT)
         start = int(p["startTime"]) if p.get("startTime") else None
@@ -90,7 +92,7 @@ async def klines(sim: BingXSimulator, p: Params) -> Any:
     except ValueError:
         raise ApiError(109400, "invalid startTime/endTime/limit") from None
     rows = [{"open": fmt(o), "close": fmt(c), "high": fmt(h), "low": fmt(lo), "volume": fmt(v), "time": t}
-            for t, o, h, lo, c, v in market.klines(start, end, limit)]
+            for t, o, h, lo, c, v in market.klines_in(interval, start, end, limit, sim.options.price_precision)]
     if sim.options.switches.kline_order == "desc":
         rows.reverse()
     return rows

@@ -173,10 +173,13 @@ class BingXSimulator:
     def push_market(self, t: Tick, mark: float | None = None) -> None:
         now = self.now_ms()
         if mark is None:
-            topic = f"{t.symbol}@kline_{self.options.interval}"
-            kline = {"o": fmt(t.open), "h": fmt(t.high), "l": fmt(t.low), "c": fmt(t.close), "v": fmt(t.volume),
-                     "T": t.open_time}
-            self.streams.publish_market(topic, {"code": 0, "dataType": topic, "s": t.symbol, "data": [kline]})
+            for interval in self.streams.kline_intervals(t.symbol):
+                topic = f"{t.symbol}@kline_{interval}"
+                row = ((t.open_time, t.open, t.high, t.low, t.close, t.volume) if interval == self.options.interval
+                       else self.markets[t.symbol].klines_in(interval, None, None, 1, self.options.price_precision)[-1])
+                kline = {"o": fmt(row[1]), "h": fmt(row[2]), "l": fmt(row[3]), "c": fmt(row[4]), "v": fmt(row[5]),
+                         "T": row[0]}
+                self.streams.publish_market(topic, {"code": 0, "dataType": topic, "s": t.symbol, "data": [kline]})
         topic = f"{t.symbol}@markPrice"
         price = t.price if mark is None else mark
         self.streams.publish_market(topic, {"code": 0, "dataType": topic, "data": {

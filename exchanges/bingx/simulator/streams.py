@@ -19,12 +19,14 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from core.intervals import INTERVALS
 from exchanges.bingx.codec import encoder, gzip_frame
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.server import BingXSimulator
 
 Kind = Literal["market", "user"]
+KLINE_TOPICS = frozenset(f"kline_{interval}" for interval in INTERVALS)
 PING = gzip_frame("Ping")
 MAX_MISSED_PONGS = 3
 
@@ -227,7 +229,13 @@ class StreamServer:
 
     def _known_topic(self, topic: str) -> bool:
         symbol, _, kind = topic.partition("@")
-        return symbol in self.sim.markets and kind in (f"kline_{self.sim.options.interval}", "markPrice")
+        return symbol in self.sim.markets and (kind == "markPrice" or kind in KLINE_TOPICS)
+
+    def kline_intervals(self, symbol: str) -> set[str]:
+        """The simulated interval and every other one a market socket subscribed to for ``symbol``."""
+        prefix = f"{symbol}@kline_"
+        subscribed = {t[len(prefix):] for c in self.conns if c.kind == "market" for t in c.subs if t.startswith(prefix)}
+        return subscribed | {self.sim.options.interval}
 
     async def _writer(self, conn: Conn) -> None:
         loop = asyncio.get_running_loop()
