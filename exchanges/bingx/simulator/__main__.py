@@ -1,4 +1,4 @@
-"""``python -m exchanges.bingx.simulator [--auto --speed 300 --csv PATH --rest-port 8080 --ws-port 8081]``:
+"""``python -m exchanges.bingx.simulator [--auto --speed 300 --csv PATH --wire mixed --rest-port 8080]``:
 the simulator alone, printing the URLs and the key/secret to use (``gatebot sim`` calls :func:`main`)."""
 
 from __future__ import annotations
@@ -30,11 +30,14 @@ def parse(argv: list[str] | None) -> SimOptions:
     ap.add_argument("--secret", default="sim-secret")
     ap.add_argument("--stop-fill-event", choices=["same_id", "derived_id"], default="same_id")
     ap.add_argument("--orphan-stops", choices=["cancel", "keep"], default="keep")
+    ap.add_argument("--wire", choices=["numeric", "string", "mixed"], default="mixed",
+                    help="JSON types of BingX's eras: numeric ids/times/codes, string ones, or either per reply "
+                         "(seeded by --seed)")
     a = ap.parse_args(argv)
     return SimOptions(api_key=a.api_key, secret=a.secret, symbols=a.symbols.split(","), interval=a.interval,
                       source="csv" if a.csv else "generated", csv=a.csv, seed=a.seed, bars=a.bars,
                       history_bars=a.history_bars, mode="auto" if a.auto else "manual", speed=a.speed,
-                      hedge_mode=a.hedge, rest_port=a.rest_port, ws_port=a.ws_port,
+                      hedge_mode=a.hedge, rest_port=a.rest_port, ws_port=a.ws_port, wire=a.wire,
                       switches=Switches(stop_fill_event=a.stop_fill_event, orphan_stops=a.orphan_stops))
 
 
@@ -45,7 +48,8 @@ async def serve(options: SimOptions) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with BingXSimulator(options) as sim:
-        print(f"BingX simulator ({options.mode}, {','.join(options.symbols)} {options.interval})", flush=True)
+        print(f"BingX simulator ({options.mode}, {','.join(options.symbols)} {options.interval}, "
+              f"wire {options.wire})", flush=True)
         print(f"  REST      {sim.rest_url}", flush=True)
         print(f"  market ws {sim.ws_url}", flush=True)
         print(f"  user ws   {sim.ws_url}?listenKey=<POST {sim.rest_url}/openApi/user/auth/userDataStream>", flush=True)

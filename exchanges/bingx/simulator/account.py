@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from exchanges.bingx import constants as C
 from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.views import balance_row, position_rows
+from exchanges.bingx.simulator.trading import known_symbol
+from exchanges.bingx.simulator.views import Bare, balance_row, code, position_rows
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.rest import Handler, Params
@@ -19,13 +20,6 @@ def _busy(sim: BingXSimulator, symbol: str | None = None) -> bool:
     acct = sim.core.account
     return any(h.qty > 0 and (symbol is None or h.symbol == symbol) for h in acct.positions) or any(
         o.status in ("new", "partially_filled") and (symbol is None or o.symbol == symbol) for o in acct.orders)
-
-
-def _symbol(sim: BingXSimulator, p: Params) -> str:
-    symbol = p.get("symbol", "")
-    if symbol not in sim.markets:
-        raise ApiError(109400, f"symbol {symbol!r} does not exist")
-    return symbol
 
 
 async def get_mode(sim: BingXSimulator, p: Params) -> Any:
@@ -45,7 +39,7 @@ async def set_mode(sim: BingXSimulator, p: Params) -> Any:
 
 
 async def get_leverage(sim: BingXSimulator, p: Params) -> Any:
-    symbol = _symbol(sim, p)
+    symbol = known_symbol(sim, p)
     long_lev, short_lev = sim.leverage_sides[symbol]
     top = sim.options.max_leverage
     return {"longLeverage": long_lev, "shortLeverage": short_lev, "maxLongLeverage": top, "maxShortLeverage": top,
@@ -54,7 +48,7 @@ async def get_leverage(sim: BingXSimulator, p: Params) -> Any:
 
 
 async def set_leverage(sim: BingXSimulator, p: Params) -> Any:
-    symbol = _symbol(sim, p)
+    symbol = known_symbol(sim, p)
     side = p.get("side", "").upper()
     if sim.core.account.hedge_mode and side not in ("LONG", "SHORT"):
         raise ApiError(109400, "In the Hedge mode, the 'Side' field can only be set to LONG or SHORT.")
@@ -76,13 +70,11 @@ async def set_leverage(sim: BingXSimulator, p: Params) -> Any:
 
 
 async def get_margin_type(sim: BingXSimulator, p: Params) -> Any:
-    return {"marginType": sim.margin_type.get(_symbol(sim, p), "CROSSED")}
+    return {"marginType": sim.margin_type.get(known_symbol(sim, p), "CROSSED")}
 
 
 async def set_margin_type(sim: BingXSimulator, p: Params) -> Any:
-    from exchanges.bingx.simulator.rest import Bare
-
-    symbol = _symbol(sim, p)
+    symbol = known_symbol(sim, p)
     kind = p.get("marginType", "").upper()
     if kind not in ("ISOLATED", "CROSSED", "SEPARATE_ISOLATED"):
         raise ApiError(109400, "marginType must be ISOLATED, CROSSED or SEPARATE_ISOLATED")
@@ -91,7 +83,7 @@ async def set_margin_type(sim: BingXSimulator, p: Params) -> Any:
             raise ApiError(109400, "the account has positions or pending orders")
         sim.margin_type[symbol] = kind
         sim.streams.publish_user(sim.config_pushes([symbol]))
-    return Bare({"code": 0, "msg": ""})
+    return Bare(code(0))
 
 
 async def positions(sim: BingXSimulator, p: Params) -> Any:
@@ -107,31 +99,25 @@ async def balance_v2(sim: BingXSimulator, p: Params) -> Any:
 
 
 async def listen_key_create(sim: BingXSimulator, p: Params) -> Any:
-    from exchanges.bingx.simulator.rest import Bare
-
     return Bare({"listenKey": sim.streams.keys.create()})
 
 
 async def listen_key_extend(sim: BingXSimulator, p: Params) -> Any:
-    from exchanges.bingx.simulator.rest import Bare
-
     key = p.get("listenKey", "")
     if not key:
-        return Bare({"code": 0, "msg": "no request parameters"}, 204)
+        return Bare(code(0, "no request parameters"), 204)
     if not sim.streams.keys.extend(key):
-        return Bare({"code": 100404, "msg": "listenKey does not exist"}, 404)
-    return Bare({"code": 0, "msg": ""})
+        return Bare(code(100404, "listenKey does not exist"), 404)
+    return Bare(code(0))
 
 
 async def listen_key_delete(sim: BingXSimulator, p: Params) -> Any:
-    from exchanges.bingx.simulator.rest import Bare
-
     key = p.get("listenKey", "")
     if not key:
-        return Bare({"code": 0, "msg": "no request parameters"}, 204)
+        return Bare(code(0, "no request parameters"), 204)
     if not sim.streams.keys.delete(key):
-        return Bare({"code": 100404, "msg": "listenKey does not exist"}, 404)
-    return Bare({"code": 0, "msg": ""})
+        return Bare(code(100404, "listenKey does not exist"), 404)
+    return Bare(code(0))
 
 
 ROUTES: dict[tuple[str, str], tuple[Handler, Any]] = {

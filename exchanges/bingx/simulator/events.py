@@ -1,7 +1,9 @@
 """Matching-core events -> BingX user-stream pushes (protocol page §6.3, §6.4).
 
-ORDER_TRADE_UPDATE for every order change (NEW, TRADE, CANCELED, EXPIRED), ACCOUNT_UPDATE (``m=ORDER``)
-after every fill with the wallet balance and the position side it moved. A triggered stop's fill is
+ORDER_TRADE_UPDATE for every order change (NEW, TRADE, CANCELED, EXPIRED), its ``T`` never behind the
+order's previous one (ccxt drops an update that goes back); ACCOUNT_UPDATE (``m=ORDER``) after every fill
+with the wallet balance and the position it moved: in hedge mode the side (``LONG``/``SHORT``), in one-way
+mode the net position (``ps=BOTH``, ``pa`` negative for a short; protocol §0). A triggered stop's fill is
 reported per the ``stop_fill_event`` / ``drop_trigger_fill_events`` switches, because BingX's real
 sequence is unconfirmed.
 """
@@ -20,13 +22,22 @@ from core.events import (
     OrderFilled,
     PositionSnapshot,
 )
-from exchanges.bingx.simulator.views import WS_STATUS, num, unrealized, wire_cid, wire_position_side, wire_side
+from exchanges.bingx.simulator.views import (
+    WS_STATUS,
+    Wire,
+    num,
+    unrealized,
+    wire_cid,
+    wire_position_side,
+    wire_side,
+)
 from exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.server import BingXSimulator
 
 CONDITIONAL = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
+TERMINAL = ("FILLED", "CANCELED", "EXPIRED")
 
 
 class EventMapper:
@@ -38,10 +49,13 @@ class EventMapper:
         self.realised: dict[tuple[str, str], Decimal] = {}
         self._quote: dict[str, Decimal] = {}
         self._last_change = ZERO
+        self._last_t: dict[int, int] = {}
+        """Wire order id -> the ``T`` of its last push, while the order lives."""
 
     def map(self, events: list[AnyEvent], now: int) -> list[dict[str, Any]]:
         pushes: list[dict[str, Any]] = []
-        for ev in events:
+        one_way = not self.sim.core.account.hedge_mode
+        for ev in _net(events) if one_way else events:
             if isinstance(ev, OrderAccepted):
                 order = self.sim.core.order(ev.client_id)
                 if order is not None:
@@ -56,7 +70,7 @@ class EventMapper:
                 self.sim.touch(order, now)
                 pushes.append(self._order_push(order, now, x=kind, X=kind))
             elif isinstance(ev, PositionSnapshot):
-                pushes.append(self._account_push(ev, now))
+                pushes.append(self._account_push(ev, now, one_way=one_way))
         return pushes
 
     def _fill(self, ev: OrderFilled, now: int) -> list[dict[str, Any]]:
@@ -89,7 +103,8 @@ class EventMapper:
         if fresh:
             pushes.append(self._order_push(order, now, x="NEW", X="NEW", i=derived, o="MARKET", c="", sp="0",
                                            ti=order.order_id, z="0", ap="0"))
-        pushes.append(self._order_push(order, now, **trade, i=derived, o="MARKET", c="", sp="0", ti=order.order_id))
+        pushes.append(self._order_push(order, now, **trade, i=derived, o="MARKET", c="", sp="0",
+                                       ti=order.order_id))
         return pushes
 
     def _order_push(self, order: Order, now: int, **fields: Any) -> dict[str, Any]:
@@ -98,19 +113,42 @@ class EventMapper:
             "s": order.symbol, "c": wire_cid(order.client_id), "i": order.order_id, "S": wire_side(order),
             "o": order.type, "q": num(order.qty), "p": num(order.price), "sp": num(order.stop_price),
             "ap": num(order.avg_price),
-            "x": "NEW", "X": WS_STATUS.get(order.status, "NEW"), "N": "USDT", "n": "0", "T": 0,
+            "x": "NEW", "X": WS_STATUS.get(order.status, "NEW"), "N": "USDT", "n": "0", "T": now,
             "wt": meta.working_type if meta else ("MARK_PRICE" if order.stop_price else ""),
             "ps": wire_position_side(self.sim, order), "rp": "0", "z": num(order.filled_qty),
             "sg": "false", "ti": 0, "ro": order.reduce_only and not self.sim.core.account.hedge_mode,
         }
         o.update(fields)
-        return {"e": "ORDER_TRADE_UPDATE", "E": now, "T": o["T"] or now, "o": o}
+        oid: int = o["i"]
+        o["T"] = t = max(o["T"] or now, self._last_t.get(oid, 0))
+        if o["X"] in TERMINAL:
+            self._last_t.pop(oid, None)
+        else:
+            self._last_t[oid] = t
+        o["i"], o["ti"] = Wire("id", oid), Wire("id", o["ti"])
+        return {"e": "ORDER_TRADE_UPDATE", "E": now, "T": t, "o": o}
 
-    def _account_push(self, snap: PositionSnapshot, now: int) -> dict[str, Any]:
+    def _account_push(self, snap: PositionSnapshot, now: int, *, one_way: bool) -> dict[str, Any]:
         mt = "isolated" if self.sim.margin_type.get(snap.symbol, "CROSSED") != "CROSSED" else "cross"
         upnl = unrealized(self.sim, snap.symbol, snap.side, snap.qty, snap.entry_price)
-        position = {"s": snap.symbol, "pa": num(snap.qty), "ep": num(snap.entry_price), "up": num(upnl),
-                    "mt": mt, "iw": "0", "ps": snap.side.upper(),
+        signed = -snap.qty if one_way and snap.side == "short" else snap.qty
+        position = {"s": snap.symbol, "pa": num(signed), "ep": num(snap.entry_price), "up": num(upnl),
+                    "mt": mt, "iw": "0", "ps": "BOTH" if one_way else snap.side.upper(),
                     "cr": num(self.realised.get((snap.symbol, snap.side), ZERO))}
         balance = {"a": "USDT", "wb": num(self.wallet), "cw": num(self.wallet), "bc": num(self._last_change)}
         return {"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": {"m": "ORDER", "B": [balance], "P": [position]}}
+
+
+def _net(events: list[AnyEvent]) -> list[AnyEvent]:
+    """One-way mode shows one net position per symbol. An order that netted reports both sides (the side
+    it opened, then the side it reduced): of such consecutive snapshots only the side still held, or one
+    of them when flat, becomes a push."""
+    out: list[AnyEvent] = []
+    for ev in events:
+        prev = out[-1] if out else None
+        if isinstance(ev, PositionSnapshot) and isinstance(prev, PositionSnapshot) and prev.symbol == ev.symbol:
+            if ev.qty > 0:
+                out[-1] = ev
+            continue
+        out.append(ev)
+    return out

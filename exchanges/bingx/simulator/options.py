@@ -32,6 +32,9 @@ class Switches(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     """§2.4: how far in the future a request timestamp may be."""
 
 
+Wire = Literal["numeric", "string", "mixed"]
+
+
 class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     api_key: str = "sim-key"
     secret: str = "sim-secret"
@@ -58,6 +61,15 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     rest_port: int = 0
     ws_port: int = 0
     switches: Switches = Switches()
+    wire: Wire = "mixed"
+    """Protocol §0: the JSON types BingX sent in each era. ``numeric`` (the documentation's): ids, times
+    and codes as numbers, the place-order reply in ``data.order``, stopLoss/takeProfit as JSON text;
+    ``string`` (newer captures): ids, times, codes, position leverage and contract fields as strings, the
+    order bare in ``data``, stopLoss/takeProfit as objects; ``mixed``: one of the two per reply and per
+    push, drawn from generators seeded with ``seed`` (a run is reproducible). Table: ``views.DIALECT``."""
+    restricted_symbols: list[str] = msgspec.field(default_factory=list)
+    """Listed symbols closed to API trading (``apiStateOpen`` false): orders refused with 100421
+    "This pair is currently restricted from API trading" (protocol §0)."""
     # --- additions beyond the contract (all with defaults) ---
     price_precision: int = 1
     quantity_precision: int = 4

@@ -17,10 +17,9 @@ from aiohttp import web
 from core.intervals import INTERVALS
 from exchanges.bingx import constants as C
 from exchanges.bingx.auth import fmt
-from exchanges.bingx.codec import encoder
 from exchanges.bingx.simulator import account, trading
 from exchanges.bingx.simulator.auth_check import ApiError, check
-from exchanges.bingx.simulator.views import num
+from exchanges.bingx.simulator.views import Bare, Wire, code, num
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.server import BingXSimulator
@@ -29,22 +28,6 @@ Params = dict[str, str]
 Handler = Callable[["BingXSimulator", Params], Awaitable[Any]]
 Auth = Literal["public", "signed", "key"]
 REPLY_FLUSH_S = 0.5
-
-
-class Bare:
-    """A reply that is not wrapped in the envelope (listenKey POST, marginType POST)."""
-
-    def __init__(self, body: Any, status: int = 200) -> None:
-        self.body = body
-        self.status = status
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=encoder.encode(body), status=status, content_type="application/json")
-
-
-def ok(data: Any) -> web.Response:
-    return json_response({"code": 0, "msg": "", "data": data})
 
 
 # --- market data ---------------------------------------------------------------------------------
@@ -61,23 +44,23 @@ async def contracts(sim: BingXSimulator, p: Params) -> Any:
         if p.get("symbol") and p["symbol"] != s:
             continue
         inst = sim.core.instruments[s]
+        numbers = {"quantityPrecision": o.quantity_precision, "pricePrecision": o.price_precision,
+                   "feeRate": float(o.fee_rate), "makerFeeRate": float(o.fee_rate), "takerFeeRate": float(o.fee_rate),
+                   "tradeMinLimit": 0, "tradeMinQuantity": float(inst.min_qty),
+                   "tradeMinUSDT": float(inst.min_notional), "maxLongLeverage": o.max_leverage,
+                   "maxShortLeverage": o.max_leverage, "status": 1}
+        api = "false" if s in o.restricted_symbols else "true"
         out.append({
-            "contractId": str(100 + i), "symbol": s, "size": "0", "quantityPrecision": o.quantity_precision,
-            "pricePrecision": o.price_precision, "feeRate": float(o.fee_rate), "makerFeeRate": float(o.fee_rate),
-            "takerFeeRate": float(o.fee_rate), "tradeMinLimit": 0, "tradeMinQuantity": float(inst.min_qty),
-            "tradeMinUSDT": float(inst.min_notional), "maxLongLeverage": o.max_leverage,
-            "maxShortLeverage": o.max_leverage, "currency": "USDT", "asset": s.split("-")[0], "status": 1,
-            "apiStateOpen": "true", "apiStateClose": "true", "ensureOrder": True, "brokerState": "true",
-            "launchTime": 1586275200000, "maintainTime": 0, "offTime": 0, "displayName": s,
+            "contractId": str(100 + i), "symbol": s, "size": "0", **{k: Wire("number", v) for k, v in numbers.items()},
+            "currency": "USDT", "asset": s.split("-")[0], "apiStateOpen": api, "apiStateClose": api,
+            "ensureOrder": True, "brokerState": "true", "launchTime": 1586275200000, "maintainTime": 0, "offTime": 0,
+            "displayName": s,
         })
     return out
 
 
 def _market(sim: BingXSimulator, p: Params) -> Any:
-    market = sim.markets.get(p.get("symbol", ""))
-    if market is None:
-        raise ApiError(109400, f"symbol {p.get('symbol')!r} does not exist")
-    return market
+    return sim.markets[trading.known_symbol(sim, p)]
 
 
 async def klines(sim: BingXSimulator, p: Params) -> Any:
@@ -150,37 +133,40 @@ class Buckets:
 def build_app(sim: BingXSimulator) -> web.Application:
     buckets = Buckets(sim.options.rate_limit_per_s, sim.options.rate_limit_burst)
 
-    async def failure(kind: str) -> web.Response:
+    def respond(path: str, body: Any, status: int = 200) -> web.Response:
+        """Every reply leaves here, in the era the dialect draws for ``path``."""
+        return web.Response(body=sim.dialect.encode(body, path), status=status, content_type="application/json")
+
+    async def failure(path: str, kind: str) -> web.Response:
         if kind == "timeout":  # never answered: the client gives up first
             await sim.closing.wait()
             return web.Response(status=503)
         if kind == "5xx":
             return web.Response(status=500, text="Internal Server Error")
         if kind == "busy":
-            return json_response({"code": 100500, "msg": "The current system is busy, please try again later",
-                                  "timestamp": sim.now_ms()})
-        return rate_limited()
+            return respond(path, code(100500, "The current system is busy, please try again later",
+                                      timestamp=sim.now_ms()))
+        return rate_limited(path)
 
-    def rate_limited() -> web.Response:
+    def rate_limited(path: str) -> web.Response:
         status = 429 if sim.options.switches.rate_limit_signal == "http429" else 200
-        return json_response({"code": 100410, "msg": "rate limitation, please try again later",
-                              "timestamp": sim.now_ms()}, status)
+        return respond(path, code(100410, "rate limitation, please try again later", timestamp=sim.now_ms()), status)
 
     async def dispatch(request: web.Request) -> web.Response:
         raw_query = request.raw_path.partition("?")[2]
         body = (await request.text()) if request.can_read_body else ""
-        if request.path == "/__sim/fault" and request.method == "POST":
+        path = request.path
+        if path == "/__sim/fault" and request.method == "POST":
             return await fault_op(body)
-        route = ROUTES.get((request.method, request.path))
+        route = ROUTES.get((request.method, path))
         if route is None:
-            return json_response({"code": 100404, "msg": f"{request.method} {request.path} not found",
-                                  "timestamp": sim.now_ms()}, 404)
+            return respond(path, code(100404, f"{request.method} {path} not found", timestamp=sim.now_ms()), 404)
         handler, auth = route
-        fail = sim.faults.take_failure(request.path)
+        fail = sim.faults.take_failure(path)
         if fail is not None and not fail[1]:
-            return await failure(fail[0])
-        if not buckets.take(request.path):
-            return rate_limited()
+            return await failure(path, fail[0])
+        if not buckets.take(path):
+            return rate_limited(path)
         form = body if request.content_type == "application/x-www-form-urlencoded" else ""
         params = dict(parse_qsl(form, keep_blank_values=True))
         params.update(parse_qsl(raw_query, keep_blank_values=True))  # the query string wins on duplicates
@@ -189,13 +175,14 @@ def build_app(sim: BingXSimulator) -> web.Application:
                 check(sim.options, api_key=request.headers.get("X-BX-APIKEY"), params=params, query=raw_query,
                       body=form, key_only=auth == "key")
             result = await handler(sim, params)
-            reply = json_response(result.body, result.status) if isinstance(result, Bare) else ok(result)
+            reply = (respond(path, result.body, result.status) if isinstance(result, Bare)
+                     else respond(path, code(0, data=result)))
         except ApiError as exc:
-            reply = json_response({"code": exc.code, "msg": exc.msg, "data": {}}, exc.status)
+            reply = respond(path, code(exc.code, exc.msg, data={}), exc.status)
         # the pushes an order caused are on the wire before its reply, as a fast exchange would have it
         await sim.streams.flush(REPLY_FLUSH_S)
         if fail is not None:  # after_effect: it happened, but the reply is lost
-            return await failure(fail[0])
+            return await failure(path, fail[0])
         return reply
 
     async def fault_op(body: str) -> web.Response:
@@ -209,8 +196,8 @@ def build_app(sim: BingXSimulator) -> web.Application:
                 await asyncio.sleep(0)
                 await sim.streams.flush()
         except (KeyError, ValueError, TypeError, msgspec.DecodeError) as exc:
-            return json_response({"code": 109400, "msg": f"bad fault request: {exc}"}, 400)
-        return json_response({"code": 0, "msg": "", "data": {"marketTime": sim.market_time_ms}})
+            return respond("/__sim/fault", {"code": 109400, "msg": f"bad fault request: {exc}"}, 400)
+        return respond("/__sim/fault", {"code": 0, "msg": "", "data": {"marketTime": sim.market_time_ms}})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", dispatch)

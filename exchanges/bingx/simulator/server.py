@@ -21,13 +21,13 @@ from core.events import AnyEvent
 from core.instrument import Instrument
 from core.intervals import interval_ms
 from exchanges.bingx.auth import fmt
-from exchanges.bingx.codec import encoder, gzip_frame
 from exchanges.bingx.simulator.events import EventMapper
 from exchanges.bingx.simulator.faults import Faults
 from exchanges.bingx.simulator.market import SymbolMarket, Tick, build_market
 from exchanges.bingx.simulator.options import SimOptions
 from exchanges.bingx.simulator.rest import build_app
 from exchanges.bingx.simulator.streams import StreamServer
+from exchanges.bingx.simulator.views import Dialect
 from exchanges.paper.exchange import PaperExchange
 from exchanges.paper.matching import Account, MatchingCore, Order
 
@@ -68,6 +68,7 @@ class BingXSimulator:
         """Derived MARKET order id -> the stop order it came from."""
         self.leverage_sides: dict[str, tuple[int, int]] = {s: (opts.default_leverage,) * 2 for s in opts.symbols}
         self.margin_type: dict[str, str] = {}
+        self.dialect = Dialect(opts.wire, opts.seed)
         self.mapper = EventMapper(self)
         self.faults = Faults(self)
         self.streams = StreamServer(self)
@@ -223,8 +224,3 @@ class BingXSimulator:
             out.append({"e": "ACCOUNT_CONFIG_UPDATE", "E": now, "ac": {"s": s, "l": long_lev, "S": short_lev,
                                                                          "mt": mt}})
         return out
-
-
-def frame(obj: Any) -> bytes:
-    """A server frame: JSON, gzip-compressed."""
-    return gzip_frame(encoder.encode(obj))

@@ -141,7 +141,9 @@ class StreamServer:
         targets = [c for c in self.conns if c.kind == "user" and not c.expired and self.keys.valid(c.listen_key)]
         if not targets or not pushes:
             return
-        frames = [gzip_frame(encoder.encode(p)) for p in pushes]
+        encoded: dict[int, bytes] = {}  # a duplicated push (a fault) goes out byte for byte the same
+        frames = [encoded.get(id(p)) or encoded.setdefault(id(p), gzip_frame(self.sim.dialect.encode(p, "user")))
+                  for p in pushes]
         for c in targets:
             for f in frames:
                 c.send(f)

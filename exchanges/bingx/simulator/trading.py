@@ -20,7 +20,7 @@ import msgspec
 from core.events import AnyEvent, OrderAccepted, OrderRejected, Side, StopSpec, SubmitClose, SubmitEntry, SubmitStop
 from exchanges.bingx import constants as C
 from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.views import fill_row, order_view, placed_view
+from exchanges.bingx.simulator.views import Wire, fill_row, order_view, placed_view
 from exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
@@ -50,6 +50,14 @@ def decimal(p: Params, key: str, *, required: bool, what: str = "") -> Decimal |
     if not value.is_finite() or value <= 0:
         raise ApiError(109400, f"parameter {key} must be positive")
     return value
+
+
+def known_symbol(sim: BingXSimulator, p: Params) -> str:
+    """The request's symbol; §0: an unknown one is 109425 "<symbol> not exist"."""
+    symbol = p.get("symbol", "")
+    if symbol not in sim.markets:
+        raise ApiError(109425, f"{symbol} not exist")
+    return symbol
 
 
 def client_id(p: Params | dict[str, Any]) -> str:
@@ -106,9 +114,9 @@ class Plan(msgspec.Struct, kw_only=True):
 
 
 def plan(sim: BingXSimulator, p: Params) -> Plan:
-    symbol = p.get("symbol", "")
-    if symbol not in sim.markets:
-        raise ApiError(109400, f"symbol {symbol!r} does not exist")
+    symbol = known_symbol(sim, p)
+    if symbol in sim.options.restricted_symbols:
+        raise ApiError(100421, "This pair is currently restricted from API trading")
     inst = sim.core.instruments[symbol]
     side = p.get("side", "").upper()
     if side not in ("BUY", "SELL"):
@@ -242,7 +250,7 @@ async def place_order(sim: BingXSimulator, p: Params) -> Any:
             registered(core.submit_take_profit(cid, pl.symbol, pl.pos, qty, pl.stop_price, now))
     order = core.order(cid)
     assert order is not None
-    return {"order": placed_view(sim, order)}
+    return placed_view(sim, order)
 
 
 def _resting(sim: BingXSimulator, pl: Plan, cid: str, now: int) -> list[AnyEvent]:
@@ -285,10 +293,10 @@ def _register_for(sim: BingXSimulator, events: list[AnyEvent], pl: Plan, core_id
 
 async def test_order(sim: BingXSimulator, p: Params) -> Any:
     pl = plan(sim, p)
-    return {"order": {"symbol": pl.symbol, "orderId": 0, "side": pl.side, "positionSide": pl.position_side,
-                      "type": pl.type, "clientOrderId": pl.client_id, "clientOrderID": pl.client_id,
-                      "workingType": pl.working_type, "quantity": str(pl.qty or 0),
-                      "stopPrice": str(pl.stop_price or 0)}}
+    return Wire("order", {"symbol": pl.symbol, "orderId": Wire("id", 0), "side": pl.side,
+                          "positionSide": pl.position_side, "type": pl.type, "clientOrderId": pl.client_id,
+                          "clientOrderID": pl.client_id, "workingType": pl.working_type,
+                          "quantity": str(pl.qty or 0), "stopPrice": str(pl.stop_price or 0)})
 
 
 def find(sim: BingXSimulator, p: Params) -> tuple[Order, int | None]:
@@ -318,7 +326,8 @@ async def query_order(sim: BingXSimulator, p: Params) -> Any:
     order, derived = find(sim, p)
     view = order_view(sim, order)
     if derived is not None:
-        view.update(orderId=derived, type="MARKET", stopPrice="", clientOrderId="", triggerOrderId=order.order_id)
+        view.update(orderId=Wire("id", derived), type="MARKET", stopPrice="", clientOrderId="",
+                    triggerOrderId=Wire("id", order.order_id))
     return {"order": view}
 
 

@@ -1,28 +1,125 @@
-"""The account's state as BingX's REST payloads: orders, positions, balance, fills (protocol page §3).
+"""The account's state as BingX's REST payloads: orders, positions, balance, fills (protocol page §3), and
+the one place that decides the JSON type of every value whose type changed across BingX's eras (§0).
 
-Decimals go out as plain strings (never exponents), order ids as int JSON numbers. Order sides are
+Decimals go out as plain strings (never exponents). Ids, times, envelope codes, a few numbers, the
+place-order reply and attached stopLoss/takeProfit are :class:`Wire` values: :class:`Dialect` renders them
+through :data:`DIALECT` when a reply or push is encoded, in one era for the whole message. Order sides are
 derived from the matching core's position side: an order opening a long or reducing a short buys.
 """
 
 from __future__ import annotations
 
+import random
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
 
 from core.events import ZERO, OrderFilled
 from exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
+    from exchanges.bingx.simulator.options import Wire as WireOption
     from exchanges.bingx.simulator.server import BingXSimulator
 
 REST_STATUS = {"new": "PENDING", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
                "canceled": "CANCELLED", "expired": "EXPIRED"}
+WORKING = {"STOP_MARKET": "NEW", "TAKE_PROFIT_MARKET": "NEW"}
+"""§0: a working conditional order reads NEW on REST (a working LIMIT reads PENDING)."""
 WS_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED", "canceled": "CANCELED",
              "expired": "EXPIRED"}
 INTERNAL_PREFIXES = ("~", "manual-")
 """Core client ids the simulator made up for orders that carried none: shown as "" on the wire."""
+
+# --- the dialect (protocol §0) ---------------------------------------------------------------------
+
+Era = Literal["numeric", "string"]
+ERAS: tuple[Era, ...] = ("numeric", "string")
+Kind = Literal["id", "time", "code", "number", "order", "bracket"]
+
+
+class Wire:
+    """A value whose JSON form depends on the era, rendered when its message is encoded."""
+
+    __slots__ = ("kind", "value")
+
+    def __init__(self, kind: Kind, value: Any) -> None:
+        self.kind, self.value = kind, value
+
+
+def _bracket_object(text: str) -> dict[str, Any]:
+    """An attached stopLoss/takeProfit as the newer replies show it: an object, its prices JSON numbers
+    (exact: the request's own digits), empty fields when none was attached."""
+    spec = msgspec.json.decode(text) if text else {}
+    price = spec.get("stopPrice", 0) if isinstance(spec, dict) else 0
+    return {"type": str(spec.get("type", "")) if spec else "", "quantity": 0,
+            "stopPrice": msgspec.Raw(num(Decimal(str(price))).encode()), "price": 0,
+            "workingType": str(spec.get("workingType", "")) if spec else "", "stopGuaranteed": ""}
+
+
+DIALECT: dict[Era, dict[Kind, Callable[[Any], Any]]] = {
+    "numeric": {"id": int, "time": int, "code": int, "number": lambda v: v, "order": lambda o: {"order": o},
+                "bracket": str},
+    "string": {"id": str, "time": str, "code": str, "number": lambda v: num(v), "order": lambda o: o,
+               "bracket": _bracket_object},
+}
+"""What each kind of :class:`Wire` value looks like in each era: ids (orderId, o.i, triggerOrderId,
+positionID), times (order time/updateTime), envelope codes, numbers (position leverage and
+liquidationPrice, contract fields), the place-order reply (``data.order`` or bare ``data``), brackets."""
+
+
+class Dialect:
+    """Encodes replies and pushes in the configured era; ``mixed`` draws one era per message from a
+    generator per channel (a REST path, the user stream) seeded with the simulator's seed, so the same
+    requests get the same forms whatever else runs in between. A message without :class:`Wire` values
+    draws nothing."""
+
+    def __init__(self, wire: WireOption, seed: int) -> None:
+        self.wire = wire
+        self.seed = seed
+        self._rngs: dict[str, random.Random] = {}
+        self._channel = ""
+        self._row: dict[Kind, Callable[[Any], Any]] | None = None
+        self._encoder = msgspec.json.Encoder(enc_hook=self._render)
+
+    def era(self, channel: str) -> Era:
+        if self.wire != "mixed":
+            return self.wire
+        rng = self._rngs.get(channel)
+        if rng is None:
+            rng = self._rngs[channel] = random.Random(f"{self.seed}:{channel}")
+        return rng.choice(ERAS)
+
+    def encode(self, obj: Any, channel: str) -> bytes:
+        """``obj`` as JSON, every :class:`Wire` value in it rendered in one era."""
+        self._channel, self._row = channel, None
+        try:
+            return self._encoder.encode(obj)
+        finally:
+            self._row = None
+
+    def _render(self, obj: Any) -> Any:
+        if not isinstance(obj, Wire):
+            raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+        if self._row is None:
+            self._row = DIALECT[self.era(self._channel)]
+        return self._row[obj.kind](obj.value)
+
+
+class Bare:
+    """A reply that is not wrapped in the envelope (listenKey POST, marginType POST)."""
+
+    def __init__(self, body: Any, status: int = 200) -> None:
+        self.body = body
+        self.status = status
+
+
+def code(value: int, msg: str = "", **rest: Any) -> dict[str, Any]:
+    """An envelope (or its data-less form): ``code`` 0 or "0" by era (protocol §0)."""
+    return {"code": Wire("code", value), "msg": msg, **rest}
 
 
 def num(value: Decimal | float | int, places: int | None = None) -> str:
@@ -64,29 +161,36 @@ def order_view(sim: BingXSimulator, order: Order) -> dict[str, Any]:
     quote, pnl, fees = fill_totals(sim.core.fills_of(order.client_id))
     cid = wire_cid(order.client_id)
     return {
-        "symbol": order.symbol, "orderId": order.order_id, "side": wire_side(order),
+        "symbol": order.symbol, "orderId": Wire("id", order.order_id), "side": wire_side(order),
         "positionSide": wire_position_side(sim, order), "type": order.type, "origQty": num(order.qty),
         "price": num(order.price or order.avg_price), "executedQty": num(order.filled_qty),
         "avgPrice": num(order.avg_price),
         "cumQuote": num(quote), "stopPrice": num(order.stop_price) if order.stop_price else "",
-        "profit": num(pnl), "commission": num(-fees), "status": REST_STATUS[order.status],
-        "time": order.time, "updateTime": meta.update_time if meta and meta.update_time else order.time,
+        "profit": num(pnl), "commission": num(-fees), "status": rest_status(order),
+        "time": Wire("time", order.time),
+        "updateTime": Wire("time", meta.update_time if meta and meta.update_time else order.time),
         "clientOrderId": cid, "leverage": f"{sim.core.leverage(order.symbol)}X",
         "workingType": meta.working_type if meta else ("MARK_PRICE" if order.stop_price else ""),
         "reduceOnly": order.reduce_only and not sim.core.account.hedge_mode,
         "closePosition": "true" if meta and meta.close_position else "false",
-        "triggerOrderId": meta.derived_id if meta else 0, "stopGuaranteed": "false", "positionID": 0,
+        "triggerOrderId": Wire("id", meta.derived_id if meta else 0), "stopGuaranteed": "false",
+        "positionID": Wire("id", 0),
     }
 
 
-def placed_view(sim: BingXSimulator, order: Order) -> dict[str, Any]:
-    """The place-order reply: the request echoed (``clientOrderID`` spelling, TP/SL as JSON strings)."""
+def rest_status(order: Order) -> str:
+    return WORKING.get(order.type, "PENDING") if order.status == "new" else REST_STATUS[order.status]
+
+
+def placed_view(sim: BingXSimulator, order: Order) -> Wire:
+    """The place-order reply (``data.order`` or bare ``data`` by era): the request echoed (``clientOrderID``
+    spelling, TP/SL as JSON text or objects by era)."""
     meta = sim.meta.get(order.order_id)
     view = order_view(sim, order)
     view.update(quantity=num(order.qty), clientOrderID=view["clientOrderId"], timeInForce="GTC", priceRate=0,
-                stopLoss=meta.stop_loss if meta else "", takeProfit=meta.take_profit if meta else "",
-                orderID=str(order.order_id))
-    return view
+                stopLoss=Wire("bracket", meta.stop_loss if meta else ""),
+                takeProfit=Wire("bracket", meta.take_profit if meta else ""), orderID=str(order.order_id))
+    return Wire("order", view)
 
 
 def unrealized(sim: BingXSimulator, symbol: str, side: str, qty: Decimal, entry: Decimal) -> Decimal:
@@ -108,10 +212,10 @@ def position_rows(sim: BingXSimulator, symbol: str | None) -> list[dict[str, Any
             "positionId": str(zlib.crc32(f"{h.symbol}:{h.side}".encode())), "symbol": h.symbol, "currency": "USDT",
             "positionAmt": num(h.qty), "availableAmt": num(h.qty), "positionSide": h.side.upper(),
             "isolated": sim.margin_type.get(h.symbol, "CROSSED") != "CROSSED", "avgPrice": num(h.entry_price),
-            "initialMargin": num(margin, 4), "margin": num(margin, 4), "leverage": lev,
+            "initialMargin": num(margin, 4), "margin": num(margin, 4), "leverage": Wire("number", lev),
             "unrealizedProfit": num(upnl, 4),
             "realisedProfit": num(sim.mapper.realised.get((h.symbol, h.side), ZERO), 4),
-            "liquidationPrice": 0, "pnlRatio": num(upnl / margin if margin else ZERO, 4),
+            "liquidationPrice": Wire("number", 0), "pnlRatio": num(upnl / margin if margin else ZERO, 4),
             "maxMarginReduction": "0", "riskRate": "0", "markPrice": num(mark), "positionValue": num(h.qty * mark, 4),
             "onlyOnePosition": not core.account.hedge_mode, "updateTime": sim.now_ms(),
         })
