@@ -1,5 +1,10 @@
 """The BingX simulator over real loopback sockets: auth, REST shapes, order rules, stops on the price path,
-user and market streams, faults. No sleeps to wait for things: conditions are awaited with timeouts."""
+user and market streams, faults. No sleeps to wait for things: conditions are awaited with timeouts.
+
+Every reply and push the test client reads is checked for its wire dialect (protocol §0) before a test
+sees it: all era-dependent values in one message have one era's form (the configured one, or in
+``mixed`` the one its envelope code or order id shows); tests then read it in the numeric era's form.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from decimal import Decimal
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 import yarl
 from hypothesis import given, settings
@@ -34,11 +40,98 @@ def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(asyncio.wait_for(coro_fn(), 30))
 
 
+ERA_TYPE: dict[str, type] = {"numeric": int, "string": str}
+ORDER_IDS = ("orderId", "triggerOrderId", "positionID")
+ORDER_TIMES = ("time", "updateTime")
+NUMBERS = {"contractId": ("quantityPrecision", "pricePrecision", "feeRate", "makerFeeRate", "takerFeeRate",
+                          "tradeMinLimit", "tradeMinQuantity", "tradeMinUSDT", "maxLongLeverage", "maxShortLeverage",
+                          "status"),
+           "positionAmt": ("leverage", "liquidationPrice")}
+"""A key that marks a kind of row -> its numbers that the string era sends as strings."""
+
+
+def era_of(value: Any, wire: str, what: str) -> str:
+    era = "string" if isinstance(value, str) else "numeric"
+    assert wire in ("mixed", era), f"{what} {value!r} in the {wire} dialect"
+    return era
+
+
+def _int(value: Any, era: str, what: str) -> int:
+    assert type(value) is ERA_TYPE[era] and str(value).isdigit(), f"{what} {value!r} is not a {era}-era integer"
+    return int(value)
+
+
+def _bracket(value: Any, era: str) -> dict[str, Any] | None:
+    """An attached stopLoss/takeProfit: JSON text ("" for none) or an object (empty type for none)."""
+    if era == "numeric":
+        assert isinstance(value, str), value
+        return json.loads(value) if value else None
+    assert isinstance(value, dict) and {"type", "stopPrice", "workingType"} <= set(value), value
+    return value if value["type"] else None
+
+
+def _rows(data: Any, era: str) -> None:
+    """Every order, position and contract row in ``data``: its era-dependent values checked and read."""
+    rows = data if isinstance(data, list) else [data]
+    for row in rows:
+        if isinstance(row, list | dict):
+            for child in (row.values() if isinstance(row, dict) else row):
+                if isinstance(child, list | dict):
+                    _rows(child, era)
+        if not isinstance(row, dict):
+            continue
+        if "orderId" in row and "tradeId" not in row:  # an order (fill rows keep documented string ids)
+            for key in (*ORDER_IDS, *ORDER_TIMES):
+                if key in row:
+                    row[key] = _int(row[key], era, key)
+            for key in ("stopLoss", "takeProfit"):
+                if key in row:
+                    row[key] = _bracket(row[key], era)
+        for marker, keys in NUMBERS.items():
+            if marker in row:
+                for key in keys:
+                    assert isinstance(row[key], str) == (era == "string"), f"{key} {row[key]!r} in the {era} era"
+                    row[key] = json.loads(row[key]) if era == "string" else row[key]
+
+
+def read_reply(body: Any, wire: str, *, placed: bool, eras: list[str]) -> Any:
+    """A REST reply checked for one era's forms and read as the numeric era shows it (the place-order
+    reply wrapped in ``order``, brackets as dicts or None)."""
+    if not isinstance(body, dict) or "code" not in body:
+        return body
+    era = era_of(body["code"], wire, "code")
+    eras.append(era)
+    body["code"] = _int(body["code"], era, "code")
+    data = body.get("data")
+    if placed and body["code"] == 0:
+        if era == "string":
+            assert "order" not in data and "orderId" in data, data
+            data = {"order": data}
+        else:
+            assert set(data) == {"order"}, data
+    _rows(data, era)
+    if "data" in body:
+        body["data"] = data
+    return body
+
+
+def read_push(push: dict[str, Any], wire: str, eras: list[str]) -> dict[str, Any]:
+    """An ORDER_TRADE_UPDATE's ids (``i``, ``ti``) checked for one era and read as ints."""
+    if push.get("e") == "ORDER_TRADE_UPDATE":
+        o = push["o"]
+        era = era_of(o["i"], wire, "o.i")
+        eras.append(era)
+        o["i"], o["ti"] = _int(o["i"], era, "o.i"), _int(o["ti"], era, "o.ti")
+    return push
+
+
 class Client:
     """A minimal signed client: sorted keys, raw values signed, encoded values sent (the auth module)."""
 
     def __init__(self, sim: BingXSimulator, session: aiohttp.ClientSession) -> None:
         self.sim, self.session = sim, session
+        self.eras: list[str] = []
+        """The era of each reply read, in order."""
 
     async def raw(self, method: str, path: str, query: str = "", headers: dict[str, str] | None = None,
                   timeout: float = 5) -> tuple[int, Any]:
@@ -46,7 +139,9 @@ class Client:
         async with self.session.request(method, url, headers=headers or {},
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             text = await r.text()
-            return r.status, (json.loads(text) if text.startswith("{") else text)
+        body = json.loads(text) if text.startswith("{") else text
+        placed = method == "POST" and path in (SL, SL + "/test")
+        return r.status, read_reply(body, self.sim.options.wire, placed=placed, eras=self.eras)
 
     async def call(self, method: str, path: str, timeout: float = 5, **params: Any) -> Any:
         params.setdefault("timestamp", int(time.time() * 1000))
@@ -74,8 +169,10 @@ def gunzip(frame: str | bytes) -> str:
 class Stream:
     """A websocket reader that answers Ping and collects decoded JSON messages."""
 
-    def __init__(self, ws: ClientConnection) -> None:
+    def __init__(self, ws: ClientConnection, wire: str = "mixed") -> None:
         self.ws = ws
+        self.wire = wire
+        self.eras: list[str] = []
         self.messages: list[dict[str, Any]] = []
         self.pings = 0
         self._task = asyncio.create_task(self._read())
@@ -93,7 +190,7 @@ class Stream:
                 if self.answer_pings:
                     await self.ws.send("Pong")
                 continue
-            self.messages.append(json.loads(text))
+            self.messages.append(read_push(json.loads(text), self.wire, self.eras))
 
     async def wait(self, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 5) -> None:
         async def poll() -> None:
@@ -115,7 +212,7 @@ async def user_stream(sim: BingXSimulator, client: Client) -> Stream:
     status, body = await client.raw("POST", C.LISTEN_KEY, headers={"X-BX-APIKEY": sim.options.api_key})
     assert status == 200 and set(body) == {"listenKey"}
     ws = await connect(f"{sim.ws_url}?listenKey={body['listenKey']}", compression=None, proxy=None)
-    s = Stream(ws)
+    s = Stream(ws, sim.options.wire)
     await s.wait(lambda m: any(x.get("e") == "ACCOUNT_CONFIG_UPDATE" for x in m))
     return s
 
@@ -265,13 +362,13 @@ def test_market_entry_with_attached_stop_and_stop_triggered_on_the_path() -> Non
         stop = (price * D("0.999")).quantize(D("0.1"))
         placed = (await c.ok("POST", SL, **entry(qty="0.05", cid="E-1", stopLoss=sl_json(stop))))["order"]
         assert placed["clientOrderID"] == "e-1" and placed["orderId"] > 2**53 and placed["status"] == "FILLED"
-        assert json.loads(placed["stopLoss"])["stopPrice"] == float(stop)
+        assert D(str(placed["stopLoss"]["stopPrice"])) == stop and placed["takeProfit"] is None
         pos = await c.ok("GET", C.POSITIONS, symbol="BTC-USDT")
         assert len(pos) == 1 and pos[0]["positionAmt"] == "0.05" and pos[0]["positionSide"] == "LONG"
         assert pos[0]["onlyOnePosition"] is True
         opens = (await c.ok("GET", C.OPEN_ORDERS, symbol="BTC-USDT"))["orders"]
         assert [(o["type"], o["clientOrderId"], o["side"], o["positionSide"], D(o["stopPrice"]), o["status"])
-                for o in opens] == [("STOP_MARKET", "e-1-sl", "SELL", "BOTH", stop, "PENDING")]
+                for o in opens] == [("STOP_MARKET", "e-1-sl", "SELL", "BOTH", stop, "NEW")]  # §0: a working stop
         await user.wait(lambda m: any(x.get("e") == "ACCOUNT_UPDATE" for x in m))
         kinds = [(u["o"]["c"], u["o"]["x"], u["o"]["X"]) for u in user.of("ORDER_TRADE_UPDATE")]
         assert kinds == [("e-1", "NEW", "NEW"), ("e-1", "TRADE", "FILLED"), ("e-1-sl", "NEW", "NEW")]
@@ -288,7 +385,7 @@ def test_market_entry_with_attached_stop_and_stop_triggered_on_the_path() -> Non
         assert fill["o"] == "STOP_MARKET" and fill["i"] == stop_order["orderId"] and fill["X"] == "FILLED"
         assert D(fill["n"]) < 0 and fill["z"] == "0.05" and D(fill["L"]) == D(stop_order["avgPrice"])
         last_acct = user.of("ACCOUNT_UPDATE")[-1]["a"]
-        assert last_acct["P"][0]["pa"] == "0" and last_acct["m"] == "ORDER"
+        assert last_acct["P"] == [{**last_acct["P"][0], "ps": "BOTH", "pa": "0"}] and last_acct["m"] == "ORDER"
         assert await c.ok("GET", C.POSITIONS, symbol="BTC-USDT") == []
         fills = (await c.ok("GET", C.FILL_HISTORY, symbol="BTC-USDT"))["fill_history_orders"]
         assert len(fills) == 2 and all(D(f["commission"]) < 0 for f in fills)
@@ -302,6 +399,76 @@ def test_market_entry_with_attached_stop_and_stop_triggered_on_the_path() -> Non
         assert (await view.position("BTC-USDT", "long")).qty == 0
         await user.close()
     run(lambda: with_sim(SimOptions(history_bars=5, volatility=0.004), body))
+
+
+async def dialect_scenario(sim: BingXSimulator, c: Client) -> dict[str, Any]:
+    """Every reply and push kind with era-dependent values once; what the client saw."""
+    user = await user_stream(sim, c)
+    price = sim.mark_price("BTC-USDT")
+    placed = (await c.ok("POST", SL, **entry(qty="0.01", cid="w-1", stopLoss=sl_json(price - 100))))["order"]
+    test = (await c.ok("POST", SL + "/test", **entry(cid="w-t")))["order"]
+    (stop,) = (await c.ok("GET", C.OPEN_ORDERS, symbol="BTC-USDT"))["orders"]
+    queried = (await c.ok("GET", SL, symbol="BTC-USDT", clientOrderId="w-1-sl"))["order"]
+    (long,) = await c.ok("GET", C.POSITIONS, symbol="BTC-USDT")
+    await c.ok("POST", SL, **entry(qty="0.03", side="SELL", cid="w-2"))  # reverses to a short of 0.02
+    contracts = (await c.raw("GET", C.CONTRACTS))[1]["data"]
+    unknown = [(await c.call("GET", SL, symbol="NOPE-USDT", clientOrderId="w-1"))["code"],
+               (await c.raw("GET", C.KLINES, "symbol=NOPE-USDT&interval=5m"))[1]["code"],
+               (await c.call("POST", SL, **{**entry(cid="w-3"), "symbol": "NOPE-USDT"}))["code"]]
+    restricted = await c.call("POST", SL, **{**entry(cid="w-4"), "symbol": "ETH-USDT"})
+    await user.wait(lambda m: sum(1 for x in m if x.get("e") == "ACCOUNT_UPDATE") >= 2)
+    await user.close()
+    return {"placed": placed, "test": test, "stop": stop, "queried": queried, "long": long,
+            "contracts": contracts, "unknown": unknown, "restricted": restricted, "pushes": user.messages,
+            "rest_eras": c.eras, "push_eras": user.eras}
+
+
+@pytest.mark.parametrize("wire", ["numeric", "string", "mixed"])
+def test_each_wire_dialect_speaks_one_era_per_message(wire: Any) -> None:
+    """Protocol §0: ``numeric`` and ``string`` speak one era throughout (the client checks every message's
+    forms: ids, times, codes, numbers, the bare or wrapped place reply, brackets); ``mixed`` draws an era
+    per message from generators seeded with the simulator's seed: both appear, and the same seed gives
+    the same sequence. Era-independent facts of the captures hold in each dialect."""
+    options = SimOptions(history_bars=5, symbols=["BTC-USDT", "ETH-USDT"], restricted_symbols=["ETH-USDT"],
+                         wire=wire)
+    seen: list[dict[str, Any]] = []
+
+    async def body(sim: BingXSimulator, c: Client) -> None:
+        seen.append(await dialect_scenario(sim, c))
+
+    run(lambda: with_sim(options, body))
+    out = seen[0]
+    placed, stop = out["placed"], out["stop"]
+    assert placed["clientOrderID"] == "w-1" and placed["orderId"] > 2**53 and placed["status"] == "FILLED"
+    assert placed["stopLoss"]["type"] == "STOP_MARKET" and placed["takeProfit"] is None
+    assert out["test"]["clientOrderId"] == "w-t" and out["test"]["orderId"] == 0
+    assert stop == {**out["queried"], "updateTime": stop["updateTime"]} and stop["status"] == "NEW"
+    assert (stop["triggerOrderId"], stop["positionID"]) == (0, 0) and stop["time"] == placed["time"]
+    assert (out["long"]["leverage"], out["long"]["liquidationPrice"]) == (5, 0)
+    assert [(k["symbol"], k["quantityPrecision"], k["pricePrecision"], k["apiStateOpen"]) for k in out["contracts"]] \
+        == [("BTC-USDT", 4, 1, "true"), ("ETH-USDT", 4, 1, "false")]
+    assert out["unknown"] == [109425] * 3
+    assert (out["restricted"]["code"], out["restricted"]["msg"]) == (100421,
+                                                                     "This pair is currently restricted from API trading")
+    # one-way: the net position, BOTH, negative for the short the reversal left
+    positions = [p for u in out["pushes"] if u.get("e") == "ACCOUNT_UPDATE" for p in u["a"]["P"]]
+    assert [(p["ps"], p["pa"]) for p in positions] == [("BOTH", "0.01"), ("BOTH", "-0.02")]
+    # T never goes back within one order (ccxt drops an update whose T does)
+    times: dict[int, list[int]] = {}
+    for u in out["pushes"]:
+        if u.get("e") == "ORDER_TRADE_UPDATE":
+            times.setdefault(u["o"]["i"], []).append(u["o"]["T"])
+            assert u["T"] == u["o"]["T"]
+    assert len(times) == 3 and all(t == sorted(t) and t[0] > 0 for t in times.values())
+    eras = set(out["rest_eras"]) | set(out["push_eras"])
+    if wire != "mixed":
+        assert eras == {wire}
+        return
+    assert eras == {"numeric", "string"} and set(out["push_eras"]) == {"numeric", "string"}
+    run(lambda: with_sim(options, body))
+    assert (seen[1]["rest_eras"], seen[1]["push_eras"]) == (out["rest_eras"], out["push_eras"]), "seeded"
+    run(lambda: with_sim(msgspec.structs.replace(options, seed=7), body))
+    assert (seen[2]["rest_eras"], seen[2]["push_eras"]) != (out["rest_eras"], out["push_eras"])
 
 
 def test_triggered_stop_reported_under_each_switch() -> None:
@@ -620,7 +787,8 @@ def test_gatebot_sim_passes_every_option_to_the_simulator(capsys: pytest.Capture
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim_module, "main", fake_main)
-        assert main(["-v", "sim", "--auto", "--speed", "600", "--orphan-stops", "cancel"]) == 0
-    assert seen == [["--auto", "--speed", "600", "--orphan-stops", "cancel"]]
+        assert main(["-v", "sim", "--auto", "--speed", "600", "--orphan-stops", "cancel", "--wire", "string"]) == 0
+    assert seen == [["--auto", "--speed", "600", "--orphan-stops", "cancel", "--wire", "string"]]
     options = parse(seen[0])
     assert options.mode == "auto" and options.speed == 600 and options.switches.orphan_stops == "cancel"
+    assert options.wire == "string" and parse([]).wire == "mixed"

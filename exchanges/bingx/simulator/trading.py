@@ -302,7 +302,7 @@ async def test_order(sim: BingXSimulator, p: Params) -> Any:
 def find(sim: BingXSimulator, p: Params) -> tuple[Order, int | None]:
     """The order a query/cancel names (``orderId`` or ``clientOrderId``); 109421 when there is none.
     The second value is the derived MARKET order id when ``orderId`` named one."""
-    symbol = p.get("symbol", "")
+    symbol = known_symbol(sim, p) if p.get("symbol") else ""
     order: Order | None = None
     derived = None
     if p.get("orderId"):
@@ -340,7 +340,7 @@ async def cancel_order(sim: BingXSimulator, p: Params) -> Any:
 
 
 async def cancel_all(sim: BingXSimulator, p: Params) -> Any:
-    symbols = [p["symbol"]] if p.get("symbol") else list(sim.markets)
+    symbols = [known_symbol(sim, p)] if p.get("symbol") else list(sim.markets)
     done = []
     for s in symbols:
         for o in list(sim.core.open_orders(s)):
@@ -352,7 +352,7 @@ async def cancel_all(sim: BingXSimulator, p: Params) -> Any:
 
 
 async def open_orders(sim: BingXSimulator, p: Params) -> Any:
-    symbols = [p["symbol"]] if p.get("symbol") else list(sim.markets)
+    symbols = [known_symbol(sim, p)] if p.get("symbol") else list(sim.markets)
     orders = [o for s in symbols for o in sim.core.open_orders(s)]
     if p.get("type"):
         orders = [o for o in orders if o.type == p["type"].upper()]
