@@ -8,12 +8,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl
 
 import msgspec
 from aiohttp import web
 
+from core.instrument import to_decimal
 from core.intervals import INTERVALS
 from exchanges.bingx import constants as C
 from exchanges.bingx.auth import fmt
@@ -81,15 +83,66 @@ async def klines(sim: BingXSimulator, p: Params) -> Any:
     return rows
 
 
+FUNDING_INTERVAL_MS = 8 * 3600_000
+
+
+def funding_rate(sim: BingXSimulator, symbol: str, time_ms: int) -> str:
+    """The funding rate of ``symbol`` settled at ``time_ms``, as BingX writes it (8 decimals): a constant
+    0.01 % per 8 h in this simulator."""
+    return "0.00010000"
+
+
 async def premium_index(sim: BingXSimulator, p: Params) -> Any:
     def one(symbol: str) -> dict[str, Any]:
         mark = num(sim.mark_price(symbol))
         step = sim.step_ms
-        return {"symbol": symbol, "markPrice": mark, "indexPrice": mark, "lastFundingRate": "0.0001",
-                "nextFundingTime": (sim.market_time_ms // (8 * 3600_000) + 1) * 8 * 3600_000, "time": step}
+        next_ms = (sim.market_time_ms // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
+        return {"symbol": symbol, "markPrice": mark, "indexPrice": mark,
+                "lastFundingRate": funding_rate(sim, symbol, next_ms), "nextFundingTime": next_ms, "time": step}
     if p.get("symbol"):
         _market(sim, p)
         return one(p["symbol"])
+    return [one(s) for s in sim.markets]
+
+
+async def funding_rate_history(sim: BingXSimulator, p: Params) -> Any:
+    """``GET /openApi/swap/v2/quote/fundingRate``: the settlements (every 8 h, on the UTC clock) the
+    simulated market lived through, newest first as BingX lists them; ``limit`` default 100, max 1000."""
+    market = _market(sim, p)
+    try:
+        limit = min(int(p.get("limit") or 100), 1000)
+        start = int(p["startTime"]) if p.get("startTime") else None
+        end = int(p["endTime"]) if p.get("endTime") else None
+    except ValueError:
+        raise ApiError(109400, "invalid startTime/endTime/limit") from None
+    first = market.closed[0][0] if market.closed else market.market_time
+    lo = -(-max(first, start or 0) // FUNDING_INTERVAL_MS) * FUNDING_INTERVAL_MS
+    hi = min(market.market_time, end if end is not None else market.market_time)
+    times = list(range(lo, hi + 1, FUNDING_INTERVAL_MS))
+    times = times[:limit] if start is not None and end is None else times[-limit:]
+    return [{"symbol": market.symbol, "fundingRate": funding_rate(sim, market.symbol, t), "fundingTime": t}
+            for t in reversed(times)]
+
+
+async def ticker_24h(sim: BingXSimulator, p: Params) -> Any:
+    """``GET /openApi/swap/v2/quote/ticker``: 24 h statistics from the candles of the last day (market time);
+    the book is the last price on both sides (the simulator fills any size there), its sizes 0."""
+    def one(symbol: str) -> dict[str, Any]:
+        market = sim.markets[symbol]
+        rows = market.klines(market.market_time - 86_400_000 + market.step, None, 2**31)
+        last = sim.mark_price(symbol)
+        first = to_decimal(rows[0][1]) if rows else last
+        change = last - first
+        pct = (change / first * 100).quantize(Decimal("0.01")) if first else Decimal(0)
+        return {"symbol": symbol, "priceChange": num(change), "priceChangePercent": num(pct), "lastPrice": num(last),
+                "lastQty": "0", "highPrice": fmt(max((r[2] for r in rows), default=float(last))),
+                "lowPrice": fmt(min((r[3] for r in rows), default=float(last))),
+                "volume": num(sum((to_decimal(r[5]) for r in rows), Decimal(0))),
+                "quoteVolume": num(sum((to_decimal(r[5]) * to_decimal(r[4]) for r in rows), Decimal(0)), 2),
+                "openPrice": num(first), "openTime": rows[0][0] if rows else market.market_time,
+                "closeTime": sim.now_ms(), "askPrice": num(last), "askQty": "0", "bidPrice": num(last), "bidQty": "0"}
+    if p.get("symbol"):
+        return one(trading.known_symbol(sim, p))
     return [one(s) for s in sim.markets]
 
 
@@ -107,6 +160,8 @@ ROUTES: dict[tuple[str, str], tuple[Handler, Auth]] = {
     ("GET", C.PREMIUM_INDEX): (premium_index, "public"),
     ("GET", "/openApi/swap/v1/ticker/price"): (ticker_price, "public"),
     ("GET", "/openApi/swap/v2/quote/price"): (ticker_price, "public"),
+    ("GET", "/openApi/swap/v2/quote/ticker"): (ticker_24h, "public"),
+    ("GET", "/openApi/swap/v2/quote/fundingRate"): (funding_rate_history, "public"),
     **trading.ROUTES,
     **account.ROUTES,
 }

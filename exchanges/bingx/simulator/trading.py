@@ -12,15 +12,27 @@ A ``stopLoss`` JSON on a MARKET entry becomes a STOP_MARKET whose client id is t
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from core.events import AnyEvent, OrderAccepted, OrderRejected, Side, StopSpec, SubmitClose, SubmitEntry, SubmitStop
+from core.events import (
+    AnyEvent,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
+    Side,
+    StopSpec,
+    SubmitClose,
+    SubmitEntry,
+    SubmitStop,
+)
 from exchanges.bingx import constants as C
+from exchanges.bingx.auth import SigningError, fmt
 from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.views import Wire, fill_row, order_view, placed_view
+from exchanges.bingx.simulator.views import Wire, fill_order_row, fill_row, order_view, placed_view, rest_status
 from exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
@@ -31,6 +43,9 @@ _bracket = msgspec.json.Decoder(float_hook=Decimal)
 """An attached stopLoss / takeProfit: its prices exact (a JSON number never passes through a float)."""
 _anon = itertools.count(1)
 SEVEN_DAYS_MS = 7 * 86_400_000
+THIRTY_DAYS_MS = 30 * 86_400_000
+MAX_BATCH_ORDERS = 5
+MAX_BATCH_CANCELS = 10
 
 
 def flag(value: str | None) -> bool:
@@ -359,14 +374,14 @@ async def open_orders(sim: BingXSimulator, p: Params) -> Any:
     return {"orders": [order_view(sim, o) for o in orders]}
 
 
-def _window(p: Params, start_key: str, end_key: str) -> tuple[int, int]:
+def _window(p: Params, start_key: str, end_key: str, max_ms: int = SEVEN_DAYS_MS) -> tuple[int, int]:
     try:
         start = int(p[start_key]) if p.get(start_key) else 0
         end = int(p[end_key]) if p.get(end_key) else 2**62
     except ValueError:
         raise ApiError(109400, f"{start_key}/{end_key} must be integers") from None
-    if p.get(start_key) and p.get(end_key) and end - start > SEVEN_DAYS_MS:
-        raise ApiError(109400, "the query range is more than seven days")
+    if p.get(start_key) and p.get(end_key) and end - start > max_ms:
+        raise ApiError(109400, f"the query range is more than {max_ms // 86_400_000} days")
     return start, end
 
 
@@ -380,12 +395,12 @@ async def all_orders(sim: BingXSimulator, p: Params) -> Any:
     return {"orders": [order_view(sim, o) for o in orders[-limit:]]}
 
 
-async def fill_history(sim: BingXSimulator, p: Params) -> Any:
-    start, end = _window(p, "startTs", "endTs")
+def _fills(sim: BingXSimulator, p: Params, start: int, end: int) -> Iterator[tuple[Order, OrderFilled]]:
+    """The fills ``startTs < time <= endTs`` of the request's symbol / orderId (a derived MARKET id names its
+    stop) after ``lastFillId``, oldest first."""
     want = int(p["orderId"]) if p.get("orderId") else None
     if want is not None and want in sim.derived:
         want = sim.derived[want]
-    rows = []
     for f in sim.core.account.fills:
         order = sim.core.order(f.client_id)
         if order is None or not start < f.ts <= end or (p.get("symbol") and order.symbol != p["symbol"]):
@@ -394,10 +409,133 @@ async def fill_history(sim: BingXSimulator, p: Params) -> Any:
             continue
         if p.get("lastFillId") and int(f.trade_id) <= int(p["lastFillId"]):
             continue
-        rows.append(fill_row(sim, order, f))
+        yield order, f
+
+
+async def fill_history(sim: BingXSimulator, p: Params) -> Any:
+    start, end = _window(p, "startTs", "endTs")
+    rows = [fill_row(sim, order, f) for order, f in _fills(sim, p, start, end)]
     size = min(int(p.get("pageSize") or 100), 1000)
     page = max(int(p.get("pageIndex") or 1), 1)
     return {"fill_history_orders": rows[(page - 1) * size: page * size], "total": len(rows)}
+
+
+async def all_fill_orders(sim: BingXSimulator, p: Params) -> Any:
+    """§3.17 ``allFillOrders``: up to 30 days per query (ccxt asks for the last 30 days by default)."""
+    if (p.get("tradingUnit") or "COIN").upper() not in ("COIN", "CONT"):
+        raise ApiError(109400, "tradingUnit must be COIN or CONT")
+    start, end = _window(p, "startTs", "endTs", THIRTY_DAYS_MS)
+    return {"fill_orders": [fill_order_row(sim, order, f) for order, f in _fills(sim, p, start, end)]}
+
+
+def _json_param(p: Params, key: str) -> list[Any]:
+    """A parameter that carries a JSON array (``batchOrders``, ``orderIdList``); numbers keep their digits."""
+    try:
+        value = _bracket.decode(p.get(key) or "")
+    except msgspec.DecodeError:
+        raise ApiError(109400, f"{key} must be a JSON array") from None
+    if not isinstance(value, list):
+        raise ApiError(109400, f"{key} must be a JSON array")
+    return value
+
+
+def _order_params(item: Any) -> Params:
+    """One ``batchOrders`` element as the parameters of a single order: numbers as their own digits,
+    booleans lower-case, a nested stopLoss / takeProfit object as JSON text."""
+    if not isinstance(item, dict):
+        raise ApiError(109400, "every batchOrders element must be an object")
+    try:
+        return {str(k): v if isinstance(v, str) else fmt(v) for k, v in item.items()}
+    except SigningError as exc:
+        raise ApiError(109400, f"batchOrders: {exc}") from None
+
+
+async def batch_orders(sim: BingXSimulator, p: Params) -> Any:
+    """§3.11: up to 5 orders, each placed as alone. Those refused are left out of ``orders`` and listed in
+    ``errors`` (code, msg); when every one is refused, the first refusal is the reply (UNCONFIRMED)."""
+    items = [_order_params(item) for item in _json_param(p, "batchOrders")]
+    if not 1 <= len(items) <= MAX_BATCH_ORDERS:
+        raise ApiError(109400, f"batchOrders takes 1 to {MAX_BATCH_ORDERS} orders")
+    placed: list[Any] = []
+    refused: list[ApiError] = []
+    for item in items:
+        try:
+            placed.append((await place_order(sim, item)).value)
+        except ApiError as exc:
+            refused.append(exc)
+    if not placed:
+        raise refused[0]
+    errors = [{"code": Wire("code", e.code), "msg": e.msg} for e in refused]
+    return {"orders": placed, **({"errors": errors} if errors else {})}
+
+
+async def cancel_batch(sim: BingXSimulator, p: Params) -> Any:
+    """§3.13 ``DELETE batchOrders``: ``orderIdList`` or ``clientOrderIdList`` (either spelling), at most 10."""
+    cid_key = next((k for k in p if k.lower() == "clientorderidlist"), "")
+    key, values = ("clientOrderId", _json_param(p, cid_key)) if cid_key else ("orderId", _json_param(p, "orderIdList"))
+    if not 1 <= len(values) <= MAX_BATCH_CANCELS:
+        raise ApiError(109400, f"orderIdList / clientOrderIdList takes 1 to {MAX_BATCH_CANCELS} ids")
+    success, failed = [], []
+    for value in values:
+        try:
+            success.append((await cancel_order(sim, {"symbol": p.get("symbol", ""), key: str(value)}))["order"])
+        except ApiError as exc:
+            failed.append({"orderId": Wire("id", int(value)) if key == "orderId" else Wire("id", 0),
+                           "clientOrderId": str(value) if key == "clientOrderId" else "",
+                           "errorCode": exc.code, "errorMessage": exc.msg})
+    return {"success": success, "failed": failed or None}
+
+
+async def close_all_positions(sim: BingXSimulator, p: Params) -> Any:
+    """§3.18: every position (of ``symbol``) closed at market; ``success`` lists the close orders' ids."""
+    symbol = known_symbol(sim, p) if p.get("symbol") else None
+    now = sim.now_ms()
+    ids = []
+    for h in list(sim.core.account.positions):
+        if h.qty <= 0 or (symbol is not None and h.symbol != symbol):
+            continue
+        cid = f"~{next(_anon)}"
+        events = sim.core.submit(SubmitClose(client_id=cid, symbol=h.symbol, side=h.side, qty=h.qty), now)
+        sim.emit(events)
+        order = sim.core.order(cid)
+        if order is not None:
+            ids.append(Wire("id", order.order_id))
+    return {"success": ids, "failed": None}
+
+
+CANCEL_REPLACE_MODES = ("STOP_ON_FAILURE", "ALLOW_FAILURE")
+
+
+async def cancel_replace(sim: BingXSimulator, p: Params) -> Any:
+    """``POST /openApi/swap/v1/trade/cancelReplace``: cancel ``cancelOrderId`` / ``cancelClientOrderId`` (only
+    in a status of ``cancelRestrictions`` when given), then place the order the other parameters describe;
+    with STOP_ON_FAILURE a failed cancel places nothing. Each leg reports its own result (UNCONFIRMED: a
+    failed leg is reported in the reply, not as the envelope's code)."""
+    mode = p.get("cancelReplaceMode", "")
+    if mode not in CANCEL_REPLACE_MODES:
+        raise ApiError(109400, f"cancelReplaceMode must be one of {', '.join(CANCEL_REPLACE_MODES)}")
+    target = {"symbol": p.get("symbol", ""), "orderId": p.get("cancelOrderId", ""),
+              "clientOrderId": next((v for k, v in p.items() if k.lower() == "cancelclientorderid"), "")}
+    out: dict[str, Any] = {"cancelResult": "true", "cancelMsg": "", "cancelResponse": {}, "replaceResult": "false",
+                           "replaceMsg": "", "newOrderResponse": {}}
+    try:
+        order, _ = find(sim, target)
+        allowed = {s.strip().upper() for s in p.get("cancelRestrictions", "").split(",") if s.strip()}
+        if allowed and not {rest_status(order), "NEW" if order.status == "new" else ""} & allowed:
+            raise ApiError(109400, f"order status {rest_status(order)} is not in cancelRestrictions")
+        view = (await cancel_order(sim, target))["order"]
+        out["cancelResponse"] = {"cancelClientOrderId": view["clientOrderId"], "cancelOrderId": view["orderId"],
+                                 **view}
+    except ApiError as exc:
+        out.update(cancelResult="false", cancelMsg=exc.msg)
+        if mode == "STOP_ON_FAILURE":
+            return out
+    try:
+        fresh = {k: v for k, v in p.items() if not k.startswith("cancel")}
+        out.update(replaceResult="true", newOrderResponse=(await place_order(sim, fresh)).value)
+    except ApiError as exc:
+        out.update(replaceMsg=exc.msg)
+    return out
 
 
 ROUTES: dict[tuple[str, str], tuple[Handler, Any]] = {
@@ -409,4 +547,9 @@ ROUTES: dict[tuple[str, str], tuple[Handler, Any]] = {
     ("GET", C.OPEN_ORDERS): (open_orders, "signed"),
     ("GET", C.ALL_ORDERS): (all_orders, "signed"),
     ("GET", C.FILL_HISTORY): (fill_history, "signed"),
+    ("GET", "/openApi/swap/v2/trade/allFillOrders"): (all_fill_orders, "signed"),
+    ("POST", "/openApi/swap/v2/trade/batchOrders"): (batch_orders, "signed"),
+    ("DELETE", "/openApi/swap/v2/trade/batchOrders"): (cancel_batch, "signed"),
+    ("POST", "/openApi/swap/v2/trade/closeAllPositions"): (close_all_positions, "signed"),
+    ("POST", "/openApi/swap/v1/trade/cancelReplace"): (cancel_replace, "signed"),
 }

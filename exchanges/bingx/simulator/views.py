@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import zlib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -234,13 +234,51 @@ def balance_row(sim: BingXSimulator) -> dict[str, Any]:
     }
 
 
+BEIJING = timezone(timedelta(hours=8))
+
+
+def fill_times(ts_ms: int) -> dict[str, str]:
+    """A fill's times as BingX writes them (protocol §3.17): ``filledTime`` in UTC+8 with its offset, and
+    ``filledTm`` the same UTC+8 wall clock with a misleading ``Z``."""
+    wall = datetime.fromtimestamp(ts_ms / 1000, tz=BEIJING)
+    return {"filledTm": wall.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "filledTime": wall.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0800"}
+
+
+def fill_order_row(sim: BingXSimulator, order: Order, fill: OrderFilled) -> dict[str, Any]:
+    """One row of ``allFillOrders`` (§3.17): no trade id, no side."""
+    meta = sim.meta.get(order.order_id)
+    order_id = meta.derived_id if meta and meta.derived_id else order.order_id
+    return {**fill_times(fill.ts), "volume": num(fill.qty), "price": num(fill.price),
+            "amount": num(fill.qty * fill.price), "commission": num(-fill.fee), "currency": "USDT",
+            "orderId": str(order_id), "liquidatedPrice": "", "liquidatedMarginRatio": "",
+            "clientOrderID": wire_cid(order.client_id), "symbol": order.symbol}
+
+
+INCOME_INFO = {"REALIZED_PNL": "Realized PNL", "TRADING_FEE": "Trading Fee", "FUNDING_FEE": "Funding Fee"}
+
+
+def income_rows(sim: BingXSimulator) -> list[dict[str, Any]]:
+    """The account's fund flow as ``user/income`` lists it: a trading fee for every fill and the realised
+    PnL of every fill that reduced a position, oldest first."""
+    rows = []
+    for f in sim.core.account.fills:
+        order = sim.core.order(f.client_id)
+        symbol = order.symbol if order else ""
+        for kind, amount in (("TRADING_FEE", -f.fee), ("REALIZED_PNL", f.realized_pnl)):
+            if kind == "REALIZED_PNL" and not amount:
+                continue
+            rows.append({"symbol": symbol, "incomeType": kind, "income": num(amount), "asset": "USDT",
+                         "info": INCOME_INFO[kind], "time": f.ts, "tranId": f"{f.trade_id}_{kind}",
+                         "tradeId": f.trade_id})
+    return rows
+
+
 def fill_row(sim: BingXSimulator, order: Order, fill: OrderFilled) -> dict[str, Any]:
     meta = sim.meta.get(order.order_id)
     order_id = meta.derived_id if meta and meta.derived_id else order.order_id
-    wall = datetime.fromtimestamp(fill.ts / 1000, tz=UTC)
     return {
-        "filledTm": wall.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "filledTime": wall.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000",
+        **fill_times(fill.ts),
         "volume": num(fill.qty), "qty": num(fill.qty), "price": num(fill.price), "quoteQty": num(fill.qty * fill.price),
         "amount": num(fill.qty * fill.price), "commission": num(-fill.fee), "commissionAsset": "USDT",
         "realisedPNL": num(fill.realized_pnl), "orderId": str(order_id), "tradeId": fill.trade_id,
