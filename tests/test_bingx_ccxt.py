@@ -29,6 +29,7 @@ T = TypeVar("T")
 SYMBOL = "BTC/USDT:USDT"
 TIMEFRAMES = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 D = Decimal
+IDLE_S = 0.25
 
 
 class Venue:
@@ -116,6 +117,9 @@ def test_markets_ticker_klines_in_every_interval_and_funding(venue: Venue) -> No
     since = base[-10][0]
     window = ex.fetch_ohlcv(SYMBOL, "15m", since=since, limit=2)
     assert len(window) == 2 and window[0][0] >= since - 900_000
+    minutes = ex.fetch_ohlcv(SYMBOL, "1m", since=base[-3][0] + 120_000, limit=4)
+    assert [c[0] for c in minutes] == [base[-3][0] + k * 60_000 for k in (2, 3, 4, 5)]
+    assert minutes[-1][1] == base[-2][1]  # the next 5m candle's first minute opens at its open
 
     rate = ex.fetch_funding_rate(SYMBOL)
     assert rate["fundingRate"] == 0.0001 and rate["nextFundingTimestamp"] % (8 * 3600_000) == 0
@@ -301,14 +305,14 @@ def test_refusals_map_to_ccxt_error_classes(venue: Venue) -> None:
 async def until(watch: Callable[[], Awaitable[T]], done: Callable[[T], bool], poke: Callable[[], Awaitable[Any]],
                 timeout_s: float = 10.0, first: asyncio.Future[T] | None = None) -> T:
     """Watch (from the ``first`` watch already under way, if any) until ``done``; ``poke`` makes the venue
-    produce another update whenever a watch waited a second for nothing (a watcher only sees updates after
+    produce another update whenever a watch waited ``IDLE_S`` for nothing (a watcher only sees updates after
     it subscribed). Bounded by ``timeout_s``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     pending = first or asyncio.ensure_future(watch())
     try:
         while True:
-            finished, _ = await asyncio.wait({pending}, timeout=min(1.0, max(0.0, deadline - loop.time())))
+            finished, _ = await asyncio.wait({pending}, timeout=min(IDLE_S, max(0.0, deadline - loop.time())))
             if finished:
                 result = pending.result()
                 if done(result):
@@ -341,9 +345,13 @@ def test_ccxt_pro_streams_ohlcv_orders_positions_balance(venue: Venue) -> None:
             candles = await until(lambda: ex.watch_ohlcv(SYMBOL, "5m"),
                                   lambda c: bool(c) and c[-1][0] == venue.sim.market_time_ms, advance)
             assert dec(candles[-1][4]) == venue.price()
-            minute = await until(lambda: ex.watch_ohlcv(SYMBOL, "1m"),  # a finer interval than the simulated one
-                                 lambda c: len(c) > 2 and c[-1][0] == venue.sim.market_time_ms, advance)
-            assert all(b[0] - a[0] == 60_000 for a, b in itertools.pairwise(minute))
+            def minutes() -> list[list[Any]]:  # ccxt's cache: a watch returns only the candles new since the last
+                return list(ex.ohlcvs.get(SYMBOL, {}).get("1m", []))
+
+            await until(lambda: ex.watch_ohlcv(SYMBOL, "1m"),  # a finer interval than the simulated one
+                        lambda _: len(minutes()) > 2 and minutes()[-1][0] == venue.sim.market_time_ms, advance)
+            minute = minutes()
+            assert all(b[0] - a[0] == 60_000 for a, b in itertools.pairwise(minute)), [m[0] for m in minute]
             assert dec(minute[-1][4]) == venue.price()
 
             seq = itertools.count()

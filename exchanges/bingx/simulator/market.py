@@ -131,10 +131,23 @@ class SymbolMarket:
             return self.klines(start, end, limit)
         first = (start if start is not None else
                  (end if end is not None else self.market_time) - (limit + 1) * target)
-        base = self.klines(align(first, target) if first > 0 else None, end, 2**31)
+        base = self.klines(align(align(first, target), self.step) if first > 0 else None, end, 2**31)
         rows = resample(base, self.step, target, self.path_points, places)
         chosen = [r for r in rows if (start is None or r[0] >= start) and (end is None or r[0] <= end)]
         return chosen[:limit] if start is not None and end is None else chosen[-limit:]
+
+    def changed_klines(self, interval: str, places: int = 8) -> list[Row]:
+        """The candles of ``interval`` the last tick changed, as a kline push carries them: the forming one,
+        and for an interval finer than the simulated one every part of the path segment just played."""
+        target = interval_ms(interval)
+        if target == self.step:
+            forming = self.forming()
+            return [forming] if forming is not None else self.closed[-1:]
+        if target > self.step or self.current is None:
+            return self.klines_in(interval, None, None, 1, places)
+        segment_start_ms = max(self.stage - 1, 0) * self.step // 3
+        start = self.current[0] + segment_start_ms // target * target
+        return self.klines_in(interval, start, None, self.step // target + 1, places)
 
 
 WEEK_OFFSET_MS = 4 * 86_400_000

@@ -174,13 +174,12 @@ class BingXSimulator:
     def push_market(self, t: Tick, mark: float | None = None) -> None:
         now = self.now_ms()
         if mark is None:
+            market = self.markets[t.symbol]
             for interval in self.streams.kline_intervals(t.symbol):
                 topic = f"{t.symbol}@kline_{interval}"
-                row = ((t.open_time, t.open, t.high, t.low, t.close, t.volume) if interval == self.options.interval
-                       else self.markets[t.symbol].klines_in(interval, None, None, 1, self.options.price_precision)[-1])
-                kline = {"o": fmt(row[1]), "h": fmt(row[2]), "l": fmt(row[3]), "c": fmt(row[4]), "v": fmt(row[5]),
-                         "T": row[0]}
-                self.streams.publish_market(topic, {"code": 0, "dataType": topic, "s": t.symbol, "data": [kline]})
+                klines = [{"o": fmt(o), "h": fmt(h), "l": fmt(lo), "c": fmt(c), "v": fmt(v), "T": ot}
+                          for ot, o, h, lo, c, v in market.changed_klines(interval, self.options.price_precision)]
+                self.streams.publish_market(topic, {"code": 0, "dataType": topic, "s": t.symbol, "data": klines})
         topic = f"{t.symbol}@markPrice"
         price = t.price if mark is None else mark
         self.streams.publish_market(topic, {"code": 0, "dataType": topic, "data": {
