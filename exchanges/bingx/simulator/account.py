@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from exchanges.bingx import constants as C
 from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.views import balance_row, position_rows
+from exchanges.bingx.simulator.views import INCOME_TYPES, balance_row, income_rows, position_rows
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.rest import Handler, Params
@@ -106,6 +106,19 @@ async def balance_v2(sim: BingXSimulator, p: Params) -> Any:
     return {"balance": balance_row(sim)}
 
 
+async def income(sim: BingXSimulator, p: Params) -> Any:
+    kind = p.get("incomeType") or None
+    if kind is not None and kind not in INCOME_TYPES:
+        raise ApiError(109400, f"incomeType {kind!r} is not served (simulated: {', '.join(INCOME_TYPES)})")
+    try:
+        start = int(p["startTime"]) if p.get("startTime") else None
+        end = int(p["endTime"]) if p.get("endTime") else None
+        limit = min(int(p.get("limit") or 100), 1000)
+    except ValueError:
+        raise ApiError(109400, "invalid startTime/endTime/limit") from None
+    return income_rows(sim, p.get("symbol") or None, kind, start, end, limit)
+
+
 async def listen_key_create(sim: BingXSimulator, p: Params) -> Any:
     from exchanges.bingx.simulator.rest import Bare
 
@@ -144,6 +157,7 @@ ROUTES: dict[tuple[str, str], tuple[Handler, Any]] = {
     ("GET", C.POSITIONS): (positions, "signed"),
     ("GET", C.BALANCE): (balance_v3, "signed"),
     ("GET", "/openApi/swap/v2/user/balance"): (balance_v2, "signed"),
+    ("GET", C.INCOME): (income, "signed"),
     ("POST", C.LISTEN_KEY): (listen_key_create, "key"),
     ("PUT", C.LISTEN_KEY): (listen_key_extend, "key"),
     ("DELETE", C.LISTEN_KEY): (listen_key_delete, "key"),

@@ -1,7 +1,9 @@
 """Matching-core events -> BingX user-stream pushes (protocol page §6.3, §6.4).
 
 ORDER_TRADE_UPDATE for every order change (NEW, TRADE, CANCELED, EXPIRED), ACCOUNT_UPDATE (``m=ORDER``)
-after every fill with the wallet balance and the position side it moved. A triggered stop's fill is
+after every fill with the wallet balance and the position side it moved, ACCOUNT_UPDATE (``m=FUNDING_FEE``)
+for every funding payment: the balance (``bc`` = the change) and, for an isolated position only, the
+position (§6.3). A triggered stop's fill is
 reported per the ``stop_fill_event`` / ``drop_trigger_fill_events`` switches, because BingX's real
 sequence is unconfirmed.
 """
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from core.events import (
     ZERO,
     AnyEvent,
+    FundingPaid,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -57,7 +60,18 @@ class EventMapper:
                 pushes.append(self._order_push(order, now, x=kind, X=kind))
             elif isinstance(ev, PositionSnapshot):
                 pushes.append(self._account_push(ev, now))
+            elif isinstance(ev, FundingPaid):
+                pushes.append(self._funding_push(ev, now))
         return pushes
+
+    def _funding_push(self, ev: FundingPaid, now: int) -> dict[str, Any]:
+        self.wallet -= ev.paid
+        balance = {"a": "USDT", "wb": num(self.wallet), "cw": num(self.wallet), "bc": num(-ev.paid)}
+        data: dict[str, Any] = {"m": "FUNDING_FEE", "B": [balance]}
+        if self.sim.margin_type.get(ev.symbol, "CROSSED") != "CROSSED" and ev.side is not None:
+            push = self._account_push(self.sim.core.snapshot(ev.symbol, ev.side, now), now)
+            data["P"] = push["a"]["P"]
+        return {"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": data}
 
     def _fill(self, ev: OrderFilled, now: int) -> list[dict[str, Any]]:
         order = self.sim.core.order(ev.client_id)

@@ -19,7 +19,7 @@ from exchanges.bingx.auth import fmt
 from exchanges.bingx.codec import encoder
 from exchanges.bingx.simulator import account, trading
 from exchanges.bingx.simulator.auth_check import ApiError, check
-from exchanges.bingx.simulator.views import num
+from exchanges.bingx.simulator.views import funding_rate_rows, num
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.server import BingXSimulator
@@ -99,13 +99,25 @@ async def klines(sim: BingXSimulator, p: Params) -> Any:
 async def premium_index(sim: BingXSimulator, p: Params) -> Any:
     def one(symbol: str) -> dict[str, Any]:
         mark = num(sim.mark_price(symbol))
-        step = sim.step_ms
-        return {"symbol": symbol, "markPrice": mark, "indexPrice": mark, "lastFundingRate": "0.0001",
-                "nextFundingTime": (sim.market_time_ms // (8 * 3600_000) + 1) * 8 * 3600_000, "time": step}
+        funding = sim.funding
+        nxt = funding.last_time(sim.market_time_ms) + funding.step_ms
+        return {"symbol": symbol, "markPrice": mark, "indexPrice": mark,
+                "lastFundingRate": num(funding.rate_at(nxt)), "nextFundingTime": nxt, "time": sim.step_ms}
     if p.get("symbol"):
         _market(sim, p)
         return one(p["symbol"])
     return [one(s) for s in sim.markets]
+
+
+async def funding_rate(sim: BingXSimulator, p: Params) -> Any:
+    market = _market(sim, p)
+    try:
+        limit = min(int(p.get("limit") or 100), 1000)
+        start = int(p["startTime"]) if p.get("startTime") else None
+        end = int(p["endTime"]) if p.get("endTime") else None
+    except ValueError:
+        raise ApiError(109400, "invalid startTime/endTime/limit") from None
+    return funding_rate_rows(sim, market.symbol, start, end, limit)
 
 
 async def ticker_price(sim: BingXSimulator, p: Params) -> Any:
@@ -120,6 +132,7 @@ ROUTES: dict[tuple[str, str], tuple[Handler, Auth]] = {
     ("GET", C.KLINES): (klines, "public"),
     ("GET", "/openApi/swap/v2/quote/klines"): (klines, "public"),
     ("GET", C.PREMIUM_INDEX): (premium_index, "public"),
+    ("GET", C.FUNDING_RATE): (funding_rate, "public"),
     ("GET", "/openApi/swap/v1/ticker/price"): (ticker_price, "public"),
     ("GET", "/openApi/swap/v2/quote/price"): (ticker_price, "public"),
     **trading.ROUTES,
