@@ -36,6 +36,11 @@ SYMBOL = "BTC-USDT"
 STEP_MS = 300_000
 
 
+def exact(**options: Any) -> PaperOptions:
+    """A paper account whose stops fill exactly at their price (stop slippage 0): these tests check prices."""
+    return PaperOptions(stop_slippage_bps=Decimal(0), **options)
+
+
 class Scripted:
     """Says what the script says on the n-th candle, nothing otherwise."""
 
@@ -64,7 +69,7 @@ class Bench:
                  plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt",
                  attached: bool = False) -> None:
         self.clock = VirtualClock(0)
-        self.exchange = exchange or PaperExchange(PaperOptions(), clock=self.clock)
+        self.exchange = exchange or PaperExchange(exact(), clock=self.clock)
         self.exchange.clock = self.clock
         self.path = tmp / "t.sqlite"
         self.journal = Journal(self.path, synchronous="OFF")
@@ -128,7 +133,7 @@ def test_a_command_is_sent_only_after_its_intent_is_committed(tmp_path: Path) ->
 
     async def go() -> None:
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 4: Exit(reason="test")},
-                      exchange=Watching(PaperOptions()))
+                      exchange=Watching(exact()))
         await bench.start()
         await bench.bars(100.0, 100.0, 101.0, 102.0, 102.0)
         assert await bench.violations() == []
@@ -226,7 +231,7 @@ def test_an_entry_whose_stop_is_never_confirmed_is_closed_after_the_protection_t
                 await super().submit(command)
 
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(exact()),
                       timeout_ms=60_000)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -262,7 +267,7 @@ def test_an_entry_the_exchange_ended_after_a_partial_fill_is_closed_if_its_stop_
     entry fill: here the exchange ends the entry after part of it filled (entry_completed)."""
 
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions()),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(exact()),
                       timeout_ms=60_000)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -291,7 +296,7 @@ def test_an_entry_s_end_pushed_before_its_fills_books_the_fills_instead_of_dropp
     fills: list[OrderFilled] = []
 
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions(), fills),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(exact(), fills),
                       foreign_policy="halt")
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -379,7 +384,7 @@ def test_every_pair_outside_the_table_is_refused_and_journaled_by_the_engine(tmp
 
 async def _exchange_with(position_qty: str, *, side: str = "long", extra_stop: str | None = None) -> PaperExchange:
     """A paper account that already holds a position (and maybe an order of ours) before the bot starts."""
-    ex = PaperExchange(PaperOptions())
+    ex = PaperExchange(exact())
     await ex.configure(SYMBOL, 4, False)
     ex.on_candle(candle(0, 100.0))
     await ex.submit(SubmitEntry(client_id="someone-1", symbol=SYMBOL, side=side, qty=Decimal(position_qty)))
@@ -471,7 +476,7 @@ def test_a_stop_fill_whose_push_was_lost_is_booked_when_the_close_is_refused(tmp
     to close), the position was taken for one closed by hand and the stop's losing fill was never booked
     (I5). The fills of the position's own orders are now asked for before it is called gone."""
     async def go() -> Bench:
-        exchange = Deaf(PaperOptions())
+        exchange = Deaf(exact())
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 4: Exit(reason="late")}, exchange=exchange)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -514,7 +519,7 @@ def test_a_decision_that_arrives_during_recovery_waits_for_it(tmp_path: Path) ->
             await super().submit(command)
 
     async def go() -> Bench:
-        exchange = Interrupting(PaperOptions())
+        exchange = Interrupting(exact())
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 3: Exit(reason="signal")}, exchange=exchange)
         exchange.bench = bench
         await bench.start()
@@ -548,7 +553,7 @@ def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_witho
             return None if "-s" in client_id else await super().query_order(symbol, client_id)
 
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(exact()),
                       timeout_ms=60_000)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -582,7 +587,7 @@ def test_a_restart_finds_the_filled_entry_s_attached_stop_missing_and_places_a_n
             await super().submit(command)
 
     async def go() -> Bench:
-        exchange = DroppingAttachedStops(PaperOptions(attached_stop=True))
+        exchange = DroppingAttachedStops(exact(attached_stop=True))
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=exchange, attached=True,
                       timeout_ms=60_000)
         await bench.start()
@@ -611,7 +616,7 @@ def test_a_replaced_stop_that_fired_before_its_cancel_reached_the_exchange_is_bo
             pass  # journaled, never sent: the bot died right after committing it
 
     async def go() -> Bench:
-        exchange = LosingCancels(PaperOptions())
+        exchange = LosingCancels(exact())
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=exchange)
         await bench.start()
         await bench.bars(100.0, 100.0)
