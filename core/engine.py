@@ -401,11 +401,12 @@ class Engine:
         return journal.add_funding(self.clock.now_ms(), position, key, payment)  # one row: atomic
 
     async def book_missed_funding(self) -> None:
-        """Ask the exchange for the funding charged since the latest position opened and book what is not
-        booked yet (pushes missed while the bot or its user stream was down). An exchange that cannot say
-        (no ``funding`` query) or fails to answer is skipped: the next reconcile asks again."""
+        """Ask the exchange for the funding charged since the last payment booked (at the latest since the
+        latest position opened) and book what is not booked yet: pushes missed while the bot or its user stream
+        was down. An exchange that cannot say (no ``funding`` query) or fails to answer is skipped: the next
+        reconcile asks again."""
         query = getattr(self.adapter, "funding", None)
-        since = self.journal.latest_opened_at()
+        since = self.journal.funding_since()
         if query is None or since is None:
             return
         try:

@@ -418,6 +418,17 @@ class Journal:
         """Market time the journal's latest position was opened at (None before any)."""
         return self._opened_at("DESC")
 
+    def funding_since(self) -> int | None:
+        """From which market time the exchange's funding history must be read to find every payment not
+        booked yet: the latest position's opening, or earlier, right after the last payment booked (one of an
+        earlier position may have been missed); None before any position."""
+        latest = self.latest_opened_at()
+        if latest is None:
+            return None
+        last = self.conn.execute("SELECT max(funding_time) FROM funding").fetchone()[0] if self._has_funding() else None
+        earliest = self.first_opened_at() if last is None else int(last) + 1
+        return min(latest, earliest if earliest is not None else latest)
+
     def _opened_at(self, order: str) -> int | None:
         row = self.conn.execute(
             "SELECT json_extract(record, '$.opened_at') FROM transitions WHERE trigger IN ('enter', 'adopt') "
