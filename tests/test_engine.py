@@ -16,6 +16,7 @@ from core.engine import Engine, InstanceHalted
 from core.events import (
     CancelOrder,
     CandleClosed,
+    FundingPaid,
     OrderExpired,
     OrderFilled,
     StreamUp,
@@ -636,3 +637,52 @@ def test_a_replaced_stop_that_fired_before_its_cancel_reached_the_exchange_is_bo
 
     bench = run(go())
     assert ("protected", "stop_filled", "exited_sl") in bench.transitions()
+
+
+def test_funding_is_booked_once_on_the_position_held_at_its_time_and_i5_compares_it(tmp_path: Path) -> None:
+    def paid(t: int, amount: str = "1.5", symbol: str = SYMBOL) -> FundingPaid:
+        return FundingPaid(symbol=symbol, funding_time=t, paid=Decimal(amount))
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 5: Exit(reason="test")})
+        await bench.start()
+        engine = bench.engine
+        engine.post(paid(0))  # before any position of this instance: not its own
+        await bench.bars(100.0, 100.0)
+        assert engine.pos.state == "protected" and engine.pos.rec.seq == 1
+        for ev in (paid(3 * STEP_MS), paid(3 * STEP_MS), paid(3 * STEP_MS, symbol="ETH-USDT")):
+            engine.post(ev)  # a duplicate push, and another symbol's payment
+        await engine.drain()
+        await bench.bars(100.0, 100.0, 100.0, 100.0)
+        assert engine.pos.state == "flat"
+        engine.post(paid(4 * STEP_MS, "-0.25"))  # reported after the position closed: still the one held then
+        await engine.drain()
+        return bench
+
+    bench = run(go())
+    rows = bench.journal.conn.execute("SELECT position, key, paid FROM funding ORDER BY seq").fetchall()
+    assert rows == [(1, f"t:BTC-USDT:{3 * STEP_MS}", "1.5"), (1, f"t:BTC-USDT:{4 * STEP_MS}", "-0.25")]
+    # the paper account charged none of it: I5 says so
+    [violation] = run(bench.violations())
+    assert violation.invariant == "I5" and "journal funding 1.25, exchange funding 0" in violation.detail
+
+
+def test_recovery_books_the_funding_the_exchange_charged_while_nobody_listened(tmp_path: Path) -> None:
+    charged: list[FundingPaid] = []
+
+    class Charging(PaperExchange):
+        async def funding(self, symbol: str, since_ms: int = 0) -> list[FundingPaid]:
+            return [p for p in charged if p.symbol == symbol and p.funding_time >= since_ms]
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Charging(exact()))
+        await bench.start()
+        await bench.bars(100.0, 100.0, 100.0)
+        charged.append(FundingPaid(symbol=SYMBOL, funding_time=3 * STEP_MS, paid=Decimal("0.7"), side="long"))
+        bench.engine.post(StreamUp(stream="user"))  # a reconnect: pushes may have been missed
+        await bench.engine.drain()
+        return bench
+
+    bench = run(go())
+    assert bench.journal.funding_total() == Decimal("0.7") and bench.journal.funding_count() == 1
+    assert run(bench.violations()) == []

@@ -215,3 +215,70 @@ def test_the_paper_core_settles_funding_only_for_times_the_account_lived_through
     assert [(p.funding_time, p.paid, p.side) for p in paid] == [(16 * h, D("0.12"), "long")]
     assert core.settle_funding("BTC-USDT", 16 * h, 0) == [], "settled once"
     assert core.account.balance == D(10000) - D("0.12")
+
+
+CLI = """
+mode = "replay"
+state_dir = "state"
+[plugins]
+modules = ["tests.plugins_for_tests"]
+[exchanges.a]
+type = "paper"
+[exchanges.a.options]
+funding = {{ rate = "0.0001" }}
+[exchanges.b]
+type = "paper"
+[exchanges.b.options]
+funding = {{ rate = "0.0001" }}
+[[instances]]
+name = "longs"
+exchange = "a"
+strategy = "scripted"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {{ enter_on = 1 }}
+protection = {{ leveraged_sl_pct = 0.8 }}
+[[instances]]
+name = "shorts"
+exchange = "b"
+strategy = "scripted"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {{ side = "short", enter_on = 1 }}
+protection = {{ leveraged_sl_pct = 0.8 }}
+"""
+
+
+def test_gatebot_replay_of_a_day_books_three_payments_per_position_and_the_report_shows_them(tmp_path: Path) -> None:
+    import json
+
+    from core.market import generate
+    from tests.helpers import gatebot
+
+    csv = tmp_path / "day.csv"
+    rows = [f"{c.open_time},{c.open},{c.high},{c.low},{c.close},{c.volume}"
+            for c in generate(seed=4, symbol="BTC-USDT", interval="5m", bars=288, start_ms=START, volatility=0.0005)]
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    config = tmp_path / "day.toml"
+    config.write_text(CLI.format())
+    done = gatebot("replay", str(config), "--candles", str(csv))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("288 candles processed (replay)")
+    times = [START + 8 * 3_600_000, START + 16 * 3_600_000, START + DAY_MS]
+    for name, sign in (("longs", 1), ("shorts", -1)):
+        journal = Journal(tmp_path / "state" / f"{name}.sqlite", readonly=True)
+        try:
+            rows_ = journal.conn.execute("SELECT position, funding_time, paid FROM funding ORDER BY seq").fetchall()
+            rec = journal.fold()
+        finally:
+            journal.close()
+        assert rec is not None and rec.state == "protected"
+        assert [r[1] for r in rows_] == times and {r[0] for r in rows_} == {rec.seq}
+        assert all(D(r[2]) * sign > 0 for r in rows_), "longs pay, shorts receive at a positive rate"
+    report = gatebot("report", str(tmp_path / "state"), "--no-png")
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.count("3 payments booked") == 2
+    data = json.loads((tmp_path / "state" / "report.json").read_text())
+    assert [i["funding_payments"] for i in data["instances"]] == [3, 3]
