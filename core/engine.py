@@ -387,7 +387,11 @@ class Engine:
         journal = self.journal
         if journal.funding_booked(key):
             return False
-        position = journal.position_opened_by(payment.funding_time)
+        r = self.pos.rec
+        if r.side is not None and r.opened_at <= payment.funding_time:
+            position: int | None = r.seq  # the usual case: the position held now (no journal scan)
+        else:
+            position = journal.position_opened_by(payment.funding_time)
         if position is None:
             log.info("%s: funding at %d is before any position of this instance: not booked", self.name,
                      payment.funding_time)

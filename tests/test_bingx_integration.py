@@ -400,5 +400,16 @@ def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_his
                 assert journal.funding_total() == sum((p.paid for p in paid), Decimal(0))
             finally:
                 journal.close()
+            # gatebot check-invariants: I5 with funding through the adapter's REST view (the income history)
+            import argparse
+
+            from core.check_invariants import _check_all
+
+            args = argparse.Namespace(rest=sim.rest_url, symbol=SYMBOL, api_key_env="SIM_BINGX_KEY",
+                                      secret_env="SIM_BINGX_SECRET", secrets_file=None)
+            assert await _check_all([tmp_path / "state" / "it.sqlite"], args) == {"it": []}
+            sim.core.account.funding.append(paid[-1])  # the exchange now shows one payment the journal lacks
+            [violation] = (await _check_all([tmp_path / "state" / "it.sqlite"], args))["it"]
+            assert violation.invariant == "I5" and "funding" in violation.detail
 
     run(go())
