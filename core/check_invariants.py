@@ -59,17 +59,22 @@ async def _check_all(paths: list[Path], args: argparse.Namespace) -> dict[str, l
     adapter.rest = RestClient(adapter.rest_url, key, secret, clock=adapter.clock, timeout_s=options.request_timeout_s)
     await adapter.rest.start()
     out: dict[str, list[Violation]] = {}
+    opened: list[tuple[str, Journal, str]] = []
     try:
         for path in paths:
             journal = Journal(path, readonly=True)
-            try:
-                rec = journal.fold()
-                symbol = rec.symbol if rec is not None and rec.symbol else args.symbol
-                instance = journal.meta().get("instance") or path.stem
-                out[path.stem] = await check(journal, adapter, instance=instance, symbol=symbol)
-            finally:
-                journal.close()
+            opened.append((path.stem, journal, args.symbol))
+            rec = journal.fold()
+            if rec is not None and rec.symbol:
+                opened[-1] = (path.stem, journal, rec.symbol)
+        symbols = [symbol for _, _, symbol in opened]
+        for stem, journal, symbol in opened:
+            # two journals on one symbol share its funding history: I5 compares their fills only
+            out[stem] = await check(journal, adapter, instance=journal.meta().get("instance") or stem, symbol=symbol,
+                                    shared_symbol=symbols.count(symbol) > 1)
     finally:
+        for _, journal, _ in opened:
+            journal.close()
         await adapter.rest.close()
     return out
 

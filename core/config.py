@@ -172,6 +172,25 @@ def _refuse_secrets(path: Path, node: Any, where: str) -> None:
             _refuse_secrets(path, value, f"{where}[{i}]")
 
 
+def _funding_csv(options: Any, base: Path, where: str, fail: Any) -> Any:
+    """An account's funding-rate CSV (``options.funding.csv``): resolved against the config's folder and read
+    now, so a missing or bad file is refused before anything starts."""
+    funding = getattr(options, "funding", None)
+    csv = getattr(funding, "csv", None)
+    if not csv:
+        return options
+    from exchanges.paper.funding import FundingError, load_rates
+
+    if "\x00" in csv:
+        raise fail(where, "a path cannot contain a NUL character")
+    resolved = base / csv
+    try:
+        load_rates(resolved)
+    except FundingError as exc:
+        raise fail(where, str(exc)) from None
+    return msgspec.structs.replace(options, funding=msgspec.structs.replace(funding, csv=str(resolved)))
+
+
 def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
     from plugins.manager import PluginError, make_plugin_manager
 
@@ -208,6 +227,7 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
         if getattr(options, "real_money", False) and config.mode != "live":
             raise fail(f"{where}.options", f"this account trades real money; that needs mode = \"live\" (and "
                                            f"{LIVE_FLAG}), not mode = {config.mode!r}")
+        options = _funding_csv(options, base, f"{where}.options.funding.csv", fail)
         exchanges[name] = msgspec.structs.replace(ex, options=options)
 
     instances = []

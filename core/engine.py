@@ -23,6 +23,7 @@ from core.events import (
     AnyEvent,
     CancelOrder,
     CandleClosed,
+    FundingPaid,
     ManualClose,
     OrderAccepted,
     OrderCanceled,
@@ -40,7 +41,7 @@ from core.instrument import to_decimal
 from core.intervals import interval_ms
 from core.journal import Journal
 from core.position import EXITED, InvalidTransition, Position, Protection
-from exchanges.base import ExchangeAdapter, OrderUnknown
+from exchanges.base import ExchangeAdapter, ExchangeError, OrderUnknown
 from strategies.base import Enter, Exit, PositionView, Strategy
 
 log = logging.getLogger("gatebot.engine")
@@ -170,6 +171,8 @@ class Engine:
             await self._on_execution(ev)  # type: ignore[arg-type]
         elif t is PositionSnapshot:
             self._on_position(ev)  # type: ignore[arg-type]
+        elif t is FundingPaid:
+            self.book_funding(ev)  # type: ignore[arg-type]
         elif t is ManualClose:
             if self.pos.state == "protected":
                 await self.execute(self.fire("manual_close", reason=ev.reason))  # type: ignore[union-attr]
@@ -369,6 +372,54 @@ class Engine:
         for fill in await self.adapter.order_fills(self.symbol, client_id):
             if not self.journal.is_booked(client_id, fill.trade_id):
                 await self._on_execution(fill)
+
+    def book_funding(self, payment: FundingPaid) -> bool:
+        """Book a funding payment on this instance's symbol once (key: instance, symbol, funding time), on the
+        position opened latest at or before its funding time. True when it was booked now.
+
+        Every payment on the symbol is this instance's (one instance per symbol and account, or the exchange
+        position is a foreign one the policy adopted) but on a shared symbol, where the exchange's position is
+        several instances' sum: there a payment is booked only when it names this position's side and exactly
+        its quantity (one instance alone on that side); any other is logged and left unbooked."""
+        if payment.symbol != self.symbol:
+            return False
+        key = f"{self.name}:{payment.symbol}:{payment.funding_time}"
+        journal = self.journal
+        if journal.funding_booked(key):
+            return False
+        r = self.pos.rec
+        if r.side is not None and r.opened_at <= payment.funding_time:
+            position: int | None = r.seq  # the usual case: the position held now (no journal scan)
+        else:
+            position = journal.position_opened_by(payment.funding_time)
+        if position is None:
+            log.info("%s: funding at %d is before any position of this instance: not booked", self.name,
+                     payment.funding_time)
+            return False
+        if self.shares_symbol:
+            r = self.pos.rec
+            if position != r.seq or payment.side != r.side or payment.qty != r.open_qty:
+                log.warning("%s: funding %s at %d on a shared %s position cannot be attributed: not booked",
+                            self.name, payment.paid, payment.funding_time, payment.side or "?")
+                return False
+        return journal.add_funding(self.clock.now_ms(), position, key, payment)  # one row: atomic
+
+    async def book_missed_funding(self) -> None:
+        """Ask the exchange for the funding charged since the last payment booked (at the latest since the
+        latest position opened) and book what is not booked yet: pushes missed while the bot or its user stream
+        was down. An exchange that cannot say (no ``funding`` query) or fails to answer is skipped: the next
+        reconcile asks again."""
+        query = getattr(self.adapter, "funding", None)
+        since = self.journal.funding_since()
+        if query is None or since is None:
+            return
+        try:
+            payments = await query(self.symbol, since)
+        except ExchangeError as exc:
+            log.warning("%s: funding history not available (%s); asked again at the next reconcile", self.name, exc)
+            return
+        for payment in payments:
+            self.book_funding(payment)
 
     def _book_stray(self, fill: OrderFilled) -> None:
         """A fill of an order of ours that belongs to no live position: book it, then reconcile."""

@@ -85,6 +85,25 @@ class OrderFilled(Event, frozen=True, kw_only=True):
     final: bool = True
 
 
+class FundingPaid(Event, frozen=True, kw_only=True):
+    """One funding payment the exchange settled on a position at a funding time.
+
+    ``paid`` follows the sign of ``OrderFilled.fee``: positive = the account paid, negative = it received
+    (a positive ``rate`` makes longs pay shorts). ``funding_time`` is the funding time in ms (00:00, 08:00,
+    16:00 UTC for an 8 h schedule), the journal's key with the symbol: a payment is booked once however
+    often it is reported. ``side`` and ``qty`` are known to exchanges that report them per position
+    (paper, simulator) and None / 0 where the exchange does not say (BingX's income history).
+    """
+
+    symbol: str
+    funding_time: int
+    paid: Decimal
+    rate: Decimal = ZERO
+    mark_price: Decimal = ZERO
+    side: Side | None = None
+    qty: Decimal = ZERO
+
+
 class OrderCanceled(Event, frozen=True, kw_only=True):
     """The order is gone without (further) fills: canceled by us, by someone else, or already gone."""
 
@@ -144,6 +163,7 @@ AnyEvent = (
     | OrderAccepted
     | OrderRejected
     | OrderFilled
+    | FundingPaid
     | OrderCanceled
     | OrderExpired
     | PositionSnapshot

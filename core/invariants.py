@@ -1,8 +1,9 @@
 """The invariants I1-I5 of docs/architecture.md, checked against an exchange's ground truth.
 
 Used by the crash tests and the chaos suite. Only the adapter protocol is used (plus the optional
-``order_count`` of exchanges that can count submissions per client id), so the same check runs
-against the paper exchange, the BingX simulator or, read-only, a real account.
+``order_count`` of exchanges that can count submissions per client id, and the optional ``funding``
+history), so the same check runs against the paper exchange, the BingX simulator or, read-only, a real
+account.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ class Violation(msgspec.Struct, frozen=True):
 
 
 async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, symbol: str,
-                in_protection_window: bool = False) -> list[Violation]:
+                in_protection_window: bool = False, shared_symbol: bool = False) -> list[Violation]:
     """Every violation of I1-I5 for one instance at rest (after recovery); an empty list when all hold.
 
     ``in_protection_window``: the instance may be inside ``protection_timeout`` of a fill, when a
     position without its stop yet is allowed (I1) and the journal may trail the exchange (I4).
+    ``shared_symbol``: several instances trade ``symbol`` on this account (hedge mode): the exchange's
+    funding is their sum, so I5 compares fills only.
     """
     out: list[Violation] = []
     rec = journal.fold() or PositionRecord()
@@ -81,7 +84,7 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
     if live != set(rec.working) and not grace:
         out.append(Violation("I4", f"exchange works {sorted(live)}, the journal {sorted(rec.working)}"))
 
-    # I5 every fill booked exactly once
+    # I5 every fill and every funding payment booked exactly once
     pnl, fees = journal.realized()
     ex_pnl = ex_fees = ZERO
     for cid in sorted(ours_ids):
@@ -90,4 +93,12 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
             ex_fees += fill.fee
     if (pnl, fees) != (ex_pnl, ex_fees):
         out.append(Violation("I5", f"journal pnl {pnl} fees {fees}, exchange pnl {ex_pnl} fees {ex_fees}"))
+    history = getattr(adapter, "funding", None)
+    since = journal.first_opened_at()
+    if history is not None and since is not None and not shared_symbol:
+        # every payment on the symbol since the instance's first position is its own (one instance per symbol)
+        funding = journal.funding_total()
+        ex_funding = sum((f.paid for f in await history(symbol, since)), ZERO)
+        if funding != ex_funding:
+            out.append(Violation("I5", f"journal funding {funding}, exchange funding {ex_funding}"))
     return out

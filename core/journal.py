@@ -6,6 +6,8 @@ Tables (all append-only):
 - ``intents``: every command, committed *before* it is sent (status ``pending``), then its outcome
   as further rows for the same client id (``acked`` / ``failed`` / ``unknown`` / ``gone``);
 - ``fills``: every fill, booked once per (client id, trade id);
+- ``funding``: every funding payment, booked once per key (instance, symbol, funding time), with the
+  position it was charged on;
 - ``meta``: schema version, config hash, model hashes.
 
 sqlite-utils creates the schema and serves queries; the hot path uses prepared statements on the
@@ -27,10 +29,11 @@ from typing import Any, Literal
 import msgspec
 import sqlite_utils
 
-from core.events import ZERO, AnyCommand, CancelOrder, OrderFilled
+from core.events import ZERO, AnyCommand, CancelOrder, FundingPaid, OrderFilled
 from core.position import PositionRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: no funding table (added, and the version raised, when such a journal is opened for writing)."""
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
 IntentStatus = Literal["pending", "acked", "failed", "unknown", "gone"]
 
@@ -138,7 +141,9 @@ class Journal:
             raise JournalError(f"journal {self.path} is not a gatebot journal (tables: {sorted(existing)})")
         if not existing:
             self._create()
-        self._check_schema()
+        version = self._check_schema()
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
 
     def _create(self) -> None:
         db = self.db
@@ -158,9 +163,24 @@ class Journal:
                 {"seq": int, "ts": int, "position": int, "client_id": str, "trade_id": str, "qty": str,
                  "price": str, "fee": str, "realized_pnl": str, "fill": str}, pk="seq")
             db["fills"].create_index(["client_id", "trade_id"], unique=True)
+            self._create_funding()
             db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)})
 
-    def _check_schema(self) -> None:
+    def _create_funding(self) -> None:
+        self.db["funding"].create(
+            {"seq": int, "ts": int, "position": int, "key": str, "symbol": str, "funding_time": int, "paid": str,
+             "rate": str, "funding": str}, pk="seq")
+        self.db["funding"].create_index(["key"], unique=True)
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older journal up to this schema (writers only; readers read either)."""
+        if version < 2:
+            with self.transaction():
+                if "funding" not in self.db.table_names():
+                    self._create_funding()
+                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+
+    def _check_schema(self) -> int:
         try:
             row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
@@ -172,6 +192,7 @@ class Journal:
             raise JournalError(
                 f"journal {self.path} has schema version {version}, newer than this gatebot "
                 f"understands ({SCHEMA_VERSION}); upgrade gatebot instead of starting on it")
+        return version
 
     def close(self) -> None:
         conn = getattr(self, "conn", None)
@@ -271,6 +292,18 @@ class Journal:
             return False
         return True
 
+    def add_funding(self, ts: int, position: int, key: str, payment: FundingPaid) -> bool:
+        """Book a funding payment; False (and nothing written) when this key was booked before."""
+        try:
+            self.conn.execute(
+                "INSERT INTO funding(ts, position, key, symbol, funding_time, paid, rate, funding)"
+                " VALUES (?,?,?,?,?,?,?,?)",
+                (ts, position, key, payment.symbol, payment.funding_time, str(payment.paid), str(payment.rate),
+                 _enc.encode(payment).decode()))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
     # --- reading ---------------------------------------------------------------------------
 
     def fold(self) -> PositionRecord | None:
@@ -344,6 +377,64 @@ class Journal:
             fees += Decimal(f)
         return pnl, fees
 
+    def _has_funding(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'funding'"
+                                 ).fetchone() is not None
+
+    def funding_booked(self, key: str) -> bool:
+        return self._has_funding() and self.conn.execute(
+            "SELECT 1 FROM funding WHERE key = ?", (key,)).fetchone() is not None
+
+    def funding_total(self) -> Decimal:
+        """Funding paid over every booked payment (positive = paid; a version-1 journal has none)."""
+        if not self._has_funding():
+            return ZERO
+        return sum((Decimal(p) for (p,) in self.conn.execute("SELECT paid FROM funding")), ZERO)
+
+    def funding_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM funding").fetchone()[0] if self._has_funding() else 0
+
+    def funding_by_position(self) -> dict[int, Decimal]:
+        """Funding paid per position seq."""
+        out: dict[int, Decimal] = {}
+        if self._has_funding():
+            for pos, paid in self.conn.execute("SELECT position, paid FROM funding ORDER BY seq"):
+                out[pos] = out.get(pos, ZERO) + Decimal(paid)
+        return out
+
+    def position_opened_by(self, t_ms: int) -> int | None:
+        """The latest position opened at or before market time ``t_ms`` (its ``opened_at`` bar): the one a
+        payment at that time was charged on. None when none was."""
+        row = self.conn.execute(
+            "SELECT position FROM transitions WHERE trigger IN ('enter', 'adopt') AND "
+            "json_extract(record, '$.opened_at') <= ? ORDER BY seq DESC LIMIT 1", (t_ms,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def first_opened_at(self) -> int | None:
+        """Market time the journal's first position was opened at (None before any)."""
+        return self._opened_at("ASC")
+
+    def latest_opened_at(self) -> int | None:
+        """Market time the journal's latest position was opened at (None before any)."""
+        return self._opened_at("DESC")
+
+    def funding_since(self) -> int | None:
+        """From which market time the exchange's funding history must be read to find every payment not
+        booked yet: the latest position's opening, or earlier, right after the last payment booked (one of an
+        earlier position may have been missed); None before any position."""
+        latest = self.latest_opened_at()
+        if latest is None:
+            return None
+        last = self.conn.execute("SELECT max(funding_time) FROM funding").fetchone()[0] if self._has_funding() else None
+        earliest = self.first_opened_at() if last is None else int(last) + 1
+        return min(latest, earliest if earliest is not None else latest)
+
+    def _opened_at(self, order: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT json_extract(record, '$.opened_at') FROM transitions WHERE trigger IN ('enter', 'adopt') "
+            f"ORDER BY seq {order} LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
     def moved_at(self, position: int) -> int:
         """When the journal last moved ``position`` (ms on the bot's clock; 0 if it never did)."""
         (ts,) = self.conn.execute("SELECT max(ts) FROM transitions WHERE position = ?", (position,)).fetchone()
@@ -357,7 +448,9 @@ class Journal:
     def dump(self) -> bytes:
         """The journal's contents in a canonical form: equal journals give equal bytes."""
         parts = []
-        for table in ("meta", "transitions", "rejections", "intents", "fills"):
+        for table in ("meta", "transitions", "rejections", "intents", "fills", "funding"):
+            if table == "funding" and not self._has_funding():
+                continue
             rows = self.conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             parts.append(_enc.encode([table, rows]))
         return b"\n".join(parts)

@@ -33,6 +33,7 @@ _SIDES: tuple[Side, ...] = ("long", "short")
 
 
 async def recover(engine: Engine) -> None:
+    await engine.book_missed_funding()  # first: while the journal still holds the position it was charged on
     if engine.pos.state == "flat":
         await _recover_flat(engine)
     else:

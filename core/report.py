@@ -1,4 +1,4 @@
-"""Results read back from journals alone: trades, return, drawdown, exits by reason, fees.
+"""Results read back from journals alone: trades, return, drawdown, exits by reason, fees, funding.
 
 Everything here is derived from what the engine committed, so a report of a crashed and recovered
 session is as true as one of a clean run.
@@ -30,10 +30,12 @@ class Trade(msgspec.Struct, frozen=True, kw_only=True):
     realized_pnl: Decimal
     fees: Decimal
     closed_at: int
+    funding: Decimal = ZERO
+    """Funding paid while the position was held (positive = paid; 0 when it held across no funding time)."""
 
     @property
     def net(self) -> Decimal:
-        return self.realized_pnl - self.fees
+        return self.realized_pnl - self.fees - self.funding
 
 
 class Summary(msgspec.Struct, frozen=True, kw_only=True):
@@ -44,6 +46,8 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
     net_pnl: Decimal
     fees: Decimal
     return_pct: float
+    funding: Decimal
+    """Funding paid by the closed trades (in ``net_pnl``)."""
     max_drawdown_pct: float
     exits: dict[str, int]
     state: str
@@ -56,13 +60,14 @@ class Summary(msgspec.Struct, frozen=True, kw_only=True):
 def trades(journal: Journal) -> list[Trade]:
     """One trade per position that reached an exited_* state (the transition that entered it)."""
     out = []
+    funding = journal.funding_by_position()
     for _seq, ts, dst, record in journal.conn.execute(
             "SELECT seq, ts, dst, record FROM transitions WHERE dst IN (?, ?, ?) AND src NOT IN (?, ?, ?) "
             "ORDER BY seq", EXITED + EXITED):
         r = _record.decode(record)
         out.append(Trade(position=r.seq, side=r.side or "", qty=r.filled_qty, entry_price=r.avg_entry,
                          exit_reason=dst.removeprefix("exited_"), realized_pnl=r.realized_pnl, fees=r.fees,
-                         closed_at=ts))
+                         closed_at=ts, funding=funding.get(r.seq, ZERO)))
     return out
 
 
@@ -82,6 +87,7 @@ def summarize(journal: Journal) -> Summary:
     return Summary(
         instance=meta.get("instance", journal.path.stem), initial_balance=initial, trades=len(ts),
         wins=sum(1 for t in ts if t.net > 0), net_pnl=net, fees=sum((t.fees for t in ts), ZERO),
+        funding=sum((t.funding for t in ts), ZERO),
         return_pct=float(net / initial * 100) if initial else 0.0, max_drawdown_pct=max_dd * 100,
         exits=dict(Counter(t.exit_reason for t in ts)), state=folded.state if folded else "flat")
 
@@ -90,7 +96,7 @@ def format_summary(s: Summary) -> str:
     exits = ", ".join(f"{k} {v}" for k, v in sorted(s.exits.items())) or "none"
     return (f"{s.instance}: {s.trades} trades, win rate {s.win_rate:.1%}, net {s.net_pnl:+.2f} USDT "
             f"({s.return_pct:+.2f}% of {s.initial_balance:.2f}), max drawdown {s.max_drawdown_pct:.2f}%, "
-            f"fees {s.fees:.2f}, exits: {exits}; now {s.state}")
+            f"fees {s.fees:.2f}, funding {s.funding:.2f}, exits: {exits}; now {s.state}")
 
 
 def report_dir(state_dir: str | Path, errors: list[str] | None = None) -> list[Summary]:
@@ -351,13 +357,16 @@ def report_data(journal: Journal, *, interval_ms: int = 300_000) -> dict[str, An
         "trades": s.trades, "wins": s.wins, "win_rate": s.win_rate, "net_pnl": str(s.net_pnl),
         "fees": str(s.fees), "return_pct": s.return_pct, "max_drawdown_pct": s.max_drawdown_pct,
         "exits": s.exits, "realized_pnl_from_fills": str(pnl), "fees_from_fills": str(fees),
+        "funding": str(s.funding), "funding_booked": str(journal.funding_total()),
+        "funding_payments": journal.funding_count(),
         "protection_gap_ms": {"count": len(gaps), "max": max(gaps, default=0), "median": _pct(gaps, 0.5),
                               "p95": _pct(gaps, 0.95), "mean": (sum(gaps) / len(gaps)) if gaps else 0.0},
         "evaluation": msgspec.to_builtins(evaluation),
         "equity_curve": {"t": times, "equity": equity, "drawdown_pct": dd},
         "trades_table": [{"position": t.position, "side": t.side, "qty": str(t.qty),
                           "entry_price": str(t.entry_price), "exit": t.exit_reason,
-                          "realized_pnl": str(t.realized_pnl), "fees": str(t.fees), "net": str(t.net),
+                          "realized_pnl": str(t.realized_pnl), "fees": str(t.fees), "funding": str(t.funding),
+                          "net": str(t.net),
                           "closed_at": t.closed_at} for t in ts],
     }
 
@@ -367,6 +376,9 @@ def format_report(data: dict[str, Any], *, max_rows: int = 20) -> str:
              f"{data['trades']} trades, win rate {data['win_rate']:.1%}, net {Decimal(data['net_pnl']):+.2f} USDT "
              f"({data['return_pct']:+.2f}% of {Decimal(data['initial_balance']):.2f}), max drawdown "
              f"{data['max_drawdown_pct']:.2f}%, fees {Decimal(data['fees']):.2f}",
+             f"funding: {Decimal(data['funding']):+.4f} USDT paid by the closed trades (in net); "
+             f"{data['funding_payments']} payments booked, {Decimal(data['funding_booked']):+.4f} USDT in all "
+             "(positive = paid)",
              "exits by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(data["exits"].items())) or "none")]
     g = data["protection_gap_ms"]
     lines.append(f"protection gap (entry fill -> stop confirmed): {g['count']} positions, median {g['median']} ms, "
@@ -376,11 +388,11 @@ def format_report(data: dict[str, Any], *, max_rows: int = 20) -> str:
                  f"{e['window_mean_win_rate']:.1%} over {e['windows']} windows")
     rows = data["trades_table"]
     if rows:
-        lines.append(f"{'pos':>5} {'side':<5} {'qty':>10} {'entry':>12} {'exit':<7} {'net':>12}")
+        lines.append(f"{'pos':>5} {'side':<5} {'qty':>10} {'entry':>12} {'exit':<7} {'funding':>10} {'net':>12}")
         shown = rows if len(rows) <= max_rows else rows[-max_rows:]
         if len(rows) > max_rows:
             lines.append(f"  ... {len(rows) - max_rows} earlier trades in the JSON")
         for r in shown:
             lines.append(f"{r['position']:>5} {r['side']:<5} {r['qty']:>10} {Decimal(r['entry_price']):>12.2f} "
-                         f"{r['exit']:<7} {Decimal(r['net']):>+12.4f}")
+                         f"{r['exit']:<7} {Decimal(r['funding']):>+10.4f} {Decimal(r['net']):>+12.4f}")
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from typing import Any
 from core.clock import Clock, LiveClock, VirtualClock
 from core.config import Config, InstanceConfig, config_hash
 from core.engine import Engine, InstanceHalted
-from core.events import AnyEvent, CandleClosed, PositionSnapshot, StreamDown, StreamUp, Timer
+from core.events import AnyEvent, CandleClosed, FundingPaid, PositionSnapshot, StreamDown, StreamUp, Timer
 from core.intervals import interval_ms
 from core.journal import Journal, JournalError, StateDirLock
 from core.market import array_candles, generate, load_csv
@@ -199,8 +199,8 @@ class Runner:
                 self.adapters[name].recorder = self.recorder  # type: ignore[attr-defined]
 
     def _router(self, account: str) -> Any:
-        """Execution events go to the instance named by the client id's prefix; position snapshots
-        to every instance trading that symbol on this account."""
+        """Execution events go to the instance named by the client id's prefix; position snapshots and
+        funding payments to every instance trading that symbol on this account."""
 
         def sink(ev: AnyEvent) -> None:
             cid = getattr(ev, "client_id", None)
@@ -209,7 +209,7 @@ class Runner:
                 if inst is not None and inst.engine is not None:
                     inst.engine.post(ev)
                 return
-            if isinstance(ev, PositionSnapshot):
+            if isinstance(ev, PositionSnapshot | FundingPaid):
                 for inst in self.instances:
                     if inst.engine is not None and inst.cfg.exchange == account and inst.cfg.symbol == ev.symbol:
                         inst.engine.post(ev)

@@ -21,6 +21,7 @@ import pytest
 
 from core.intervals import interval_ms
 from exchanges.bingx.simulator import BingXSimulator, SimOptions
+from exchanges.paper.funding import FundingOptions
 
 ccxt = pytest.importorskip("ccxt", reason="ccxt is a test-only dependency (pip install ccxt==4.5.90)")
 ccxtpro = pytest.importorskip("ccxt.pro")
@@ -29,6 +30,8 @@ T = TypeVar("T")
 SYMBOL = "BTC/USDT:USDT"
 TIMEFRAMES = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
 D = Decimal
+RATE = D("0.0001")
+"""The simulated funding rate, every 8 h."""
 IDLE_S = 0.25
 
 
@@ -51,7 +54,7 @@ class Venue:
 @pytest.fixture(params=["numeric", "string", "mixed"])
 def venue(request: pytest.FixtureRequest) -> Iterator[Venue]:
     loop = asyncio.new_event_loop()
-    sim = BingXSimulator(SimOptions(history_bars=400, wire=request.param))
+    sim = BingXSimulator(SimOptions(history_bars=400, wire=request.param, funding=FundingOptions(rate=RATE)))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     v = Venue(sim, loop)
@@ -247,7 +250,7 @@ def test_orders_of_every_type_queries_trades_cancels_and_closing(venue: Venue) -
     flow = ex.swapV2PrivateGetUserIncome({"symbol": "BTC-USDT"})["data"]
     fees = [D(r["income"]) for r in flow if r["incomeType"] == "TRADING_FEE"]
     assert len(fees) == 3 and sum(fees) == -sum(f.fee for f in venue.sim.core.account.fills)
-    assert ex.fetch_funding_history(SYMBOL) == []  # no funding settled by this simulator yet
+    assert ex.fetch_funding_history(SYMBOL) == []  # no funding time passed
     balance = ex.fetch_balance()
     wallet = venue.sim.core.account.balance
     row = balance["info"]["data"][0]
@@ -276,6 +279,20 @@ def test_resting_orders_fill_on_the_price_path(venue: Venue) -> None:
     assert dec(filled_sell["average"]) <= price - 60  # a sell trigger at its price or worse (a gap)
     assert [p for p in ex.fetch_positions([SYMBOL]) if p["contracts"]] == []  # the sell netted the long
     assert {t["order"] for t in ex.fetch_my_trades(SYMBOL)} == {buy["id"], sell["id"]}
+
+
+def test_funding_paid_by_a_position_held_across_a_funding_time(venue: Venue) -> None:
+    ex = client(venue.sim)
+    ex.load_markets()
+    ex.create_order(SYMBOL, "market", "buy", 0.02, params={"clientOrderId": "carry"})
+    start = venue.sim.market_time_ms
+    while venue.sim.market_time_ms // (8 * 3600_000) == start // (8 * 3600_000):
+        venue.run(venue.sim.advance(1))
+    [paid] = venue.sim.core.account.funding
+    [payment] = ex.fetch_funding_history(SYMBOL)
+    assert payment["timestamp"] == paid.funding_time and dec(payment["amount"]) == -paid.paid < 0
+    assert paid.paid == (D("0.02") * paid.mark_price * RATE).quantize(D("0.00000001"), "ROUND_CEILING")
+    assert ex.fetch_funding_rate_history(SYMBOL)[-1]["timestamp"] == paid.funding_time
 
 
 def test_refusals_map_to_ccxt_error_classes(venue: Venue) -> None:

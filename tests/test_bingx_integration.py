@@ -104,24 +104,31 @@ async def session(tmp: Path, monkeypatch: pytest.MonkeyPatch, *, hedge: bool = F
                   params: str = "{ enter_on = 1, exit_on = 3 }", sim_options: dict[str, Any] | None = None,
                   ) -> AsyncIterator[Session]:
     options = SimOptions(mode="manual", history_bars=120, hedge_mode=hedge, **(sim_options or {}))
-    async with BingXSimulator(options) as sim:
-        monkeypatch.setenv("SIM_BINGX_KEY", options.api_key)
-        monkeypatch.setenv("SIM_BINGX_SECRET", options.secret)
-        path = tmp / "bot.toml"
-        path.write_text(CONFIG.format(state=tmp / "state", hedge=str(hedge).lower(), rest=sim.rest_url,
-                                      ws=sim.ws_url, attached=str(attached).lower(), params=params))
-        config = load_config(path)
-        runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable))
-        task = asyncio.create_task(runner.run())
-        s = Session(sim, runner, task, tmp / "state" / "it.sqlite")
-        try:
-            await s.until(lambda: s.engine is not None and s.engine.status == "running", "the bot to start")
-            await s.until(lambda: runner.adapters["bx"].market is not None
-                          and runner.adapters["bx"].market.connected.is_set(), "the market stream")
-            yield s
-        finally:
-            runner.stop()
-            await asyncio.wait_for(task, timeout=15)
+    async with BingXSimulator(options) as sim, bot(tmp, monkeypatch, sim, attached=attached, params=params) as s:
+        yield s
+
+
+@asynccontextmanager
+async def bot(tmp: Path, monkeypatch: pytest.MonkeyPatch, sim: BingXSimulator, *, attached: bool = True,
+              params: str = "{ enter_on = 1, exit_on = 3 }") -> AsyncIterator[Session]:
+    """The bot on a running simulator (which outlives it: a second ``bot`` is a restart on the same journal)."""
+    monkeypatch.setenv("SIM_BINGX_KEY", sim.options.api_key)
+    monkeypatch.setenv("SIM_BINGX_SECRET", sim.options.secret)
+    path = tmp / "bot.toml"
+    path.write_text(CONFIG.format(state=tmp / "state", hedge=str(sim.options.hedge_mode).lower(), rest=sim.rest_url,
+                                  ws=sim.ws_url, attached=str(attached).lower(), params=params))
+    config = load_config(path)
+    runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable))
+    task = asyncio.create_task(runner.run())
+    s = Session(sim, runner, task, tmp / "state" / "it.sqlite")
+    try:
+        await s.until(lambda: s.engine is not None and s.engine.status == "running", "the bot to start")
+        await s.until(lambda: runner.adapters["bx"].market is not None
+                      and runner.adapters["bx"].market.connected.is_set(), "the market stream")
+        yield s
+    finally:
+        runner.stop()
+        await asyncio.wait_for(task, timeout=15)
 
 
 def run(coro: Any) -> Any:
@@ -356,5 +363,53 @@ def test_the_fills_of_a_stop_that_fired_are_found_under_either_order_id(monkeypa
             (fill,) = await adapter.order_fills(SYMBOL, "c-1-s1")
             assert (fill.client_id, fill.qty, fill.final) == ("c-1-s1", Decimal("0.01"), True)
             assert fill.realized_pnl < 0 and fill.fee > 0
+
+    run(go())
+
+
+def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_history(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exchanges.paper.funding import FundingOptions
+
+    def booked() -> int:
+        journal = Journal(tmp_path / "state" / "it.sqlite", readonly=True)
+        try:
+            return journal.funding_count()
+        finally:
+            journal.close()
+
+    async def go() -> None:
+        options = SimOptions(mode="manual", history_bars=120, volatility=0.0005,
+                             funding=FundingOptions(rate=Decimal("0.0001"), interval_h=1))
+        async with BingXSimulator(options) as sim:
+            paid = sim.core.account.funding
+            async with bot(tmp_path, monkeypatch, sim, params="{ enter_on = 1 }") as s:
+                await s.candles_until(lambda: s.state == "protected", "protected")
+                await s.candles_until(lambda: len(paid) >= 2, "two funding times (hourly)", limit=30)
+                await s.until(lambda: booked() == len(paid), "every payment booked from its push")
+                assert all(p.side == "long" and p.paid > 0 for p in paid)
+                assert await s.violations() == []
+            down = len(paid)
+            await sim.advance(14)  # a funding time passes while the bot is down: its push is lost
+            assert len(paid) == down + 1
+            async with bot(tmp_path, monkeypatch, sim, params="{ enter_on = 1 }") as s:
+                assert booked() == len(paid), "recovery read the payment from the income history"
+                assert await s.violations() == []
+            journal = Journal(tmp_path / "state" / "it.sqlite", readonly=True)
+            try:
+                assert journal.funding_total() == sum((p.paid for p in paid), Decimal(0))
+            finally:
+                journal.close()
+            # gatebot check-invariants: I5 with funding through the adapter's REST view (the income history)
+            import argparse
+
+            from core.check_invariants import _check_all
+
+            args = argparse.Namespace(rest=sim.rest_url, symbol=SYMBOL, api_key_env="SIM_BINGX_KEY",
+                                      secret_env="SIM_BINGX_SECRET", secrets_file=None)
+            assert await _check_all([tmp_path / "state" / "it.sqlite"], args) == {"it": []}
+            sim.core.account.funding.append(paid[-1])  # the exchange now shows one payment the journal lacks
+            [violation] = (await _check_all([tmp_path / "state" / "it.sqlite"], args))["it"]
+            assert violation.invariant == "I5" and "funding" in violation.detail
 
     run(go())

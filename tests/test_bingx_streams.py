@@ -231,6 +231,45 @@ def test_account_updates_become_position_and_balance_snapshots() -> None:
     assert [(p.side, p.qty) for p in flat if isinstance(p, PositionSnapshot)] == [("long", 0), ("short", 0)]
 
 
+def test_a_funding_fee_push_asks_for_the_payments_and_the_income_rows_become_funding_paid() -> None:
+    """A cross position's FUNDING_FEE push carries the balance only (no symbol): the stream reports its time
+    and the adapter reads the payments from the income history, the funding time floored to the hour."""
+    import msgspec
+
+    from core.clock import LiveClock
+    from core.events import FundingPaid
+    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from exchanges.bingx.user_stream import UserStream
+
+    pushed: list[int] = []
+    stream = UserStream("ws://127.0.0.1:9", None, LiveClock(), OrderBook(), hedge=False,  # type: ignore[arg-type]
+                        on_event=lambda e: None, on_reconnect=lambda: None, on_funding=pushed.append)
+    frame = b'{"e":"ACCOUNT_UPDATE","E":1702713615100,"T":1702713615000,"a":{"m":"FUNDING_FEE",' \
+            b'"B":[{"a":"USDT","wb":"117.8","cw":"95.2","bc":"-0.0292"}]}}'
+    assert asyncio.run(stream.handle(None, codec.gzip_frame(frame))) is True
+    order = b'{"e":"ACCOUNT_UPDATE","E":5,"a":{"m":"ORDER","B":[{"a":"USDT","wb":"1","cw":"1","bc":"0"}]}}'
+    asyncio.run(stream.handle(None, codec.gzip_frame(order)))
+    assert pushed == [1702713615000], "only a funding push, with its time"
+
+    asked: list[dict] = []
+
+    class Rest:
+        async def query(self, path: str, params: dict, type: object) -> object:
+            asked.append(params)
+            rows = [{"symbol": "LDO-USDT", "incomeType": "FUNDING_FEE", "income": "-0.0292", "asset": "USDT",
+                     "info": "Funding Fee", "time": 1702713615000, "tranId": "170_3_20", "tradeId": "170_3_20"},
+                    {"symbol": "BTC-USDT", "incomeType": "FUNDING_FEE", "income": 0.5, "time": "1702742400000"},
+                    {"symbol": "BTC-USDT", "incomeType": "FUNDING_FEE", "income": "1", "time": 1602742400000}]
+            return msgspec.convert(rows, type)
+
+    adapter = BingXAdapter(BingXOptions(), hedge_mode=False, clock=LiveClock())
+    adapter.rest = Rest()  # type: ignore[assignment]
+    got = asyncio.run(adapter.funding(None, 1702710000000))
+    assert asked == [{"incomeType": "FUNDING_FEE", "startTime": 1702710000000, "limit": 1000}]
+    assert got == [FundingPaid(ts=1702713615000, symbol="LDO-USDT", funding_time=1702713600000, paid=Decimal("0.0292")),
+                   FundingPaid(ts=1702742400000, symbol="BTC-USDT", funding_time=1702742400000, paid=Decimal("-0.5"))]
+
+
 # --- listenKey upkeep ----------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from core.engine import Engine, InstanceHalted
 from core.events import (
     CancelOrder,
     CandleClosed,
+    FundingPaid,
     OrderExpired,
     OrderFilled,
     StreamUp,
@@ -34,6 +35,11 @@ from strategies.base import Decision, Enter, Exit, PositionView
 
 SYMBOL = "BTC-USDT"
 STEP_MS = 300_000
+
+
+def exact(**options: Any) -> PaperOptions:
+    """A paper account whose stops fill exactly at their price (stop slippage 0): these tests check prices."""
+    return PaperOptions(stop_slippage_bps=Decimal(0), **options)
 
 
 class Scripted:
@@ -64,7 +70,7 @@ class Bench:
                  plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt",
                  attached: bool = False) -> None:
         self.clock = VirtualClock(0)
-        self.exchange = exchange or PaperExchange(PaperOptions(), clock=self.clock)
+        self.exchange = exchange or PaperExchange(exact(), clock=self.clock)
         self.exchange.clock = self.clock
         self.path = tmp / "t.sqlite"
         self.journal = Journal(self.path, synchronous="OFF")
@@ -128,7 +134,7 @@ def test_a_command_is_sent_only_after_its_intent_is_committed(tmp_path: Path) ->
 
     async def go() -> None:
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 4: Exit(reason="test")},
-                      exchange=Watching(PaperOptions()))
+                      exchange=Watching(exact()))
         await bench.start()
         await bench.bars(100.0, 100.0, 101.0, 102.0, 102.0)
         assert await bench.violations() == []
@@ -226,7 +232,7 @@ def test_an_entry_whose_stop_is_never_confirmed_is_closed_after_the_protection_t
                 await super().submit(command)
 
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(exact()),
                       timeout_ms=60_000)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -262,7 +268,7 @@ def test_an_entry_the_exchange_ended_after_a_partial_fill_is_closed_if_its_stop_
     entry fill: here the exchange ends the entry after part of it filled (entry_completed)."""
 
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions()),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(exact()),
                       timeout_ms=60_000)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -291,7 +297,7 @@ def test_an_entry_s_end_pushed_before_its_fills_books_the_fills_instead_of_dropp
     fills: list[OrderFilled] = []
 
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(PaperOptions(), fills),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Silent(exact(), fills),
                       foreign_policy="halt")
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -379,7 +385,7 @@ def test_every_pair_outside_the_table_is_refused_and_journaled_by_the_engine(tmp
 
 async def _exchange_with(position_qty: str, *, side: str = "long", extra_stop: str | None = None) -> PaperExchange:
     """A paper account that already holds a position (and maybe an order of ours) before the bot starts."""
-    ex = PaperExchange(PaperOptions())
+    ex = PaperExchange(exact())
     await ex.configure(SYMBOL, 4, False)
     ex.on_candle(candle(0, 100.0))
     await ex.submit(SubmitEntry(client_id="someone-1", symbol=SYMBOL, side=side, qty=Decimal(position_qty)))
@@ -471,7 +477,7 @@ def test_a_stop_fill_whose_push_was_lost_is_booked_when_the_close_is_refused(tmp
     to close), the position was taken for one closed by hand and the stop's losing fill was never booked
     (I5). The fills of the position's own orders are now asked for before it is called gone."""
     async def go() -> Bench:
-        exchange = Deaf(PaperOptions())
+        exchange = Deaf(exact())
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 4: Exit(reason="late")}, exchange=exchange)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -514,7 +520,7 @@ def test_a_decision_that_arrives_during_recovery_waits_for_it(tmp_path: Path) ->
             await super().submit(command)
 
     async def go() -> Bench:
-        exchange = Interrupting(PaperOptions())
+        exchange = Interrupting(exact())
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 3: Exit(reason="signal")}, exchange=exchange)
         exchange.bench = bench
         await bench.start()
@@ -548,7 +554,7 @@ def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_witho
             return None if "-s" in client_id else await super().query_order(symbol, client_id)
 
     async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(exact()),
                       timeout_ms=60_000)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -582,7 +588,7 @@ def test_a_restart_finds_the_filled_entry_s_attached_stop_missing_and_places_a_n
             await super().submit(command)
 
     async def go() -> Bench:
-        exchange = DroppingAttachedStops(PaperOptions(attached_stop=True))
+        exchange = DroppingAttachedStops(exact(attached_stop=True))
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=exchange, attached=True,
                       timeout_ms=60_000)
         await bench.start()
@@ -611,7 +617,7 @@ def test_a_replaced_stop_that_fired_before_its_cancel_reached_the_exchange_is_bo
             pass  # journaled, never sent: the bot died right after committing it
 
     async def go() -> Bench:
-        exchange = LosingCancels(PaperOptions())
+        exchange = LosingCancels(exact())
         bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=exchange)
         await bench.start()
         await bench.bars(100.0, 100.0)
@@ -631,3 +637,52 @@ def test_a_replaced_stop_that_fired_before_its_cancel_reached_the_exchange_is_bo
 
     bench = run(go())
     assert ("protected", "stop_filled", "exited_sl") in bench.transitions()
+
+
+def test_funding_is_booked_once_on_the_position_held_at_its_time_and_i5_compares_it(tmp_path: Path) -> None:
+    def paid(t: int, amount: str = "1.5", symbol: str = SYMBOL) -> FundingPaid:
+        return FundingPaid(symbol=symbol, funding_time=t, paid=Decimal(amount))
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 5: Exit(reason="test")})
+        await bench.start()
+        engine = bench.engine
+        engine.post(paid(0))  # before any position of this instance: not its own
+        await bench.bars(100.0, 100.0)
+        assert engine.pos.state == "protected" and engine.pos.rec.seq == 1
+        for ev in (paid(3 * STEP_MS), paid(3 * STEP_MS), paid(3 * STEP_MS, symbol="ETH-USDT")):
+            engine.post(ev)  # a duplicate push, and another symbol's payment
+        await engine.drain()
+        await bench.bars(100.0, 100.0, 100.0, 100.0)
+        assert engine.pos.state == "flat"
+        engine.post(paid(4 * STEP_MS, "-0.25"))  # reported after the position closed: still the one held then
+        await engine.drain()
+        return bench
+
+    bench = run(go())
+    rows = bench.journal.conn.execute("SELECT position, key, paid FROM funding ORDER BY seq").fetchall()
+    assert rows == [(1, f"t:BTC-USDT:{3 * STEP_MS}", "1.5"), (1, f"t:BTC-USDT:{4 * STEP_MS}", "-0.25")]
+    # the paper account charged none of it: I5 says so
+    [violation] = run(bench.violations())
+    assert violation.invariant == "I5" and "journal funding 1.25, exchange funding 0" in violation.detail
+
+
+def test_recovery_books_the_funding_the_exchange_charged_while_nobody_listened(tmp_path: Path) -> None:
+    charged: list[FundingPaid] = []
+
+    class Charging(PaperExchange):
+        async def funding(self, symbol: str, since_ms: int = 0) -> list[FundingPaid]:
+            return [p for p in charged if p.symbol == symbol and p.funding_time >= since_ms]
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Charging(exact()))
+        await bench.start()
+        await bench.bars(100.0, 100.0, 100.0)
+        charged.append(FundingPaid(symbol=SYMBOL, funding_time=3 * STEP_MS, paid=Decimal("0.7"), side="long"))
+        bench.engine.post(StreamUp(stream="user"))  # a reconnect: pushes may have been missed
+        await bench.engine.drain()
+        return bench
+
+    bench = run(go())
+    assert bench.journal.funding_total() == Decimal("0.7") and bench.journal.funding_count() == 1
+    assert run(bench.violations()) == []

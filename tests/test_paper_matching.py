@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.events import (
+    ZERO,
     AnyEvent,
     CancelOrder,
     CandleClosed,
@@ -48,11 +49,13 @@ def candle(open_time: int, o: float, h: float, lo: float, c: float) -> CandleClo
 
 
 def make_core(*, price: float = 100.0, hedge: bool = False, orphan: str = "keep", balance: Decimal = BALANCE,
-              leverage: int = 4) -> MatchingCore:
-    """A core whose last price is ``price`` (set through a candle, as the market would)."""
+              leverage: int = 4, stop_slippage_bps: Decimal = ZERO) -> MatchingCore:
+    """A core whose last price is ``price`` (set through a candle, as the market would). Stops fill exactly
+    at their price (stop slippage 0) unless a test asks for slippage: most tests check exact prices."""
     account = Account(balance=balance, hedge_mode=hedge)
     account.leverage[SYM] = leverage
-    core = MatchingCore(account, {SYM: instrument()}, fee_rate=FEE, orphan_stops=orphan)  # type: ignore[arg-type]
+    core = MatchingCore(account, {SYM: instrument()}, fee_rate=FEE, orphan_stops=orphan,  # type: ignore[arg-type]
+                        stop_slippage_bps=stop_slippage_bps)
     if price:
         assert core.on_candle(candle(0, price, price, price, price), 0) == []
     return core
@@ -599,7 +602,7 @@ def _collecting() -> tuple[list[AnyEvent], object]:
 
 def test_paper_exchange_state_survives_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "acct.json"
-    opts = PaperOptions(state_file=str(state))
+    opts = PaperOptions(state_file=str(state), stop_slippage_bps=D(0))  # exact stop prices
 
     async def first() -> list[AnyEvent]:
         events, sink = _collecting()
@@ -618,7 +621,8 @@ def test_paper_exchange_state_survives_a_restart(tmp_path: Path) -> None:
     expected_balance = D(10000) - fee("0.5", "100")
 
     async def second() -> None:
-        ex = PaperExchange(PaperOptions(state_file=str(state), balance=D(1)))  # balance ignored: file wins
+        # the balance is ignored (the file wins)
+        ex = PaperExchange(PaperOptions(state_file=str(state), balance=D(1), stop_slippage_bps=D(0)))
         got, sink = _collecting()
         await ex.start(sink)  # type: ignore[arg-type]
         assert ex.core.account.balance == expected_balance
@@ -770,6 +774,32 @@ def test_slippage_moves_taker_fills_against_the_taker_and_rounds_to_the_tick() -
     assert fills(close(core, "c", "long", "1"))[0].price == D("99.9")
     assert fills(entry(core, "s", "short", "1"))[0].price == D("99.9")
     assert fills(close(core, "cs", "short", "1"))[0].price == D("100.2")
+
+
+@pytest.mark.parametrize(("side", "bar", "price"), [
+    ("long", (99.0, 100.0, 94.0, 96.0), "94.9"),  # 95 - 10 bps = 94.905, rounded down to the tick
+    ("long", (93.0, 94.0, 92.0, 93.5), "92.9"),  # a gap: 10 bps below the open 93 = 92.907 -> 92.9
+    ("long", (99.0, 100.0, 94.95, 96.0), "94.95"),  # never below the candle's low
+    ("short", (101.0, 106.0, 100.0, 104.0), "105.2"),  # 105 + 10 bps = 105.105, rounded up
+    ("short", (107.0, 108.0, 106.5, 107.5), "107.2"),  # a gap: 10 bps above the open 107 = 107.107 -> 107.2
+    ("short", (101.0, 105.05, 100.0, 104.0), "105.05"),  # never above the candle's high
+])
+def test_a_triggered_stop_fills_at_its_price_or_worse_by_the_stop_slippage(side: str, bar: tuple[float, ...],
+                                                                            price: str) -> None:
+    core = make_core(price=100.0, stop_slippage_bps=D(10))
+    entry(core, "e", side, "1")
+    assert kinds(stop(core, "s", side, "1", "95" if side == "long" else "105")) == [OrderAccepted]
+    [fill] = fills(core.on_candle(candle(300_000, *bar), 5))
+    assert fill.client_id == "s" and fill.price == D(price)
+    assert fill.realized_pnl == ((fill.price - 100) if side == "long" else (100 - fill.price))
+
+
+def test_paper_accounts_slip_stops_by_default_and_take_the_setting() -> None:
+    assert PaperOptions().stop_slippage_bps == D(5)
+    ex = PaperExchange(PaperOptions(stop_slippage_bps=D(0)))
+    assert ex.core.stop_slippage_bps == 0
+    with pytest.raises(ValueError, match=r"stop_slippage_bps must be within 0\.\.100"):
+        PaperOptions(stop_slippage_bps=D(101))
 
 
 def test_take_profit_gapped_through_fills_at_the_better_open() -> None:

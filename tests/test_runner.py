@@ -80,6 +80,7 @@ synchronous = "OFF"
 type = "paper"
 [exchanges.paper.options]
 balance = 10000.0
+stop_slippage_bps = 0       # the plain loop fills stops exactly at their price
 [[instances]]
 name = "sma"
 exchange = "paper"

@@ -186,6 +186,18 @@ class FillHistory(msgspec.Struct):
     fill_history_orders: list[Fill] = []
 
 
+class Income(msgspec.Struct, kw_only=True):
+    """One row of the fund flow (``/openApi/swap/v2/user/income``). ``income`` is signed as the balance moved
+    (a funding payment the account made is negative); ``time`` is when it was settled (ms)."""
+
+    symbol: str = ""
+    incomeType: str
+    income: Num
+    asset: str = "USDT"
+    time: int | str
+    tranId: str | int = ""
+
+
 class ListenKey(msgspec.Struct):
     listenKey: str
 

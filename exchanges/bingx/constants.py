@@ -23,6 +23,8 @@ ALL_ORDERS: Final = "/openApi/swap/v2/trade/allOrders"
 FILL_HISTORY: Final = "/openApi/swap/v2/trade/fillHistory"
 POSITIONS: Final = "/openApi/swap/v2/user/positions"
 BALANCE: Final = "/openApi/swap/v3/user/balance"
+INCOME: Final = "/openApi/swap/v2/user/income"
+FUNDING_RATE: Final = "/openApi/swap/v2/quote/fundingRate"
 LISTEN_KEY: Final = "/openApi/user/auth/userDataStream"
 
 RECV_WINDOW_MS: Final = 5000
@@ -39,7 +41,8 @@ RATE_LIMITS: Final[dict[str, tuple[float, float]]] = {
     "account": (2.0, 2.0),
 }
 ENDPOINT_GROUP: Final[dict[str, str]] = {
-    SERVER_TIME: "market", CONTRACTS: "market", KLINES: "market", PREMIUM_INDEX: "market",
+    SERVER_TIME: "market", CONTRACTS: "market", KLINES: "market", PREMIUM_INDEX: "market", FUNDING_RATE: "market",
+    INCOME: "query",
     ORDER: "order", POSITION_MODE: "account", LEVERAGE: "account", MARGIN_TYPE: "account", LISTEN_KEY: "account",
     OPEN_ORDERS: "query", ALL_ORDERS: "query", FILL_HISTORY: "query", POSITIONS: "query", BALANCE: "query",
 }

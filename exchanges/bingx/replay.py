@@ -232,7 +232,7 @@ def _due(ready: list[tuple[int, CandleClosed]], clock: VirtualClock) -> Iterator
 
 def paper_options(options: Any) -> Any:
     """The paper account a market recording of this BingX account replays on: the same stop placement
-    (``attached_stop``), and an embedded simulator's balance and fee rate."""
+    (``attached_stop``), and an embedded simulator's balance, fee rate, stop slippage and funding."""
     from exchanges.bingx.simulator import SimOptions
     from exchanges.paper.exchange import PaperOptions
 
@@ -240,7 +240,8 @@ def paper_options(options: Any) -> Any:
     kw: dict[str, Any] = {"attached_stop": bx.attached_stop}
     if bx.simulator is not None:
         sim = msgspec.convert(bx.simulator, SimOptions)
-        kw |= {"balance": sim.balance, "fee_rate": sim.fee_rate}
+        kw |= {"balance": sim.balance, "fee_rate": sim.fee_rate, "stop_slippage_bps": sim.stop_slippage_bps,
+               "funding": sim.funding}
     return PaperOptions(**kw)
 
 

@@ -104,7 +104,8 @@ def _order_events(event: codec.OrderTradeUpdate, book: OrderBook) -> list[AnyEve
 class UserStream:
     def __init__(self, ws_url: str, rest: RestClient, clock: Clock, book: OrderBook, *, hedge: bool,
                  on_event: Callable[[AnyEvent], None], on_reconnect: Callable[[], None],
-                 renew_s: float = LISTEN_KEY_RENEW_S, recorder: Any = None) -> None:
+                 renew_s: float = LISTEN_KEY_RENEW_S, recorder: Any = None,
+                 on_funding: Callable[[int], None] | None = None) -> None:
         self.ws_url = ws_url
         self.recorder = recorder
         """A core.recording.Recorder that gets every raw frame (None: no recording, no cost)."""
@@ -114,6 +115,9 @@ class UserStream:
         self.hedge = hedge
         self.on_event = on_event
         self.on_reconnect = on_reconnect
+        self.on_funding = on_funding
+        """Called with the push time of an ACCOUNT_UPDATE ``m=FUNDING_FEE``: a cross position's push names no
+        symbol (§6.3), so the adapter reads the payments from the income history."""
         self.renew_s = renew_s
         self.key: str | None = None
         self.connected = asyncio.Event()
@@ -196,6 +200,8 @@ class UserStream:
             return False
         for core_event in translate(event, self.book, hedge=self.hedge):
             self.on_event(core_event)
+        if isinstance(event, codec.AccountUpdate) and event.a.m == "FUNDING_FEE" and self.on_funding is not None:
+            self.on_funding(event.T or event.E)
         return True
 
     async def _renew_forever(self) -> None:

@@ -19,6 +19,7 @@ from core.events import (
     AnyEvent,
     CancelOrder,
     CandleClosed,
+    FundingPaid,
     OrderFilled,
     PositionSnapshot,
     Side,
@@ -27,8 +28,16 @@ from core.events import (
     SubmitStop,
 )
 from core.instrument import Instrument
+from core.intervals import interval_ms
 from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState
+from exchanges.paper.funding import FundingOptions, FundingSchedule
 from exchanges.paper.matching import Account, MatchingCore
+
+STOP_SLIPPAGE_BPS = Decimal(5)
+"""The default: a triggered stop is a market order into a market moving against it. On BingX's liquid
+perpetuals (BTC-USDT, ETH-USDT) a stop-market order fills a few basis points past its trigger in an ordinary
+market and more in a fast one; 5 bps (0.05 %) is a modest middle. A replay without it would report every stop
+as filled exactly at its price, which no trader gets. Tests that need exact prices set 0."""
 
 
 class PaperOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -39,6 +48,12 @@ class PaperOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     fee_rate: Decimal = Decimal("0.0005")
     """Taker fee on notional."""
     slippage_bps: Decimal = Decimal(0)
+    """MARKET orders (entries, closes) fill this many basis points against the taker."""
+    stop_slippage_bps: Decimal = STOP_SLIPPAGE_BPS
+    """Triggered stops (and take-profits) fill this many basis points past the trigger (or a gap's open),
+    never past the candle's extreme; 0 fills exactly at the trigger."""
+    funding: FundingOptions = FundingOptions()
+    """Funding settled at every funding time on the positions held then (default: rate 0, none)."""
     attached_stop: bool = False
     """Accept the stop attached to the entry (BingX ``stopLoss``) instead of a separate order."""
     orphan_stops: Literal["cancel", "keep"] = "keep"
@@ -56,8 +71,9 @@ class PaperOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.fee_rate <= Decimal("0.01"):
             raise ValueError(f"fee_rate must be within 0..0.01, got {self.fee_rate}")
-        if not 0 <= self.slippage_bps <= 100:
-            raise ValueError(f"slippage_bps must be within 0..100, got {self.slippage_bps}")
+        for name in ("slippage_bps", "stop_slippage_bps"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise ValueError(f"{name} must be within 0..100, got {getattr(self, name)}")
         if self.min_notional < 0:
             raise ValueError(f"min_notional must not be negative, got {self.min_notional}")
 
@@ -86,7 +102,8 @@ class PaperExchange:
             if acct is None:
                 acct = Account(balance=options.balance, hedge_mode=hedge_mode)
             self.core = MatchingCore(acct, {}, fee_rate=options.fee_rate, slippage_bps=options.slippage_bps,
-                                     orphan_stops=options.orphan_stops)
+                                     orphan_stops=options.orphan_stops, stop_slippage_bps=options.stop_slippage_bps,
+                                     funding=FundingSchedule(options.funding))
         self._sink: EventSink | None = None
 
     # --- persistence -------------------------------------------------------------------------
@@ -173,11 +190,19 @@ class PaperExchange:
     async def balance(self) -> Decimal:
         return self.core.available()
 
+    async def funding(self, symbol: str, since_ms: int = 0) -> list[FundingPaid]:
+        """The funding payments of ``symbol`` at funding times from ``since_ms`` on (the income history)."""
+        return self.core.funding_of(symbol, since_ms)
+
     # --- the paper exchange's own market -----------------------------------------------------
 
     def on_candle(self, candle: CandleClosed) -> None:
-        """The market moved by one closed candle: trigger stops and take-profits on its path."""
-        self._deliver(self.core.on_candle(candle, self._now()))
+        """The market moved by one closed candle: trigger stops and take-profits on its path, then settle
+        the funding due at its close (the positions held through it pay; an order sent on it does not)."""
+        now = self._now()
+        events = self.core.on_candle(candle, now)
+        events += self.core.settle_funding(candle.symbol, candle.open_time + interval_ms(candle.interval), now)
+        self._deliver(events)
 
     def market_time(self, symbol: str) -> int | None:
         """Open time of the last candle this account lived through (a restarted run resumes after it)."""

@@ -9,12 +9,18 @@ What it models (exchange semantics the bot must survive, not a venue's microstru
   fee on notional; an opening order needs ``notional / leverage + fee`` of available margin.
 - Reduce-only STOP_MARKET and TAKE_PROFIT_MARKET orders trigger on the candle path
   open -> nearer extreme -> farther extreme -> close. When a candle touches both a position's stop and
-  its take-profit, the stop fills (the worse case). A fill is at the trigger price, or at the open when
-  the candle gaps through it. A reduce-only fill never exceeds the position.
+  its take-profit, the stop fills (the worse case). A triggered order is a market order: it fills at the
+  trigger price, or at the open when the candle gaps through it, then ``stop_slippage_bps`` worse (rounded
+  to the tick against the taker, never past the candle's low / high). A reduce-only fill never exceeds
+  the position.
 - LIMIT and TRIGGER_MARKET orders (opening, or reduce-only) rest the same way: a LIMIT fills when the path
-  reaches its price (at the open when it gaps past, i.e. at the limit or better), a TRIGGER_MARKET when the
-  path crosses its trigger from the side it was placed on. A LIMIT already marketable fills at once at the
-  last price. An opening resting order holds its margin at its level until it fills or is canceled.
+  reaches its price (at the open when it gaps past, i.e. at the limit or better, never slipped), a
+  TRIGGER_MARKET (a market order once triggered, slipped as a stop) when the path crosses its trigger from
+  the side it was placed on. A LIMIT already marketable fills at once at the last price. An opening
+  resting order holds its margin at its level until it fills or is canceled.
+- Funding (``settle_funding``, driven by whoever owns the market clock): at each funding time every
+  position of the symbol pays or receives ``qty * mark * rate`` (``exchanges.paper.funding``), booked in
+  the account's funding ledger and its balance.
 - Rules with BingX's error codes: minimum quantity and notional (101400), duplicate client id
   (101481), nothing to reduce (101205), insufficient margin (101204), stop or take-profit on the wrong
   side of the market (110411-110414), quantity or price off the step / tick (109400).
@@ -36,6 +42,7 @@ from core.events import (
     ZERO,
     AnyEvent,
     CandleClosed,
+    FundingPaid,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -51,6 +58,7 @@ from core.events import (
 )
 from core.instrument import Instrument, to_decimal
 from exchanges.base import OrderState, OrderStatus, Role
+from exchanges.paper.funding import FundingSchedule, payment
 
 OrderType = Literal["MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET", "TRIGGER_MARKET"]
 RestingType = Literal["LIMIT", "TRIGGER_MARKET"]
@@ -125,6 +133,10 @@ class Account(msgspec.Struct, kw_only=True):
     last_price: dict[str, Decimal] = msgspec.field(default_factory=dict)
     market_time: dict[str, int] = msgspec.field(default_factory=dict)
     """Open time of the last candle the exchange lived through, per symbol."""
+    funding: list[FundingPaid] = msgspec.field(default_factory=list)
+    """Every funding payment settled, oldest first (the income history)."""
+    funding_time: dict[str, int] = msgspec.field(default_factory=dict)
+    """The market time up to which funding is settled, per symbol."""
     next_order_id: int = FIRST_ORDER_ID
     next_trade_id: int = 1
 
@@ -132,8 +144,11 @@ class Account(msgspec.Struct, kw_only=True):
 class MatchingCore:
     def __init__(self, account: Account, instruments: dict[str, Instrument], *, fee_rate: Decimal,
                  slippage_bps: Decimal = ZERO, orphan_stops: OrphanPolicy = "keep",
-                 default_leverage: int = 5, history_limit: int = 1000) -> None:
+                 default_leverage: int = 5, history_limit: int = 1000, stop_slippage_bps: Decimal = ZERO,
+                 funding: FundingSchedule | None = None) -> None:
         self.account = account
+        self.stop_slippage_bps = stop_slippage_bps
+        self.funding = funding
         self.history_limit = history_limit
         self.instruments = instruments
         self.fee_rate = fee_rate
@@ -345,6 +360,35 @@ class MatchingCore:
         self._closes[c.symbol] = c.close
         return events
 
+    def settle_funding(self, symbol: str, until_ms: int, now: int) -> list[AnyEvent]:
+        """Settle every funding time of ``symbol`` up to market time ``until_ms`` not settled yet, on the
+        positions held now, at the last (mark) price. The first call for a symbol only starts the count:
+        an account pays no funding for times before it lived."""
+        acct = self.account
+        after = acct.funding_time.get(symbol, until_ms - 1)
+        if until_ms <= after:
+            return []
+        acct.funding_time[symbol] = until_ms
+        schedule = self.funding
+        if schedule is None:
+            return []
+        events: list[AnyEvent] = []
+        for t in schedule.times(after, until_ms):
+            rate = schedule.rate_at(t)
+            mark = self.sync().last_price.get(symbol)
+            if not rate or mark is None:
+                continue
+            for h in [h for h in acct.positions if h.symbol == symbol and h.qty > 0]:
+                paid = payment(symbol, h.side, h.qty, mark, rate, t)
+                acct.balance -= paid.paid
+                acct.funding.append(paid)
+                events.append(paid)
+        return events
+
+    def funding_of(self, symbol: str, since_ms: int = 0) -> list[FundingPaid]:
+        """The funding payments of ``symbol`` at funding times from ``since_ms`` on."""
+        return [f for f in self.account.funding if f.symbol == symbol and f.funding_time >= since_ms]
+
     def set_price(self, symbol: str, price: Decimal) -> None:
         self._closes.pop(symbol, None)
         self.account.last_price[symbol] = price
@@ -385,10 +429,23 @@ class MatchingCore:
             return [self._finish(order, "expired", now, "triggered with no position to close")]
         o = to_decimal(c.open)
         # At the level, or at the open when the candle gapped past it: a stop or trigger fills worse than
-        # its level then, a limit or take-profit better.
+        # its level then, a limit or take-profit better. A triggered order is a market order: it slips.
         price = min(o, order.level) if order.fires_below else max(o, order.level)
+        if order.type != "LIMIT":
+            price = self._slipped(price, not order.buys, c, self.instruments[order.symbol])
         qty = order.qty - order.filled_qty
         return self._fill(order, min(qty, held.qty) if order.reduce_only and held else qty, price, now)
+
+    def _slipped(self, price: Decimal, sells: bool, c: CandleClosed, inst: Instrument) -> Decimal:
+        """A triggered order is a market order into a moving market: ``stop_slippage_bps`` worse than its
+        trigger (or the open of a gap), rounded to the tick against the taker, but never past the extreme
+        the candle reached (the market traded no lower / higher than that)."""
+        bps = self.stop_slippage_bps
+        if not bps:
+            return price
+        if sells:
+            return max(inst.round_price(price * (1 - bps * BPS), up=False), min(price, to_decimal(c.low)))
+        return min(inst.round_price(price * (1 + bps * BPS), up=True), max(price, to_decimal(c.high)))
 
     # --- mechanics -----------------------------------------------------------------------------
 

@@ -33,11 +33,15 @@ import msgspec
 from core.crashpoints import POINTS
 from core.journal import Journal
 from exchanges.bingx.simulator import SimOptions
+from exchanges.paper.funding import FundingOptions
 from tests.chaos.simthread import SimThread, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOL = "BTC-USDT"
 INSTANCE = "ch"
+FUNDING = FundingOptions(rate=Decimal("0.0001"), interval_h=1)
+"""Hourly funding (12 candles): many funding times per run, some of them while the bot is down, so that I5
+checks funding booked from pushes and, after restarts and reconnects, from the income history."""
 
 CONFIG = """
 mode = "paper"
@@ -111,7 +115,8 @@ class Chaos:
         # an attached stop travels with the entry: no separate stop is sent but for rare replacements
         self.points = [p for p in POINTS if not (attached and p in ("stop_intent_committed", "stop_sent"))]
         self.result = ChaosResult(point_kills={p: 0 for p in self.points})
-        self.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0)
+        self.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0,
+                                  funding=FUNDING)
         self.sim = SimThread(self.options)
         self.journal = workdir / "state" / f"{INSTANCE}.sqlite"
         self.proc: subprocess.Popen[bytes] | None = None

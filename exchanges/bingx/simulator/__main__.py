@@ -7,9 +7,12 @@ import argparse
 import asyncio
 import contextlib
 import signal
+from decimal import Decimal
 
 from exchanges.bingx.simulator.options import SimOptions, Switches
 from exchanges.bingx.simulator.server import BingXSimulator
+from exchanges.paper.exchange import STOP_SLIPPAGE_BPS
+from exchanges.paper.funding import FundingOptions
 
 
 def parse(argv: list[str] | None) -> SimOptions:
@@ -33,11 +36,18 @@ def parse(argv: list[str] | None) -> SimOptions:
     ap.add_argument("--wire", choices=["numeric", "string", "mixed"], default="mixed",
                     help="JSON types of BingX's eras: numeric ids/times/codes, string ones, or either per reply "
                          "(seeded by --seed)")
+    ap.add_argument("--stop-slippage-bps", type=Decimal, default=STOP_SLIPPAGE_BPS,
+                    help=f"triggered stops fill this far past the trigger (default {STOP_SLIPPAGE_BPS}; 0 = exact)")
+    ap.add_argument("--funding-rate", type=Decimal, default=Decimal(0), help="per funding time (0.0001 = 0.01%%)")
+    ap.add_argument("--funding-csv", help="a time,rate CSV of funding rates (instead of a constant)")
+    ap.add_argument("--funding-interval-h", type=int, choices=[1, 2, 4, 8], default=8)
     a = ap.parse_args(argv)
     return SimOptions(api_key=a.api_key, secret=a.secret, symbols=a.symbols.split(","), interval=a.interval,
                       source="csv" if a.csv else "generated", csv=a.csv, seed=a.seed, bars=a.bars,
                       history_bars=a.history_bars, mode="auto" if a.auto else "manual", speed=a.speed,
                       hedge_mode=a.hedge, rest_port=a.rest_port, ws_port=a.ws_port, wire=a.wire,
+                      stop_slippage_bps=a.stop_slippage_bps,
+                      funding=FundingOptions(rate=a.funding_rate, csv=a.funding_csv, interval_h=a.funding_interval_h),
                       switches=Switches(stop_fill_event=a.stop_fill_event, orphan_stops=a.orphan_stops))
 
 

@@ -9,8 +9,8 @@ import msgspec
 
 from exchanges.bingx import constants as C
 from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.trading import SEVEN_DAYS_MS, known_symbol
-from exchanges.bingx.simulator.views import Bare, balance_row, code, income_rows, num, position_rows
+from exchanges.bingx.simulator.trading import known_symbol
+from exchanges.bingx.simulator.views import INCOME_TYPES, Bare, balance_row, code, income_rows, num, position_rows
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.rest import Handler, Params
@@ -100,6 +100,19 @@ async def balance_v2(sim: BingXSimulator, p: Params) -> Any:
     return {"balance": balance_row(sim)}
 
 
+async def income(sim: BingXSimulator, p: Params) -> Any:
+    kind = p.get("incomeType") or None
+    if kind is not None and kind not in INCOME_TYPES:
+        raise ApiError(109400, f"incomeType {kind!r} is not served (simulated: {', '.join(INCOME_TYPES)})")
+    try:
+        start = int(p["startTime"]) if p.get("startTime") else None
+        end = int(p["endTime"]) if p.get("endTime") else None
+        limit = min(int(p.get("limit") or 100), 1000)
+    except ValueError:
+        raise ApiError(109400, "invalid startTime/endTime/limit") from None
+    return income_rows(sim, p.get("symbol") or None, kind, start, end, limit)
+
+
 async def listen_key_create(sim: BingXSimulator, p: Params) -> Any:
     return Bare({"listenKey": sim.streams.keys.create()})
 
@@ -128,31 +141,6 @@ async def commission_rate(sim: BingXSimulator, p: Params) -> Any:
     return {"commission": {"takerCommissionRate": rate, "makerCommissionRate": rate}}
 
 
-INCOME_TYPES = ("TRANSFER", "REALIZED_PNL", "FUNDING_FEE", "TRADING_FEE", "INSURANCE_CLEAR", "TRIAL_FUND", "ADL",
-                "SYSTEM_DEDUCTION", "GTD_PRICE")
-
-
-async def income(sim: BingXSimulator, p: Params) -> Any:
-    """``GET /openApi/swap/v2/user/income``: the fund flow of ``symbol`` / ``incomeType`` within
-    ``startTime..endTime`` (without either: the last 7 days), oldest first, ``limit`` default 100, max 1000."""
-    kind = p.get("incomeType", "")
-    if kind and kind not in INCOME_TYPES:
-        raise ApiError(109400, f"incomeType must be one of {', '.join(INCOME_TYPES)}")
-    symbol = known_symbol(sim, p) if p.get("symbol") else ""
-    try:
-        limit = min(int(p.get("limit") or 100), 1000)
-        start = int(p["startTime"]) if p.get("startTime") else None
-        end = int(p["endTime"]) if p.get("endTime") else None
-    except ValueError:
-        raise ApiError(109400, "invalid startTime/endTime/limit") from None
-    if start is None and end is None:
-        start = sim.now_ms() - SEVEN_DAYS_MS
-    rows = [r for r in income_rows(sim)
-            if (not symbol or r["symbol"] == symbol) and (not kind or r["incomeType"] == kind)
-            and (start is None or r["time"] >= start) and (end is None or r["time"] <= end)]
-    return rows[:limit]
-
-
 ROUTES: dict[tuple[str, str], tuple[Handler, Any]] = {
     ("GET", C.POSITION_MODE): (get_mode, "signed"),
     ("POST", C.POSITION_MODE): (set_mode, "signed"),
@@ -164,7 +152,7 @@ ROUTES: dict[tuple[str, str], tuple[Handler, Any]] = {
     ("GET", C.BALANCE): (balance_v3, "signed"),
     ("GET", "/openApi/swap/v2/user/balance"): (balance_v2, "signed"),
     ("GET", "/openApi/swap/v2/user/commissionRate"): (commission_rate, "signed"),
-    ("GET", "/openApi/swap/v2/user/income"): (income, "signed"),
+    ("GET", C.INCOME): (income, "signed"),
     ("POST", C.LISTEN_KEY): (listen_key_create, "key"),
     ("PUT", C.LISTEN_KEY): (listen_key_extend, "key"),
     ("DELETE", C.LISTEN_KEY): (listen_key_delete, "key"),

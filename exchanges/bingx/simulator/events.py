@@ -3,7 +3,9 @@
 ORDER_TRADE_UPDATE for every order change (NEW, TRADE, CANCELED, EXPIRED), its ``T`` never behind the
 order's previous one (ccxt drops an update that goes back); ACCOUNT_UPDATE (``m=ORDER``) after every fill
 with the wallet balance and the position it moved: in hedge mode the side (``LONG``/``SHORT``), in one-way
-mode the net position (``ps=BOTH``, ``pa`` negative for a short; protocol §0). A triggered stop's fill is
+mode the net position (``ps=BOTH``, ``pa`` negative for a short; protocol §0); ACCOUNT_UPDATE
+(``m=FUNDING_FEE``) for every funding payment: the balance (``bc`` = the change) and, for an isolated
+position only, the position (§6.3). A triggered stop's fill is
 reported per the ``stop_fill_event`` / ``drop_trigger_fill_events`` switches, because BingX's real
 sequence is unconfirmed.
 """
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from core.events import (
     ZERO,
     AnyEvent,
+    FundingPaid,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -71,7 +74,19 @@ class EventMapper:
                 pushes.append(self._order_push(order, now, x=kind, X=kind))
             elif isinstance(ev, PositionSnapshot):
                 pushes.append(self._account_push(ev, now, one_way=one_way))
+            elif isinstance(ev, FundingPaid):
+                pushes.append(self._funding_push(ev, now))
         return pushes
+
+    def _funding_push(self, ev: FundingPaid, now: int) -> dict[str, Any]:
+        self.wallet -= ev.paid
+        balance = {"a": "USDT", "wb": num(self.wallet), "cw": num(self.wallet), "bc": num(-ev.paid)}
+        data: dict[str, Any] = {"m": "FUNDING_FEE", "B": [balance]}
+        if self.sim.margin_type.get(ev.symbol, "CROSSED") != "CROSSED" and ev.side is not None:
+            push = self._account_push(self.sim.core.snapshot(ev.symbol, ev.side, now), now,
+                                      one_way=not self.sim.core.account.hedge_mode)
+            data["P"] = push["a"]["P"]
+        return {"e": "ACCOUNT_UPDATE", "E": now, "T": now, "a": data}
 
     def _fill(self, ev: OrderFilled, now: int) -> list[dict[str, Any]]:
         order = self.sim.core.order(ev.client_id)

@@ -11,6 +11,9 @@ from typing import Literal
 
 import msgspec
 
+from exchanges.paper.exchange import STOP_SLIPPAGE_BPS
+from exchanges.paper.funding import FundingOptions
+
 
 class Switches(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     stop_fill_event: Literal["same_id", "derived_id"] = "same_id"
@@ -70,6 +73,11 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     restricted_symbols: list[str] = msgspec.field(default_factory=list)
     """Listed symbols closed to API trading (``apiStateOpen`` false): orders refused with 100421
     "This pair is currently restricted from API trading" (protocol §0)."""
+    stop_slippage_bps: Decimal = STOP_SLIPPAGE_BPS
+    """Triggered stops fill this many basis points past the trigger (the paper exchange's model); 0 = exact."""
+    funding: FundingOptions = FundingOptions()
+    """Funding settled at every funding time of market time (pushed as ACCOUNT_UPDATE ``m=FUNDING_FEE``,
+    listed in the income history, its rates in the funding-rate history)."""
     # --- additions beyond the contract (all with defaults) ---
     price_precision: int = 1
     quantity_precision: int = 4

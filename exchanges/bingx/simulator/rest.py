@@ -21,7 +21,7 @@ from exchanges.bingx import constants as C
 from exchanges.bingx.auth import fmt
 from exchanges.bingx.simulator import account, trading
 from exchanges.bingx.simulator.auth_check import ApiError, check
-from exchanges.bingx.simulator.views import Bare, Wire, code, num
+from exchanges.bingx.simulator.views import Bare, Wire, code, funding_rate_rows, num
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.server import BingXSimulator
@@ -83,31 +83,20 @@ async def klines(sim: BingXSimulator, p: Params) -> Any:
     return rows
 
 
-FUNDING_INTERVAL_MS = 8 * 3600_000
-
-
-def funding_rate(sim: BingXSimulator, symbol: str, time_ms: int) -> str:
-    """The funding rate of ``symbol`` settled at ``time_ms``, as BingX writes it (8 decimals): a constant
-    0.01 % per 8 h in this simulator."""
-    return "0.00010000"
-
-
 async def premium_index(sim: BingXSimulator, p: Params) -> Any:
     def one(symbol: str) -> dict[str, Any]:
         mark = num(sim.mark_price(symbol))
-        step = sim.step_ms
-        next_ms = (sim.market_time_ms // FUNDING_INTERVAL_MS + 1) * FUNDING_INTERVAL_MS
+        funding = sim.funding
+        nxt = funding.last_time(sim.market_time_ms) + funding.step_ms
         return {"symbol": symbol, "markPrice": mark, "indexPrice": mark,
-                "lastFundingRate": funding_rate(sim, symbol, next_ms), "nextFundingTime": next_ms, "time": step}
+                "lastFundingRate": num(funding.rate_at(nxt)), "nextFundingTime": nxt, "time": sim.step_ms}
     if p.get("symbol"):
         _market(sim, p)
         return one(p["symbol"])
     return [one(s) for s in sim.markets]
 
 
-async def funding_rate_history(sim: BingXSimulator, p: Params) -> Any:
-    """``GET /openApi/swap/v2/quote/fundingRate``: the settlements (every 8 h, on the UTC clock) the
-    simulated market lived through, newest first as BingX lists them; ``limit`` default 100, max 1000."""
+async def funding_rate(sim: BingXSimulator, p: Params) -> Any:
     market = _market(sim, p)
     try:
         limit = min(int(p.get("limit") or 100), 1000)
@@ -115,13 +104,7 @@ async def funding_rate_history(sim: BingXSimulator, p: Params) -> Any:
         end = int(p["endTime"]) if p.get("endTime") else None
     except ValueError:
         raise ApiError(109400, "invalid startTime/endTime/limit") from None
-    first = market.closed[0][0] if market.closed else market.market_time
-    lo = -(-max(first, start or 0) // FUNDING_INTERVAL_MS) * FUNDING_INTERVAL_MS
-    hi = min(market.market_time, end if end is not None else market.market_time)
-    times = list(range(lo, hi + 1, FUNDING_INTERVAL_MS))
-    times = times[:limit] if start is not None and end is None else times[-limit:]
-    return [{"symbol": market.symbol, "fundingRate": funding_rate(sim, market.symbol, t), "fundingTime": t}
-            for t in reversed(times)]
+    return funding_rate_rows(sim, market.symbol, start, end, limit)
 
 
 async def ticker_24h(sim: BingXSimulator, p: Params) -> Any:
@@ -158,10 +141,10 @@ ROUTES: dict[tuple[str, str], tuple[Handler, Auth]] = {
     ("GET", C.KLINES): (klines, "public"),
     ("GET", "/openApi/swap/v2/quote/klines"): (klines, "public"),
     ("GET", C.PREMIUM_INDEX): (premium_index, "public"),
+    ("GET", C.FUNDING_RATE): (funding_rate, "public"),
     ("GET", "/openApi/swap/v1/ticker/price"): (ticker_price, "public"),
     ("GET", "/openApi/swap/v2/quote/price"): (ticker_price, "public"),
     ("GET", "/openApi/swap/v2/quote/ticker"): (ticker_24h, "public"),
-    ("GET", "/openApi/swap/v2/quote/fundingRate"): (funding_rate_history, "public"),
     **trading.ROUTES,
     **account.ROUTES,
 }

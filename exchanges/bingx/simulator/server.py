@@ -29,6 +29,7 @@ from exchanges.bingx.simulator.rest import build_app
 from exchanges.bingx.simulator.streams import StreamServer
 from exchanges.bingx.simulator.views import Dialect
 from exchanges.paper.exchange import PaperExchange
+from exchanges.paper.funding import FundingSchedule
 from exchanges.paper.matching import Account, MatchingCore, Order
 
 
@@ -53,9 +54,11 @@ class BingXSimulator:
         step = Decimal(1).scaleb(-opts.quantity_precision)
         instruments = {s: Instrument(symbol=s, tick=tick, step=step, min_qty=step, min_notional=opts.min_notional,
                                      max_leverage=opts.max_leverage) for s in opts.symbols}
+        self.funding = FundingSchedule(opts.funding)
         self.core = MatchingCore(Account(balance=opts.balance, hedge_mode=opts.hedge_mode), instruments,
                                  fee_rate=opts.fee_rate, orphan_stops=opts.switches.orphan_stops,
-                                 default_leverage=opts.default_leverage)
+                                 default_leverage=opts.default_leverage, stop_slippage_bps=opts.stop_slippage_bps,
+                                 funding=self.funding)
         first_live = self.now_ms() // self.step_ms * self.step_ms
         self.markets: dict[str, SymbolMarket] = {
             s: build_market(s, interval=opts.interval, first_live_ms=first_live, history_bars=opts.history_bars,
@@ -82,6 +85,7 @@ class BingXSimulator:
         for m in self.markets.values():
             first = m.first_tick()
             if first is not None:
+                self.core.settle_funding(m.symbol, first.open_time, self.now_ms())  # funding counts from here
                 self.core.on_candle(first.segment, self.now_ms())
 
     # --- lifecycle -----------------------------------------------------------------------------
@@ -167,6 +171,8 @@ class BingXSimulator:
             if t is None:
                 continue
             played = True
+            if m.stage == 0:  # a new candle opens: the funding due at its open time settles first
+                self.emit(self.core.settle_funding(m.symbol, t.open_time, self.now_ms()))
             self.emit(self.core.on_candle(t.segment, self.now_ms()))
             self.push_market(t)
         return played

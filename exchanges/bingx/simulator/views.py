@@ -255,23 +255,47 @@ def fill_order_row(sim: BingXSimulator, order: Order, fill: OrderFilled) -> dict
             "clientOrderID": wire_cid(order.client_id), "symbol": order.symbol}
 
 
-INCOME_INFO = {"REALIZED_PNL": "Realized PNL", "TRADING_FEE": "Trading Fee", "FUNDING_FEE": "Funding Fee"}
+INCOME_TYPES = ("FUNDING_FEE", "REALIZED_PNL", "TRADING_FEE")
 
 
-def income_rows(sim: BingXSimulator) -> list[dict[str, Any]]:
-    """The account's fund flow as ``user/income`` lists it: a trading fee for every fill and the realised
-    PnL of every fill that reduced a position, oldest first."""
-    rows = []
-    for f in sim.core.account.fills:
-        order = sim.core.order(f.client_id)
-        symbol = order.symbol if order else ""
-        for kind, amount in (("TRADING_FEE", -f.fee), ("REALIZED_PNL", f.realized_pnl)):
-            if kind == "REALIZED_PNL" and not amount:
+def income_rows(sim: BingXSimulator, symbol: str | None, kind: str | None, start: int | None, end: int | None,
+                limit: int) -> list[dict[str, Any]]:
+    """The account's fund flow (``/openApi/swap/v2/user/income``, protocol page §3.1): every funding payment
+    (``FUNDING_FEE``, its ``time`` the funding time) and, from the fills, ``REALIZED_PNL`` and ``TRADING_FEE``;
+    ``income`` is signed as the balance moved (a payment is negative). Oldest first, at most ``limit``."""
+    core = sim.core
+    rows: list[dict[str, Any]] = []
+    if kind in (None, "", "FUNDING_FEE"):
+        for f in core.account.funding:
+            rows.append({"symbol": f.symbol, "incomeType": "FUNDING_FEE", "income": num(-f.paid), "asset": "USDT",
+                         "info": "Funding Fee", "time": f.funding_time,
+                         "tranId": f"{f.funding_time}_{f.symbol}_{f.side}", "tradeId": f"{f.funding_time}_{f.symbol}"})
+    if kind in (None, "", "REALIZED_PNL", "TRADING_FEE"):
+        for fill in core.account.fills:
+            order = core.order(fill.client_id)
+            if order is None:
                 continue
-            rows.append({"symbol": symbol, "incomeType": kind, "income": num(amount), "asset": "USDT",
-                         "info": INCOME_INFO[kind], "time": f.ts, "tranId": f"{f.trade_id}_{kind}",
-                         "tradeId": f.trade_id})
-    return rows
+            for what, amount in (("REALIZED_PNL", fill.realized_pnl), ("TRADING_FEE", -fill.fee)):
+                if kind in (None, "", what) and amount:
+                    rows.append({"symbol": order.symbol, "incomeType": what, "income": num(amount), "asset": "USDT",
+                                 "info": what.replace("_", " ").title(), "time": fill.ts,
+                                 "tranId": f"{what[0]}{fill.trade_id}", "tradeId": fill.trade_id})
+    rows = [r for r in rows if (not symbol or r["symbol"] == symbol) and (start is None or r["time"] >= start)
+            and (end is None or r["time"] <= end)]
+    rows.sort(key=lambda r: r["time"])
+    return rows[:limit]
+
+
+def funding_rate_rows(sim: BingXSimulator, symbol: str, start: int | None, end: int | None,
+                      limit: int) -> list[dict[str, Any]]:
+    """Funding-rate history (``/openApi/swap/v2/quote/fundingRate``): the funding times the market has
+    passed, each with the rate settled (or due) then; the newest ``limit`` unless ``startTime`` is given."""
+    schedule = sim.funding
+    now = sim.markets[symbol].market_time
+    last = schedule.last_time(now if end is None else min(end, now))
+    first = start if start is not None else last - (limit - 1) * schedule.step_ms
+    times = schedule.times(first - 1, last)[:limit]
+    return [{"symbol": symbol, "fundingRate": num(schedule.rate_at(t)), "fundingTime": t} for t in times]
 
 
 def fill_row(sim: BingXSimulator, order: Order, fill: OrderFilled) -> dict[str, Any]:
