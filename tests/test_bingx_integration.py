@@ -207,6 +207,26 @@ def test_short_positions_in_hedge_mode(tmp_path: Path, monkeypatch: pytest.Monke
     run(go())
 
 
+@pytest.mark.parametrize("wire", ["numeric", "string", "mixed"])
+def test_a_one_way_short_stopped_out_in_each_wire_dialect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          wire: str) -> None:
+    """Protocol §0: BingX's eras (numeric or string ids, times and codes, wrapped or bare order replies,
+    brackets as text or objects) and one-way pushes (``ps=BOTH``, ``pa`` negative for a short): the bot
+    enters, is protected, and is stopped out in each."""
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=False, sim_options={"wire": wire},
+                           params='{ side = "short", enter_on = 1, exit_on = 0 }') as s:
+            await s.candles_until(lambda: s.state == "protected", "protected")
+            (stop,) = await s.sim.account_view().open_orders(SYMBOL)
+            assert stop.side == "short" and stop.stop_price > s.engine.pos.rec.avg_entry
+            s.sim.faults.set_mark_price(SYMBOL, stop.stop_price + Decimal(50))
+            await s.until(lambda: s.state == "flat", "flat after the stop")
+            assert await s.violations() == []
+        assert ("protected", "stop_filled", "exited_sl") in s.transitions()
+
+    run(go())
+
+
 # --- the network misbehaving ---------------------------------------------------------------------
 
 

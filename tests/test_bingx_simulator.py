@@ -448,8 +448,8 @@ def test_each_wire_dialect_speaks_one_era_per_message(wire: Any) -> None:
     assert [(k["symbol"], k["quantityPrecision"], k["pricePrecision"], k["apiStateOpen"]) for k in out["contracts"]] \
         == [("BTC-USDT", 4, 1, "true"), ("ETH-USDT", 4, 1, "false")]
     assert out["unknown"] == [109425] * 3
-    assert (out["restricted"]["code"], out["restricted"]["msg"]) == (100421,
-                                                                     "This pair is currently restricted from API trading")
+    restricted = out["restricted"]
+    assert (restricted["code"], restricted["msg"]) == (100421, "This pair is currently restricted from API trading")
     # one-way: the net position, BOTH, negative for the short the reversal left
     positions = [p for u in out["pushes"] if u.get("e") == "ACCOUNT_UPDATE" for p in u["a"]["P"]]
     assert [(p["ps"], p["pa"]) for p in positions] == [("BOTH", "0.01"), ("BOTH", "-0.02")]
