@@ -369,3 +369,53 @@ def test_kline_pushes_of_every_shape_close_the_same_candles_and_other_frames_clo
         assert ws.sent == (["Pong", "Pong"] * len(klines) if "between" in name else []), name
     assert results["one kline in a list"] == [truth(i) for i in range(5)]
     assert all(r == results["one kline in a list"] for r in results.values()), results
+
+
+# --- the simulator's pushes in each wire dialect --------------------------------------------------
+
+
+def _simulated_pushes(wire: str) -> tuple[list[bytes], list[object]]:
+    """A one-way long with an attached stop, stopped out, then a short: the simulator's user pushes as
+    frames in ``wire``, and what ``translate`` makes of them."""
+    from exchanges.bingx.simulator import BingXSimulator, SimOptions
+    from exchanges.bingx.simulator.trading import place_order
+
+    async def go() -> tuple[list[bytes], list[object]]:
+        sim = BingXSimulator(SimOptions(history_bars=5, wire=wire))  # type: ignore[arg-type]
+        pushes: list[dict[str, object]] = []
+        sim.streams.publish_user = pushes.extend  # type: ignore[method-assign]
+        price = sim.mark_price("BTC-USDT")
+        stop = codec.encoder.encode({"type": "STOP_MARKET", "stopPrice": price - 100}).decode()
+        order = {"symbol": "BTC-USDT", "type": "MARKET", "positionSide": "BOTH", "side": "BUY", "quantity": "0.01",
+                 "clientOrderId": "kt-1-e1", "stopLoss": stop}
+        await place_order(sim, order)
+        sim.faults.fire_stops_now("BTC-USDT")
+        await place_order(sim, {**order, "side": "SELL", "quantity": "0.02", "clientOrderId": "kt-2-e1",
+                                "stopLoss": ""})
+        frames = [sim.dialect.encode(p, "user") for p in pushes]
+        book = OrderBook()
+        events = [e for f in frames for e in translate(codec.user_event_decoder.decode(f), book, hedge=False)]
+        return frames, events
+
+    return asyncio.run(go())
+
+
+def test_the_simulators_pushes_mean_the_same_in_every_wire_dialect() -> None:
+    """Protocol §0: ``o.i`` as a number or a string, one-way positions as ``BOTH`` with a signed ``pa``:
+    the frames differ by dialect, the core events the adapter reads from them do not (but for times)."""
+    import msgspec
+
+    seen = {wire: _simulated_pushes(wire) for wire in ("numeric", "string", "mixed")}
+    forms = {wire: {type(msgspec.json.decode(f)["o"]["i"]) for f in frames if b"ORDER_TRADE_UPDATE" in f}
+             for wire, (frames, _) in seen.items()}
+    assert forms == {"numeric": {int}, "string": {str}, "mixed": {int, str}}
+    timeless = {wire: [msgspec.structs.replace(e, ts=0) for e in events]  # type: ignore[type-var]
+                for wire, (_, events) in seen.items()}
+    assert timeless["numeric"] == timeless["string"] == timeless["mixed"]
+    events = timeless["numeric"]
+    assert [(e.side, e.qty) for e in events if isinstance(e, PositionSnapshot)] == [
+        ("long", Decimal("0.01")), ("long", 0), ("short", 0), ("short", Decimal("0.02"))]
+    fills = [e for e in events if isinstance(e, OrderFilled)]
+    assert [(f.client_id, f.qty) for f in fills] == [("kt-1-e1", Decimal("0.01")), ("kt-1-e1-sl", Decimal("0.01")),
+                                                     ("kt-2-e1", Decimal("0.02"))]
+    assert all(f.order_id > 2**53 for f in fills)
