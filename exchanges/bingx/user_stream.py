@@ -77,7 +77,7 @@ def translate(event: codec.UserEvent, book: OrderBook, *, hedge: bool) -> list[A
 
 def _order_events(event: codec.OrderTradeUpdate, book: OrderBook) -> list[AnyEvent]:
     o = event.o
-    cid = o.c or book.client_of.get(o.i) or book.client_of.get(o.ti, "")
+    cid = o.c or book.client_of.get(o.i) or book.client_of.get(o.trigger_id, "")
     if not cid:
         return []  # not an order of ours (someone closing by hand): the position snapshot tells the rest
     book.remember(o.i, cid)
