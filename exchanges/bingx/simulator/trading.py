@@ -18,15 +18,13 @@ import msgspec
 from core.events import AnyEvent, OrderAccepted, OrderRejected, Side, StopSpec, SubmitClose, SubmitEntry, SubmitStop
 from exchanges.bingx import constants as C
 from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.views import Wire, fill_row, order_view, placed_view
+from exchanges.bingx.simulator.views import Wire, bracket_decoder, fill_row, order_view, placed_view
 from exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.rest import Handler, Params
     from exchanges.bingx.simulator.server import BingXSimulator
 
-_bracket = msgspec.json.Decoder(float_hook=Decimal)
-"""An attached stopLoss / takeProfit: its prices exact (a JSON number never passes through a float)."""
 _anon = itertools.count(1)
 SEVEN_DAYS_MS = 7 * 86_400_000
 
@@ -143,7 +141,7 @@ def plan(sim: BingXSimulator, p: Params) -> Plan:
         if kind != "MARKET" or not opening:
             raise ApiError(109400, f"{key} can only be attached to an opening MARKET order in the simulator")
         try:
-            spec = _bracket.decode(text)
+            spec = bracket_decoder.decode(text)
             price = inst.round_price(Decimal(str(spec["stopPrice"])), up=False)
         except (msgspec.DecodeError, KeyError, TypeError, InvalidOperation):
             raise ApiError(109400, f"{key} must be JSON with a stopPrice") from None

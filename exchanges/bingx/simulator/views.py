@@ -50,14 +50,17 @@ class Wire:
         self.kind, self.value = kind, value
 
 
+bracket_decoder = msgspec.json.Decoder(float_hook=Decimal)
+"""An attached stopLoss / takeProfit: its prices exact (a JSON number never passes through a float)."""
+
+
 def _bracket_object(text: str) -> dict[str, Any]:
-    """An attached stopLoss/takeProfit as the newer replies show it: an object, its prices JSON numbers
-    (exact: the request's own digits), empty fields when none was attached."""
-    spec = msgspec.json.decode(text) if text else {}
-    price = spec.get("stopPrice", 0) if isinstance(spec, dict) else 0
-    return {"type": str(spec.get("type", "")) if spec else "", "quantity": 0,
-            "stopPrice": msgspec.Raw(num(Decimal(str(price))).encode()), "price": 0,
-            "workingType": str(spec.get("workingType", "")) if spec else "", "stopGuaranteed": ""}
+    """An attached stopLoss/takeProfit as the newer replies show it: an object, its price a JSON number
+    with the request's own digits, empty fields when none was attached (the request was validated)."""
+    spec: dict[str, Any] = bracket_decoder.decode(text) if text else {}
+    return {"type": str(spec.get("type", "")), "quantity": 0,
+            "stopPrice": msgspec.Raw(num(Decimal(spec.get("stopPrice", 0))).encode()), "price": 0,
+            "workingType": str(spec.get("workingType", "")), "stopGuaranteed": ""}
 
 
 DIALECT: dict[Era, dict[Kind, Callable[[Any], Any]]] = {
