@@ -409,6 +409,7 @@ async def dialect_scenario(sim: BingXSimulator, c: Client) -> dict[str, Any]:
     test = (await c.ok("POST", SL + "/test", **entry(cid="w-t")))["order"]
     (stop,) = (await c.ok("GET", C.OPEN_ORDERS, symbol="BTC-USDT"))["orders"]
     queried = (await c.ok("GET", SL, symbol="BTC-USDT", clientOrderId="w-1-sl"))["order"]
+    entered = (await c.ok("GET", SL, symbol="BTC-USDT", clientOrderId="w-1"))["order"]
     (long,) = await c.ok("GET", C.POSITIONS, symbol="BTC-USDT")
     await c.ok("POST", SL, **entry(qty="0.03", side="SELL", cid="w-2"))  # reverses to a short of 0.02
     contracts = (await c.raw("GET", C.CONTRACTS))[1]["data"]
@@ -418,7 +419,7 @@ async def dialect_scenario(sim: BingXSimulator, c: Client) -> dict[str, Any]:
     restricted = await c.call("POST", SL, **{**entry(cid="w-4"), "symbol": "ETH-USDT"})
     await user.wait(lambda m: sum(1 for x in m if x.get("e") == "ACCOUNT_UPDATE") >= 2)
     await user.close()
-    return {"placed": placed, "test": test, "stop": stop, "queried": queried, "long": long,
+    return {"placed": placed, "test": test, "stop": stop, "queried": queried, "entered": entered, "long": long,
             "contracts": contracts, "unknown": unknown, "restricted": restricted, "pushes": user.messages,
             "rest_eras": c.eras, "push_eras": user.eras}
 
@@ -441,6 +442,8 @@ def test_each_wire_dialect_speaks_one_era_per_message(wire: Any) -> None:
     placed, stop = out["placed"], out["stop"]
     assert placed["clientOrderID"] == "w-1" and placed["orderId"] > 2**53 and placed["status"] == "FILLED"
     assert placed["stopLoss"]["type"] == "STOP_MARKET" and placed["takeProfit"] is None
+    assert out["entered"]["stopLoss"] == placed["stopLoss"] and stop["stopLoss"] is None
+    assert D(str(placed["stopLoss"]["stopPrice"])) == D(stop["stopPrice"])
     assert out["test"]["clientOrderId"] == "w-t" and out["test"]["orderId"] == 0
     assert stop == {**out["queried"], "updateTime": stop["updateTime"]} and stop["status"] == "NEW"
     assert (stop["triggerOrderId"], stop["positionID"]) == (0, 0) and stop["time"] == placed["time"]

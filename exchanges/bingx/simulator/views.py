@@ -176,7 +176,8 @@ def order_view(sim: BingXSimulator, order: Order) -> dict[str, Any]:
         "reduceOnly": order.reduce_only and not sim.core.account.hedge_mode,
         "closePosition": "true" if meta and meta.close_position else "false",
         "triggerOrderId": Wire("id", meta.derived_id if meta else 0), "stopGuaranteed": "false",
-        "positionID": Wire("id", 0),
+        "positionID": Wire("id", 0), "stopLoss": Wire("bracket", meta.stop_loss if meta else ""),
+        "takeProfit": Wire("bracket", meta.take_profit if meta else ""),
     }
 
 
@@ -186,12 +187,10 @@ def rest_status(order: Order) -> str:
 
 def placed_view(sim: BingXSimulator, order: Order) -> Wire:
     """The place-order reply (``data.order`` or bare ``data`` by era): the request echoed (``clientOrderID``
-    spelling, TP/SL as JSON text or objects by era)."""
-    meta = sim.meta.get(order.order_id)
+    spelling)."""
     view = order_view(sim, order)
     view.update(quantity=num(order.qty), clientOrderID=view["clientOrderId"], timeInForce="GTC", priceRate=0,
-                stopLoss=Wire("bracket", meta.stop_loss if meta else ""),
-                takeProfit=Wire("bracket", meta.take_profit if meta else ""), orderID=str(order.order_id))
+                orderID=str(order.order_id))
     return Wire("order", view)
 
 
