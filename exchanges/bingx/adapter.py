@@ -438,14 +438,14 @@ class BingXAdapter:
         for order_id in ids:
             history = await self._rest.query(constants.FILL_HISTORY, {"symbol": symbol, "orderId": order_id},
                                              codec.FillHistory)
-            rows |= {str(f.tradeId): f for f in history.fill_history_orders if f.orderId in ids}
+            rows |= {f.key: f for f in history.rows if f.orderId in ids}
             if rows:
                 break
         fills, cum = [], ZERO
         for f in rows.values():
             qty = dec(f.qty) if f.qty != "" else dec(f.volume)
             cum += qty
-            fills.append(OrderFilled(client_id=client_id, order_id=state.order_id, trade_id=str(f.tradeId), qty=qty,
+            fills.append(OrderFilled(client_id=client_id, order_id=state.order_id, trade_id=f.key, qty=qty,
                                      price=dec(f.price), fee=-dec(f.commission), realized_pnl=dec(f.realisedPNL),
                                      cum_qty=cum, final=cum >= state.qty))
         return fills

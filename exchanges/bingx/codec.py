@@ -162,6 +162,14 @@ class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
     def client_id(self) -> str:
         return self.clientOrderId or self.clientOrderID or ""
 
+    @property
+    def attached_stop(self) -> dict[str, Any]:
+        return attached(self.stopLoss)
+
+    @property
+    def attached_take_profit(self) -> dict[str, Any]:
+        return attached(self.takeProfit)
+
     def __post_init__(self) -> None:
         ident(self.triggerOrderId)  # a non-id is refused while decoding (a ValidationError), not met later
 
@@ -225,10 +233,11 @@ class Balance(msgspec.Struct, kw_only=True):
 
 
 class Fill(msgspec.Struct, kw_only=True):
-    """One row of ``fillHistory``. ``commission`` is negative when paid."""
+    """One row of ``fillHistory`` (or of ``allFillOrders``, whose rows have no ``tradeId``: :attr:`key`).
+    ``commission`` is negative when paid."""
 
     orderId: int
-    tradeId: str | int
+    tradeId: str | int = ""
     symbol: str
     volume: Num = ""
     qty: Num = ""
@@ -240,9 +249,24 @@ class Fill(msgspec.Struct, kw_only=True):
     filledTm: str | int = ""
     clientOrderID: str | None = ""
 
+    @property
+    def key(self) -> str:
+        """The fill's identity: its trade id, or (a row without one) its order, time, price and quantity."""
+        if self.tradeId != "":
+            return str(self.tradeId)
+        return f"{self.orderId}@{self.filledTm}:{self.price}x{self.qty or self.volume}"
+
 
 class FillHistory(msgspec.Struct):
+    """``fillHistory`` lists ``fill_history_orders`` (no public capture); ``allFillOrders`` lists
+    ``fill_orders`` (captured): either is read."""
+
     fill_history_orders: list[Fill] = []
+    fill_orders: list[Fill] = []
+
+    @property
+    def rows(self) -> list[Fill]:
+        return self.fill_history_orders or self.fill_orders
 
 
 class ListenKey(msgspec.Struct):
