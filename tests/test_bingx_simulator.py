@@ -61,23 +61,28 @@ def _int(value: Any, era: str, what: str) -> int:
     return int(value)
 
 
-def _bracket(value: Any, era: str) -> dict[str, Any] | None:
-    """An attached stopLoss/takeProfit: JSON text ("" for none) or an object (empty type for none)."""
-    if era == "numeric":
+def _bracket(value: Any, era: str, *, placed: bool) -> dict[str, Any] | None:
+    """An order's stopLoss/takeProfit, None for none: an object whose numbers are the era's (JSON numbers
+    or strings); in the place reply JSON text ("" for none) in the numeric era."""
+    if placed and era == "numeric":
         assert isinstance(value, str), value
         return json.loads(value) if value else None
+    if placed and value == "":
+        return None
     assert isinstance(value, dict) and {"type", "stopPrice", "workingType"} <= set(value), value
+    for key in ("quantity", "stopPrice", "price"):
+        assert isinstance(value[key], str) == (era == "string"), f"{key} {value[key]!r} in the {era} era"
     return value if value["type"] else None
 
 
-def _rows(data: Any, era: str) -> None:
+def _rows(data: Any, era: str, *, placed: bool = False) -> None:
     """Every order, position and contract row in ``data``: its era-dependent values checked and read."""
     rows = data if isinstance(data, list) else [data]
     for row in rows:
         if isinstance(row, list | dict):
             for child in (row.values() if isinstance(row, dict) else row):
                 if isinstance(child, list | dict):
-                    _rows(child, era)
+                    _rows(child, era, placed=placed)
         if not isinstance(row, dict):
             continue
         if "orderId" in row and "tradeId" not in row:  # an order (fill rows keep documented string ids)
@@ -86,7 +91,7 @@ def _rows(data: Any, era: str) -> None:
                     row[key] = _int(row[key], era, key)
             for key in ("stopLoss", "takeProfit"):
                 if key in row:
-                    row[key] = _bracket(row[key], era)
+                    row[key] = _bracket(row[key], era, placed=placed)
         for marker, keys in NUMBERS.items():
             if marker in row:
                 for key in keys:
@@ -109,7 +114,7 @@ def read_reply(body: Any, wire: str, *, placed: bool, eras: list[str]) -> Any:
             data = {"order": data}
         else:
             assert set(data) == {"order"}, data
-    _rows(data, era)
+    _rows(data, era, placed=placed)
     if "data" in body:
         body["data"] = data
     return body
@@ -441,9 +446,11 @@ def test_each_wire_dialect_speaks_one_era_per_message(wire: Any) -> None:
     out = seen[0]
     placed, stop = out["placed"], out["stop"]
     assert placed["clientOrderID"] == "w-1" and placed["orderId"] > 2**53 and placed["status"] == "FILLED"
-    assert placed["stopLoss"]["type"] == "STOP_MARKET" and placed["takeProfit"] is None
-    assert out["entered"]["stopLoss"] == placed["stopLoss"] and stop["stopLoss"] is None
-    assert D(str(placed["stopLoss"]["stopPrice"])) == D(stop["stopPrice"])
+    def bracket(b: dict[str, Any]) -> tuple[str, Decimal, str]:
+        return b["type"], D(str(b["stopPrice"])), b["workingType"]
+    assert bracket(placed["stopLoss"]) == bracket(out["entered"]["stopLoss"]) == ("STOP_MARKET", D(stop["stopPrice"]),
+                                                                                  "MARK_PRICE")
+    assert placed["takeProfit"] is None and out["entered"]["takeProfit"] is None and stop["stopLoss"] is None
     assert out["test"]["clientOrderId"] == "w-t" and out["test"]["orderId"] == 0
     assert stop == {**out["queried"], "updateTime": stop["updateTime"]} and stop["status"] == "NEW"
     assert (stop["triggerOrderId"], stop["positionID"]) == (0, 0) and stop["time"] == placed["time"]
