@@ -51,7 +51,7 @@ def num(value: Decimal | float | int, places: int | None = None) -> str:
 
 Era = Literal["numeric", "string"]
 ERAS: tuple[Era, ...] = ("numeric", "string")
-Kind = Literal["id", "time", "code", "number", "order", "bracket", "placed_bracket"]
+Kind = Literal["id", "time", "code", "number", "flag", "order", "bracket", "placed_bracket"]
 
 
 class Wire:
@@ -82,14 +82,16 @@ def _json_number(value: Decimal) -> msgspec.Raw:
 
 
 DIALECT: dict[Era, dict[Kind, Callable[[Any], Any]]] = {
-    "numeric": {"id": int, "time": int, "code": int, "number": lambda v: v, "order": lambda o: {"order": o},
-                "bracket": lambda t: _bracket(t, _json_number), "placed_bracket": str},
-    "string": {"id": str, "time": str, "code": str, "number": num, "order": lambda o: o,
-               "bracket": lambda t: _bracket(t, num), "placed_bracket": lambda t: _bracket(t, num) if t else ""},
+    "numeric": {"id": int, "time": int, "code": int, "number": lambda v: v, "flag": bool,
+                "order": lambda o: {"order": o}, "bracket": lambda t: _bracket(t, _json_number), "placed_bracket": str},
+    "string": {"id": str, "time": str, "code": str, "number": num, "flag": lambda v: "true" if v else "false",
+               "order": lambda o: o, "bracket": lambda t: _bracket(t, num),
+               "placed_bracket": lambda t: _bracket(t, num) if t else ""},
 }
 """What each kind of :class:`Wire` value looks like in each era (as tests/captures show them): ids
 (orderId, o.i, triggerOrderId, positionID), times (an order's time/updateTime), envelope codes, numbers
-(position leverage and liquidationPrice, contract fields, priceRate), the place-order reply
+(position leverage and liquidationPrice, contract fields, priceRate), flags (an order's stopGuaranteed:
+``false`` or ``"false"``), the place-order reply
 (``data.order`` or bare ``data``), an order's stopLoss/takeProfit (an object, its numbers as numbers or
 strings) and the place reply's (JSON text; an object of strings, "" for none)."""
 
@@ -185,7 +187,7 @@ def order_view(sim: BingXSimulator, order: Order) -> dict[str, Any]:
         "workingType": meta.working_type if meta else ("MARK_PRICE" if order.stop_price else ""),
         "reduceOnly": order.reduce_only and not sim.core.account.hedge_mode,
         "closePosition": "true" if meta and meta.close_position else "false",
-        "triggerOrderId": Wire("id", meta.derived_id if meta else 0), "stopGuaranteed": "false",
+        "triggerOrderId": Wire("id", meta.derived_id if meta else 0), "stopGuaranteed": Wire("flag", False),
         "positionID": Wire("id", 0), "stopLoss": Wire("bracket", meta.stop_loss if meta else ""),
         "takeProfit": Wire("bracket", meta.take_profit if meta else ""),
     }
