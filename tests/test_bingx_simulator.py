@@ -93,6 +93,10 @@ def _rows(data: Any, era: str, *, placed: bool = False) -> None:
             for key in ("stopLoss", "takeProfit"):
                 if key in row:
                     row[key] = _bracket(row[key], era, placed=placed)
+            if "stopGuaranteed" in row:
+                flag = row["stopGuaranteed"]
+                assert flag in ((False, True) if era == "numeric" else ("false", "true")), (flag, era)
+                row["stopGuaranteed"] = flag in (True, "true")
         for marker, keys in NUMBERS.items():
             if marker in row:
                 for key in keys:
