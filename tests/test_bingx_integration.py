@@ -378,3 +378,88 @@ def test_the_fills_of_a_stop_that_fired_are_found_under_either_order_id(monkeypa
             assert fill.realized_pnl < 0 and fill.fee > 0
 
     run(go())
+
+
+UNREADABLE_REPLIES = {
+    "not-an-id": b'{"code":0,"msg":"","data":{"order":{"symbol":"BTC-USDT","orderId":"18098413796O3398656",'
+                 b'"side":"BUY","positionSide":"BOTH","type":"MARKET"}}}',
+    "gateway-page": b"<html><body>502 Bad Gateway</body></html>",
+    "no-order": b'{"code":"0","msg":"","data":{"result":true}}',
+}
+
+
+@pytest.mark.parametrize("attached", [True, False], ids=["attached", "separate"])
+@pytest.mark.parametrize("reply", list(UNREADABLE_REPLIES))
+def test_an_entry_whose_reply_the_codec_refuses_still_ends_protected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    attached: bool, reply: str) -> None:
+    """The order is placed on the exchange, but its reply cannot be read: an unknown outcome (never a crash, never
+    a plain error that would leave the position without its stop), resolved by querying the client id."""
+    from exchanges.bingx.constants import ORDER
+    from exchanges.bingx.rest import RestClient
+
+    real_send = RestClient._send
+    refused: list[str] = []
+
+    async def send(self: RestClient, method: str, url: str, path: str) -> bytes:
+        body = await real_send(self, method, url, path)  # the exchange executes the order...
+        if method == "POST" and path == ORDER and "clientOrderId=it-1-e1" in url:
+            refused.append(url)
+            return UNREADABLE_REPLIES[reply]  # ...and its reply is one the codec refuses
+        return body
+
+    monkeypatch.setattr(RestClient, "_send", send)
+
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=attached, params="{ enter_on = 1, exit_on = 0 }") as s:
+            await s.candles_until(lambda: s.state == "protected", "protected although the entry's reply was refused")
+            await s.settle()
+            view = s.sim.account_view()
+            assert view.order_count("it-1-e1") == 1
+            (stop,) = await view.open_orders(SYMBOL)
+            assert (stop.role, stop.client_id) == ("stop", "it-1-s1")
+            assert await s.violations() == []
+        assert len(refused) == 1
+        assert "unknown" in _statuses(s.journal_path, "it-1-e1")
+
+    run(go())
+
+
+def test_an_entry_fill_push_the_codec_refuses_is_found_over_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The entry's fill push arrives in a shape the codec refuses: the push is counted and logged with its raw
+    frame (listenKey redacted), and the instance reconciles over REST, which finds the fill: the stop goes out."""
+    import json
+    import logging
+
+    from exchanges.bingx import codec
+    from exchanges.bingx.user_stream import UserStream
+
+    real_handle = UserStream.handle
+    mangled: list[str] = []
+
+    async def handle(self: UserStream, ws: Any, frame: bytes | str) -> bool:
+        text = codec.ungzip_frame(frame)
+        if '"ORDER_TRADE_UPDATE"' in text and '"TRADE"' in text and "it-1-e1" in text:
+            push = json.loads(text)
+            push["o"]["i"] = f"{push['o']['i']}-v2"  # an id the codec cannot read exactly: refused
+            push["listenKey"] = self.key
+            text = json.dumps(push)
+            mangled.append(text)
+        return await real_handle(self, ws, text)
+
+    monkeypatch.setattr(UserStream, "handle", handle)
+    caplog.set_level(logging.WARNING, "gatebot")
+
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 1, exit_on = 0 }") as s:
+            adapter = s.runner.adapters["bx"]
+            await s.candles_until(lambda: s.state == "protected", "protected after the reconcile found the fill")
+            await s.settle()
+            assert mangled, "the fill push was refused by the codec"
+            assert adapter.user.unreadable == len(mangled)
+            assert adapter.entries_blocked is None, "one unreadable push does not stop entries"
+            assert adapter.user.key not in caplog.text, "the listenKey is redacted"
+            assert "unreadable user frame #1 (ORDER_TRADE_UPDATE" in caplog.text and "-v2" in caplog.text
+            assert await s.violations() == []
+
+    run(go())

@@ -31,6 +31,7 @@ from core.events import (
     OrderRejected,
     PositionSnapshot,
     Side,
+    StreamUp,
     SubmitClose,
     SubmitEntry,
     SubmitStop,
@@ -87,6 +88,8 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Close a candle by the clock this long after its end when no later push came..."""
     close_candles_by_clock: bool = True
     """...unless this is false (a simulator whose market clock is not the local clock)."""
+    unreadable_push_limit: int = 5
+    """User-stream pushes that could not be read after which no new entries are taken on this account."""
     simulator: dict[str, Any] | None = None
     """Run an embedded BingX simulator on loopback with these options (the demo); no secrets needed."""
 
@@ -177,7 +180,8 @@ class BingXAdapter:
         if market_only:
             return
         self.user = UserStream(self.ws_url, self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
-                               on_reconnect=self._stream_came_back, recorder=self.recorder)
+                               on_reconnect=self._stream_came_back, on_unreadable=self._push_unreadable,
+                               unreadable_limit=self.options.unreadable_push_limit, recorder=self.recorder)
         self._tasks.append(asyncio.create_task(self.user.run(), name=f"{self.account}-user-stream"))
         await asyncio.wait_for(self.user.connected.wait(), timeout=30)
 
@@ -194,10 +198,19 @@ class BingXAdapter:
             await self.simulator.stop()
 
     def _stream_came_back(self) -> None:
-        from core.events import StreamUp
-
         if self._sink is not None:
             self._sink(StreamUp(stream="user"))
+
+    def _push_unreadable(self, symbol: str | None) -> None:
+        """A push that could not be read may have been a fill: the instances it may concern (those trading
+        its symbol, or all on the account when it names none) reconcile over REST."""
+        if self._sink is not None:
+            self._sink(StreamUp(stream="user", symbol=symbol))
+
+    @property
+    def entries_blocked(self) -> str | None:
+        """Why the engine must not open new positions on this account (None: it may); see UserStream."""
+        return None if self.user is None else self.user.entries_blocked
 
     @property
     def _rest(self) -> RestClient:
