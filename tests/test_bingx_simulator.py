@@ -430,6 +430,7 @@ async def dialect_scenario(sim: BingXSimulator, c: Client) -> dict[str, Any]:
     await c.ok("POST", SL, **entry(qty="0.03", side="SELL", cid="w-2"))  # reverses to a short of 0.02
     contracts = (await c.raw("GET", C.CONTRACTS))[1]["data"]
     unknown = [(await c.call("GET", SL, symbol="NOPE-USDT", clientOrderId="w-1"))["code"],
+               (await c.call("GET", C.POSITIONS, symbol="NOPE-USDT"))["code"],
                (await c.raw("GET", C.KLINES, "symbol=NOPE-USDT&interval=5m"))[1]["code"],
                (await c.call("POST", SL, **{**entry(cid="w-3"), "symbol": "NOPE-USDT"}))["code"]]
     restricted = await c.call("POST", SL, **{**entry(cid="w-4"), "symbol": "ETH-USDT"})
@@ -468,7 +469,7 @@ def test_each_wire_dialect_speaks_one_era_per_message(wire: Any) -> None:
     assert (out["long"]["leverage"], out["long"]["liquidationPrice"]) == (5, 0)
     assert [(k["symbol"], k["quantityPrecision"], k["pricePrecision"], k["apiStateOpen"]) for k in out["contracts"]] \
         == [("BTC-USDT", 4, 1, "true"), ("ETH-USDT", 4, 1, "false")]
-    assert out["unknown"] == [109425] * 3
+    assert out["unknown"] == [109425] * 4
     restricted = out["restricted"]
     assert (restricted["code"], restricted["msg"]) == (100421, "This pair is currently restricted from API trading")
     # one-way: the net position, BOTH, negative for the short the reversal left
