@@ -34,6 +34,7 @@ WS_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FI
 INTERNAL_PREFIXES = ("~", "manual-")
 """Core client ids the simulator made up for orders that carried none: shown as "" on the wire."""
 
+
 def num(value: Decimal | float | int, places: int | None = None) -> str:
     """A plain decimal string without trailing zeros: exact (money the core booked goes out unrounded, so a
     client summing fees and PnL from the wire agrees with the account to the last digit), or rounded to
@@ -90,10 +91,9 @@ DIALECT: dict[Era, dict[Kind, Callable[[Any], Any]]] = {
 }
 """What each kind of :class:`Wire` value looks like in each era (as tests/captures show them): ids
 (orderId, o.i, triggerOrderId, positionID), times (an order's time/updateTime), envelope codes, numbers
-(position leverage and liquidationPrice, contract fields, priceRate), flags (an order's stopGuaranteed:
-``false`` or ``"false"``), the place-order reply
-(``data.order`` or bare ``data``), an order's stopLoss/takeProfit (an object, its numbers as numbers or
-strings) and the place reply's (JSON text; an object of strings, "" for none)."""
+(position leverage and liquidationPrice, contract fields, priceRate), flags (an order's stopGuaranteed),
+the place-order reply (``data.order`` or bare ``data``), an order's stopLoss/takeProfit (an object, its
+numbers as numbers or strings) and the place reply's (JSON text; an object of strings, "" for none)."""
 
 
 class Dialect:
