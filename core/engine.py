@@ -229,11 +229,14 @@ class Engine:
         return False
 
     async def _enter(self, d: Enter) -> None:
-        if self.plugins is not None:
+        # An adapter may refuse new entries on its account (BingX: its user stream cannot be read, so fills
+        # might go unseen); exits and stops are never refused. Then the plugins' risk checks.
+        veto = getattr(self.adapter, "entries_blocked", None)
+        if veto is None and self.plugins is not None:
             veto = self.plugins.risk_check(instance=self.name, decision=d, view=self.view())
-            if veto:
-                log.info("%s: entry vetoed: %s", self.name, veto)
-                return
+        if veto:
+            log.info("%s: entry vetoed: %s", self.name, veto)
+            return
         if self._balance_stale:
             self.balance = await self.adapter.balance()
             self._balance_stale = False

@@ -154,7 +154,11 @@ class StreamDown(Event, frozen=True, kw_only=True):
 
 
 class StreamUp(Event, frozen=True, kw_only=True):
+    """A stream came back, or lost a push it could not read: events may have been missed (reconcile)."""
+
     stream: str
+    symbol: str | None = None
+    """Only the instances trading this symbol may be concerned (None: every instance of the account)."""
 
 
 AnyEvent = (

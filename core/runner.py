@@ -213,9 +213,10 @@ class Runner:
                 for inst in self.instances:
                     if inst.engine is not None and inst.cfg.exchange == account and inst.cfg.symbol == ev.symbol:
                         inst.engine.post(ev)
-            elif isinstance(ev, StreamUp | StreamDown):  # missed events are possible: everyone reconciles
+            elif isinstance(ev, StreamUp | StreamDown):  # missed events are possible: everyone concerned reconciles
+                symbol = getattr(ev, "symbol", None)
                 for inst in self.instances:
-                    if inst.engine is not None and inst.cfg.exchange == account:
+                    if inst.engine is not None and inst.cfg.exchange == account and symbol in (None, inst.cfg.symbol):
                         inst.engine.post(ev)
 
         return sink

@@ -214,6 +214,26 @@ def test_short_positions_in_hedge_mode(tmp_path: Path, monkeypatch: pytest.Monke
     run(go())
 
 
+@pytest.mark.parametrize("wire", ["numeric", "string", "mixed"])
+def test_a_one_way_short_stopped_out_in_each_wire_dialect(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          wire: str) -> None:
+    """Protocol §0: BingX's eras (numeric or string ids, times and codes, wrapped or bare order replies,
+    brackets as text or objects) and one-way pushes (``ps=BOTH``, ``pa`` negative for a short): the bot
+    enters, is protected, and is stopped out in each."""
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=False, sim_options={"wire": wire},
+                           params='{ side = "short", enter_on = 1, exit_on = 0 }') as s:
+            await s.candles_until(lambda: s.state == "protected", "protected")
+            (stop,) = await s.sim.account_view().open_orders(SYMBOL)
+            assert stop.side == "short" and stop.stop_price > s.engine.pos.rec.avg_entry
+            s.sim.faults.set_mark_price(SYMBOL, stop.stop_price + Decimal(50))
+            await s.until(lambda: s.state == "flat", "flat after the stop")
+            assert await s.violations() == []
+        assert ("protected", "stop_filled", "exited_sl") in s.transitions()
+
+    run(go())
+
+
 # --- the network misbehaving ---------------------------------------------------------------------
 
 
@@ -411,5 +431,90 @@ def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_his
             sim.core.account.funding.append(paid[-1])  # the exchange now shows one payment the journal lacks
             [violation] = (await _check_all([tmp_path / "state" / "it.sqlite"], args))["it"]
             assert violation.invariant == "I5" and "funding" in violation.detail
+
+    run(go())
+
+
+UNREADABLE_REPLIES = {
+    "not-an-id": b'{"code":0,"msg":"","data":{"order":{"symbol":"BTC-USDT","orderId":"18098413796O3398656",'
+                 b'"side":"BUY","positionSide":"BOTH","type":"MARKET"}}}',
+    "gateway-page": b"<html><body>502 Bad Gateway</body></html>",
+    "no-order": b'{"code":"0","msg":"","data":{"result":true}}',
+}
+
+
+@pytest.mark.parametrize("attached", [True, False], ids=["attached", "separate"])
+@pytest.mark.parametrize("reply", list(UNREADABLE_REPLIES))
+def test_an_entry_whose_reply_the_codec_refuses_still_ends_protected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    attached: bool, reply: str) -> None:
+    """The order is placed on the exchange, but its reply cannot be read: an unknown outcome (never a crash, never
+    a plain error that would leave the position without its stop), resolved by querying the client id."""
+    from exchanges.bingx.constants import ORDER
+    from exchanges.bingx.rest import RestClient
+
+    real_send = RestClient._send
+    refused: list[str] = []
+
+    async def send(self: RestClient, method: str, url: str, path: str) -> bytes:
+        body = await real_send(self, method, url, path)  # the exchange executes the order...
+        if method == "POST" and path == ORDER and "clientOrderId=it-1-e1" in url:
+            refused.append(url)
+            return UNREADABLE_REPLIES[reply]  # ...and its reply is one the codec refuses
+        return body
+
+    monkeypatch.setattr(RestClient, "_send", send)
+
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=attached, params="{ enter_on = 1, exit_on = 0 }") as s:
+            await s.candles_until(lambda: s.state == "protected", "protected although the entry's reply was refused")
+            await s.settle()
+            view = s.sim.account_view()
+            assert view.order_count("it-1-e1") == 1
+            (stop,) = await view.open_orders(SYMBOL)
+            assert (stop.role, stop.client_id) == ("stop", "it-1-s1")
+            assert await s.violations() == []
+        assert len(refused) == 1
+        assert "unknown" in _statuses(s.journal_path, "it-1-e1")
+
+    run(go())
+
+
+def test_an_entry_fill_push_the_codec_refuses_is_found_over_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """The entry's fill push arrives in a shape the codec refuses: the push is counted and logged with its raw
+    frame (listenKey redacted), and the instance reconciles over REST, which finds the fill: the stop goes out."""
+    import json
+    import logging
+
+    from exchanges.bingx import codec
+    from exchanges.bingx.user_stream import UserStream
+
+    real_handle = UserStream.handle
+    mangled: list[str] = []
+
+    async def handle(self: UserStream, ws: Any, frame: bytes | str) -> bool:
+        text = codec.ungzip_frame(frame)
+        if '"ORDER_TRADE_UPDATE"' in text and '"TRADE"' in text and "it-1-e1" in text:
+            push = json.loads(text)
+            push["o"]["i"] = f"{push['o']['i']}-v2"  # an id the codec cannot read exactly: refused
+            push["listenKey"] = self.key
+            text = json.dumps(push)
+            mangled.append(text)
+        return await real_handle(self, ws, text)
+
+    monkeypatch.setattr(UserStream, "handle", handle)
+    caplog.set_level(logging.WARNING, "gatebot")
+
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 1, exit_on = 0 }") as s:
+            adapter = s.runner.adapters["bx"]
+            await s.candles_until(lambda: s.state == "protected", "protected after the reconcile found the fill")
+            await s.settle()
+            assert mangled, "the fill push was refused by the codec"
+            assert adapter.user.unreadable == len(mangled)
+            assert adapter.entries_blocked is None, "one unreadable push does not stop entries"
+            assert adapter.user.key not in caplog.text, "the listenKey is redacted"
+            assert "unreadable user frame #1 (ORDER_TRADE_UPDATE" in caplog.text and "-v2" in caplog.text
+            assert await s.violations() == []
 
     run(go())

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 
+import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -408,3 +410,99 @@ def test_kline_pushes_of_every_shape_close_the_same_candles_and_other_frames_clo
         assert ws.sent == (["Pong", "Pong"] * len(klines) if "between" in name else []), name
     assert results["one kline in a list"] == [truth(i) for i in range(5)]
     assert all(r == results["one kline in a list"] for r in results.values()), results
+
+
+# --- the simulator's pushes in each wire dialect --------------------------------------------------
+
+
+def _simulated_pushes(wire: str) -> tuple[list[bytes], list[object]]:
+    """A one-way long with an attached stop, stopped out, then a short: the simulator's user pushes as
+    frames in ``wire``, and what ``translate`` makes of them."""
+    from exchanges.bingx.simulator import BingXSimulator, SimOptions
+    from exchanges.bingx.simulator.trading import place_order
+
+    async def go() -> tuple[list[bytes], list[object]]:
+        sim = BingXSimulator(SimOptions(history_bars=5, wire=wire))  # type: ignore[arg-type]
+        pushes: list[dict[str, object]] = []
+        sim.streams.publish_user = pushes.extend  # type: ignore[method-assign]
+        price = sim.mark_price("BTC-USDT")
+        stop = codec.encoder.encode({"type": "STOP_MARKET", "stopPrice": price - 100}).decode()
+        order = {"symbol": "BTC-USDT", "type": "MARKET", "positionSide": "BOTH", "side": "BUY", "quantity": "0.01",
+                 "clientOrderId": "kt-1-e1", "stopLoss": stop}
+        await place_order(sim, order)
+        sim.faults.fire_stops_now("BTC-USDT")
+        await place_order(sim, {**order, "side": "SELL", "quantity": "0.02", "clientOrderId": "kt-2-e1",
+                                "stopLoss": ""})
+        frames = [sim.dialect.encode(p, "user") for p in pushes]
+        book = OrderBook()
+        events = [e for f in frames for e in translate(codec.user_event_decoder.decode(f), book, hedge=False)]
+        return frames, events
+
+    return asyncio.run(go())
+
+
+def test_the_simulators_pushes_mean_the_same_in_every_wire_dialect() -> None:
+    """Protocol §0: ``o.i`` as a number or a string, one-way positions as ``BOTH`` with a signed ``pa``:
+    the frames differ by dialect, the core events the adapter reads from them do not (but for times)."""
+    import msgspec
+
+    seen = {wire: _simulated_pushes(wire) for wire in ("numeric", "string", "mixed")}
+    forms = {wire: {type(msgspec.json.decode(f)["o"]["i"]) for f in frames if b"ORDER_TRADE_UPDATE" in f}
+             for wire, (frames, _) in seen.items()}
+    assert forms == {"numeric": {int}, "string": {str}, "mixed": {int, str}}
+    timeless = {wire: [msgspec.structs.replace(e, ts=0) for e in events]  # type: ignore[type-var]
+                for wire, (_, events) in seen.items()}
+    assert timeless["numeric"] == timeless["string"] == timeless["mixed"]
+    events = timeless["numeric"]
+    assert [(e.side, e.qty) for e in events if isinstance(e, PositionSnapshot)] == [
+        ("long", Decimal("0.01")), ("long", 0), ("short", 0), ("short", Decimal("0.02"))]
+    fills = [e for e in events if isinstance(e, OrderFilled)]
+    assert [(f.client_id, f.qty) for f in fills] == [("kt-1-e1", Decimal("0.01")), ("kt-1-e1-sl", Decimal("0.01")),
+                                                     ("kt-2-e1", Decimal("0.02"))]
+    assert all(f.order_id > 2**53 for f in fills)
+
+
+def test_an_unreadable_user_push_is_counted_logged_once_redacted_and_reported(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Each unreadable push asks for a reconcile (with its symbol when it names one); its raw frame is logged the
+    first time its kind fails, with the listenKey redacted; after the limit, new entries stop on the account."""
+    import logging
+
+    from core.clock import LiveClock
+    from exchanges.bingx.user_stream import UserStream
+
+    reported: list[str | None] = []
+    events: list[object] = []
+    stream = UserStream("ws://127.0.0.1:9", None, LiveClock(), OrderBook(), hedge=False,  # type: ignore[arg-type]
+                        on_event=events.append, on_reconnect=lambda: None, on_unreadable=reported.append,
+                        unreadable_limit=3)
+    stream.key = "Lk0123456789abcdef"
+    bad_fill = ('{"e":"ORDER_TRADE_UPDATE","E":1,"listenKey":"Lk0123456789abcdef","o":{"s":"BTC-USDT","c":"x",'
+                '"i":"12ab","S":"BUY","o":"MARKET","x":"TRADE","X":"FILLED","ps":"LONG"}}')
+    notice = '{"code":80014,"msg":"invalid params","id":"","dataType":"","data":null}'
+    caplog.set_level(logging.DEBUG, "gatebot")
+
+    async def go() -> None:
+        for frame in (bad_fill, notice, bad_fill, b"\x1f\x8b\x08\x00broken", codec.gzip_frame("?listenKey=Lk0123")):
+            assert await stream.handle(None, frame)
+
+    asyncio.run(go())
+    assert reported == ["BTC-USDT", "BTC-USDT", None, None], "the notice (no event in it) asks for nothing"
+    assert stream.bad_frames == 5 and stream.unreadable == 4
+    assert events == []
+    assert "Lk0123" not in caplog.text
+    raw_logged = [r for r in caplog.records if "Raw frame" in r.getMessage()]
+    assert [r.getMessage().count('"i":"12ab"') for r in raw_logged] == [1, 0, 0], \
+        "the fill's raw frame is logged once (then only counted); the gzip and text kinds once each"
+    assert stream.entries_blocked is not None and "no new entries" in stream.entries_blocked
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0].getMessage(), "one clear line, once"
+
+
+def test_a_push_whose_optional_id_is_not_an_id_is_refused_not_misread() -> None:
+    good = '{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTC-USDT","i":"7","S":"BUY","o":"MARKET","x":"NEW","X":"NEW",' \
+           '"ps":"BOTH","ti":%s}}'
+    assert codec.user_event_decoder.decode(good % '""').o.trigger_id == 0
+    assert codec.user_event_decoder.decode(good % '"1809841379603398657"').o.trigger_id == 1809841379603398657
+    with pytest.raises(msgspec.ValidationError):
+        codec.user_event_decoder.decode(good % '"12x"')

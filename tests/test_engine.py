@@ -361,6 +361,43 @@ def test_a_risk_plugin_vetoes_and_a_raising_observer_changes_nothing(tmp_path: P
     assert recorder.seen == ["enter", "entry_filled", "stop_confirmed"]
 
 
+def test_an_account_that_refuses_new_entries_still_exits_and_its_stop_still_fires(tmp_path: Path) -> None:
+    """An adapter that says ``entries_blocked`` (BingX: its user stream cannot be read) gets no new entry; the open
+    position still exits on its signal and the next one's stop still works once entries are allowed again."""
+    sent: list[str] = []
+
+    class Blocking(PaperExchange):
+        entries_blocked: str | None = None
+
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            sent.append(command.client_id)
+            await super().submit(command)
+
+    exchange = Blocking(PaperOptions())
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 4: Exit(reason="test"),
+                                 5: Enter(side="long", fraction=0.5), 7: Enter(side="long", fraction=0.5)},
+                      exchange=exchange)
+        await bench.start()
+        await bench.bars(100.0, 100.0, 100.0)
+        assert bench.engine.pos.state == "protected"
+        exchange.entries_blocked = "the user stream cannot be read"
+        await bench.bars(101.0, 101.0)  # the exit goes out; the entry on candle 5 does not
+        assert bench.engine.pos.state == "flat"
+        exchange.entries_blocked = None
+        await bench.bars(101.0, 101.0)
+        assert bench.engine.pos.state == "protected"
+        await bench.candles(candle(8, 101.0, h=101.0, lo=90.0, c=95.0))  # through the stop
+        assert bench.engine.pos.state == "flat"
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert sent == ["t-1-e1", "t-1-s1", "t-1-x1", "t-2-e1", "t-2-s1"]
+    assert ("protected", "stop_filled", "exited_sl") in bench.transitions()
+
+
 def test_every_pair_outside_the_table_is_refused_and_journaled_by_the_engine(tmp_path: Path) -> None:
     from core.position import STATES, TABLE, TRIGGERS, Position, Row
     from tests.test_position import PROT, kwargs_for, record_for

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import string
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -342,3 +343,103 @@ def test_recordings_read_or_raise_a_recording_error(tmp_path: Path) -> None:
 
     one()
     assert seen[0] >= N
+
+
+# --- both dialects: what BingX sends in one era or the other reads to the same exact values ---------------
+
+PROPERTY = settings(max_examples=max(200, N // 5), deadline=None, suppress_health_check=list(HealthCheck),
+                    database=None)
+_ids = st.integers(1, 2**63 - 1)
+_times = st.integers(0, 2**45)
+_money = st.tuples(st.integers(0, 10**12), st.integers(0, 8)).map(lambda t: Decimal(t[0]).scaleb(-t[1]))
+"""Decimals of at most 15 significant digits: a JSON number that short reads back exactly (codec.dec)."""
+
+
+def _json(value: Any) -> str:
+    """JSON text in which a Decimal is a JSON number written plainly (how BingX writes numbers)."""
+    if isinstance(value, Decimal):
+        return codec.plain(value)
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{_json(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_json(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+@st.composite
+def _dialect(draw: Any, value: Any) -> Any:
+    """One value as BingX may send it: a JSON number or the same number as a string."""
+    if draw(st.booleans()):
+        return value
+    return codec.plain(value) if isinstance(value, Decimal) else str(value)
+
+
+@PROPERTY
+@given(st.data(), _ids, _times, _money, _money, st.sampled_from(["NEW", "PENDING", "FILLED", "CANCELED"]),
+       st.one_of(st.none(), _money), st.one_of(st.just(0), _ids), st.booleans(), st.booleans(),
+       st.sampled_from(["LONG", "SHORT", "BOTH"]))
+def test_order_replies_read_the_same_in_either_dialect(data: Any, order_id: int, time: int, price: Decimal,
+                                                      qty: Decimal, status: str, stop: Decimal | None,
+                                                      trigger: int, wrapped: bool, stop_as_text: bool,
+                                                      position_side: str) -> None:
+    d = lambda v: data.draw(_dialect(v))  # noqa: E731 - one draw per field: every mix of the two dialects
+    order: dict[str, Any] = {"symbol": "BTC-USDT", "orderId": d(order_id), "side": "BUY", "positionSide": position_side,
+                             "type": "MARKET", "origQty": d(qty), "price": d(price), "status": status,
+                             "time": d(time), "updateTime": d(time + 1), "clientOrderId": "i-1-e1",
+                             "triggerOrderId": d(trigger), "leverage": "5X", "someNewField": {"x": [1, "2"]}}
+    if stop is not None:
+        sl = {"type": "STOP_MARKET", "stopPrice": d(stop), "workingType": "MARK_PRICE"}
+        order["stopLoss"] = _json(sl) if stop_as_text else sl
+    else:
+        order["stopLoss"] = data.draw(st.sampled_from(["", None]))
+    body = _json({"code": d(0), "msg": "", "data": {"order": order} if wrapped else order})
+    got = RestClient._decode(body.encode(), "/openApi/swap/v2/trade/order", codec.OrderReply).order
+    assert got.orderId == order_id and type(got.orderId) is int
+    assert (got.time, got.updateTime, got.trigger_id) == (time, time + 1, trigger)
+    assert codec.dec(got.price) == price and got.qty == qty and got.status == status
+    assert got.client_id == "i-1-e1" and got.positionSide == position_side
+    if stop is not None:
+        assert codec.dec(got.attached_stop["stopPrice"]) == stop
+    else:
+        assert got.attached_stop == {}
+
+
+@PROPERTY
+@given(st.data(), _ids, _times, _money, _money, _money, st.sampled_from(["LONG", "SHORT", "BOTH"]), st.booleans())
+def test_fill_pushes_read_the_same_in_either_dialect(data: Any, order_id: int, time: int, qty: Decimal,
+                                                    price: Decimal, fee: Decimal, ps: str, last_fields: bool) -> None:
+    d = lambda v: data.draw(_dialect(v))  # noqa: E731
+    o: dict[str, Any] = {"s": "BTC-USDT", "c": "", "i": d(order_id), "S": "SELL", "o": "MARKET", "q": d(qty),
+                         "p": d(price), "ap": d(price), "x": "TRADE", "X": "FILLED", "N": "USDT", "n": d(-fee),
+                         "T": d(time), "wt": "MARK_PRICE", "ps": ps, "rp": d(Decimal(0)), "z": d(qty)}
+    if last_fields:
+        o |= {"l": d(qty), "L": d(price)}
+    push = codec.gzip_frame(_json({"e": "ORDER_TRADE_UPDATE", "E": d(time), "T": d(time), "o": o}))
+    event = codec.user_event_decoder.decode(codec.ungzip_frame(push))
+    book = OrderBook()
+    book.remember(order_id, "i-1-x1")
+    (fill,) = translate(event, book, hedge=ps != "BOTH")
+    assert fill.order_id == order_id and type(fill.order_id) is int
+    assert (fill.client_id, fill.qty, fill.price, fill.fee, fill.final) == ("i-1-x1", qty, price, fee, True)
+    assert fill.ts == time
+
+
+@PROPERTY
+@given(st.data(), st.integers(0, 8), st.integers(0, 8), _money, st.integers(1, 150), _money, _money)
+def test_contracts_and_positions_read_the_same_in_either_dialect(data: Any, price_precision: int,
+                                                                qty_precision: int, min_qty: Decimal, leverage: int,
+                                                                amount: Decimal, liquidation: Decimal) -> None:
+    d = lambda v: data.draw(_dialect(v))  # noqa: E731
+    contract = {"symbol": "BTC-USDT", "pricePrecision": d(price_precision), "quantityPrecision": d(qty_precision),
+                "tradeMinQuantity": d(min_qty), "maxLongLeverage": d(leverage), "maxShortLeverage": d(leverage),
+                "status": d(1), "apiStateOpen": data.draw(st.sampled_from(["true", True]))}
+    (c,) = RestClient._decode(_json({"code": d(0), "data": [contract]}).encode(), "/c", list[codec.Contract])
+    assert (c.pricePrecision, c.quantityPrecision, c.maxLongLeverage, c.status, c.api_open) == (
+        price_precision, qty_precision, leverage, 1, True)
+    assert codec.dec(c.tradeMinQuantity) == min_qty
+    position = {"symbol": "BTC-USDT", "positionSide": "BOTH", "positionAmt": d(-amount), "avgPrice": d(amount),
+                "positionId": d(12345), "leverage": d(leverage), "liquidationPrice": d(liquidation),
+                "onlyOnePosition": data.draw(st.sampled_from([True, "true"]))}
+    (p,) = RestClient._decode(_json({"code": d(0), "data": [position]}).encode(), "/p", list[codec.Position])
+    assert codec.dec(p.positionAmt) == -amount and codec.dec(p.leverage) == leverage
+    assert codec.dec(p.liquidationPrice) == liquidation and p.onlyOnePosition is True

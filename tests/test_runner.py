@@ -202,3 +202,26 @@ def test_an_hour_of_healthy_trading_forgives_earlier_failures(tmp_path: Path) ->
     assert inst.failures == 0 and len(posted) == 2
     inst.fail(RuntimeError("5xx"), back)
     assert inst.down_until_bar == back + step  # one candle again
+
+
+def test_a_stream_gap_naming_a_symbol_reconciles_only_the_instances_trading_it() -> None:
+    from types import SimpleNamespace
+
+    from core.events import StreamUp
+    from core.runner import Runner
+
+    posted: dict[str, list[object]] = {"btc": [], "eth": [], "other": []}
+
+    def instance(name: str, exchange: str, symbol: str) -> SimpleNamespace:
+        return SimpleNamespace(cfg=SimpleNamespace(name=name, exchange=exchange, symbol=symbol),
+                               engine=SimpleNamespace(post=posted[name].append))
+
+    runner = Runner.__new__(Runner)
+    runner.instances = [instance("btc", "bx", "BTC-USDT"), instance("eth", "bx", "ETH-USDT"),
+                        instance("other", "ot", "BTC-USDT")]
+    runner._by_name = {i.cfg.name: i for i in runner.instances}
+    sink = runner._router("bx")
+    sink(StreamUp(stream="user", symbol="BTC-USDT"))
+    assert [len(v) for v in posted.values()] == [1, 0, 0]
+    sink(StreamUp(stream="user"))
+    assert [len(v) for v in posted.values()] == [2, 1, 0]

@@ -32,6 +32,7 @@ from core.events import (
     OrderRejected,
     PositionSnapshot,
     Side,
+    StreamUp,
     SubmitClose,
     SubmitEntry,
     SubmitStop,
@@ -41,7 +42,14 @@ from core.intervals import interval_ms
 from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, OrderStatus, OrderUnknown, Role
 from exchanges.bingx import codec, constants
 from exchanges.bingx.codec import dec
-from exchanges.bingx.errors import Busy, InvalidRequest, OrderNotFound, RateLimited, Refused
+from exchanges.bingx.errors import (
+    AuthError,
+    BingXError,
+    InvalidRequest,
+    OrderNotFound,
+    RateLimited,
+    Refused,
+)
 from exchanges.bingx.market_stream import MarketStream
 from exchanges.bingx.rest import RestClient, TransportError
 from exchanges.bingx.user_stream import OrderBook, UserStream
@@ -84,6 +92,8 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Close a candle by the clock this long after its end when no later push came..."""
     close_candles_by_clock: bool = True
     """...unless this is false (a simulator whose market clock is not the local clock)."""
+    unreadable_push_limit: int = 5
+    """User-stream pushes that could not be read after which no new entries are taken on this account."""
     simulator: dict[str, Any] | None = None
     """Run an embedded BingX simulator on loopback with these options (the demo); no secrets needed."""
 
@@ -174,7 +184,8 @@ class BingXAdapter:
         if market_only:
             return
         self.user = UserStream(self.ws_url, self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
-                               on_reconnect=self._stream_came_back, recorder=self.recorder,
+                               on_reconnect=self._stream_came_back, on_unreadable=self._push_unreadable,
+                               unreadable_limit=self.options.unreadable_push_limit, recorder=self.recorder,
                                on_funding=self._funding_pushed)
         self._tasks.append(asyncio.create_task(self.user.run(), name=f"{self.account}-user-stream"))
         await asyncio.wait_for(self.user.connected.wait(), timeout=30)
@@ -224,10 +235,19 @@ class BingXAdapter:
         return out
 
     def _stream_came_back(self) -> None:
-        from core.events import StreamUp
-
         if self._sink is not None:
             self._sink(StreamUp(stream="user"))
+
+    def _push_unreadable(self, symbol: str | None) -> None:
+        """A push that could not be read may have been a fill: the instances it may concern (those trading
+        its symbol, or all on the account when it names none) reconcile over REST."""
+        if self._sink is not None:
+            self._sink(StreamUp(stream="user", symbol=symbol))
+
+    @property
+    def entries_blocked(self) -> str | None:
+        """Why the engine must not open new positions on this account (None: it may); see UserStream."""
+        return None if self.user is None else self.user.entries_blocked
 
     @property
     def _rest(self) -> RestClient:
@@ -282,7 +302,7 @@ class BingXAdapter:
             if not match:
                 raise ExchangeError(f"BingX has no perpetual contract {symbol}")
             c = match[0]
-            if c.status != 1 or c.apiStateOpen != "true":
+            if c.status != 1 or not c.api_open:
                 raise ExchangeError(f"BingX {symbol} is not open for API trading (status {c.status})")
             inst = Instrument(symbol=symbol, tick=Decimal(1).scaleb(-c.pricePrecision),
                               step=Decimal(1).scaleb(-c.quantityPrecision), min_qty=dec(c.tradeMinQuantity),
@@ -292,25 +312,40 @@ class BingXAdapter:
         return inst
 
     async def configure(self, symbol: str, leverage: int, hedge: bool) -> None:
-        """Position mode, margin type and leverage: set when different, then read back and verified."""
+        """Position mode, margin type and leverage: set when different, then read back and verified (so a
+        write whose reply was lost or unreadable is settled by the read-back, never assumed)."""
         rest = self._rest
         mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
         if str(mode.dualSidePosition).lower() != str(hedge).lower():
-            await rest.write("POST", constants.POSITION_MODE, {"dualSidePosition": hedge}, codec.PositionMode)
+            await self._setting(constants.POSITION_MODE, {"dualSidePosition": hedge}, codec.PositionMode)
             mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
             if str(mode.dualSidePosition).lower() != str(hedge).lower():
                 raise ExchangeError(f"BingX position mode is not {'hedge' if hedge else 'one-way'} after setting it")
         margin = await rest.query(constants.MARGIN_TYPE, {"symbol": symbol}, codec.MarginType)
-        if margin.marginType != self.options.margin_type:
-            await rest.write("POST", constants.MARGIN_TYPE, {"symbol": symbol, "marginType": self.options.margin_type},
-                             msgspec.Raw)
+        if margin.marginType.upper() != self.options.margin_type:
+            await self._setting(constants.MARGIN_TYPE, {"symbol": symbol, "marginType": self.options.margin_type},
+                                msgspec.Raw)
+            margin = await rest.query(constants.MARGIN_TYPE, {"symbol": symbol}, codec.MarginType)
+            if margin.marginType.upper() != self.options.margin_type:
+                raise ExchangeError(f"BingX {symbol} margin type is {margin.marginType} after setting "
+                                    f"{self.options.margin_type}")
         for side in ("LONG", "SHORT") if hedge else ("BOTH",):
-            await rest.write("POST", constants.LEVERAGE, {"symbol": symbol, "side": side, "leverage": leverage},
-                             codec.LeverageSet)
+            await self._setting(constants.LEVERAGE, {"symbol": symbol, "side": side, "leverage": leverage},
+                                codec.LeverageSet)
         got = await rest.query(constants.LEVERAGE, {"symbol": symbol}, codec.LeverageGet)
         if got.longLeverage != leverage or got.shortLeverage != leverage:
             raise ExchangeError(f"BingX {symbol} leverage is {got.longLeverage}/{got.shortLeverage}x after setting "
                                 f"{leverage}x: refusing to trade at the wrong leverage")
+
+    async def _setting(self, path: str, params: dict[str, Any], type: Any) -> None:
+        """A settings write. A refusal is raised; an unknown outcome (lost or unreadable reply, busy) is
+        logged and left to the read-back that follows every write in :meth:`configure`."""
+        try:
+            await self._rest.write("POST", path, params, type)
+        except (AuthError, InvalidRequest, Refused):
+            raise
+        except (TransportError, BingXError) as exc:
+            log.warning("BingX %s: outcome unknown (%s); reading the setting back", path, exc)
 
     # --- orders --------------------------------------------------------------------------------
 
@@ -343,8 +378,6 @@ class BingXAdapter:
         cid = command.client_id
         try:
             reply = await self._write_with_backoff("POST", self.order_params(command), command.client_id)
-        except (TransportError, Busy, RateLimited) as exc:
-            raise OrderUnknown(cid, str(exc)) from exc
         except Refused as exc:
             if exc.code in _DUPLICATE:  # the exchange already has it: deliver what it knows instead
                 await self._deliver_known(command.symbol, cid)
@@ -355,6 +388,12 @@ class BingXAdapter:
             log.error("BingX refused %s as invalid (%s): a bug or a mode mismatch", cid, exc)
             self._emit(OrderRejected(ts=self.clock.now_ms(), client_id=cid, code=exc.code, reason=exc.msg))
             return
+        except AuthError:
+            raise  # nothing was placed and nothing will be until the operator fixes the key
+        except (TransportError, BingXError) as exc:
+            # Lost, busy, rate-limited past the backoff, an unknown code, or a reply the codec cannot read:
+            # the order may exist. The engine resolves it by querying the client id (the stop still goes out).
+            raise OrderUnknown(cid, str(exc)) from exc
         order_id = reply.order.orderId
         self.book.remember(order_id, cid)
         if cid not in self.book.acked:
@@ -396,9 +435,11 @@ class BingXAdapter:
             try:
                 for fill in await self.order_fills(command.symbol, cid):
                     self._emit(fill)
-            except (TransportError, Busy, RateLimited) as exc:
+            except (TransportError, BingXError) as exc:
                 raise OrderUnknown(cid, f"cancel: gone, fills unknown: {exc}") from exc
-        except (TransportError, Busy, RateLimited) as exc:
+        except (AuthError, InvalidRequest):
+            raise
+        except (TransportError, BingXError) as exc:  # lost, busy, refused, unreadable: still working or not?
             raise OrderUnknown(cid, f"cancel: {exc}") from exc
         self._emit(OrderCanceled(ts=self.clock.now_ms(), client_id=cid, reason="canceled"))
 
@@ -442,19 +483,19 @@ class BingXAdapter:
         state = self._state(order, client_id)
         if state.filled_qty == 0:
             return []
-        ids = dict.fromkeys(i for i in (state.order_id, order.triggerOrderId) if i)
+        ids = dict.fromkeys(i for i in (state.order_id, order.trigger_id) if i)
         rows: dict[str, codec.Fill] = {}
         for order_id in ids:
             history = await self._rest.query(constants.FILL_HISTORY, {"symbol": symbol, "orderId": order_id},
                                              codec.FillHistory)
-            rows |= {str(f.tradeId): f for f in history.fill_history_orders if int(f.orderId) in ids}
+            rows |= {f.key: f for f in history.rows if f.orderId in ids}
             if rows:
                 break
         fills, cum = [], ZERO
         for f in rows.values():
             qty = dec(f.qty) if f.qty != "" else dec(f.volume)
             cum += qty
-            fills.append(OrderFilled(client_id=client_id, order_id=state.order_id, trade_id=str(f.tradeId), qty=qty,
+            fills.append(OrderFilled(client_id=client_id, order_id=state.order_id, trade_id=f.key, qty=qty,
                                      price=dec(f.price), fee=-dec(f.commission), realized_pnl=dec(f.realisedPNL),
                                      cum_qty=cum, final=cum >= state.qty))
         return fills

@@ -1,9 +1,17 @@
 """BingX wire messages as msgspec Structs: REST payloads and websocket pushes (protocol page §3, §5, §6).
 
 Both sides use them: the adapter decodes what the exchange sends, the simulator encodes what it
-sends. Field names are BingX's (short ones on the streams). Decimal-valued fields arrive as strings,
-sometimes as JSON numbers, sometimes as "" for "none": :func:`dec` reads all three. Order ids are
-int64 JSON numbers and stay ints.
+sends. Field names are BingX's (short ones on the streams).
+
+BingX does not keep to one JSON type per field (docs/bingx-wire.md lists what which capture shows), so
+every decoder here is *lax* (msgspec ``strict=False``): a field typed ``int`` or ``bool`` takes the JSON
+number/bool or its text (``"1809841379603398656"`` becomes that int exactly: msgspec parses the digits,
+never through a float, and refuses a fractional or inexact float), ``code`` may be ``0`` or ``"0"``.
+Decimal-valued fields (:data:`Num`) arrive as strings, JSON numbers or "" for "none": :func:`dec` reads
+all three. Optional ids that may come as ``""``/``null``/``0`` (:data:`OptId`) are read by :func:`ident`.
+Unknown fields are ignored everywhere. The one strict decoder is the market hot path's
+(:data:`kline_push_decoder`): a frame it refuses falls back to the lax one, so strictness costs nothing
+but speed is kept.
 """
 
 from __future__ import annotations
@@ -11,12 +19,28 @@ from __future__ import annotations
 import gzip
 import zlib
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+T = TypeVar("T")
+
 Num = str | int | float
 """A decimal as BingX sends it: a string, a JSON number, or "" for none."""
+
+OptId = int | str | None
+"""An id that may be missing: a JSON number, a digit string, "" / "0" / 0 / null for none."""
+
+
+def ident(value: OptId) -> int:
+    """An optional id as an exact int (0: none). A string that is not digits is not an id: ValueError."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int):
+        return value
+    if value.isascii() and value.isdigit():
+        return int(value)
+    raise ValueError(f"not an id: {value[:40]!r}")
 
 
 def dec(value: Num | None) -> Decimal:
@@ -37,7 +61,7 @@ class Envelope(msgspec.Struct, kw_only=True):
     """``{"code":0,"msg":"","data":...}``: HTTP 200 can carry an error, so ``code`` is always checked."""
 
     code: int
-    msg: str = ""
+    msg: str | None = ""
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
@@ -49,6 +73,9 @@ class ServerTime(msgspec.Struct):
 
 
 class Contract(msgspec.Struct, kw_only=True):
+    """A row of ``quote/contracts``. Precisions and states arrive as numbers or strings
+    (``"quantityPrecision":"4"``), ``apiStateOpen`` as ``"true"`` or ``true``."""
+
     symbol: str
     pricePrecision: int
     quantityPrecision: int
@@ -57,13 +84,17 @@ class Contract(msgspec.Struct, kw_only=True):
     maxLongLeverage: int = 125
     maxShortLeverage: int = 125
     status: int = 1
-    apiStateOpen: str = "true"
-    apiStateClose: str = "true"
+    apiStateOpen: str | bool = "true"
+    apiStateClose: str | bool = "true"
     currency: str = "USDT"
     asset: str = ""
     feeRate: Num = 0
     takerFeeRate: Num = 0
     makerFeeRate: Num = 0
+
+    @property
+    def api_open(self) -> bool:
+        return str(self.apiStateOpen).lower() == "true"
 
 
 class Kline(msgspec.Struct, kw_only=True):
@@ -97,7 +128,8 @@ class MarginType(msgspec.Struct):
 
 
 class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """An order as place / query / cancel / openOrders return it (fields vary by endpoint)."""
+    """An order as place / query / cancel / openOrders return it (fields vary by endpoint and era: ids and
+    times as numbers or digit strings, ``stopLoss`` / ``takeProfit`` as JSON text or an object)."""
 
     symbol: str
     orderId: int
@@ -111,8 +143,8 @@ class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
     avgPrice: Num = ""
     stopPrice: Num = ""
     status: str = ""
-    clientOrderId: str = ""
-    clientOrderID: str = ""
+    clientOrderId: str | None = ""
+    clientOrderID: str | None = ""
     workingType: str = ""
     reduceOnly: bool = False
     closePosition: str | bool = ""
@@ -120,12 +152,30 @@ class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
     updateTime: int = 0
     profit: Num = ""
     commission: Num = ""
-    triggerOrderId: int = 0
+    triggerOrderId: OptId = 0
     """A stop that fired: the derived MARKET order that may carry its fill (UNCONFIRMED, protocol §6.4)."""
+    stopLoss: str | dict[str, Any] | None = None
+    takeProfit: str | dict[str, Any] | None = None
+    """The attached stop / take-profit: JSON text in some replies, an object in others (:func:`attached`)."""
 
     @property
     def client_id(self) -> str:
-        return self.clientOrderId or self.clientOrderID
+        return self.clientOrderId or self.clientOrderID or ""
+
+    @property
+    def attached_stop(self) -> dict[str, Any]:
+        return attached(self.stopLoss)
+
+    @property
+    def attached_take_profit(self) -> dict[str, Any]:
+        return attached(self.takeProfit)
+
+    def __post_init__(self) -> None:
+        ident(self.triggerOrderId)  # a non-id is refused while decoding (a ValidationError), not met later
+
+    @property
+    def trigger_id(self) -> int:
+        return ident(self.triggerOrderId)
 
     @property
     def qty(self) -> Decimal:
@@ -133,7 +183,23 @@ class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class OrderReply(msgspec.Struct):
+    """``data`` of place / query / cancel: ``{"order": {...}}``, or the order itself in the newest place
+    replies; :func:`read` takes both."""
+
     order: Order
+
+
+def attached(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    """An order's ``stopLoss`` / ``takeProfit`` as a dict ({} for none or unreadable JSON text)."""
+    if isinstance(value, dict):
+        return value
+    if not value:
+        return {}
+    try:
+        got = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        return {}
+    return got if isinstance(got, dict) else {}
 
 
 class OrderList(msgspec.Struct):
@@ -145,8 +211,9 @@ class Position(msgspec.Struct, kw_only=True):
     positionSide: Literal["LONG", "SHORT", "BOTH"]
     positionAmt: Num
     avgPrice: Num = "0"
-    positionId: str = ""
-    leverage: int = 0
+    positionId: str | int = ""
+    leverage: Num = 0
+    liquidationPrice: Num = ""
     availableAmt: Num = ""
     unrealizedProfit: Num = ""
     realisedProfit: Num = ""
@@ -166,10 +233,11 @@ class Balance(msgspec.Struct, kw_only=True):
 
 
 class Fill(msgspec.Struct, kw_only=True):
-    """One row of ``fillHistory``. ``commission`` is negative when paid."""
+    """One row of ``fillHistory`` (or of ``allFillOrders``, whose rows have no ``tradeId``: :attr:`key`).
+    ``commission`` is negative when paid."""
 
-    orderId: str | int
-    tradeId: str | int
+    orderId: int
+    tradeId: str | int = ""
     symbol: str
     volume: Num = ""
     qty: Num = ""
@@ -178,12 +246,27 @@ class Fill(msgspec.Struct, kw_only=True):
     realisedPNL: Num = "0"
     side: str = ""
     positionSide: str = ""
-    filledTm: str = ""
-    clientOrderID: str = ""
+    filledTm: str | int = ""
+    clientOrderID: str | None = ""
+
+    @property
+    def key(self) -> str:
+        """The fill's identity: its trade id, or (a row without one) its order, time, price and quantity."""
+        if self.tradeId != "":
+            return str(self.tradeId)
+        return f"{self.orderId}@{self.filledTm}:{self.price}x{self.qty or self.volume}"
 
 
 class FillHistory(msgspec.Struct):
+    """``fillHistory`` lists ``fill_history_orders`` (no public capture); ``allFillOrders`` lists
+    ``fill_orders`` (captured): either is read."""
+
     fill_history_orders: list[Fill] = []
+    fill_orders: list[Fill] = []
+
+    @property
+    def rows(self) -> list[Fill]:
+        return self.fill_history_orders or self.fill_orders
 
 
 class Income(msgspec.Struct, kw_only=True):
@@ -261,8 +344,11 @@ class MarkPriceData(msgspec.Struct, kw_only=True):
 
 
 class OrderUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """``o`` of ORDER_TRADE_UPDATE. ``i`` arrives as a number or a digit string; ``x`` / ``X`` values not
+    listed in the protocol page are kept as text (the translation ignores them, nothing is dropped)."""
+
     s: str
-    c: str = ""
+    c: str | None = ""
     i: int
     S: Literal["BUY", "SELL"]
     o: str
@@ -270,8 +356,8 @@ class OrderUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
     p: Num = "0"
     sp: Num = "0"
     ap: Num = "0"
-    x: Literal["NEW", "TRADE", "CANCELED", "EXPIRED", "CALCULATED"]
-    X: Literal["NEW", "PARTIALLY_FILLED", "FILLED", "CANCELED", "EXPIRED"]
+    x: str
+    X: str
     N: str = "USDT"
     n: Num = "0"
     T: int = 0
@@ -284,7 +370,14 @@ class OrderUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
     ro: bool = False
     td: int | str = 0
     tv: Num = ""
-    ti: int = 0
+    ti: OptId = 0
+
+    def __post_init__(self) -> None:
+        ident(self.ti)  # a non-id is refused while decoding (a ValidationError), not met later
+
+    @property
+    def trigger_id(self) -> int:
+        return ident(self.ti)
 
 
 class OrderTradeUpdate(msgspec.Struct, tag_field="e", tag="ORDER_TRADE_UPDATE", kw_only=True):
@@ -346,10 +439,36 @@ class ListenKeyExpired(msgspec.Struct, tag_field="e", tag="listenKeyExpired", kw
 
 UserEvent = OrderTradeUpdate | TradeUpdate | AccountUpdate | AccountConfigUpdate | ListenKeyExpired
 
-user_event_decoder = msgspec.json.Decoder(UserEvent)
-market_push_decoder = msgspec.json.Decoder(MarketPush)
+user_event_decoder = msgspec.json.Decoder(UserEvent, strict=False)
+market_push_decoder = msgspec.json.Decoder(MarketPush, strict=False)
 kline_push_decoder = msgspec.json.Decoder(KlinePush)
+"""Strict on purpose (the hot path): a frame it refuses is read again by the lax decoders."""
+envelope_decoder = msgspec.json.Decoder(Envelope, strict=False)
 encoder = msgspec.json.Encoder()
+
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def decoder(type: Any) -> msgspec.json.Decoder[Any]:
+    """The lax decoder of a payload type (made once per type)."""
+    found = _decoders.get(type)
+    if found is None:
+        found = _decoders[type] = msgspec.json.Decoder(type, strict=False)
+    return found
+
+
+def read(data: bytes, type: type[T]) -> T:
+    """A reply's ``data`` as ``type``; an :class:`OrderReply` also from a bare order (no ``order`` key).
+    Raises msgspec.DecodeError (ValidationError included) when it is neither."""
+    if type is OrderReply:
+        try:
+            return decoder(OrderReply).decode(data)  # type: ignore[no-any-return]
+        except msgspec.ValidationError as wrapped:
+            try:
+                return OrderReply(order=decoder(Order).decode(data))  # type: ignore[return-value]
+            except msgspec.ValidationError:
+                raise wrapped from None
+    return decoder(type).decode(data)  # type: ignore[no-any-return]
 
 
 def gzip_frame(payload: bytes | str) -> bytes:

@@ -1,6 +1,16 @@
-"""BingX error codes (old and new sets, protocol page §3.19) mapped to typed errors."""
+"""BingX error codes (old and new sets, protocol page §3.19, ccxt's exception table) mapped to typed errors.
+
+A code alone does not always say what happened: ``100421`` is a timestamp outside the window *or* a pair
+restricted from API trading, ``80012`` is "system busy" *or* "margin is not enough" (then its ``msg`` is
+a wrapped error, ``{"Code":101253,"Msg":"margin is not enough"}``). :func:`error_for` reads the wrapped
+code first, then the message rules, then the code table.
+"""
 
 from __future__ import annotations
+
+import re
+
+import msgspec
 
 from exchanges.base import ExchangeError
 
@@ -10,11 +20,24 @@ class BingXError(ExchangeError):
 
     retryable = False
 
-    def __init__(self, code: int, msg: str, *, path: str = "") -> None:
-        super().__init__(f"BingX {code}: {msg}" + (f" ({path})" if path else ""))
+    def __init__(self, code: int, msg: str, *, path: str = "", wrapper: int | None = None) -> None:
+        shown = f"{wrapper} ({code})" if wrapper is not None else str(code)
+        super().__init__(f"BingX {shown}: {msg}" + (f" ({path})" if path else ""))
         self.code = code
+        """The code that says what happened (the wrapped one when the reply wraps another)."""
         self.msg = msg
         self.path = path
+        self.wrapper = wrapper
+        """The reply's own code when it wrapped ``code`` in its message (80012 wrapping 101253), else None."""
+
+
+class UnreadableReply(BingXError):
+    """A reply that is not JSON, not an envelope, or whose ``data`` does not have the expected shape. For a
+    state-changing request the outcome is unknown (the request may have run): callers say so
+    (``OrderUnknown``) and find out by querying, never by sending again."""
+
+    def __init__(self, msg: str, *, path: str = "") -> None:
+        super().__init__(-1, msg, path=path)
 
 
 class AuthError(BingXError):
@@ -63,9 +86,47 @@ CODES: dict[int, type[BingXError]] = {
     109421: OrderNotFound, 80016: OrderNotFound, 109414: OrderNotFound, 80018: OrderNotFound,
     109400: InvalidRequest, 80014: InvalidRequest, 100400: InvalidRequest, 100404: InvalidRequest,
     104103: InvalidRequest, 109401: InvalidRequest,
+    109425: InvalidRequest, 109418: Refused, 100414: Refused, 100202: Refused,
 }
+
+MESSAGES: dict[int, tuple[tuple[str, type[BingXError]], ...]] = {
+    # code: (lower-case text in msg, the error it then is), first match wins; no match: CODES.
+    100421: (("restricted", Refused),),  # "This pair is currently restricted from API trading"
+    80012: (("margin", Refused), ("insufficient", Refused)),  # "margin is not enough"
+}
+
+_WRAPPED_TEXT = re.compile(r"^\s*code\s*[:=]\s*(\d+)\s*,\s*msg\s*[:=]\s*(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def unwrap(msg: str) -> tuple[int, str] | None:
+    """The error a message wraps: ``{"Code":101253,"Msg":"..."}`` or ``Code: 100414, Msg: ...``."""
+    text = msg.strip()
+    if text.startswith("{"):
+        try:
+            inner = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            return None
+        if not isinstance(inner, dict):
+            return None
+        fields = {str(k).lower(): v for k, v in inner.items()}
+        code = fields.get("code")
+        if isinstance(code, bool) or not isinstance(code, int | str) or not str(code).isdigit():
+            return None
+        return int(code), str(fields.get("msg") or "")
+    match = _WRAPPED_TEXT.match(text)
+    return (int(match[1]), match[2].strip()) if match else None
 
 
 def error_for(code: int, msg: str, *, path: str = "") -> BingXError:
-    """The typed error of a reply code; unknown codes are plain BingXError (not retried)."""
-    return CODES.get(code, BingXError)(code, msg, path=path)
+    """The typed error of a reply code and message; unknown codes are plain BingXError (not retried)."""
+    wrapper = None
+    inner = unwrap(msg)
+    if inner is not None and inner[0] != code:
+        wrapper, (code, msg) = code, inner
+    lowered = msg.lower()
+    for needle, kind in MESSAGES.get(code, ()):
+        if needle in lowered:
+            return kind(code, msg, path=path, wrapper=wrapper)
+    if wrapper is not None and code not in CODES:
+        return error_for(wrapper, msg, path=path)  # a wrapped code we do not know: the outer one decides
+    return CODES.get(code, BingXError)(code, msg, path=path, wrapper=wrapper)

@@ -32,8 +32,8 @@ log = logging.getLogger("gatebot.bingx.market")
 Fetch = Callable[[str, str, int, int], Awaitable[list[CandleClosed]]]
 """(symbol, interval, start_ms, end_ms) -> closed candles with open_time in [start, end), ascending."""
 
-_klines = msgspec.json.Decoder(list[codec.WsKline] | codec.WsKline)
-_mark = msgspec.json.Decoder(codec.MarkPriceData)
+_klines = msgspec.json.Decoder(list[codec.WsKline] | codec.WsKline, strict=False)
+_mark = msgspec.json.Decoder(codec.MarkPriceData, strict=False)
 _kline_push = codec.kline_push_decoder.decode
 
 

@@ -21,11 +21,10 @@ from exchanges.base import ExchangeError
 from exchanges.bingx import codec
 from exchanges.bingx.auth import signed_query
 from exchanges.bingx.constants import ENDPOINT_GROUP, LISTEN_KEY, RATE_LIMITS, RECV_WINDOW_MS, SERVER_TIME
-from exchanges.bingx.errors import BingXError, RateLimited, TimestampError, error_for
+from exchanges.bingx.errors import BingXError, RateLimited, TimestampError, UnreadableReply, error_for
 
 log = logging.getLogger("gatebot.bingx.rest")
 T = TypeVar("T")
-_envelope = msgspec.json.Decoder(codec.Envelope)
 _UNSIGNED = ("timestamp=", "recvWindow=", "signature=")
 
 
@@ -167,27 +166,38 @@ class RestClient:
 
     @staticmethod
     def _decode(body: bytes, path: str, type: type[T]) -> T:
+        """The reply's ``data`` as ``type`` (lax: codec.py), the typed error its ``code`` means, or
+        :class:`UnreadableReply` for anything else (which, for a write, is an unknown outcome)."""
         try:
-            env = _envelope.decode(body)
+            env = codec.envelope_decoder.decode(body)
         except msgspec.DecodeError as exc:
-            raise BingXError(-1, f"unreadable reply: {body[:200]!r}", path=path) from exc
+            raise UnreadableReply(f"unreadable reply: {body[:200]!r}", path=path) from exc
         if env.code != 0:
-            raise error_for(env.code, env.msg, path=path)
+            raise error_for(env.code, env.msg or "", path=path)
         try:
-            return msgspec.json.decode(env.data, type=type)
+            return codec.read(env.data, type)
         except msgspec.DecodeError as exc:
-            raise BingXError(-1, f"unexpected reply shape: {exc}", path=path) from exc
+            raise UnreadableReply(f"unexpected reply shape: {exc}", path=path) from exc
 
     # --- listenKey (bare replies, key header only) ---------------------------------------------
 
     async def listen_key(self) -> str:
         await self._buckets["account"].take()
         body = await self._send("POST", f"{self.base_url}{LISTEN_KEY}", LISTEN_KEY)
-        try:
-            return msgspec.json.decode(body, type=codec.ListenKey).listenKey
+        try:  # bare ({"listenKey": ...}) in every capture; an envelope around it is read too
+            return codec.decoder(codec.ListenKey).decode(body).listenKey
         except msgspec.DecodeError:
-            env = _envelope.decode(body)
-            raise error_for(env.code, env.msg, path=LISTEN_KEY) from None
+            pass
+        try:
+            env = codec.envelope_decoder.decode(body)
+        except msgspec.DecodeError:  # the body may hold a key: never shown
+            raise UnreadableReply(f"unreadable listenKey reply ({len(body)} bytes)", path=LISTEN_KEY) from None
+        if env.code != 0:
+            raise error_for(env.code, env.msg or "", path=LISTEN_KEY)
+        try:
+            return codec.read(env.data, codec.ListenKey).listenKey
+        except msgspec.DecodeError:
+            raise UnreadableReply("listenKey reply without a key", path=LISTEN_KEY) from None
 
     async def extend_listen_key(self, key: str) -> bool:
         """True when extended; False when the key no longer exists (create a new one)."""

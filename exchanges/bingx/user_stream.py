@@ -3,6 +3,13 @@
 The key lives 60 minutes; it is extended every 30 and recreated when the exchange says it expired
 (a ``listenKeyExpired`` push or a 404 on renewal). BingX does not replay events missed while
 disconnected, so every reconnect is reported (``on_reconnect``) and the engine reconciles over REST.
+
+A push that cannot be read (broken gzip, not JSON, an event of a shape the codec refuses) may have been a
+fill or a stop that fired: it is counted, logged (its raw frame, the listenKey redacted; in full the first
+time each kind fails, then only counted), and reported (``on_unreadable``, with the symbol when the frame
+names one) so the instances it may concern reconcile over REST. After ``unreadable_limit`` of them the
+stream says :attr:`UserStream.entries_blocked`: the adapter takes no new entries on this account (exits
+and stops still go out) until the operator has looked (a restart).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import zlib
 from collections.abc import Callable
 from decimal import Decimal
@@ -37,6 +45,18 @@ from exchanges.bingx.rest import RestClient, TransportError
 
 log = logging.getLogger("gatebot.bingx.user")
 ZERO = Decimal(0)
+UNREADABLE_LIMIT = 5
+"""Unreadable pushes after which no new entries are taken on the account (until a restart)."""
+_LISTEN_KEY = re.compile(r'("listenKey"\s*:\s*")[^"]*(")|(listenKey=)[^&\s"]+')
+_SYMBOL = re.compile(r'"s"\s*:\s*"([A-Z0-9]{1,20}-[A-Z0-9]{1,10})"')
+_EVENT = re.compile(r'"e"\s*:\s*"([A-Za-z_]{1,40})"')
+_RAW_LOG_CHARS = 4000
+
+
+def redact(text: str, key: str | None = None) -> str:
+    """A frame fit for a log: every listenKey (and the current key wherever it appears) replaced."""
+    text = _LISTEN_KEY.sub(lambda m: f"{m[1]}***{m[2]}" if m[1] else f"{m[3]}***", text)
+    return text.replace(key, "***") if key else text
 
 
 class OrderBook:
@@ -77,7 +97,7 @@ def translate(event: codec.UserEvent, book: OrderBook, *, hedge: bool) -> list[A
 
 def _order_events(event: codec.OrderTradeUpdate, book: OrderBook) -> list[AnyEvent]:
     o = event.o
-    cid = o.c or book.client_of.get(o.i) or book.client_of.get(o.ti, "")
+    cid = o.c or book.client_of.get(o.i) or book.client_of.get(o.trigger_id, "")
     if not cid:
         return []  # not an order of ours (someone closing by hand): the position snapshot tells the rest
     book.remember(o.i, cid)
@@ -104,6 +124,7 @@ def _order_events(event: codec.OrderTradeUpdate, book: OrderBook) -> list[AnyEve
 class UserStream:
     def __init__(self, ws_url: str, rest: RestClient, clock: Clock, book: OrderBook, *, hedge: bool,
                  on_event: Callable[[AnyEvent], None], on_reconnect: Callable[[], None],
+                 on_unreadable: Callable[[str | None], None] | None = None, unreadable_limit: int = UNREADABLE_LIMIT,
                  renew_s: float = LISTEN_KEY_RENEW_S, recorder: Any = None,
                  on_funding: Callable[[int], None] | None = None) -> None:
         self.ws_url = ws_url
@@ -122,8 +143,15 @@ class UserStream:
         self.key: str | None = None
         self.connected = asyncio.Event()
         self.connections = 0
+        self.on_unreadable = on_unreadable
+        self.unreadable_limit = unreadable_limit
         self.bad_frames = 0
         """Frames that could not be read (broken gzip, not JSON, unknown shape): counted, logged, skipped."""
+        self.unreadable = 0
+        """Of those, the ones that may have been events (all but a server's answer without ``"e"``)."""
+        self.entries_blocked: str | None = None
+        """Why no new entries may be taken on this account (None: they may)."""
+        self._logged_kinds: set[str] = set()
         self._expired = asyncio.Event()
 
     async def run(self) -> None:
@@ -178,20 +206,20 @@ class UserStream:
         try:
             text = codec.ungzip_frame(frame)
         except (OSError, EOFError, ValueError, zlib.error) as exc:
-            self.bad_frames += 1
-            log.warning("unreadable user frame ignored (%s)", type(exc).__name__)
+            self._unreadable(repr(frame[:_RAW_LOG_CHARS]), f"damaged frame ({type(exc).__name__})", "gzip")
             return True
         if text == "Ping":
             await ws.send("Pong")
             return True
         try:
             event = codec.user_event_decoder.decode(text)
-        except msgspec.DecodeError:
-            self.bad_frames += 1
-            if '"e"' in text:
-                log.info("user event ignored: %.200s", text)
-            else:
-                log.warning("unreadable user frame ignored: %.200s", text)
+        except msgspec.DecodeError as exc:
+            if text.lstrip().startswith("{") and not _EVENT.search(text) and '"code"' in text:
+                self.bad_frames += 1  # a server's answer or notice (no event in it): nothing was missed
+                log.warning("user stream notice: %.300s", redact(text, self.key))
+                return True
+            kind = _EVENT.search(text)
+            self._unreadable(text, str(exc), kind[1] if kind else "not an event")
             return True
         if isinstance(event, codec.ListenKeyExpired):
             log.warning("listenKey expired: creating a new one")
@@ -203,6 +231,25 @@ class UserStream:
         if isinstance(event, codec.AccountUpdate) and event.a.m == "FUNDING_FEE" and self.on_funding is not None:
             self.on_funding(event.T or event.E)
         return True
+
+    def _unreadable(self, raw: str, why: str, kind: str) -> None:
+        """A push that may have been an event and could not be read: counted, logged, reported."""
+        self.bad_frames += 1
+        self.unreadable += 1
+        symbol = _SYMBOL.search(raw)
+        if kind not in self._logged_kinds:
+            self._logged_kinds.add(kind)
+            log.warning("unreadable user frame #%d (%s: %s); reconciling over REST. Raw frame: %s", self.unreadable,
+                        kind, why, redact(raw[:_RAW_LOG_CHARS], self.key))
+        else:
+            log.debug("unreadable user frame #%d (%s: %s)", self.unreadable, kind, why)
+        if self.unreadable >= self.unreadable_limit and self.entries_blocked is None:
+            self.entries_blocked = (f"{self.unreadable} user-stream pushes could not be read: no new entries on this "
+                                    f"account until a restart (exits and stops still work; the first raw frame of "
+                                    f"each kind is in the log)")
+            log.error("%s", self.entries_blocked)
+        if self.on_unreadable is not None:
+            self.on_unreadable(symbol[1] if symbol else None)
 
     async def _renew_forever(self) -> None:
         """Extend the key every ``renew_s``; a key the exchange no longer knows is replaced."""

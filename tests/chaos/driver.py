@@ -116,7 +116,7 @@ class Chaos:
         self.points = [p for p in POINTS if not (attached and p in ("stop_intent_committed", "stop_sent"))]
         self.result = ChaosResult(point_kills={p: 0 for p in self.points})
         self.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0,
-                                  funding=FUNDING)
+                                  funding=FUNDING, wire="mixed")  # both of BingX's eras (protocol §0), drawn per reply
         self.sim = SimThread(self.options)
         self.journal = workdir / "state" / f"{INSTANCE}.sqlite"
         self.proc: subprocess.Popen[bytes] | None = None

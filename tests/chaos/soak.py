@@ -48,7 +48,7 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: 
     candles = int(hours * 3600_000 / CANDLE_MS)
     limit = 4 * candles
     chaos.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0,
-                               bars=limit + 100, funding=FUNDING)
+                               bars=limit + 100, funding=FUNDING, wire="mixed")
     chaos.sim = SimThread(chaos.options)
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     sim = chaos.sim.start()

@@ -89,7 +89,7 @@ async def set_margin_type(sim: BingXSimulator, p: Params) -> Any:
 
 
 async def positions(sim: BingXSimulator, p: Params) -> Any:
-    return position_rows(sim, p.get("symbol") or None)
+    return position_rows(sim, known_symbol(sim, p) if p.get("symbol") else None)
 
 
 async def balance_v3(sim: BingXSimulator, p: Params) -> Any:

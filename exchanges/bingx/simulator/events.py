@@ -135,7 +135,7 @@ class EventMapper:
         }
         o.update(fields)
         oid: int = o["i"]
-        o["T"] = t = max(o["T"] or now, self._last_t.get(oid, 0))
+        o["T"] = t = max(o["T"], self._last_t.get(oid, 0))
         if o["X"] in TERMINAL:
             self._last_t.pop(oid, None)
         else:

@@ -66,10 +66,10 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     switches: Switches = Switches()
     wire: Wire = "mixed"
     """Protocol §0: the JSON types BingX sent in each era. ``numeric`` (the documentation's): ids, times
-    and codes as numbers, the place-order reply in ``data.order``, stopLoss/takeProfit as JSON text;
+    and codes as numbers, the place-order reply in ``data.order`` with stopLoss/takeProfit as JSON text;
     ``string`` (newer captures): ids, times, codes, position leverage and contract fields as strings, the
-    order bare in ``data``, stopLoss/takeProfit as objects; ``mixed``: one of the two per reply and per
-    push, drawn from generators seeded with ``seed`` (a run is reproducible). Table: ``views.DIALECT``."""
+    order bare in ``data`` with its brackets as objects; ``mixed``: one of the two per reply and per push,
+    drawn from generators seeded with ``seed`` (a run is reproducible). Table: ``views.DIALECT``."""
     restricted_symbols: list[str] = msgspec.field(default_factory=list)
     """Listed symbols closed to API trading (``apiStateOpen`` false): orders refused with 100421
     "This pair is currently restricted from API trading" (protocol §0)."""

@@ -32,15 +32,21 @@ from core.events import (
 from exchanges.bingx import constants as C
 from exchanges.bingx.auth import SigningError, fmt
 from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.views import Wire, fill_order_row, fill_row, order_view, placed_view, rest_status
+from exchanges.bingx.simulator.views import (
+    Wire,
+    bracket_decoder,
+    fill_order_row,
+    fill_row,
+    order_view,
+    placed_view,
+    rest_status,
+)
 from exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
     from exchanges.bingx.simulator.rest import Handler, Params
     from exchanges.bingx.simulator.server import BingXSimulator
 
-_bracket = msgspec.json.Decoder(float_hook=Decimal)
-"""An attached stopLoss / takeProfit: its prices exact (a JSON number never passes through a float)."""
 _anon = itertools.count(1)
 SEVEN_DAYS_MS = 7 * 86_400_000
 THIRTY_DAYS_MS = 30 * 86_400_000
@@ -188,7 +194,7 @@ def plan(sim: BingXSimulator, p: Params) -> Plan:
         if kind != "MARKET" or not opening:
             raise ApiError(109400, f"{key} can only be attached to an opening MARKET order in the simulator")
         try:
-            spec = _bracket.decode(text)
+            spec = bracket_decoder.decode(text)
             price = inst.round_price(Decimal(str(spec["stopPrice"])), up=False)
         except (msgspec.DecodeError, KeyError, TypeError, InvalidOperation):
             raise ApiError(109400, f"{key} must be JSON with a stopPrice") from None
@@ -431,7 +437,7 @@ async def all_fill_orders(sim: BingXSimulator, p: Params) -> Any:
 def _json_param(p: Params, key: str) -> list[Any]:
     """A parameter that carries a JSON array (``batchOrders``, ``orderIdList``); numbers keep their digits."""
     try:
-        value = _bracket.decode(p.get(key) or "")
+        value = bracket_decoder.decode(p.get(key) or "")
     except msgspec.DecodeError:
         raise ApiError(109400, f"{key} must be a JSON array") from None
     if not isinstance(value, list):

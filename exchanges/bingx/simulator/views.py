@@ -34,11 +34,25 @@ WS_STATUS = {"new": "NEW", "partially_filled": "PARTIALLY_FILLED", "filled": "FI
 INTERNAL_PREFIXES = ("~", "manual-")
 """Core client ids the simulator made up for orders that carried none: shown as "" on the wire."""
 
+
+def num(value: Decimal | float | int, places: int | None = None) -> str:
+    """A plain decimal string without trailing zeros: exact (money the core booked goes out unrounded, so a
+    client summing fees and PnL from the wire agrees with the account to the last digit), or rounded to
+    ``places`` for derived figures (unrealised PnL, ratios, averages)."""
+    d = value if isinstance(value, Decimal) else Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    if places is not None:
+        d = d.quantize(Decimal(1).scaleb(-places))
+    text = format(d, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
 # --- the dialect (protocol §0) ---------------------------------------------------------------------
 
 Era = Literal["numeric", "string"]
 ERAS: tuple[Era, ...] = ("numeric", "string")
-Kind = Literal["id", "time", "code", "number", "order", "bracket"]
+Kind = Literal["id", "time", "code", "number", "flag", "order", "bracket", "placed_bracket"]
 
 
 class Wire:
@@ -50,25 +64,36 @@ class Wire:
         self.kind, self.value = kind, value
 
 
-def _bracket_object(text: str) -> dict[str, Any]:
-    """An attached stopLoss/takeProfit as the newer replies show it: an object, its prices JSON numbers
-    (exact: the request's own digits), empty fields when none was attached."""
-    spec = msgspec.json.decode(text) if text else {}
-    price = spec.get("stopPrice", 0) if isinstance(spec, dict) else 0
-    return {"type": str(spec.get("type", "")) if spec else "", "quantity": 0,
-            "stopPrice": msgspec.Raw(num(Decimal(str(price))).encode()), "price": 0,
-            "workingType": str(spec.get("workingType", "")) if spec else "", "stopGuaranteed": ""}
+bracket_decoder = msgspec.json.Decoder(float_hook=Decimal)
+"""An attached stopLoss / takeProfit: its prices exact (a JSON number never passes through a float)."""
+
+
+def _bracket(text: str, number: Callable[[Decimal], Any]) -> dict[str, Any]:
+    """An attached stopLoss/takeProfit as an object (``number`` renders its prices and quantity), empty
+    fields when none was attached (the request's JSON was validated when the order was placed)."""
+    spec: dict[str, Any] = bracket_decoder.decode(text) if text else {}
+    return {"type": str(spec.get("type", "")), "quantity": number(Decimal(spec.get("quantity", 0))),
+            "stopPrice": number(Decimal(spec.get("stopPrice", 0))), "price": number(Decimal(0)),
+            "workingType": str(spec.get("workingType", "")), "stopGuaranteed": ""}
+
+
+def _json_number(value: Decimal) -> msgspec.Raw:
+    """A JSON number with the value's own digits (never through a float)."""
+    return msgspec.Raw(num(value).encode())
 
 
 DIALECT: dict[Era, dict[Kind, Callable[[Any], Any]]] = {
-    "numeric": {"id": int, "time": int, "code": int, "number": lambda v: v, "order": lambda o: {"order": o},
-                "bracket": str},
-    "string": {"id": str, "time": str, "code": str, "number": lambda v: num(v), "order": lambda o: o,
-               "bracket": _bracket_object},
+    "numeric": {"id": int, "time": int, "code": int, "number": lambda v: v, "flag": bool,
+                "order": lambda o: {"order": o}, "bracket": lambda t: _bracket(t, _json_number), "placed_bracket": str},
+    "string": {"id": str, "time": str, "code": str, "number": num, "flag": lambda v: "true" if v else "false",
+               "order": lambda o: o, "bracket": lambda t: _bracket(t, num),
+               "placed_bracket": lambda t: _bracket(t, num) if t else ""},
 }
-"""What each kind of :class:`Wire` value looks like in each era: ids (orderId, o.i, triggerOrderId,
-positionID), times (order time/updateTime), envelope codes, numbers (position leverage and
-liquidationPrice, contract fields), the place-order reply (``data.order`` or bare ``data``), brackets."""
+"""What each kind of :class:`Wire` value looks like in each era (as tests/captures show them): ids
+(orderId, o.i, triggerOrderId, positionID), times (an order's time/updateTime), envelope codes, numbers
+(position leverage and liquidationPrice, contract fields, priceRate), flags (an order's stopGuaranteed),
+the place-order reply (``data.order`` or bare ``data``), an order's stopLoss/takeProfit (an object, its
+numbers as numbers or strings) and the place reply's (JSON text; an object of strings, "" for none)."""
 
 
 class Dialect:
@@ -122,17 +147,7 @@ def code(value: int, msg: str = "", **rest: Any) -> dict[str, Any]:
     return {"code": Wire("code", value), "msg": msg, **rest}
 
 
-def num(value: Decimal | float | int, places: int | None = None) -> str:
-    """A plain decimal string without trailing zeros: exact (money the core booked goes out unrounded, so a
-    client summing fees and PnL from the wire agrees with the account to the last digit), or rounded to
-    ``places`` for derived figures (unrealised PnL, ratios, averages)."""
-    d = value if isinstance(value, Decimal) else Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-    if places is not None:
-        d = d.quantize(Decimal(1).scaleb(-places))
-    text = format(d, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
+# --- payloads -------------------------------------------------------------------------------------
 
 
 def wire_cid(client_id: str) -> str:
@@ -173,8 +188,9 @@ def order_view(sim: BingXSimulator, order: Order) -> dict[str, Any]:
         "workingType": meta.working_type if meta else ("MARK_PRICE" if order.stop_price else ""),
         "reduceOnly": order.reduce_only and not sim.core.account.hedge_mode,
         "closePosition": "true" if meta and meta.close_position else "false",
-        "triggerOrderId": Wire("id", meta.derived_id if meta else 0), "stopGuaranteed": "false",
-        "positionID": Wire("id", 0),
+        "triggerOrderId": Wire("id", meta.derived_id if meta else 0), "stopGuaranteed": Wire("flag", False),
+        "positionID": Wire("id", 0), "stopLoss": Wire("bracket", meta.stop_loss if meta else ""),
+        "takeProfit": Wire("bracket", meta.take_profit if meta else ""),
     }
 
 
@@ -184,12 +200,12 @@ def rest_status(order: Order) -> str:
 
 def placed_view(sim: BingXSimulator, order: Order) -> Wire:
     """The place-order reply (``data.order`` or bare ``data`` by era): the request echoed (``clientOrderID``
-    spelling, TP/SL as JSON text or objects by era)."""
+    spelling, the attached brackets as sent)."""
     meta = sim.meta.get(order.order_id)
     view = order_view(sim, order)
-    view.update(quantity=num(order.qty), clientOrderID=view["clientOrderId"], timeInForce="GTC", priceRate=0,
-                stopLoss=Wire("bracket", meta.stop_loss if meta else ""),
-                takeProfit=Wire("bracket", meta.take_profit if meta else ""), orderID=str(order.order_id))
+    view.update(quantity=num(order.qty), clientOrderID=view["clientOrderId"], timeInForce="GTC",
+                priceRate=Wire("number", 0), stopLoss=Wire("placed_bracket", meta.stop_loss if meta else ""),
+                takeProfit=Wire("placed_bracket", meta.take_profit if meta else ""), orderID=str(order.order_id))
     return Wire("order", view)
 
 
