@@ -419,6 +419,78 @@ def test_take_profit_on_the_wrong_side_is_refused() -> None:
 # --- orphan stops ------------------------------------------------------------------------------
 
 
+# --- resting LIMIT and TRIGGER_MARKET orders -----------------------------------------------------
+
+
+def rest(core: MatchingCore, cid: str, kind: str, side: str, qty: str, level: str, *, reduce_only: bool = False,
+         now: int = 2) -> list[AnyEvent]:
+    return core.submit_resting(cid, SYM, kind, side, D(qty), D(level), now,  # type: ignore[arg-type]
+                               reduce_only=reduce_only)
+
+
+@pytest.mark.parametrize(("kind", "side", "level", "path", "fill"), [
+    # (order, position side it opens, its level, the next candle (o, h, l, c), the fill price or None)
+    ("LIMIT", "long", "99", (100, 100.5, 99.5, 100), None),       # a buy limit rests above the low
+    ("LIMIT", "long", "99", (100, 100.5, 98.5, 99), D("99")),     # ... fills at its price when reached
+    ("LIMIT", "long", "99", (97, 97.5, 96, 97), D("97")),         # ... at the open, better, on a gap down
+    ("LIMIT", "short", "101", (100, 101.5, 99.5, 101), D("101")),  # a sell limit on the way up
+    ("LIMIT", "short", "101", (103, 104, 102, 103), D("103")),    # ... better on a gap up
+    ("TRIGGER_MARKET", "long", "101", (100, 100.5, 99, 100), None),     # a buy trigger above the price
+    ("TRIGGER_MARKET", "long", "101", (100, 101.5, 99.5, 101), D("101")),
+    ("TRIGGER_MARKET", "long", "101", (103, 104, 102, 103), D("103")),  # ... worse on a gap up
+    ("TRIGGER_MARKET", "short", "99", (100, 100.5, 98, 99), D("99")),   # a sell trigger below the price
+    ("TRIGGER_MARKET", "short", "99", (97, 97.5, 96, 97), D("97")),     # ... worse on a gap down
+])
+def test_resting_orders_fill_on_the_path_at_their_level_or_the_gap(
+        kind: str, side: str, level: str, path: tuple[float, ...], fill: Decimal | None) -> None:
+    core = make_core(price=100.0)
+    assert kinds(rest(core, "r", kind, side, "1", level)) == [OrderAccepted]
+    held = D(1) * D(level) / 4
+    assert core.frozen_margin() == held and core.available() == BALANCE - held
+    events = core.on_candle(candle(300_000, *path), 5)
+    order = core.order("r")
+    assert order is not None
+    if fill is None:
+        assert events == [] and order.status == "new"
+        return
+    [filled] = [e for e in events if isinstance(e, OrderFilled)]
+    assert (filled.price, filled.qty, order.status) == (fill, D(1), "filled")
+    assert core.frozen_margin() == 0 and core.snapshot(SYM, side).qty == 1  # type: ignore[arg-type]
+
+
+def test_marketable_limit_fills_at_once_at_the_last_price_and_reduce_only_ones_need_a_position() -> None:
+    core = make_core(price=100.0)
+    events = rest(core, "buy", "LIMIT", "long", "2", "105")
+    assert kinds(events) == [OrderAccepted, OrderFilled]
+    assert next(e for e in events if isinstance(e, OrderFilled)).price == D(100)  # the taker's price, not 105
+    assert kinds(rest(core, "tp", "LIMIT", "long", "3", "110", reduce_only=True)) == [OrderAccepted]
+    assert core.frozen_margin() == 0, "a reduce-only order holds no margin"
+    core.on_candle(candle(300_000, 100, 111, 99, 110), 5)
+    assert core.holding(SYM, "long") is None and core.order("tp").filled_qty == 2  # type: ignore[union-attr]
+    [refused] = rest(core, "none", "LIMIT", "long", "1", "110", reduce_only=True)
+    assert isinstance(refused, OrderRejected) and refused.code == 101205
+
+
+@pytest.mark.parametrize(("qty", "level", "code"), [
+    ("1", "99.95", 109400),   # off the tick
+    ("0.00001", "99", 109400),  # off the step
+    ("0.01", "99", 101400),   # below the minimum notional
+    ("500", "99", 101204),    # more margin than the account has
+])
+def test_resting_order_refusals(qty: str, level: str, code: int) -> None:
+    core = make_core(price=100.0)
+    [refused] = rest(core, "r", "LIMIT", "long", qty, level)
+    assert isinstance(refused, OrderRejected) and refused.code == code and core.order("r") is None
+
+
+def test_canceling_a_resting_order_releases_its_margin() -> None:
+    core = make_core(price=100.0)
+    rest(core, "r", "TRIGGER_MARKET", "short", "1", "95")
+    assert core.frozen_margin() == D(95) / 4
+    assert kinds(core.cancel("r", 3)) == [OrderCanceled]
+    assert core.frozen_margin() == 0 and core.available() == BALANCE
+
+
 def test_orphan_policy_cancel_cancels_the_stop_when_a_close_flattens() -> None:
     core = _long_with_stop(orphan="cancel")
     events = orders_only(close(core, "c", "long", "1"))
