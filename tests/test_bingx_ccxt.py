@@ -316,6 +316,45 @@ def test_refusals_map_to_ccxt_error_classes(venue: Venue) -> None:
         ex.create_order(SYMBOL, "market", "buy", 0.01, params={"positionSide": "LONG"})  # one-way account
 
 
+def test_batch_cancel_replace_and_time_in_force_edges(venue: Venue) -> None:
+    """What ccxt's unified methods do not reach, through its implicit API (signed as ccxt signs)."""
+    ex = client(venue.sim)
+    ex.load_markets()
+    low = float(venue.price() * D("0.9"))
+    one = {"symbol": "BTC-USDT", "type": "LIMIT", "side": "BUY", "positionSide": "BOTH", "quantity": 0.001,
+           "price": low}
+    reply = ex.swapV2PrivatePostTradeBatchOrders({"batchOrders": ex.json([
+        {**one, "clientOrderId": "edge-1"}, {**one, "quantity": 500, "clientOrderId": "edge-2"}])})["data"]
+    assert [o["clientOrderId"] for o in reply["orders"]] == ["edge-1"]
+    assert [int(e["code"]) for e in reply["errors"]] == [101204]  # the refused one, beside the placed one
+    with pytest.raises(ccxt.InsufficientFunds):  # every one refused: the first refusal is the reply
+        ex.swapV2PrivatePostTradeBatchOrders({"batchOrders": ex.json([{**one, "quantity": 500}])})
+    with pytest.raises(ccxt.BadRequest):
+        ex.swapV2PrivatePostTradeBatchOrders({"batchOrders": ex.json([one] * 6)})
+
+    with pytest.raises(ccxt.ExchangeError, match="101215"):  # PostOnly would take
+        ex.create_order(SYMBOL, "limit", "buy", 0.001, float(venue.price() * D("1.01")), params={"postOnly": True})
+    ioc = ex.create_order(SYMBOL, "limit", "buy", 0.001, low, params={"timeInForce": "IOC", "clientOrderId": "ioc"})
+    assert ex.fetch_order(ioc["id"], SYMBOL)["status"] == "canceled"  # nothing filled at once: canceled
+
+    edge = ex.fetch_open_orders(SYMBOL)[0]
+    kept = ex.swapV1PrivatePostTradeCancelReplace({
+        "symbol": "BTC-USDT", "cancelOrderId": "1900000000000999999", "cancelReplaceMode": "STOP_ON_FAILURE",
+        "type": "LIMIT", "side": "BUY", "positionSide": "BOTH", "quantity": 0.002, "price": low})["data"]
+    assert (kept["cancelResult"], kept["replaceResult"]) == ("false", "false") and kept["cancelMsg"]
+    placed = ex.swapV1PrivatePostTradeCancelReplace({
+        "symbol": "BTC-USDT", "cancelOrderId": "1900000000000999999", "cancelReplaceMode": "ALLOW_FAILURE",
+        "type": "LIMIT", "side": "BUY", "positionSide": "BOTH", "quantity": 0.002, "price": low})["data"]
+    assert (placed["cancelResult"], placed["replaceResult"]) == ("false", "true")
+    assert {o["id"] for o in ex.fetch_open_orders(SYMBOL)} == {edge["id"], str(placed["newOrderResponse"]["orderId"])}
+
+    gone = ex.swapV2PrivateDeleteTradeBatchOrders({"symbol": "BTC-USDT",
+                                                   "orderIdList": [edge["id"], "1900000000000999999"]})["data"]
+    assert [str(o["orderId"]) for o in gone["success"]] == [edge["id"]]
+    assert [(str(f["orderId"]), f["errorCode"]) for f in gone["failed"]] == [("1900000000000999999", 109421)]
+    assert len(ex.swapV2PublicGetQuoteTicker()["data"]) == 1  # every symbol without one
+
+
 # --- websockets (ccxt.pro) ----------------------------------------------------------------------
 
 
