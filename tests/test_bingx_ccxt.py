@@ -164,6 +164,15 @@ def test_balance_fees_leverage_margin_and_position_mode(venue: Venue) -> None:
     assert ex.fetch_position_mode(SYMBOL)["hedged"] is True
     ex.set_leverage(3, SYMBOL, params={"side": "LONG"})
     assert ex.fetch_leverage(SYMBOL)["longLeverage"] == 3
+    ex.create_order(SYMBOL, "market", "buy", 0.01, params={"hedged": True})  # opens the long side
+    ex.create_order(SYMBOL, "market", "sell", 0.004, params={"hedged": True})  # opens the short side
+    held = {p["side"]: p["contracts"] for p in ex.fetch_positions([SYMBOL]) if p["contracts"]}
+    assert held == {"long": 0.01, "short": 0.004}
+    ex.create_order(SYMBOL, "market", "sell", 0.01, params={"hedged": True, "reduceOnly": True})  # closes the long
+    assert {p["side"] for p in ex.fetch_positions([SYMBOL]) if p["contracts"]} == {"short"}
+    with pytest.raises(ccxt.BadRequest):  # 109400: the mode cannot change while a position is open
+        ex.set_position_mode(False)
+    assert len(ex.close_all_positions()) == 1
     ex.set_position_mode(False)
     assert ex.fetch_position_mode(SYMBOL)["hedged"] is False
 
