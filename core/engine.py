@@ -399,12 +399,10 @@ class Engine:
             log.info("%s: funding at %d is before any position of this instance: not booked", self.name,
                      payment.funding_time)
             return False
-        if self.shares_symbol:
-            r = self.pos.rec
-            if position != r.seq or payment.side != r.side or payment.qty != r.open_qty:
-                log.warning("%s: funding %s at %d on a shared %s position cannot be attributed: not booked",
-                            self.name, payment.paid, payment.funding_time, payment.side or "?")
-                return False
+        if self.shares_symbol and (position != r.seq or payment.side != r.side or payment.qty != r.open_qty):
+            log.warning("%s: funding %s at %d on a shared %s position cannot be attributed: not booked",
+                        self.name, payment.paid, payment.funding_time, payment.side or "?")
+            return False
         return journal.add_funding(self.clock.now_ms(), position, key, payment)  # one row: atomic
 
     async def book_missed_funding(self) -> None:

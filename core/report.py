@@ -287,7 +287,8 @@ def evaluation_text(state_dir: str | Path, strategy_meta: dict[str, Any] | None 
             journal.close()
         start = int(meta.get("start_ms", first or 0))
         end = int(meta.get("end_ms", last or 0))
-        lines.append(f"evaluation of {name} (fees as charged by the exchange, on notional; stops filled intrabar):")
+        lines.append(f"evaluation of {name} (fees as charged by the exchange, on notional; stops filled intrabar with "
+                     "the account's stop slippage; funding as settled):")
         if training and "end_ms" in training:
             lines.append(f"  the models were trained on candles {training.get('start', '?')} .. "
                          f"{training.get('end', '?')} (open times); only later entries are out of sample")

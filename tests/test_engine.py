@@ -723,3 +723,23 @@ def test_recovery_books_the_funding_the_exchange_charged_while_nobody_listened(t
     bench = run(go())
     assert bench.journal.funding_total() == Decimal("0.7") and bench.journal.funding_count() == 1
     assert run(bench.violations()) == []
+
+
+def test_on_a_shared_symbol_funding_is_booked_only_when_it_names_this_position_alone(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)})
+        await bench.start()
+        await bench.bars(100.0, 100.0, 100.0)
+        engine = bench.engine
+        engine.shares_symbol = True  # another instance trades BTC-USDT on this (hedge-mode) account
+        qty = engine.pos.rec.open_qty
+        t = 3 * STEP_MS
+        for side, q in ((None, Decimal(0)), ("short", qty), ("long", qty * 2), ("long", qty)):
+            engine.post(FundingPaid(symbol=SYMBOL, funding_time=t, paid=Decimal("0.3"), side=side, qty=q))
+            t += STEP_MS
+        await engine.drain()
+        return bench
+
+    bench = run(go())
+    # no side (BingX's income row), the other side, the sum of two instances' longs: not attributable
+    assert bench.journal.conn.execute("SELECT funding_time FROM funding").fetchall() == [(6 * STEP_MS,)]
