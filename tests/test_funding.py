@@ -282,3 +282,28 @@ def test_gatebot_replay_of_a_day_books_three_payments_per_position_and_the_repor
     assert report.stdout.count("3 payments booked") == 2
     data = json.loads((tmp_path / "state" / "report.json").read_text())
     assert [i["funding_payments"] for i in data["instances"]] == [3, 3]
+
+
+def test_with_two_intervals_of_a_symbol_only_the_shorter_settles_funding() -> None:
+    """A replay feeds every candle stream to every paper account, each candle at its open time: the hour that
+    ends at 08:00 arrives before the 5m candles inside it, and must not settle 08:00 on the position of 07:00."""
+    from core.events import SubmitClose, SubmitEntry
+    from exchanges.paper.exchange import PaperExchange, PaperOptions
+
+    ex = PaperExchange(PaperOptions(funding=FundingOptions(rate=D("0.001"))))
+    asyncio.run(ex.configure("BTC-USDT", 4, False))
+
+    def bar(interval: str, t: int) -> CandleClosed:
+        return CandleClosed(symbol="BTC-USDT", interval=interval, open_time=t, open=100, high=100, low=100, close=100,
+                            volume=1)
+
+    h, m5 = 3_600_000, 300_000
+    ex.on_candle(bar("5m", 6 * h + 55 * m5 // 5))  # 06:55: the 5m stream is seen first
+    asyncio.run(ex.submit(SubmitEntry(client_id="e", symbol="BTC-USDT", side="long", qty=D(1))))
+    ex.on_candle(bar("1h", 7 * h))  # closes at 08:00, but 07:00..07:55 have not been played yet
+    assert ex.core.account.funding == []
+    for i in range(12):
+        if i == 6:  # 07:30: the position is closed before 08:00
+            asyncio.run(ex.submit(SubmitClose(client_id="x", symbol="BTC-USDT", side="long", qty=D(1))))
+        ex.on_candle(bar("5m", 7 * h + i * m5))
+    assert ex.core.account.funding == [], "nothing was held at 08:00"

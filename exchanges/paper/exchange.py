@@ -105,6 +105,8 @@ class PaperExchange:
                                      orphan_stops=options.orphan_stops, stop_slippage_bps=options.stop_slippage_bps,
                                      funding=FundingSchedule(options.funding))
         self._sink: EventSink | None = None
+        self._funding_step: dict[str, int] = {}
+        """The shortest candle interval seen per symbol: the stream whose closes settle funding."""
 
     # --- persistence -------------------------------------------------------------------------
 
@@ -198,10 +200,16 @@ class PaperExchange:
 
     def on_candle(self, candle: CandleClosed) -> None:
         """The market moved by one closed candle: trigger stops and take-profits on its path, then settle
-        the funding due at its close (the positions held through it pay; an order sent on it does not)."""
+        the funding due at its close (the positions held through it pay; an order sent on it does not). With
+        several intervals of one symbol (a replay feeds every stream to every paper account, each candle at its
+        open time), only the shortest settles: a long candle arrives before the short ones inside it."""
         now = self._now()
         events = self.core.on_candle(candle, now)
-        events += self.core.settle_funding(candle.symbol, candle.open_time + interval_ms(candle.interval), now)
+        step = interval_ms(candle.interval)
+        shortest = self._funding_step.setdefault(candle.symbol, step)
+        if step <= shortest:
+            self._funding_step[candle.symbol] = step
+            events += self.core.settle_funding(candle.symbol, candle.open_time + step, now)
         self._deliver(events)
 
     def market_time(self, symbol: str) -> int | None:
