@@ -90,7 +90,8 @@ class Instance:
                                   attached_stop=adapter.capabilities.attached_stop,
                                   stop_tolerance_pct=Decimal(repr(prot.stop_tolerance_pct))),
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),
-            foreign_policy=prot.on_foreign_position, plugins=r.plugins)
+            fill_timeout_ms=int(prot.fill_timeout_s * 1000), foreign_policy=prot.on_foreign_position,
+            plugins=r.plugins)
         engine.shares_symbol = sum(
             1 for i in r.config.instances if i.exchange == cfg.exchange and i.symbol == cfg.symbol) > 1
         for candle in r.history(cfg.symbol, cfg.interval):

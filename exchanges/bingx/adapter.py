@@ -76,6 +76,11 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Requests per second per endpoint group, overriding the conservative defaults (constants.py)."""
     request_timeout_s: float = 10.0
     recv_window_ms: int = 5000
+    user_stream_silence_s: float = 8.0
+    """The user stream is taken for dead (reconnect, then reconcile over REST) after this long without a
+    frame other than ``Ping``: BingX pushes ACCOUNT_CONFIG_UPDATE on connect and every 5 s, so a stream
+    that goes quiet while its pings go on, or a half-open socket, is noticed in seconds (websockets' own
+    pings would take 40 s). 0 turns the watch off (an exchange without such pushes)."""
     kline_grace_s: float = 5.0
     """Close a candle by the clock this long after its end when no later push came..."""
     close_candles_by_clock: bool = True
@@ -169,10 +174,25 @@ class BingXAdapter:
         await self.rest.start()
         if market_only:
             return
+        # One signed request first: a wrong key or secret is refused here (CredentialsRefused, one line and
+        # exit status 4), not found later as an instance failing and restarting forever.
+        await self.rest.query(constants.BALANCE, {}, list[codec.Balance])
         self.user = UserStream(self.ws_url, self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
-                               on_reconnect=self._stream_came_back, recorder=self.recorder)
-        self._tasks.append(asyncio.create_task(self.user.run(), name=f"{self.account}-user-stream"))
-        await asyncio.wait_for(self.user.connected.wait(), timeout=30)
+                               on_reconnect=self._stream_came_back, recorder=self.recorder,
+                               silence_s=self.options.user_stream_silence_s)
+        stream = asyncio.create_task(self.user.run(), name=f"{self.account}-user-stream")
+        self._tasks.append(stream)
+        connected = asyncio.create_task(self.user.connected.wait())
+        try:
+            await asyncio.wait({stream, connected}, timeout=self.options.request_timeout_s * 3,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+        if stream.done():
+            stream.result()  # its error (a listenKey refused), as raised
+        if not self.user.connected.is_set():
+            raise ExchangeError(f"BingX user stream at {self.ws_url} did not connect within "
+                                f"{self.options.request_timeout_s * 3:.0f} s")
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exchanges.base import ExchangeError
+from exchanges.base import CredentialsRefused, ExchangeError
 
 
 class BingXError(ExchangeError):
@@ -17,7 +17,7 @@ class BingXError(ExchangeError):
         self.path = path
 
 
-class AuthError(BingXError):
+class AuthError(BingXError, CredentialsRefused):
     """Bad key, signature, permission or IP: nothing will work until the operator fixes it."""
 
 
@@ -51,9 +51,8 @@ class InvalidRequest(BingXError):
 
 CODES: dict[int, type[BingXError]] = {
     100001: AuthError, 100004: AuthError, 100412: AuthError, 100413: AuthError, 100419: AuthError,
-    100421: TimestampError,
     100410: RateLimited,
-    100500: Busy, 80012: Busy, 109500: Busy, 110500: Busy, 80019: Busy,
+    100500: Busy, 109500: Busy, 110500: Busy, 80019: Busy,
     101204: Refused, 101253: Refused, 101206: Refused, 101212: Refused, 80001: Refused,
     101205: Refused, 80017: Refused, 109420: Refused,
     101400: Refused, 110422: Refused, 110425: Refused,
@@ -66,6 +65,18 @@ CODES: dict[int, type[BingXError]] = {
 }
 
 
+SHARED_CODES: dict[int, tuple[str, type[BingXError], type[BingXError]]] = {
+    100421: ("timestamp", TimestampError, Refused),  # also "pair restricted from API trading"
+    80012: ("margin", Refused, Busy),  # also "margin is not enough"
+}
+"""Codes BingX uses for two things (protocol page §0), told apart by a word of ``msg``:
+code -> (word, the error when msg has it, the error when not)."""
+
+
 def error_for(code: int, msg: str, *, path: str = "") -> BingXError:
     """The typed error of a reply code; unknown codes are plain BingXError (not retried)."""
+    shared = SHARED_CODES.get(code)
+    if shared is not None:
+        word, with_word, without = shared
+        return (with_word if word in msg.lower() else without)(code, msg, path=path)
     return CODES.get(code, BingXError)(code, msg, path=path)

@@ -3,6 +3,10 @@
 The key lives 60 minutes; it is extended every 30 and recreated when the exchange says it expired
 (a ``listenKeyExpired`` push or a 404 on renewal). BingX does not replay events missed while
 disconnected, so every reconnect is reported (``on_reconnect``) and the engine reconciles over REST.
+
+The stream's health is judged by the data that flows, not by pings: BingX pushes ACCOUNT_CONFIG_UPDATE
+on connect and every 5 s, so ``silence_s`` without any frame but ``Ping`` (a stream gone quiet while
+its pings go on, a half-open socket where nothing arrives at all) means reconnect and reconcile.
 """
 
 from __future__ import annotations
@@ -104,7 +108,7 @@ def _order_events(event: codec.OrderTradeUpdate, book: OrderBook) -> list[AnyEve
 class UserStream:
     def __init__(self, ws_url: str, rest: RestClient, clock: Clock, book: OrderBook, *, hedge: bool,
                  on_event: Callable[[AnyEvent], None], on_reconnect: Callable[[], None],
-                 renew_s: float = LISTEN_KEY_RENEW_S, recorder: Any = None) -> None:
+                 renew_s: float = LISTEN_KEY_RENEW_S, recorder: Any = None, silence_s: float = 0.0) -> None:
         self.ws_url = ws_url
         self.recorder = recorder
         """A core.recording.Recorder that gets every raw frame (None: no recording, no cost)."""
@@ -115,6 +119,12 @@ class UserStream:
         self.on_event = on_event
         self.on_reconnect = on_reconnect
         self.renew_s = renew_s
+        self.silence_s = silence_s
+        """Reconnect after this long without a frame other than ``Ping`` (0: never)."""
+        self.last_data_ms = 0
+        """When the last frame other than ``Ping`` arrived (the clock's monotonic reading)."""
+        self.silences = 0
+        """Connections given up for silence."""
         self.key: str | None = None
         self.connected = asyncio.Event()
         self.connections = 0
@@ -139,14 +149,18 @@ class UserStream:
                         self.connected_again()
                         self.connected.set()
                         delay = 0.1
+                        self.last_data_ms = self.clock.monotonic_ms()
                         reader = asyncio.create_task(self._read(ws))
                         expired = asyncio.create_task(self._expired.wait())
+                        tasks = {reader, expired}
+                        if self.silence_s > 0:
+                            tasks.add(asyncio.create_task(self._watch()))
                         try:
-                            done, _ = await asyncio.wait({reader, expired}, return_when=asyncio.FIRST_COMPLETED)
+                            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                         finally:
-                            for task in (reader, expired):
+                            for task in tasks:
                                 task.cancel()
-                            await asyncio.gather(reader, expired, return_exceptions=True)
+                            await asyncio.gather(*tasks, return_exceptions=True)
                         if reader in done and not reader.cancelled() and reader.exception() is not None:
                             raise reader.exception()  # type: ignore[misc]
                 except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransportError) as exc:
@@ -161,6 +175,18 @@ class UserStream:
         self.connections += 1
         if self.connections > 1:
             self.on_reconnect()  # events may have been missed: reconcile over REST
+
+    async def _watch(self) -> None:
+        """Return (the connection is given up) once no data came for ``silence_s``."""
+        silence_ms = round(self.silence_s * 1000)
+        while True:
+            await self.clock.sleep(min(1.0, self.silence_s / 4))
+            quiet_ms = self.clock.monotonic_ms() - self.last_data_ms
+            if quiet_ms > silence_ms:
+                self.silences += 1
+                log.warning("user stream silent for %.1f s (pings alone do not count); reconnecting",
+                            quiet_ms / 1000)
+                return
 
     async def _read(self, ws: websockets.ClientConnection) -> None:
         async for frame in ws:
@@ -180,6 +206,7 @@ class UserStream:
         if text == "Ping":
             await ws.send("Pong")
             return True
+        self.last_data_ms = self.clock.monotonic_ms()
         try:
             event = codec.user_event_decoder.decode(text)
         except msgspec.DecodeError:
