@@ -53,6 +53,8 @@ _STATUS: dict[str, OrderStatus] = {
 }
 _ROLE: dict[str, Role] = {"e": "entry", "s": "stop", "x": "close", "t": "take_profit"}
 _DUPLICATE = (101481, 109201)
+USER_CONNECT_S = 30.0
+"""How long start() waits for the user stream's first connection."""
 
 
 class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -171,6 +173,14 @@ class BingXAdapter:
         self.rest = RestClient(self.rest_url, key, secret, clock=self.clock, timeout_s=self.options.request_timeout_s,
                                recv_window_ms=self.options.recv_window_ms, rate_limits=dict(self.options.rate_limits),
                                recorder=self.recorder)
+        try:
+            await self._connect(sink, market_only)
+        except BaseException:
+            await self.stop()  # a refused start leaves no session or task behind
+            raise
+
+    async def _connect(self, sink: EventSink, market_only: bool) -> None:
+        assert self.rest is not None
         await self.rest.start()
         if market_only:
             return
@@ -184,15 +194,13 @@ class BingXAdapter:
         self._tasks.append(stream)
         connected = asyncio.create_task(self.user.connected.wait())
         try:
-            await asyncio.wait({stream, connected}, timeout=self.options.request_timeout_s * 3,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({stream, connected}, timeout=USER_CONNECT_S, return_when=asyncio.FIRST_COMPLETED)
         finally:
             connected.cancel()
         if stream.done():
             stream.result()  # its error (a listenKey refused), as raised
         if not self.user.connected.is_set():
-            raise ExchangeError(f"BingX user stream at {self.ws_url} did not connect within "
-                                f"{self.options.request_timeout_s * 3:.0f} s")
+            raise ExchangeError(f"BingX user stream at {self.ws_url} did not connect within {USER_CONNECT_S:.0f} s")
 
     async def stop(self) -> None:
         for task in self._tasks:
