@@ -184,7 +184,7 @@ def test_a_signal_stops_a_replay_within_a_few_hundred_candles(tmp_path: Path, si
     runner = _replay_runner(tmp_path, candles())
     asyncio.run(runner.run())
     # the loop takes a few turns to run the handler (the wakeup pipe, then the callback): milliseconds
-    assert sent_at <= runner.bars <= sent_at + 5 * YIELD_EVERY, runner.bars
+    assert sent_at <= runner.bars <= sent_at + 5 * YIELD_EVERY <= 2_000, runner.bars  # of 20,000
 
 
 # --- REST: retryable replies, the exchange clock, the monotonic budget ------------------------------
