@@ -419,3 +419,26 @@ def test_an_instance_whose_journal_cannot_be_written_sends_nothing_says_so_once_
     assert [s for s in sent if s[0] < off_at] and [s for s in sent if s[0] > on_at], "it traded before and after"
     assert all(row for _, _, row in sent), "a command was sent without its journal row"
     assert runner.instances[0].halted is None and runner.instances[0].unwritable is None
+
+
+def test_live_an_instance_suspended_on_its_journal_comes_back_by_itself_within_seconds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> None:
+        async with bot(tmp_path, monkeypatch) as s:
+            inst = s.runner.instances[0]
+            off, on = FAULTS["read-only"]
+            journal = s.runner.journals["it"]
+            journal.conn.execute(off)
+            before = s.runner.bars
+            await s.sim.advance(1)  # the entry's candle: its transition cannot be journaled
+            await s.until(lambda: s.runner.bars > before, "the candle")
+            await s.until(lambda: inst.unwritable is not None, "the instance suspended")
+            assert await s.sim.account_view().open_orders(SYMBOL) == [] and s.engine is None, "nothing sent"
+            journal.conn.execute(on)
+            # back on the runner's tick (seconds), not after a candle: no candle is played meanwhile
+            await s.until(lambda: inst.unwritable is None and s.engine is not None
+                          and s.engine.status == "running", "the instance back", timeout=10)
+            await s.candles_until(lambda: s.state == "protected", "protected after coming back")
+            assert await s.violations() == []
+
+    asyncio.run(go())

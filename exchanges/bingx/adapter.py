@@ -184,9 +184,6 @@ class BingXAdapter:
         await self.rest.start()
         if market_only:
             return
-        # One signed request first: a wrong key or secret is refused here (CredentialsRefused, one line and
-        # exit status 4), not found later as an instance failing and restarting forever.
-        await self.rest.query(constants.BALANCE, {}, list[codec.Balance])
         self.user = UserStream(self.ws_url, self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
                                on_reconnect=self._stream_came_back, recorder=self.recorder,
                                silence_s=self.options.user_stream_silence_s)
