@@ -419,6 +419,11 @@ class Engine:
 
     # --- firing and executing --------------------------------------------------------------
 
+    def note_unknown(self, client_id: str, detail: str) -> None:
+        """A command whose outcome is unknown: journaled so, and asked about by the next reconcile."""
+        self._status(client_id, "unknown", detail)
+        self._unknown.add(client_id)
+
     def _status(self, client_id: str, status: Any, detail: str) -> None:
         self.journal.add_status(self.clock.now_ms(), self.pos.rec.seq, client_id, status, detail)  # one row: atomic
 
@@ -486,7 +491,6 @@ class Engine:
                 elif isinstance(cmd, SubmitEntry | SubmitStop | SubmitClose):
                     await self.adapter.submit(cmd)
             except OrderUnknown as exc:
-                self._status(cmd.client_id, "unknown", str(exc))
-                self._unknown.add(cmd.client_id)
+                self.note_unknown(cmd.client_id, str(exc))
                 continue
             crashpoint(f"{role}_sent")

@@ -442,3 +442,45 @@ def test_live_an_instance_suspended_on_its_journal_comes_back_by_itself_within_s
             assert await s.violations() == []
 
     asyncio.run(go())
+
+
+def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from core.engine import Engine
+    from core.events import CancelOrder, SubmitEntry, SubmitStop
+    from exchanges.base import OrderUnknown
+    from exchanges.paper.exchange import PaperExchange, PaperOptions
+    from tests.test_engine import SYMBOL as ENGINE_SYMBOL
+    from tests.test_engine import Bench, candle
+
+    class BusyOnce(PaperExchange):
+        refused = 0
+
+        async def cancel(self, command: CancelOrder) -> None:
+            if not self.refused:
+                self.refused += 1
+                raise OrderUnknown(command.client_id, "cancel: BingX 100500: busy")  # as the adapter says it
+            await super().cancel(command)
+
+    async def go() -> None:
+        bench = Bench(tmp_path, {}, exchange=BusyOnce(PaperOptions()))
+        ex = bench.exchange
+        await ex.start(lambda _e: None)
+        ex.on_candle(candle(0, 60000.0))
+        await ex.submit(SubmitEntry(client_id="zz-1-e1", symbol=ENGINE_SYMBOL, side="long", qty=Decimal("0.01")))
+        await ex.submit(SubmitStop(client_id="t-7-s1", symbol=ENGINE_SYMBOL, side="long", qty=Decimal("0.01"),
+                                   stop_price=Decimal("50000")))  # an order of ours left working, journal flat
+        assert [o.client_id for o in await ex.open_orders(ENGINE_SYMBOL)] == ["t-7-s1"]
+        real_start = Engine.start
+
+        async def start(self: Engine) -> None:
+            self.shares_symbol = True  # the position under the stop is another instance's: left alone
+            await real_start(self)
+
+        monkeypatch.setattr(Engine, "start", start)
+        engine = await bench.start()  # recovery's cancel is answered "unknown": recovery goes on
+        assert engine.status == "running" and ex.refused == 1
+        await bench.bars(60000.0)  # the next event reconciles: the cancel is sent again
+        assert "t-7-s1" not in [o.client_id for o in await ex.open_orders(ENGINE_SYMBOL)]
+
+    asyncio.run(go())
