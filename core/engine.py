@@ -89,6 +89,7 @@ class Engine:
         self._reconcile = False
         self._unknown: set[str] = set()
         self._protect_deadline: int | None = None
+        """Deadlines are on the clock's monotonic reading: a wall clock stepped back must not delay them."""
         self._fill_deadline: int | None = None
         """When an entry sent and not reported complete is asked about (its fill push may be lost)."""
         self._fill_asked: str | None = None
@@ -111,8 +112,9 @@ class Engine:
         if self.pos.state == "entering" and r.entry_complete and self._protect_deadline is None:
             # A filled entry still waiting for its stop: the protection timeout counts from when the journal
             # last moved it, not from this start (a crash or an instance restart must not buy it more time).
-            self._protect_deadline = self.journal.moved_at(r.seq) + self.protection_timeout_ms
-        self._arm_fill_deadline(self.clock.now_ms())
+            left_ms = self.journal.moved_at(r.seq) + self.protection_timeout_ms - self.clock.now_ms()
+            self._protect_deadline = self.clock.monotonic_ms() + min(max(0, left_ms), self.protection_timeout_ms)
+        self._arm_fill_deadline(self.clock.monotonic_ms())
         self.status = "running"
 
     def close(self) -> None:
@@ -393,7 +395,7 @@ class Engine:
             self._reconcile = True  # a change we did not cause (or have not seen yet): ask the exchange
 
     async def check_timers(self) -> None:
-        now = self.clock.now_ms()
+        now = self.clock.monotonic_ms()
         fill_deadline = self._fill_deadline
         if fill_deadline is not None and now >= fill_deadline:
             self._fill_deadline = now + self.fill_timeout_ms  # asked again each timeout until it is known
@@ -462,13 +464,14 @@ class Engine:
         if trigger == "entry_filled":
             crashpoint("fill_journaled")
         r = pos.rec
-        self._arm_fill_deadline(ts)
+        mono = self.clock.monotonic_ms()
+        self._arm_fill_deadline(mono)
         if pos.state != "entering":
             self._protect_deadline = None
         elif r.entry_complete and r.filled_qty > 0 and self._protect_deadline is None:
             # However the position came to wait for its stop (a last fill, the rest of the entry ended by the
             # exchange, a position adopted): the protection timeout counts from here.
-            self._protect_deadline = ts + self.protection_timeout_ms
+            self._protect_deadline = mono + self.protection_timeout_ms
         if pos.state in EXITED:
             if not pos.rec.working:
                 commands = [*commands, *self.settle()]

@@ -484,3 +484,37 @@ def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path
         assert "t-7-s1" not in [o.client_id for o in await ex.open_orders(ENGINE_SYMBOL)]
 
     asyncio.run(go())
+
+
+def test_a_wall_clock_stepped_back_does_not_delay_the_protection_timeout(tmp_path: Path) -> None:
+    from core.clock import VirtualClock
+    from core.events import SubmitClose, SubmitEntry, SubmitStop
+    from exchanges.paper.exchange import PaperExchange, PaperOptions
+    from strategies.base import Enter
+    from tests.test_engine import SYMBOL as ENGINE_SYMBOL
+    from tests.test_engine import Bench
+
+    class LosingStops(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if not isinstance(command, SubmitStop):
+                await super().submit(command)
+
+    class WallSteps(VirtualClock):
+        step_ms = 0
+
+        def now_ms(self) -> int:
+            return super().now_ms() + self.step_ms
+
+    async def go() -> None:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
+                      timeout_ms=60_000)
+        bench.clock = bench.exchange.clock = clock = WallSteps(0)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering"  # filled, its stop lost
+        clock.step_ms = -3_600_000  # the wall clock steps back an hour
+        await bench.bars(100.0)  # five minutes later: past the one-minute protection timeout
+        assert bench.engine.pos.state == "flat"
+        assert (await bench.exchange.position(ENGINE_SYMBOL, "long")).qty == 0
+
+    asyncio.run(go())
