@@ -269,13 +269,14 @@ class Journal:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
         """The one seam where a refused write (sqlite3.OperationalError READONLY / FULL / IOERR, OSError)
-        becomes :class:`JournalUnwritable`, the transaction rolled back."""
+        becomes :class:`JournalUnwritable`, the transaction rolled back (grouped: only its savepoint, the
+        group's earlier transactions are kept for a later commit)."""
         try:
             yield
         except (sqlite3.OperationalError, OSError) as exc:
             if not _unwritable(exc):
                 raise
-            if self.conn is not None and self.conn.in_transaction:
+            if self.conn is not None and self.conn.in_transaction and not self._group:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
             raise JournalUnwritable(f"journal {self.path} cannot be written ({exc})") from None
@@ -303,8 +304,10 @@ class Journal:
         try:
             yield
         except BaseException:
-            conn.execute("ROLLBACK TO tx")
-            conn.execute("RELEASE tx")
+            if conn.in_transaction:  # sqlite may have rolled the whole transaction back itself (a full disk)
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute("ROLLBACK TO tx")
+                    conn.execute("RELEASE tx")
             raise
         finally:
             self._depth = 0

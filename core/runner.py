@@ -60,6 +60,9 @@ class Instance:
         self._retry_s = JOURNAL_RETRY_S[0]
         self.retry_at_ms = 0
         """When (the clock's monotonic reading) the journal is tried again."""
+        self._revived_at_ms = 0
+        self._announced = False
+        """The outage was said; "writable again" is said once the instance stayed up JOURNAL_RETRY_S[1]."""
         self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
 
     async def build(self) -> Engine:
@@ -114,6 +117,7 @@ class Instance:
     def deliver(self, candle: CandleClosed) -> None:
         """Hand a candle to the running engine; a long enough healthy run forgives earlier failures."""
         assert self.engine is not None
+        self.check_resumed()
         if self.failures and candle.open_time >= self.down_until_bar + HEALTHY_CANDLES * interval_ms(self.cfg.interval):
             self.failures = 0
         self.engine.post(candle)
@@ -135,12 +139,16 @@ class Instance:
     def suspend(self, exc: JournalUnwritable) -> None:
         """The journal refused a write: the commands of that write were not sent and nothing else will be
         (write-ahead), the exchange stops stay. Said once; the journal is tried again with a backoff."""
-        if self.unwritable is None:
+        now_ms = self.runner.clock.monotonic_ms()
+        if not self._announced:
+            # Said once per outage: a disk that takes the small probe but not the next real write (full,
+            # a WAL that still fits) relapses quietly, its backoff kept, until it stays writable.
             log.error("instance %s: %s; sending nothing until it can be written (the exchange stops stay)",
                       self.cfg.name, exc)
+            self._announced = True
             self._retry_s = JOURNAL_RETRY_S[0]
         self.unwritable = str(exc)
-        self.retry_at_ms = self.runner.clock.monotonic_ms() + round(self._retry_s * 1000)
+        self.retry_at_ms = now_ms + round(self._retry_s * 1000)
         self._retry_s = min(self._retry_s * 2, JOURNAL_RETRY_S[1])
         self._drop()
 
@@ -156,8 +164,15 @@ class Instance:
 
     def revived(self) -> None:
         if self.unwritable is not None:
-            log.warning("instance %s: journal writable again; trading resumed", self.cfg.name)
             self.unwritable = None
+            self._revived_at_ms = self.runner.clock.monotonic_ms()
+
+    def check_resumed(self) -> None:
+        """Say the outage is over once the instance has stayed up long enough not to be a relapse."""
+        if (self._announced and self.unwritable is None and self.engine is not None
+                and self.runner.clock.monotonic_ms() - self._revived_at_ms >= JOURNAL_RETRY_S[1] * 1000):
+            self._announced = False
+            log.warning("instance %s: journal writable again; trading resumed", self.cfg.name)
 
     def _drop(self) -> None:
         if self.engine is not None:
@@ -527,6 +542,7 @@ class Runner:
             for inst in self.instances:
                 if inst.engine is None and inst.halted is None and inst.may_revive():
                     await self._rebuild(inst, self.clock.now_ms())
+                inst.check_resumed()
             for inst in self.instances:
                 if inst.engine is not None:
                     inst.engine.post(Timer(ts=self.clock.now_ms(), name="tick"))
