@@ -66,9 +66,11 @@ def _bingx_config(tmp: Path, sim: BingXSimulator, *, options: str = "", protecti
     path = tmp / "bot.toml"
     text = CONFIG.format(state=tmp / "state", hedge="false", rest=sim.rest_url, ws=sim.ws_url, attached="false",
                          params="{ enter_on = 1, exit_on = 0 }")
-    text = text.replace('secret_env = "SIM_BINGX_SECRET"\n', f'secret_env = "SIM_BINGX_SECRET"\n{options}')
+    anchors = ('secret_env = "SIM_BINGX_SECRET"\n', "protection_timeout_s = 5 }")
+    assert all(a in text for a in anchors), "the integration config changed: update these anchors"
+    text = text.replace(anchors[0], f"{anchors[0]}{options}")
     if protection:
-        text = text.replace("protection_timeout_s = 5 }", f"protection_timeout_s = 5, {protection} }}")
+        text = text.replace(anchors[1], f"protection_timeout_s = 5, {protection} }}")
     path.write_text(text)
     return path
 
