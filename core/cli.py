@@ -3,7 +3,9 @@
 Exit status 1: a session replay diverged from the live session, or check-invariants found a violation.
 Exit status 2: the configuration (or another input) is wrong and nothing was started.
 Exit status 3: the run finished but an instance halted (a damaged journal, a halt policy); the
-message names it and why. Exit status 4: an exchange could not be used (credentials, connection).
+message names it and why. Exit status 4: an exchange could not be used (credentials refused, connection).
+``status`` and ``report``: 0 when every journal was read; 2 when there is none (or no such folder) or one
+is damaged (each named, the readable ones still shown).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import msgspec
 
 from core.config import Config, ConfigError, load_config
-from core.journal import Journal, JournalError
+from core.journal import Journal, JournalError, check_state_dir
 from core.market import CandleFileError
 from core.report import evaluation_text, format_summary, report_dir
 from exchanges.base import ExchangeError
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             return handled
         config = load_config(args.config, allow_live=args.command == "check-config" or getattr(args, "live", False))
         if args.command == "check-config":
+            check_state_dir(config.state_dir)
             print(f"{args.config}: ok ({len(config.instances)} instance(s), mode {config.mode})")
             return 0
         if args.command == "replay":
@@ -115,16 +118,25 @@ def _run(config: Config, *, candles: Path | None) -> int:
     return EXIT_HALTED if runner.halted else 0
 
 
-def _status(state_dir: Path) -> int:
+def journal_paths(state_dir: Path) -> list[Path]:
+    """The journals of a state folder, for status and report alike; none is bad input (JournalError)."""
+    if not state_dir.is_dir():
+        raise JournalError(f"state folder {state_dir} does not exist" if not state_dir.exists()
+                           else f"state_dir {state_dir} is not a folder")
     paths = sorted(state_dir.glob("*.sqlite"))
     if not paths:
-        print(f"no journals in {state_dir}")
-        return 0
-    for path in paths:
+        raise JournalError(f"no journals in {state_dir}")
+    return paths
+
+
+def _status(state_dir: Path) -> int:
+    damaged = 0
+    for path in journal_paths(state_dir):
         try:
             journal = Journal(path, readonly=True)
         except JournalError as exc:
             print(f"{path.stem}: ERROR {exc}")
+            damaged += 1
             continue
         try:
             rec = journal.fold()
@@ -138,9 +150,10 @@ def _status(state_dir: Path) -> int:
                 print(f"    #{t['seq']} pos {t['position']}: {t['src']} --{t['trigger']}--> {t['dst']}")
         except JournalError as exc:
             print(f"{path.stem}: ERROR {exc}")
+            damaged += 1
         finally:
             journal.close()
-    return 0
+    return EXIT_BAD_INPUT if damaged else 0
 
 
 if __name__ == "__main__":

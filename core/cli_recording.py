@@ -133,14 +133,11 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def report(state_dir: Path, out: Path | None, *, png: bool = True) -> int:
-    from core.cli import EXIT_BAD_INPUT
+    from core.cli import EXIT_BAD_INPUT, journal_paths
     from core.journal import Journal, JournalError
     from core.report import format_report, report_data
 
-    paths = sorted(state_dir.glob("*.sqlite"))
-    if not paths:
-        print(f"no journals in {state_dir}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    paths = journal_paths(state_dir)  # none: JournalError, exit status 2 (as for status)
     reports, errors = [], []
     for path in paths:
         try:

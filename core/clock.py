@@ -14,7 +14,14 @@ from typing import Protocol
 
 
 class Clock(Protocol):
-    def now_ms(self) -> int: ...
+    def now_ms(self) -> int:
+        """Wall time (ms since the epoch): what journals and exchanges call a timestamp. It may step."""
+        ...
+
+    def monotonic_ms(self) -> int:
+        """A reading that never steps (ms, arbitrary origin): for durations, budgets and deadlines that a
+        wall-clock step (NTP, a user setting the time) must neither stretch nor shrink."""
+        ...
 
     async def sleep(self, seconds: float) -> None: ...
 
@@ -24,6 +31,9 @@ class LiveClock:
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
+
+    def monotonic_ms(self) -> int:
+        return time.monotonic_ns() // 1_000_000
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -39,6 +49,9 @@ class VirtualClock:
 
     def now_ms(self) -> int:
         return self._now
+
+    def monotonic_ms(self) -> int:
+        return self._now  # virtual time never goes back
 
     async def sleep(self, seconds: float) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -81,6 +81,9 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
     """Loss at the stop as a share of margin: the stop sits ``leveraged_sl_pct / leverage`` from the fill."""
     protection_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     """How long a filled entry may wait for its stop to be confirmed before it is closed at market."""
+    fill_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 3.0
+    """An entry sent with no fill reported after this long is asked about (its fill push may be lost on a
+    stream that went quiet): a market entry is never left unwatched."""
     on_foreign_position: Literal["adopt", "flatten", "halt"] = "adopt"
     stop_tolerance_pct: Annotated[float, msgspec.Meta(ge=0, le=0.05)] = 0.0002
     """An attached stop (priced from the last close) closer to the entry than the actual fill's stop by

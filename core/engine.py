@@ -62,7 +62,7 @@ class Engine:
     def __init__(self, *, name: str, symbol: str, interval: str, leverage: int, strategy: Strategy,
                  adapter: ExchangeAdapter, journal: Journal, clock: Clock, protection: Protection,
                  protection_timeout_ms: int = 10_000, foreign_policy: ForeignPolicy = "adopt",
-                 plugins: Any = None) -> None:
+                 plugins: Any = None, fill_timeout_ms: int = 3_000) -> None:
         self.name = name
         self.prefix = f"{name}-"
         self.symbol = symbol
@@ -75,6 +75,7 @@ class Engine:
         self.clock = clock
         self.protection = protection
         self.protection_timeout_ms = protection_timeout_ms
+        self.fill_timeout_ms = fill_timeout_ms
         self.foreign_policy = foreign_policy
         self.plugins = plugins
         self.status = "recovering"
@@ -89,6 +90,10 @@ class Engine:
         self._reconcile = False
         self._unknown: set[str] = set()
         self._protect_deadline: int | None = None
+        """Deadlines are on the clock's monotonic reading: a wall clock stepped back must not delay them."""
+        self._fill_deadline: int | None = None
+        """When an entry sent and not reported complete is asked about (its fill push may be lost)."""
+        self._fill_asked: str | None = None
         self._recovering = False
         self._held: list[AnyEvent] = []
         self._balance_stale = True
@@ -108,7 +113,9 @@ class Engine:
         if self.pos.state == "entering" and r.entry_complete and self._protect_deadline is None:
             # A filled entry still waiting for its stop: the protection timeout counts from when the journal
             # last moved it, not from this start (a crash or an instance restart must not buy it more time).
-            self._protect_deadline = self.journal.moved_at(r.seq) + self.protection_timeout_ms
+            left_ms = self.journal.moved_at(r.seq) + self.protection_timeout_ms - self.clock.now_ms()
+            self._protect_deadline = self.clock.monotonic_ms() + min(max(0, left_ms), self.protection_timeout_ms)
+        self._arm_fill_deadline(self.clock.monotonic_ms())
         self.status = "running"
 
     def close(self) -> None:
@@ -192,7 +199,7 @@ class Engine:
         self.candles_seen += 1
         if self.status != "running" or self.candles_seen < self.strategy.history:
             return
-        if self._protect_deadline is not None:
+        if self._protect_deadline is not None or self._fill_deadline is not None:
             await self.check_timers()
         if await self._decide() and self.pos.state == "flat":
             await self._decide()  # a reversal enters on the candle whose signal closed the old side
@@ -440,14 +447,36 @@ class Engine:
             self._reconcile = True  # a change we did not cause (or have not seen yet): ask the exchange
 
     async def check_timers(self) -> None:
+        now = self.clock.monotonic_ms()
+        fill_deadline = self._fill_deadline
+        if fill_deadline is not None and now >= fill_deadline:
+            self._fill_deadline = now + self.fill_timeout_ms  # asked again each timeout until it is known
+            if self.pos.state == "entering" and not self.pos.rec.entry_complete:
+                if self._fill_asked != self.pos.entry_id:  # said once per entry
+                    self._fill_asked = self.pos.entry_id
+                    log.warning("%s: entry %s has no fill report after %.1f s; asking the exchange", self.name,
+                                self.pos.entry_id, self.fill_timeout_ms / 1000)
+                self._reconcile = True  # recovery queries the entry by its id and books what filled
         deadline = self._protect_deadline
-        if deadline is None or self.clock.now_ms() < deadline:
+        if deadline is None or now < deadline:
             return
         self._protect_deadline = None
         if self.pos.state == "entering" and self.pos.rec.entry_complete:
             await self.execute(self.fire("protection_timeout", reason="stop not confirmed in time"))
 
+    def _arm_fill_deadline(self, ts: int) -> None:
+        """An entry in flight gets a deadline for its fill report; anything else none."""
+        if self.pos.state != "entering" or self.pos.rec.entry_complete:
+            self._fill_deadline = None
+        elif self._fill_deadline is None:
+            self._fill_deadline = ts + self.fill_timeout_ms
+
     # --- firing and executing --------------------------------------------------------------
+
+    def note_unknown(self, client_id: str, detail: str) -> None:
+        """A command whose outcome is unknown: journaled so, and asked about by the next reconcile."""
+        self._status(client_id, "unknown", detail)
+        self._unknown.add(client_id)
 
     def _status(self, client_id: str, status: Any, detail: str) -> None:
         self.journal.add_status(self.clock.now_ms(), self.pos.rec.seq, client_id, status, detail)  # one row: atomic
@@ -487,12 +516,14 @@ class Engine:
         if trigger == "entry_filled":
             crashpoint("fill_journaled")
         r = pos.rec
+        mono = self.clock.monotonic_ms()
+        self._arm_fill_deadline(mono)
         if pos.state != "entering":
             self._protect_deadline = None
         elif r.entry_complete and r.filled_qty > 0 and self._protect_deadline is None:
             # However the position came to wait for its stop (a last fill, the rest of the entry ended by the
             # exchange, a position adopted): the protection timeout counts from here.
-            self._protect_deadline = ts + self.protection_timeout_ms
+            self._protect_deadline = mono + self.protection_timeout_ms
         if pos.state in EXITED:
             if not pos.rec.working:
                 commands = [*commands, *self.settle()]
@@ -515,7 +546,6 @@ class Engine:
                 elif isinstance(cmd, SubmitEntry | SubmitStop | SubmitClose):
                     await self.adapter.submit(cmd)
             except OrderUnknown as exc:
-                self._status(cmd.client_id, "unknown", str(exc))
-                self._unknown.add(cmd.client_id)
+                self.note_unknown(cmd.client_id, str(exc))
                 continue
             crashpoint(f"{role}_sent")

@@ -50,6 +50,23 @@ class JournalLocked(JournalError):
     pass
 
 
+class JournalUnwritable(Exception):
+    """The journal cannot be written now (a read-only or full disk, an I/O error). Not damage: nothing
+    may be sent until it can be written again, and then the instance comes back by itself."""
+
+
+_UNWRITABLE_CODES = frozenset((sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL,
+                               sqlite3.SQLITE_CANTOPEN))
+"""sqlite's primary result codes that say "cannot write here now" (extended codes carry them in the
+low byte); any other OperationalError is a bug and propagates as such."""
+
+
+def _unwritable(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in _UNWRITABLE_CODES
+    return isinstance(exc, OSError)
+
+
 class StateDirLock:
     """One gatebot process per state directory: taken before any exchange is touched, so a second process
     refuses at once instead of halting its instances and then trading (or writing a paper account) anyway
@@ -75,6 +92,39 @@ class StateDirLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def check_state_dir(state_dir: str | Path, *, create: bool = False) -> None:
+    """Refuse, in one line (JournalError), a state folder that is a file or cannot be written: found
+    at start (and by ``check-config``), not as a traceback at the first journal write. ``create``: make
+    it when missing; else its nearest existing parent must take a new folder. Written to for real (a
+    probe file), not judged by permission bits: root passes those, not a read-only or immutable folder."""
+    path = Path(state_dir)
+    if path.exists() and not path.is_dir():
+        raise JournalError(f"state_dir {path} is not a folder")
+    if not path.exists():
+        if create:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise JournalError(f"state_dir {path} cannot be created: {exc.strerror or exc}") from None
+        else:
+            parent = next((p for p in path.parents if p.exists()), Path("."))
+            if not parent.is_dir():
+                raise JournalError(f"state_dir {path} cannot be created: {parent} is not a folder")
+            _probe(parent, f"state_dir {path} cannot be created")
+            return
+    _probe(path, f"state_dir {path} cannot be written")
+
+
+def _probe(folder: Path, what: str) -> None:
+    probe = folder / f".gatebot-probe-{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise JournalError(f"{what}: {exc.strerror or exc}") from None
 
 
 class IntentRow(msgspec.Struct, frozen=True):
@@ -218,21 +268,50 @@ class Journal:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """``BEGIN IMMEDIATE`` .. ``COMMIT``: everything inside lands together or not at all."""
+        """``BEGIN IMMEDIATE`` .. ``COMMIT``: everything inside lands together or not at all. A disk that
+        refuses the write raises :class:`JournalUnwritable` with nothing of it written."""
         conn = self.conn
-        if self._group:
-            yield from self._grouped()
-            return
-        if conn.in_transaction:
+        if conn.in_transaction and not self._group:
             yield
             return
-        conn.execute("BEGIN IMMEDIATE")
+        with self._writing():
+            if self._group:
+                yield from self._grouped()
+                return
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The one seam where a refused write (sqlite3.OperationalError READONLY / FULL / IOERR, OSError)
+        becomes :class:`JournalUnwritable`, the transaction rolled back (grouped: only its savepoint, the
+        group's earlier transactions are kept for a later commit)."""
         try:
             yield
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        except (sqlite3.OperationalError, OSError) as exc:
+            if not _unwritable(exc):
+                raise
+            if self.conn is not None and self.conn.in_transaction and not self._group:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            raise JournalUnwritable(f"journal {self.path} cannot be written ({exc})") from None
+
+    def probe_write(self) -> bool:
+        """True when a write reaches the disk now (a row committed and deleted again: the contents, and
+        so a replay's journal, do not change)."""
+        try:
+            with self.transaction():
+                self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('write_probe', '')")
+                self.conn.execute("DELETE FROM meta WHERE key = 'write_probe'")
+        except JournalUnwritable:
+            return False
+        return True
 
     def _grouped(self) -> Iterator[None]:
         conn = self.conn
@@ -246,8 +325,10 @@ class Journal:
         try:
             yield
         except BaseException:
-            conn.execute("ROLLBACK TO tx")
-            conn.execute("RELEASE tx")
+            if conn.in_transaction:  # sqlite may have rolled the whole transaction back itself (a full disk)
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute("ROLLBACK TO tx")
+                    conn.execute("RELEASE tx")
             raise
         finally:
             self._depth = 0
@@ -276,9 +357,10 @@ class Journal:
 
     def add_status(self, ts: int, position: int, client_id: str, status: IntentStatus,
                    detail: str = "") -> None:
-        self.conn.execute(
-            "INSERT INTO intents(ts, position, client_id, status, command, detail) VALUES (?,?,?,?,?,?)",
-            (ts, position, client_id, status, "", detail))
+        with self.transaction():  # one row, often outside any other transaction
+            self.conn.execute(
+                "INSERT INTO intents(ts, position, client_id, status, command, detail) VALUES (?,?,?,?,?,?)",
+                (ts, position, client_id, status, "", detail))
 
     def add_fill(self, ts: int, position: int, fill: OrderFilled) -> bool:
         """Book a fill; False (and nothing written) when this trade was booked before."""

@@ -24,6 +24,7 @@ from core.events import (
     Side,
 )
 from core.position import EXITED
+from exchanges.base import OrderUnknown
 
 if TYPE_CHECKING:
     from core.engine import Engine
@@ -49,7 +50,7 @@ async def _recover_flat(engine: Engine) -> None:
             with journal.transaction():
                 journal.add_intent(engine.clock.now_ms(), engine.pos.rec.seq, cmd)
             log.warning("%s: flat but %s is working on the exchange: canceling it", engine.name, order.client_id)
-            await adapter.cancel(cmd)
+            await _cancel(engine, cmd)
     if engine.shares_symbol:
         return
     for side in _SIDES:
@@ -131,7 +132,7 @@ async def _recover_position(engine: Engine) -> None:
     for cid in list(r.canceling):
         order = await adapter.query_order(symbol, cid)
         if order is not None and order.working:
-            await adapter.cancel(CancelOrder(client_id=cid, symbol=symbol))
+            await _cancel(engine, CancelOrder(client_id=cid, symbol=symbol))
         else:
             engine.post(OrderCanceled(client_id=cid, reason="already gone (found by recovery)"))
     await engine.drain()
@@ -169,6 +170,16 @@ async def _recover_position(engine: Engine) -> None:
     elif state == "exiting" and r.close_id and r.close_id not in r.working and snap.qty > ZERO:
         await engine.execute(engine.fire("close_rejected", reason="close lost"))
     await engine.drain()
+
+
+async def _cancel(engine: Engine, cmd: CancelOrder) -> None:
+    """A cancel whose outcome recovery cannot learn now (a lost or busy reply, retried already) does not
+    abort recovery: the id is marked unknown and asked about again by the reconcile that follows."""
+    try:
+        await engine.adapter.cancel(cmd)
+    except OrderUnknown as exc:
+        log.warning("%s: %s; asking again", engine.name, exc)
+        engine.note_unknown(cmd.client_id, str(exc))
 
 
 async def _stop_too_small(engine: Engine, stop_id: str | None, qty: Decimal) -> bool:

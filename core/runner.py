@@ -25,15 +25,20 @@ from core.config import Config, InstanceConfig, config_hash
 from core.engine import Engine, InstanceHalted
 from core.events import AnyEvent, CandleClosed, FundingPaid, PositionSnapshot, StreamDown, StreamUp, Timer
 from core.intervals import interval_ms
-from core.journal import Journal, JournalError, StateDirLock
+from core.journal import Journal, JournalError, JournalUnwritable, StateDirLock, check_state_dir
 from core.market import array_candles, generate, load_csv
 from core.position import Protection
-from exchanges.base import ExchangeAdapter
+from exchanges.base import CredentialsRefused, ExchangeAdapter
 from strategies.base import StrategyContext
 
 log = logging.getLogger("gatebot.runner")
 
 MAX_BACKOFF_CANDLES = 64
+YIELD_EVERY = 256
+"""A replay hands the loop a turn every this many candles (nothing in it waits otherwise): SIGINT and
+SIGTERM are handled within milliseconds, at no measurable cost."""
+JOURNAL_RETRY_S = (1.0, 30.0)
+"""First and longest wait between attempts to write a journal that could not be written (doubling)."""
 HEALTHY_CANDLES = 12
 """Candles an instance trades without failing before its earlier failures are forgiven (backoff restarts
 at one candle): sporadic errors hours apart must not keep it out for the longest backoff."""
@@ -50,6 +55,14 @@ class Instance:
         self.down_until_bar = 0
         self.halted: str | None = None
         """Why the instance stopped for good (a damaged journal, a halt policy); None while it trades."""
+        self.unwritable: str | None = None
+        """Why the journal cannot be written now: nothing is sent until it can (then it comes back)."""
+        self._retry_s = JOURNAL_RETRY_S[0]
+        self.retry_at_ms = 0
+        """When (the clock's monotonic reading) the journal is tried again."""
+        self._revived_at_ms = 0
+        self._announced = False
+        """The outage was said; "writable again" is said once the instance stayed up JOURNAL_RETRY_S[1]."""
         self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
 
     async def build(self) -> Engine:
@@ -90,7 +103,8 @@ class Instance:
                                   attached_stop=adapter.capabilities.attached_stop,
                                   stop_tolerance_pct=Decimal(repr(prot.stop_tolerance_pct))),
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),
-            foreign_policy=prot.on_foreign_position, plugins=r.plugins)
+            fill_timeout_ms=int(prot.fill_timeout_s * 1000), foreign_policy=prot.on_foreign_position,
+            plugins=r.plugins)
         engine.shares_symbol = sum(
             1 for i in r.config.instances if i.exchange == cfg.exchange and i.symbol == cfg.symbol) > 1
         for candle in r.history(cfg.symbol, cfg.interval):
@@ -103,9 +117,67 @@ class Instance:
     def deliver(self, candle: CandleClosed) -> None:
         """Hand a candle to the running engine; a long enough healthy run forgives earlier failures."""
         assert self.engine is not None
+        self.check_resumed()
         if self.failures and candle.open_time >= self.down_until_bar + HEALTHY_CANDLES * interval_ms(self.cfg.interval):
             self.failures = 0
         self.engine.post(candle)
+
+    def on_error(self, exc: BaseException, bar: int) -> None:
+        """What an instance's error means, in one place: credentials refused stop the run (nothing works
+        until the operator acts); a damaged journal or a halt policy halts the instance; a journal that
+        cannot be written suspends it until it can; anything else restarts it after a backoff."""
+        if isinstance(exc, CredentialsRefused):
+            self.runner.fatal(exc)
+            self._drop()
+        elif isinstance(exc, InstanceHalted | JournalError):
+            self.halt(exc)
+        elif isinstance(exc, JournalUnwritable):
+            self.suspend(exc)
+        else:
+            self.fail(exc, bar)
+
+    def suspend(self, exc: JournalUnwritable) -> None:
+        """The journal refused a write: the commands of that write were not sent and nothing else will be
+        (write-ahead), the exchange stops stay. Said once; the journal is tried again with a backoff."""
+        now_ms = self.runner.clock.monotonic_ms()
+        if not self._announced:
+            # Said once per outage: a disk that takes the small probe but not the next real write (full,
+            # a WAL that still fits) relapses quietly, its backoff kept, until it stays writable.
+            log.error("instance %s: %s; sending nothing until it can be written (the exchange stops stay)",
+                      self.cfg.name, exc)
+            self._announced = True
+            self._retry_s = JOURNAL_RETRY_S[0]
+        self.unwritable = str(exc)
+        self.retry_at_ms = now_ms + round(self._retry_s * 1000)
+        self._retry_s = min(self._retry_s * 2, JOURNAL_RETRY_S[1])
+        self._drop()
+
+    def may_revive(self) -> bool:
+        """A suspended instance whose journal takes a write again (tried no more often than the backoff)."""
+        if self.unwritable is None or self.runner.clock.monotonic_ms() < self.retry_at_ms:
+            return False
+        journal = self.runner.journals.get(self.cfg.name)
+        if journal is None or journal.conn is None or journal.probe_write():
+            return True
+        self.suspend(JournalUnwritable(self.unwritable))
+        return False
+
+    def revived(self) -> None:
+        if self.unwritable is not None:
+            self.unwritable = None
+            self._revived_at_ms = self.runner.clock.monotonic_ms()
+
+    def check_resumed(self) -> None:
+        """Say the outage is over once the instance has stayed up long enough not to be a relapse."""
+        if (self._announced and self.unwritable is None and self.engine is not None
+                and self.runner.clock.monotonic_ms() - self._revived_at_ms >= JOURNAL_RETRY_S[1] * 1000):
+            self._announced = False
+            log.warning("instance %s: journal writable again; trading resumed", self.cfg.name)
+
+    def _drop(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        self.engine = None
 
     def fail(self, exc: BaseException, bar: int) -> None:
         """Isolate the instance: journal the error, drop the engine, come back after a backoff."""
@@ -115,32 +187,30 @@ class Instance:
         self.down_until_bar = bar + backoff * step
         log.error("instance %s failed (%s: %s); restarting after %d candle(s)", self.cfg.name,
                   type(exc).__name__, exc, backoff)
-        journal = self.runner.journals.get(self.cfg.name)
-        if journal is not None and journal.conn is not None:
-            engine = self.engine
-            with journal.transaction():
-                journal.add_rejection(self.runner.clock.now_ms(), engine.pos.rec.seq if engine else 0,
-                                      engine.pos.state if engine else "?", "instance_error",
-                                      f"{type(exc).__name__}: {exc}")
-        if self.engine is not None:
-            self.engine.close()
-        self.engine = None
-
+        self._note("instance_error", f"{type(exc).__name__}: {exc}")
+        self._drop()
 
     def halt(self, exc: BaseException) -> None:
         """Stop this instance for good: what stopped it will not heal by waiting (a damaged journal,
         a position the policy says not to touch). The other instances keep trading."""
         self.halted = str(exc)
         log.error("instance %s halted: %s", self.cfg.name, exc)
+        if not isinstance(exc, JournalError):
+            self._note("instance_halted", str(exc))
+        self._drop()
+
+    def _note(self, trigger: str, message: str) -> None:
+        """Journal why the instance stopped (best effort: a journal that cannot take it is said so apart)."""
         journal = self.runner.journals.get(self.cfg.name)
-        if journal is not None and journal.conn is not None and not isinstance(exc, JournalError):
-            engine = self.engine
+        if journal is None or journal.conn is None:
+            return
+        engine = self.engine
+        try:
             with journal.transaction():
                 journal.add_rejection(self.runner.clock.now_ms(), engine.pos.rec.seq if engine else 0,
-                                      engine.pos.state if engine else "?", "instance_halted", str(exc))
-        if self.engine is not None:
-            self.engine.close()
-        self.engine = None
+                                      engine.pos.state if engine else "?", trigger, message)
+        except JournalUnwritable as exc:
+            log.error("instance %s: %s", self.cfg.name, exc)
 
 
 class Runner:
@@ -179,6 +249,8 @@ class Runner:
         self._history: dict[tuple[str, str], deque[CandleClosed]] = {}
         self._history_len = 0
         self._stopping = False
+        self._fatal: BaseException | None = None
+        self._runs: dict[str, asyncio.Task[None]] = {}
         self.bars = 0
 
     # --- wiring ------------------------------------------------------------------------------
@@ -227,15 +299,23 @@ class Runner:
     def stop(self) -> None:
         self._stopping = True
 
+    def fatal(self, exc: BaseException) -> None:
+        """Stop the whole run: ``run()`` raises ``exc`` once everything is shut down."""
+        if self._fatal is None:
+            self._fatal = exc
+        self.stop()
+
     # --- the run -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        check_state_dir(self.state_dir, create=True)  # one line (JournalError) for a file, a read-only folder
         lock = StateDirLock(self.state_dir)  # a second process on this state refuses before touching anything
         try:
             await self._run()
         finally:
             lock.release()
+        if self._fatal is not None:
+            raise self._fatal
 
     async def _run(self) -> None:
         if self.config.mode == "replay":
@@ -260,10 +340,8 @@ class Runner:
                     continue
                 try:
                     await inst.build()
-                except (InstanceHalted, JournalError) as exc:
-                    inst.halt(exc)
                 except Exception as exc:  # isolation: one instance's failure must not stop the others
-                    inst.fail(exc, 0)
+                    inst.on_error(exc, 0)
             if live:
                 await self._feed_live(live)
             else:
@@ -334,13 +412,20 @@ class Runner:
                                        self._history.setdefault(key, deque(maxlen=self._history_len)))
             streams[key].instances.append(inst)
         progress = _Progress(self.progress_total) if self.progress else None
+        n = 0
         if self._candle_source is not None:
             async for candle in self._candle_source:
+                n += 1
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 if self._stopping:
                     break
                 await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
         else:
             for candle in self._candles():
+                n += 1
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
                 if self._stopping:
                     break
                 await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
@@ -390,7 +475,7 @@ class Runner:
             keys = {(i.cfg.symbol, i.cfg.interval) for i in self.instances if i.cfg.exchange == name}
             adapter.start_market({k: (self._history[k][-1].open_time if self._history[k] else None) for k in keys},
                                  queue.put_nowait)
-        runs: dict[str, asyncio.Task[None]] = {}
+        runs = self._runs
         for inst in self.instances:
             if inst.engine is not None:
                 runs[inst.cfg.name] = self._spawn(inst)
@@ -412,14 +497,8 @@ class Runner:
                     if (inst.cfg.symbol, inst.cfg.interval) != (candle.symbol, candle.interval) or inst.halted:
                         continue
                     if inst.engine is None and candle.open_time >= inst.down_until_bar:
-                        try:
-                            await inst.build()
-                        except (InstanceHalted, JournalError) as exc:
-                            inst.halt(exc)
-                        except Exception as exc:  # isolation
-                            inst.fail(exc, candle.open_time)
-                        else:
-                            runs[inst.cfg.name] = self._spawn(inst)
+                        if inst.unwritable is None:
+                            await self._rebuild(inst, candle.open_time)
                         continue  # a rebuilt engine warmed up on history that already holds this candle
                     if inst.engine is not None:
                         inst.deliver(candle)
@@ -439,19 +518,32 @@ class Runner:
         async def run() -> None:
             try:
                 await engine.run_forever()
-            except (InstanceHalted, JournalError) as exc:
-                inst.halt(exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # isolation: the instance comes back after a backoff
-                inst.fail(exc, engine.bar)
+                inst.on_error(exc, engine.bar)
 
         return asyncio.create_task(run(), name=f"engine-{inst.cfg.name}")
 
+    async def _rebuild(self, inst: Instance, bar: int) -> None:
+        """Build an instance again (live) and run it on its own task."""
+        try:
+            await inst.build()
+        except Exception as exc:  # isolation
+            inst.on_error(exc, bar)
+        else:
+            inst.revived()
+            self._runs[inst.cfg.name] = self._spawn(inst)
+
     async def _tick(self) -> None:
-        """Timers (the protection timeout) need a heartbeat between candles."""
+        """Timers (the protection timeout) need a heartbeat between candles; an instance suspended on its
+        journal is tried again here (seconds count, not candles: its position may be waiting for a stop)."""
         while True:
             await self.clock.sleep(1.0)
+            for inst in self.instances:
+                if inst.engine is None and inst.halted is None and inst.may_revive():
+                    await self._rebuild(inst, self.clock.now_ms())
+                inst.check_resumed()
             for inst in self.instances:
                 if inst.engine is not None:
                     inst.engine.post(Timer(ts=self.clock.now_ms(), name="tick"))
@@ -483,14 +575,15 @@ class Runner:
             if inst.engine is None:
                 if candle.open_time < inst.down_until_bar:
                     return
+                if inst.unwritable is not None and not inst.may_revive():
+                    return
                 await inst.build()
+                inst.revived()
             inst.deliver(candle)
             assert inst.engine is not None
             await inst.engine.drain()
-        except (InstanceHalted, JournalError) as exc:
-            inst.halt(exc)
         except Exception as exc:  # isolation: one instance's failure must not stop the others
-            inst.fail(exc, candle.open_time)
+            inst.on_error(exc, candle.open_time)
 
 
 class _Stream:

@@ -42,6 +42,11 @@ class ExchangeError(Exception):
     """The exchange or the adapter failed in a way that is not about one order."""
 
 
+class CredentialsRefused(ExchangeError):
+    """The exchange refused the API key, signature, permission or IP: nothing will work until the
+    operator fixes it, so the run stops with one line (exit status 4) instead of retrying."""
+
+
 class OrderUnknown(ExchangeError):
     """A submission was sent but its outcome is unknown (timeout, 5xx): query it by client id."""
 

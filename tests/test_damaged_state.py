@@ -104,8 +104,8 @@ def test_a_damaged_journal_ends_with_a_clear_message_and_no_trading(tmp_path: Pa
     assert re.search(message, second.stderr), second.stderr
     assert "Traceback" not in second.stderr
     assert _orders(tmp_path) == orders_before, "nothing traded on a damaged journal"
-    status = gatebot("status", str(tmp_path / "state"))
-    assert status.returncode == 0 and "kt: ERROR" in status.stdout, status.stdout
+    status = gatebot("status", str(tmp_path / "state"))  # damaged: named, and exit status 2
+    assert status.returncode == 2 and "kt: ERROR" in status.stdout, status.stdout
 
 
 def test_a_second_process_on_the_same_state_directory_refuses_and_the_first_keeps_running(tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ _STATUS: dict[str, OrderStatus] = {
 }
 _ROLE: dict[str, Role] = {"e": "entry", "s": "stop", "x": "close", "t": "take_profit"}
 _DUPLICATE = (101481, 109201)
+USER_CONNECT_S = 30.0
+"""How long start() waits for the user stream's first connection."""
 
 
 class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -88,6 +90,11 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Requests per second per endpoint group, overriding the conservative defaults (constants.py)."""
     request_timeout_s: float = 10.0
     recv_window_ms: int = 5000
+    user_stream_silence_s: float = 8.0
+    """The user stream is taken for dead (reconnect, then reconcile over REST) after this long without a
+    frame other than ``Ping``: BingX pushes ACCOUNT_CONFIG_UPDATE on connect and every 5 s, so a stream
+    that goes quiet while its pings go on, or a half-open socket, is noticed in seconds (websockets' own
+    pings would take 40 s). 0 turns the watch off (an exchange without such pushes)."""
     kline_grace_s: float = 5.0
     """Close a candle by the clock this long after its end when no later push came..."""
     close_candles_by_clock: bool = True
@@ -180,15 +187,32 @@ class BingXAdapter:
         self.rest = RestClient(self.rest_url, key, secret, clock=self.clock, timeout_s=self.options.request_timeout_s,
                                recv_window_ms=self.options.recv_window_ms, rate_limits=dict(self.options.rate_limits),
                                recorder=self.recorder)
+        try:
+            await self._connect(sink, market_only)
+        except BaseException:
+            await self.stop()  # a refused start leaves no session or task behind
+            raise
+
+    async def _connect(self, sink: EventSink, market_only: bool) -> None:
+        assert self.rest is not None
         await self.rest.start()
         if market_only:
             return
         self.user = UserStream(self.ws_url, self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
                                on_reconnect=self._stream_came_back, on_unreadable=self._push_unreadable,
                                unreadable_limit=self.options.unreadable_push_limit, recorder=self.recorder,
-                               on_funding=self._funding_pushed)
-        self._tasks.append(asyncio.create_task(self.user.run(), name=f"{self.account}-user-stream"))
-        await asyncio.wait_for(self.user.connected.wait(), timeout=30)
+                               on_funding=self._funding_pushed, silence_s=self.options.user_stream_silence_s)
+        stream = asyncio.create_task(self.user.run(), name=f"{self.account}-user-stream")
+        self._tasks.append(stream)
+        connected = asyncio.create_task(self.user.connected.wait())
+        try:
+            await asyncio.wait({stream, connected}, timeout=USER_CONNECT_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+        if stream.done():
+            stream.result()  # its error (a listenKey refused), as raised
+        if not self.user.connected.is_set():
+            raise ExchangeError(f"BingX user stream at {self.ws_url} did not connect within {USER_CONNECT_S:.0f} s")
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -12,7 +12,7 @@ import re
 
 import msgspec
 
-from exchanges.base import ExchangeError
+from exchanges.base import CredentialsRefused, ExchangeError
 
 
 class BingXError(ExchangeError):
@@ -40,7 +40,7 @@ class UnreadableReply(BingXError):
         super().__init__(-1, msg, path=path)
 
 
-class AuthError(BingXError):
+class AuthError(BingXError, CredentialsRefused):
     """Bad key, signature, permission or IP: nothing will work until the operator fixes it."""
 
 
@@ -74,9 +74,8 @@ class InvalidRequest(BingXError):
 
 CODES: dict[int, type[BingXError]] = {
     100001: AuthError, 100004: AuthError, 100412: AuthError, 100413: AuthError, 100419: AuthError,
-    100421: TimestampError,
     100410: RateLimited,
-    100500: Busy, 80012: Busy, 109500: Busy, 110500: Busy, 80019: Busy,
+    100500: Busy, 109500: Busy, 110500: Busy, 80019: Busy,
     101204: Refused, 101253: Refused, 101206: Refused, 101212: Refused, 80001: Refused,
     101205: Refused, 80017: Refused, 109420: Refused,
     101400: Refused, 110422: Refused, 110425: Refused,

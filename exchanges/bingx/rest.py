@@ -1,9 +1,15 @@
 """Signed REST over one kept-alive aiohttp session: envelope checks, typed errors, rate-limit budgets.
 
 Every reply's ``code`` is checked (HTTP 200 can carry an error). A timeout, a dropped connection or a
-5xx is reported as :class:`TransportError`: for a query it is retried a few times; for an order
-submission the caller turns it into ``OrderUnknown`` and resolves it by querying the client id,
-never by sending again. Timestamps come from the injected clock plus the measured server offset.
+5xx is reported as :class:`TransportError`: for a query it is retried a few times, like every reply
+BingX marks retryable (busy, rate limits, timestamp); for an order submission the caller turns it into
+``OrderUnknown`` and resolves it by querying the client id, never by sending again.
+
+Timestamps are the exchange's clock: the server time measured at start, carried forward by the
+monotonic clock, so a stepped wall clock (NTP, a user setting the time) does not get requests refused
+for their timestamp; a refusal for timestamp (100421) re-measures it, and an order write refused so is
+sent again once (refused unprocessed, it cannot have run). The request budgets count monotonic time too:
+a wall clock stepped back does not block requests for the length of the step.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ def request_key(method: str, url: str, base_url: str) -> str:
 class TransportError(ExchangeError):
     """No usable reply (timeout, connection lost, HTTP 5xx): the request may or may not have run."""
 
+    retryable = True
+
 
 class TokenBucket:
     """A client-side request budget for one endpoint group."""
@@ -45,11 +53,11 @@ class TokenBucket:
     def __init__(self, rate: float, burst: float, clock: Clock) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
         self.tokens = burst
-        self.stamp = clock.now_ms()
+        self.stamp = clock.monotonic_ms()
 
     async def take(self) -> None:
         while True:
-            now = self.clock.now_ms()
+            now = self.clock.monotonic_ms()
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) / 1000 * self.rate)
             self.stamp = now
             if self.tokens >= 1:
@@ -72,6 +80,7 @@ class RestClient:
         self.recv_window_ms = recv_window_ms
         self.query_retries = query_retries
         self.offset_ms = 0
+        """Server time minus the local monotonic reading (ms), measured by :meth:`sync_time`."""
         self._session: aiohttp.ClientSession | None = None
         budgets = {group: (rate, burst) for group, (rate, burst) in RATE_LIMITS.items()}
         for group, rate in (rate_limits or {}).items():
@@ -93,11 +102,16 @@ class RestClient:
             self._session = None
 
     async def sync_time(self) -> None:
-        """Measure the server clock's offset (BingX refuses requests outside a 5 s window)."""
-        before = self.clock.now_ms()
+        """Measure the server clock against the monotonic clock (BingX refuses requests outside a 5 s
+        window): :meth:`server_ms` is then the exchange's time whatever the wall clock does."""
+        before = self.clock.monotonic_ms()
         data = await self.public(SERVER_TIME, {}, codec.ServerTime)
-        after = self.clock.now_ms()
+        after = self.clock.monotonic_ms()
         self.offset_ms = data.serverTime - (before + after) // 2
+
+    def server_ms(self) -> int:
+        """The exchange's clock now, as measured (the timestamp of signed requests)."""
+        return self.clock.monotonic_ms() + self.offset_ms
 
     # --- requests ----------------------------------------------------------------------------
 
@@ -109,16 +123,24 @@ class RestClient:
         return await self._retrying("GET", path, params, type, signed=True)
 
     async def write(self, method: str, path: str, params: dict[str, Any], type: type[T]) -> T:
-        """A signed state-changing request: sent once; a transport error propagates as such."""
-        return await self._request(method, path, params, type, signed=True)
+        """A signed state-changing request: sent once; a transport error propagates as such. Refused for
+        its timestamp, it was not processed: the clock is re-measured and it is sent once more."""
+        try:
+            return await self._request(method, path, params, type, signed=True)
+        except TimestampError as exc:
+            log.warning("%s %s refused for its timestamp (%s); re-measuring the exchange clock", method, path, exc)
+            await self.sync_time()
+            return await self._request(method, path, params, type, signed=True)
 
     async def _retrying(self, method: str, path: str, params: dict[str, Any], type: type[T], *, signed: bool) -> T:
+        """An idempotent request, sent again after a backoff on any reply that says "try again" (a lost
+        reply, a 5xx, and every BingX code marked retryable: busy, rate limit, timestamp)."""
         delay = 0.2
         for attempt in range(self.query_retries + 1):
             try:
                 return await self._request(method, path, params, type, signed=signed)
-            except (TransportError, RateLimited, TimestampError) as exc:
-                if attempt == self.query_retries:
+            except (TransportError, BingXError) as exc:
+                if attempt == self.query_retries or not getattr(exc, "retryable", True):
                     raise
                 if isinstance(exc, TimestampError):
                     await self.sync_time()
@@ -130,7 +152,7 @@ class RestClient:
     async def _request(self, method: str, path: str, params: dict[str, Any], type: type[T], *, signed: bool) -> T:
         await self._buckets[ENDPOINT_GROUP.get(path, "query")].take()
         if signed:
-            params = {**params, "timestamp": self.clock.now_ms() + self.offset_ms, "recvWindow": self.recv_window_ms}
+            params = {**params, "timestamp": self.server_ms(), "recvWindow": self.recv_window_ms}
             query = signed_query(params, self._secret)
         else:
             query = "&".join(f"{k}={v}" for k, v in params.items())

@@ -10,6 +10,10 @@ time each kind fails, then only counted), and reported (``on_unreadable``, with 
 names one) so the instances it may concern reconcile over REST. After ``unreadable_limit`` of them the
 stream says :attr:`UserStream.entries_blocked`: the adapter takes no new entries on this account (exits
 and stops still go out) until the operator has looked (a restart).
+
+The stream's health is judged by the data that flows, not by pings: BingX pushes ACCOUNT_CONFIG_UPDATE
+on connect and every 5 s, so ``silence_s`` without any frame but ``Ping`` (a stream gone quiet while
+its pings go on, a half-open socket where nothing arrives at all) means reconnect and reconcile.
 """
 
 from __future__ import annotations
@@ -126,7 +130,7 @@ class UserStream:
                  on_event: Callable[[AnyEvent], None], on_reconnect: Callable[[], None],
                  on_unreadable: Callable[[str | None], None] | None = None, unreadable_limit: int = UNREADABLE_LIMIT,
                  renew_s: float = LISTEN_KEY_RENEW_S, recorder: Any = None,
-                 on_funding: Callable[[int], None] | None = None) -> None:
+                 on_funding: Callable[[int], None] | None = None, silence_s: float = 0.0) -> None:
         self.ws_url = ws_url
         self.recorder = recorder
         """A core.recording.Recorder that gets every raw frame (None: no recording, no cost)."""
@@ -140,6 +144,12 @@ class UserStream:
         """Called with the push time of an ACCOUNT_UPDATE ``m=FUNDING_FEE``: a cross position's push names no
         symbol (§6.3), so the adapter reads the payments from the income history."""
         self.renew_s = renew_s
+        self.silence_s = silence_s
+        """Reconnect after this long without a frame other than ``Ping`` (0: never)."""
+        self.last_data_ms = 0
+        """When the last frame other than ``Ping`` arrived (the clock's monotonic reading)."""
+        self.silences = 0
+        """Connections given up for silence."""
         self.key: str | None = None
         self.connected = asyncio.Event()
         self.connections = 0
@@ -171,14 +181,18 @@ class UserStream:
                         self.connected_again()
                         self.connected.set()
                         delay = 0.1
+                        self.last_data_ms = self.clock.monotonic_ms()
                         reader = asyncio.create_task(self._read(ws))
                         expired = asyncio.create_task(self._expired.wait())
+                        tasks = {reader, expired}
+                        if self.silence_s > 0:
+                            tasks.add(asyncio.create_task(self._watch()))
                         try:
-                            done, _ = await asyncio.wait({reader, expired}, return_when=asyncio.FIRST_COMPLETED)
+                            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                         finally:
-                            for task in (reader, expired):
+                            for task in tasks:
                                 task.cancel()
-                            await asyncio.gather(reader, expired, return_exceptions=True)
+                            await asyncio.gather(*tasks, return_exceptions=True)
                         if reader in done and not reader.cancelled() and reader.exception() is not None:
                             raise reader.exception()  # type: ignore[misc]
                 except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError, TransportError) as exc:
@@ -193,6 +207,18 @@ class UserStream:
         self.connections += 1
         if self.connections > 1:
             self.on_reconnect()  # events may have been missed: reconcile over REST
+
+    async def _watch(self) -> None:
+        """Return (the connection is given up) once no data came for ``silence_s``."""
+        silence_ms = round(self.silence_s * 1000)
+        while True:
+            await self.clock.sleep(min(1.0, self.silence_s / 4))
+            quiet_ms = self.clock.monotonic_ms() - self.last_data_ms
+            if quiet_ms > silence_ms:
+                self.silences += 1
+                log.warning("user stream silent for %.1f s (pings alone do not count); reconnecting",
+                            quiet_ms / 1000)
+                return
 
     async def _read(self, ws: websockets.ClientConnection) -> None:
         async for frame in ws:
@@ -211,6 +237,7 @@ class UserStream:
         if text == "Ping":
             await ws.send("Pong")
             return True
+        self.last_data_ms = self.clock.monotonic_ms()
         try:
             event = codec.user_event_decoder.decode(text)
         except msgspec.DecodeError as exc:

@@ -36,6 +36,15 @@ class Faults:
     def drop_user_streams(self) -> None:
         self.sim.streams.drop("user")
 
+    def silence_user_streams(self) -> None:
+        """The open user sockets stay up and keep pinging, but no account push reaches them any more
+        (fills, ACCOUNT_CONFIG_UPDATE): only a bot that judges the stream by its data notices."""
+        self.sim.streams.silence("user")
+
+    def freeze_user_streams(self) -> None:
+        """The open user sockets go half-open: nothing arrives, not even ``Ping``, and nothing closes them."""
+        self.sim.streams.freeze("user")
+
     def stall_streams(self, seconds: float) -> None:
         """Send nothing (not even ``Ping``) on any connection for ``seconds``; frames queue meanwhile."""
         self.sim.streams.stall(seconds)
@@ -110,7 +119,8 @@ class Faults:
 
     def apply(self, op: str, args: dict[str, Any]) -> None:
         """The HTTP form: ``{"op": name, **args}`` (``qty``/``price`` decoded as Decimal)."""
-        public = {"drop_market_streams", "drop_user_streams", "stall_streams", "expire_listen_key",
+        public = {"drop_market_streams", "drop_user_streams", "silence_user_streams", "freeze_user_streams",
+                  "stall_streams", "expire_listen_key",
                   "duplicate_user_events", "reorder_user_events", "fail_next", "reject_next_stop", "partial_fills",
                   "close_by_hand", "set_mark_price", "fire_stops_now"}
         if op not in public:

@@ -40,8 +40,14 @@ class Conn:
         self.outbox: asyncio.Queue[bytes] = asyncio.Queue()
         self.missed = 0
         self.expired = False
+        self.silent = False
+        """Fault: pushes are lost, ``Ping`` goes on (a stream gone quiet on a live socket)."""
+        self.frozen = False
+        """Fault: nothing goes out, nothing read is acted on, the socket stays open (TCP half-open)."""
 
     def send(self, frame: bytes) -> None:
+        if self.frozen or (self.silent and frame is not PING):
+            return
         self.outbox.put_nowait(frame)
 
 
@@ -166,6 +172,19 @@ class StreamServer:
             if c.kind == kind:
                 self._spawn(c.ws.close(1012, "service restart"))
 
+    def silence(self, kind: Kind) -> None:
+        """The open connections of ``kind`` lose every push from now on; pings go on. A new connection
+        is healthy (the fault is the connection's, as on a real server)."""
+        for c in self.conns:
+            if c.kind == kind:
+                c.silent = True
+
+    def freeze(self, kind: Kind) -> None:
+        """The open connections of ``kind`` go half-open: no frame, no ping, no reaction, no close."""
+        for c in self.conns:
+            if c.kind == kind:
+                c.frozen = True
+
     def stall(self, seconds: float) -> None:
         self.stalled_until = max(self.stalled_until, asyncio.get_running_loop().time() + seconds)
 
@@ -204,6 +223,8 @@ class StreamServer:
                 conn.outbox.task_done()
 
     def _on_message(self, conn: Conn, message: str | bytes) -> None:
+        if conn.frozen:
+            return
         text = message.decode(errors="replace") if isinstance(message, bytes) else message
         if text.strip() == "Pong":
             conn.missed = 0
@@ -256,7 +277,7 @@ class StreamServer:
     async def _pinger(self, conn: Conn) -> None:
         while True:
             await asyncio.sleep(self.sim.options.ping_interval_s)
-            if self.stalled():
+            if self.stalled() or conn.frozen:
                 continue
             if conn.missed >= MAX_MISSED_PONGS:
                 await conn.ws.close(1008, "pong timeout")
