@@ -74,8 +74,9 @@ class InvalidRequest(BingXError):
 
 CODES: dict[int, type[BingXError]] = {
     100001: AuthError, 100004: AuthError, 100412: AuthError, 100413: AuthError, 100419: AuthError,
+    100421: TimestampError,
     100410: RateLimited,
-    100500: Busy, 109500: Busy, 110500: Busy, 80019: Busy,
+    100500: Busy, 80012: Busy, 109500: Busy, 110500: Busy, 80019: Busy,
     101204: Refused, 101253: Refused, 101206: Refused, 101212: Refused, 80001: Refused,
     101205: Refused, 80017: Refused, 109420: Refused,
     101400: Refused, 110422: Refused, 110425: Refused,
