@@ -81,7 +81,10 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
     """Loss at the stop as a share of margin: the stop sits ``leveraged_sl_pct / leverage`` from the fill."""
     protection_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     """How long a filled entry may wait for its stop to be confirmed before it is closed at market."""
-    on_foreign_position: Literal["adopt", "flatten", "halt"] = "adopt"
+    on_foreign_position: Literal["adopt", "flatten", "halt"] = "halt"
+    """A position on the symbol that the journal did not open (found while flat): ``halt`` (the default: it
+    may be another bot's, and two owners of one position each place a stop and book the other's fills),
+    or, as an explicit choice, ``adopt`` (journal it, protect it) or ``flatten`` (adopt, then close)."""
     stop_tolerance_pct: Annotated[float, msgspec.Meta(ge=0, le=0.05)] = 0.0002
     """An attached stop (priced from the last close) closer to the entry than the actual fill's stop by
     at most this share of the price is kept; a wider one is always replaced."""
@@ -89,7 +92,8 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
 
 class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_]{0,19}$")]
-    """Prefixes every client order id (``<name>-<seq>-<role><attempt>``), hence short and plain."""
+    """Prefixes every client order id (``<name>-<epoch>-<seq>-<role><attempt>``, core/ids.py), hence short,
+    plain and without ``-``."""
     exchange: str
     strategy: str
     symbol: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,10}$")]

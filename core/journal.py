@@ -6,7 +6,8 @@ Tables (all append-only):
 - ``intents``: every command, committed *before* it is sent (status ``pending``), then its outcome
   as further rows for the same client id (``acked`` / ``failed`` / ``unknown`` / ``gone``);
 - ``fills``: every fill, booked once per (client id, trade id);
-- ``meta``: schema version, config hash, model hashes.
+- ``meta``: schema version, the journal's epoch (core/ids.py: part of every client id it sends), config
+  hash, model hashes.
 
 sqlite-utils creates the schema and serves queries; the hot path uses prepared statements on the
 raw connection (sqlite-utils adds ~15 us per insert). One writer: a lock file next to the journal
@@ -27,10 +28,12 @@ from typing import Any, Literal
 import msgspec
 import sqlite_utils
 
+from core import ids
 from core.events import ZERO, AnyCommand, CancelOrder, OrderFilled
 from core.position import PositionRecord
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``meta`` holds the journal's ``epoch`` (a version 1 journal is migrated to the legacy epoch)."""
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
 IntentStatus = Literal["pending", "acked", "failed", "unknown", "gone"]
 
@@ -84,12 +87,16 @@ class IntentRow(msgspec.Struct, frozen=True):
 
 class Journal:
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", lock: bool = True,
-                 readonly: bool = False, group_commit: int = 0) -> None:
+                 readonly: bool = False, group_commit: int = 0, epoch: str = ids.LEGACY) -> None:
         """``group_commit`` > 0 (replay only) commits once per that many transactions: each still
         lands whole or not at all (a savepoint), but a crash may lose the uncommitted tail, which a
         replay rebuilds anyway. Paper and live use 0: every transaction is committed before the
-        command it carries is sent."""
+        command it carries is sent. ``epoch``: the one a journal created by this call is given (the
+        runner draws a new one; the legacy default suits journals that never meet an exchange account)."""
+        if not ids.is_epoch(epoch):
+            raise ValueError(f"not an epoch: {epoch!r}")
         self.path = Path(path)
+        self._new_epoch = epoch
         self._lock_fd: int | None = None
         self._group = 0  # the schema is committed at once; grouping starts after opening
         self._pending = 0
@@ -97,6 +104,8 @@ class Journal:
         if lock and not readonly:
             self._take_lock()
         try:
+            if not readonly and not self.path.exists():
+                self._create_file()
             self._open(readonly, synchronous)
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -134,11 +143,46 @@ class Journal:
             self.db.enable_wal()
         conn.execute(f"PRAGMA synchronous={synchronous}")
         existing = set(self.db.table_names())
-        if existing and "meta" not in existing:
-            raise JournalError(f"journal {self.path} is not a gatebot journal (tables: {sorted(existing)})")
         if not existing:
-            self._create()
+            # A journal is created whole under another name and renamed into place (_create_file): one
+            # without tables (0 bytes, or cut short) is damage, never a new journal to start afresh on.
+            size = self.path.stat().st_size
+            raise JournalError(f"journal {self.path} is damaged: {size} bytes and no tables (restore it from a "
+                               "backup; if the account holds nothing of this instance, delete it to start afresh)")
+        if "meta" not in existing:
+            raise JournalError(f"journal {self.path} is not a gatebot journal (tables: {sorted(existing)})")
         self._check_schema()
+        self._migrate()
+
+    def _create_file(self) -> None:
+        """Create the journal at a temporary name and rename it into place once its schema is committed:
+        a crash midway leaves no file at ``path`` that could pass for an empty journal."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            self.conn = conn
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            self._create()
+        finally:
+            conn.close()
+            self.conn = None  # type: ignore[assignment]
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself is durable
+        finally:
+            os.close(fd)
+
+    def _migrate(self) -> None:
+        """Version 1 (no epochs): the legacy epoch, so the ids the journal already sent still parse."""
+        (version,) = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if int(version) < 2:
+            with self.transaction():
+                self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (ids.LEGACY,))
+                self.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _create(self) -> None:
         db = self.db
@@ -159,6 +203,7 @@ class Journal:
                  "price": str, "fee": str, "realized_pnl": str, "fill": str}, pk="seq")
             db["fills"].create_index(["client_id", "trade_id"], unique=True)
             db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)})
+            db["meta"].insert({"key": "epoch", "value": self._new_epoch})
 
     def _check_schema(self) -> None:
         try:
@@ -188,6 +233,12 @@ class Journal:
 
     def meta(self) -> dict[str, str]:
         return {k: v for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    @property
+    def epoch(self) -> str:
+        """Part of every client id this journal sends (core/ids.py); legacy for a version 1 journal."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        return row[0] if row is not None else ids.LEGACY
 
     def set_meta(self, values: dict[str, str]) -> None:
         with self.transaction():
@@ -331,6 +382,22 @@ class Journal:
             if stop is not None:
                 ids[stop.client_id] = None
         return list(ids)
+
+    def fresh(self) -> bool:
+        """Nothing journaled yet: no transition, no intent (a new journal, or one that never traded)."""
+        return (self.conn.execute("SELECT 1 FROM transitions LIMIT 1").fetchone() is None
+                and self.conn.execute("SELECT 1 FROM intents LIMIT 1").fetchone() is None)
+
+    def knows(self, client_id: str) -> bool:
+        """Whether this journal sent the order (or the entry it travelled with, for an attached stop)."""
+        if self.conn.execute("SELECT 1 FROM intents WHERE client_id = ? LIMIT 1", (client_id,)).fetchone():
+            return True
+        p = ids.parse(client_id)
+        if p is None or p.role != "s" or p.attempt != 1:
+            return False
+        entry = ids.make(p.instance, p.epoch, p.seq, "e", 1)
+        return any(getattr(row.command, "stop", None) is not None and row.command.stop.client_id == client_id
+                   for row in self.intents(p.seq).values() if row.client_id == entry)
 
     def is_booked(self, client_id: str, trade_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM fills WHERE client_id = ? AND trade_id = ?",

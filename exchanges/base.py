@@ -42,6 +42,16 @@ class ExchangeError(Exception):
     """The exchange or the adapter failed in a way that is not about one order."""
 
 
+class SettingsRefused(ExchangeError):
+    """The account's leverage, margin mode or position mode differ from the config and cannot be set:
+    the instance must not trade (it halts; waiting does not heal it)."""
+
+
+class IdTaken(ExchangeError):
+    """The exchange already holds another order under a client id this journal is about to use: the
+    journal is behind the exchange (restored from an older backup). The instance halts."""
+
+
 class OrderUnknown(ExchangeError):
     """A submission was sent but its outcome is unknown (timeout, 5xx): query it by client id."""
 
@@ -93,8 +103,10 @@ class ExchangeAdapter(Protocol):
 
     async def instrument(self, symbol: str) -> Instrument: ...
 
-    async def configure(self, symbol: str, leverage: int, hedge: bool) -> None:
-        """Set leverage and position mode, then read them back; raise ExchangeError on a mismatch."""
+    async def configure(self, symbol: str, leverage: int, hedge: bool) -> list[str]:
+        """Set leverage, margin and position mode where they differ, then read them back; return what had to
+        be set back (empty when all was as configured); raise SettingsRefused when they cannot be set.
+        Called at every reconcile, so it writes only what differs."""
 
     async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None: ...
 

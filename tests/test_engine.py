@@ -62,12 +62,16 @@ def candle(i: int, o: float, h: float | None = None, lo: float | None = None, c:
 class Bench:
     def __init__(self, tmp: Path, script: dict[int, Decision], *, exchange: PaperExchange | None = None,
                  plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt",
-                 attached: bool = False) -> None:
+                 attached: bool = False, sent: tuple[str, ...] = ()) -> None:
+        """``sent``: client ids the journal sent before this start (it is not a fresh journal then)."""
         self.clock = VirtualClock(0)
         self.exchange = exchange or PaperExchange(PaperOptions(), clock=self.clock)
         self.exchange.clock = self.clock
         self.path = tmp / "t.sqlite"
         self.journal = Journal(self.path, synchronous="OFF")
+        with self.journal.transaction():
+            for cid in sent:
+                self.journal.add_intent(0, 0, CancelOrder(client_id=cid, symbol=SYMBOL))
         self.script = script
         self.plugins = plugins
         self.timeout_ms = timeout_ms
@@ -391,7 +395,7 @@ async def _exchange_with(position_qty: str, *, side: str = "long", extra_stop: s
 
 def test_recovery_adopts_a_foreign_position_and_protects_it(tmp_path: Path) -> None:
     async def go() -> Bench:
-        bench = Bench(tmp_path, {}, exchange=await _exchange_with("3"))
+        bench = Bench(tmp_path, {}, exchange=await _exchange_with("3"), sent=("t-0-x1",))
         await bench.start()
         r = bench.engine.pos.rec
         assert bench.engine.pos.state == "protected" and r.side == "long" and r.open_qty == 3
@@ -406,7 +410,7 @@ def test_recovery_adopts_a_foreign_position_and_protects_it(tmp_path: Path) -> N
 def test_recovery_flattens_a_foreign_position_when_told_to(tmp_path: Path) -> None:
     async def go() -> None:
         ex = await _exchange_with("3", side="short")
-        engine = await Bench(tmp_path, {}, exchange=ex, foreign_policy="flatten").start()
+        engine = await Bench(tmp_path, {}, exchange=ex, foreign_policy="flatten", sent=("t-0-x1",)).start()
         assert engine.pos.state == "flat"
         assert (await ex.position(SYMBOL, "short")).qty == 0 and await ex.open_orders(SYMBOL) == []
 
@@ -416,8 +420,8 @@ def test_recovery_flattens_a_foreign_position_when_told_to(tmp_path: Path) -> No
 def test_recovery_halts_on_a_foreign_position_when_told_to(tmp_path: Path) -> None:
     async def go() -> None:
         ex = await _exchange_with("3")
-        with pytest.raises(InstanceHalted, match="the bot did not open"):
-            await Bench(tmp_path, {}, exchange=ex, foreign_policy="halt").start()
+        with pytest.raises(InstanceHalted, match="this journal did not open"):
+            await Bench(tmp_path, {}, exchange=ex, foreign_policy="halt", sent=("t-0-x1",)).start()
         assert (await ex.position(SYMBOL, "long")).qty == 3, "halt touches nothing"
 
     run(go())
@@ -427,7 +431,7 @@ def test_recovery_cancels_leftover_orders_of_ours_when_flat(tmp_path: Path) -> N
     async def go() -> None:
         ex = await _exchange_with("3", extra_stop="t-7-s1")
         ex._deliver(ex.core.close_by_hand(SYMBOL, "long", 0))  # the position went; our stop stayed
-        bench = Bench(tmp_path, {}, exchange=ex)
+        bench = Bench(tmp_path, {}, exchange=ex, sent=("t-7-s1",))
         await bench.start()
         assert await ex.open_orders(SYMBOL) == []
         assert bench.engine.pos.state == "flat"

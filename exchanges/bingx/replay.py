@@ -393,6 +393,7 @@ class ReplayBingXAdapter(BingXAdapter):
         await self.rest.start()
         self.user = UserStream("replay:", self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
                                on_reconnect=self._stream_came_back)
+        self.user.on_config = self._on_config
         self.user.key = await self.rest.listen_key()
         self.driver.user = self.user
 

@@ -114,6 +114,8 @@ class UserStream:
         self.hedge = hedge
         self.on_event = on_event
         self.on_reconnect = on_reconnect
+        self.on_config: Callable[[codec.ConfigData], None] | None = None
+        """Gets every ACCOUNT_CONFIG_UPDATE (leverage, margin mode of a symbol) when set."""
         self.renew_s = renew_s
         self.key: str | None = None
         self.connected = asyncio.Event()
@@ -194,6 +196,8 @@ class UserStream:
             self.key = None
             self._expired.set()
             return False
+        if isinstance(event, codec.AccountConfigUpdate) and self.on_config is not None:
+            self.on_config(event.ac)
         for core_event in translate(event, self.book, hedge=self.hedge):
             self.on_event(core_event)
         return True
