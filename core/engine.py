@@ -49,6 +49,10 @@ log = logging.getLogger("gatebot.engine")
 
 ForeignPolicy = Literal["adopt", "flatten", "halt"]
 _ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "exit", CancelOrder: "cancel"}
+_NOT_OURS = "!"
+"""What _role says of an order of this instance that this journal never sent."""
+_AT_REST = ("flat", "protected")
+"""States in which a halt leaves nothing unguarded (an entry waiting for its stop is not one)."""
 _DECISIONS = (CandleClosed, Timer, ManualClose)
 """Events that may send new orders; held while recovery runs, handled right after it."""
 
@@ -101,6 +105,8 @@ class Engine:
         """``gatebot run --adopt``: a fresh journal adopts what the account holds of this instance."""
         self._settings_stale = False
         self._settings_checked = False
+        self._halt: InstanceHalted | None = None
+        """Another owner's order seen in an event: the instance halts as soon as its position is at rest."""
 
     @property
     def shares_symbol(self) -> bool:
@@ -146,6 +152,8 @@ class Engine:
         try:
             while inbox:
                 await self._handle(inbox.popleft())
+                if self._halt is not None and self.pos.state in _AT_REST:
+                    raise self._halt
             if (self._reconcile or self._unknown) and not self._recovering:
                 await self.reconcile()
         finally:
@@ -266,7 +274,8 @@ class Engine:
     def _role(self, client_id: str) -> str | None:
         """'e' / 's' / 'x' for an order of the current position (orders adopted from another journal
         included); None for another order this journal sent (an earlier position's). An order of this
-        instance the journal never sent halts it (:meth:`not_ours`): nothing is booked on a guess."""
+        instance the journal never sent is ignored (nothing is booked on a guess) and halts the instance
+        once its own position is at rest (:meth:`not_ours`): ``_NOT_OURS``."""
         p = ids.parse(client_id)
         if p is None or p.instance != self.name:
             return None
@@ -278,7 +287,10 @@ class Engine:
             return p.role
         elif self.journal.knows(client_id):
             return None
-        raise self.not_ours(client_id)
+        if self._halt is None:
+            self._halt = self.not_ours(client_id)
+            log.error("%s: %s", self.name, self._halt)
+        return _NOT_OURS
 
     def _made(self, p: ids.ClientId) -> bool:
         """Whether the current position's counters have reached this id (no journal query needed)."""
@@ -323,6 +335,8 @@ class Engine:
         if ids.instance_of(cid) != self.name:
             return
         role = self._role(cid)
+        if role == _NOT_OURS:
+            return
         r = self.pos.rec
         state = self.pos.state
         if isinstance(ev, OrderFilled):

@@ -139,10 +139,7 @@ class Journal:
         if readonly:
             self._check_schema()
             return
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            self.db.enable_wal()
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        existing = set(self.db.table_names())
+        existing = set(self.db.table_names())  # before anything is written into the file
         if not existing:
             # A journal is created whole under another name and renamed into place (_create_file): one
             # without tables (0 bytes, or cut short) is damage, never a new journal to start afresh on.
@@ -151,6 +148,9 @@ class Journal:
                                "backup; if the account holds nothing of this instance, delete it to start afresh)")
         if "meta" not in existing:
             raise JournalError(f"journal {self.path} is not a gatebot journal (tables: {sorted(existing)})")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.db.enable_wal()
+        conn.execute(f"PRAGMA synchronous={synchronous}")
         self._check_schema()
         self._migrate()
 

@@ -52,17 +52,22 @@ class AdoptionRequired(InstanceHalted):
 
 
 async def recover(engine: Engine) -> None:
+    """Flat, the checks that may halt come first (nothing of ours is at risk); with a position, they
+    come after it is guarded again, so that a halt never leaves it without its stop. Only the probe of
+    the next ids comes first in any state: recovery itself would use them."""
+    await _probe_next_ids(engine)
+    if engine.pos.state != "flat":
+        await _recover_position(engine)
+        await engine.verify_settings()
+        _check_owners(engine, await engine.adapter.open_orders(engine.symbol), allow_other_epochs=False)
+        return
     await engine.verify_settings()
     orders = await engine.adapter.open_orders(engine.symbol)
-    await _probe_next_ids(engine)
-    if engine.pos.state == "flat" and engine.journal.fresh():
+    if engine.journal.fresh():
         await _recover_fresh(engine, orders)
         return
     _check_owners(engine, orders, allow_other_epochs=False)
-    if engine.pos.state == "flat":
-        await _recover_flat(engine, orders)
-    else:
-        await _recover_position(engine)
+    await _recover_flat(engine, orders)
 
 
 def _check_owners(engine: Engine, orders: list[OrderState], *, allow_other_epochs: bool) -> None:

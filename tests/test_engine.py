@@ -62,13 +62,16 @@ def candle(i: int, o: float, h: float | None = None, lo: float | None = None, c:
 class Bench:
     def __init__(self, tmp: Path, script: dict[int, Decision], *, exchange: PaperExchange | None = None,
                  plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt",
-                 attached: bool = False, sent: tuple[str, ...] = ()) -> None:
-        """``sent``: client ids the journal sent before this start (it is not a fresh journal then)."""
+                 attached: bool = False, sent: tuple[str, ...] = (), epoch: str = "", adopt: bool = False) -> None:
+        """``sent``: client ids the journal sent before this start (it is not a fresh journal then);
+        ``epoch``: a new journal's (the legacy one by default: ids as ``t-1-e1``); ``adopt``: as
+        ``gatebot run --adopt``."""
+        self.adopt = adopt
         self.clock = VirtualClock(0)
         self.exchange = exchange or PaperExchange(PaperOptions(), clock=self.clock)
         self.exchange.clock = self.clock
         self.path = tmp / "t.sqlite"
-        self.journal = Journal(self.path, synchronous="OFF")
+        self.journal = Journal(self.path, synchronous="OFF", epoch=epoch)
         with self.journal.transaction():
             for cid in sent:
                 self.journal.add_intent(0, 0, CancelOrder(client_id=cid, symbol=SYMBOL))
@@ -89,6 +92,7 @@ class Bench:
                                                    attached_stop=self.attached),
                              protection_timeout_ms=self.timeout_ms, plugins=self.plugins,
                              foreign_policy=self.foreign_policy)  # type: ignore[arg-type]
+        self.engine.may_adopt = self.adopt
         await ex.start(self.engine.post)
         await self.engine.start()
         return self.engine
