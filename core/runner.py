@@ -230,14 +230,15 @@ class Runner:
         return sink
 
     def epoch_for(self, instance: str) -> str:
-        """The epoch a new journal of ``instance`` gets: drawn at random, except in a replay, where it
-        derives from the injected clock and the instance (the same inputs give byte-identical journals),
-        and in a session replay, where it is the recorded session's (the same client ids)."""
+        """The epoch a new journal of ``instance`` gets: drawn from the clock and the system's randomness,
+        except in a replay (whose journals never meet an exchange account), where it derives from the
+        instance alone, so that the same inputs give byte-identical journals, from a CSV or a recording of
+        the same candles alike; in a session replay it is the recorded session's (the same client ids)."""
         if instance in self.epochs:
             return self.epochs[instance]
-        now = self.clock.now_ms()
-        rng = random.Random(f"{instance}:{now}") if self.config.mode == "replay" else random.SystemRandom()
-        return ids.new_epoch(now, rng)
+        if self.config.mode == "replay":
+            return ids.new_epoch(0, random.Random(f"replay:{instance}"))
+        return ids.new_epoch(self.clock.now_ms(), random.SystemRandom())
 
     def history(self, symbol: str, interval: str) -> list[CandleClosed]:
         return list(self._history.get((symbol, interval), ()))
