@@ -115,27 +115,35 @@ def test_a_journal_restored_from_an_older_backup_halts_instead_of_guessing(tmp_p
     async def go() -> None:
         ex = PaperExchange(PaperOptions())
         bench = _bench(tmp_path, "a", ex, script={2: Enter(side="long", fraction=0.5), 4: Exit(reason="x"),
-                                                  6: Enter(side="long", fraction=0.5)}, epoch=A)
+                                                  6: Enter(side="long", fraction=0.5), 8: Exit(reason="x"),
+                                                  10: Enter(side="long", fraction=0.5)}, epoch=A)
         await bench.start()
-        backups = tmp_path / "older", tmp_path / "old"
-        for folder in backups:
+        backups = {name: tmp_path / name for name in ("fresh", "flat_1", "flat_2")}
+        for folder in backups.values():
             folder.mkdir()
-        _backup(bench.journal, backups[0] / "t.sqlite")  # nothing traded yet
+        _backup(bench.journal, backups["fresh"] / "t.sqlite")  # nothing traded yet
         await bench.bars(100.0, 100.0, 101.0, 102.0)
-        assert bench.engine.pos.state == "flat" and bench.engine.pos.rec.seq == 1
-        _backup(bench.journal, backups[1] / "t.sqlite")  # after the first trade
-        await bench.bars(102.0, 102.0)
-        assert bench.engine.pos.state == "protected" and bench.engine.pos.rec.seq == 2
-        bench.engine.close()
-        bench.journal.close()
-        before = _order_ids(ex)
-        for folder in backups:
-            restored = Bench(folder, {}, exchange=ex, epoch=A)
-            with pytest.raises(InstanceHalted, match=r"t.sqlite is behind the exchange: it never sent t-aaaaa-"
-                                                     r"[12]-[es]1, which carries its epoch"):
+        _backup(bench.journal, backups["flat_1"] / "t.sqlite")  # after the first trade
+        await bench.bars(102.0, 102.0, 103.0, 104.0)
+        _backup(bench.journal, backups["flat_2"] / "t.sqlite")  # after the second
+
+        async def restore(name: str, pattern: str) -> None:
+            restored = Bench(backups[name], {}, exchange=ex, epoch=A)
+            before = _order_ids(ex), (await ex.position(SYMBOL, "long")).qty
+            with pytest.raises(InstanceHalted, match=r"t.sqlite is behind the exchange: it never sent "
+                                                     rf"t-aaaaa-{pattern}, which carries its epoch"):
                 await restored.start()
             restored.engine.close()
-            assert _order_ids(ex) == before and (await ex.position(SYMBOL, "long")).qty > 0, "nothing touched"
+            restored.journal.close()
+            assert (_order_ids(ex), (await ex.position(SYMBOL, "long")).qty) == before, f"{name}: nothing touched"
+            await ex.start(bench.engine.post)
+
+        # Every order of the later trades is done: only the ids the journal would use next tell.
+        await restore("fresh", "1-e1")
+        await restore("flat_1", "2-e1")
+        await bench.bars(104.0, 104.0)
+        assert bench.engine.pos.state == "protected" and bench.engine.pos.rec.seq == 3
+        await restore("flat_2", "3-[es]1")  # a live stop of a position it never opened as well
 
     run(go())
 
