@@ -530,3 +530,32 @@ def test_a_leverage_changed_by_hand_is_set_back_before_the_next_entry(tmp_path: 
         assert restored[0][0] <= entry_ts
 
     run(go())
+
+
+def test_check_invariants_reports_two_journals_that_claim_one_position(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 2: two bots on one account both claimed one short, each with a stop, and check-invariants
+    said ok for both. Given both state folders it names the two journals (I6)."""
+    import argparse
+    import shutil
+
+    from core.check_invariants import _check_all
+
+    async def go() -> None:
+        async with BingXSimulator(SimOptions(mode="manual", history_bars=120)) as sim:
+            async with session(tmp_path, monkeypatch, sim=sim, attached=False,
+                               params="{ enter_on = 1, exit_on = 0 }") as s:
+                await s.candles_until(lambda: s.state == "protected", "protected")
+            shutil.copytree(tmp_path / "state", tmp_path / "copy")  # a second journal that claims the same long
+            args = argparse.Namespace(rest=sim.rest_url, api_key_env="SIM_BINGX_KEY", secret_env="SIM_BINGX_SECRET",
+                                      secrets_file=None, symbol=SYMBOL)
+            alone = await _check_all([tmp_path / "state" / "it.sqlite"], args)
+            assert alone == {"it": []}
+            both = await _check_all([tmp_path / "state" / "it.sqlite", tmp_path / "copy" / "it.sqlite"], args)
+            names = [str(tmp_path / "state" / "it"), str(tmp_path / "copy" / "it")]
+            for name in names:
+                (v,) = both[name]
+                assert v.invariant == "I6" and all(n in v.detail for n in names), v
+                assert "claim one long BTC-USDT" in v.detail, v
+
+    run(go())
