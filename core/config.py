@@ -217,6 +217,7 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
     instances = []
     seen: dict[str, int] = {}
     traded: dict[tuple[str, str], str] = {}
+    leverages: dict[tuple[str, str], int] = {}
     for i, inst in enumerate(config.instances):
         where = f"$.instances[{i}]"
         if inst.name in seen:
@@ -237,7 +238,11 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
         if key in traded and not exchanges[inst.exchange].hedge_mode:
             raise fail(where, f"instances {traded[key]!r} and {inst.name!r} both trade {inst.symbol} on account "
                               f"{inst.exchange!r}; that needs hedge_mode = true on [exchanges.{inst.exchange}]")
+        if key in traded and leverages[key] != inst.leverage:  # one leverage per symbol: each would set it back
+            raise fail(f"{where}.leverage", f"{inst.leverage}, but instance {traded[key]!r} trades {inst.symbol} on "
+                                            f"account {inst.exchange!r} at {leverages[key]}: they share one leverage")
         traded[key] = inst.name
+        leverages[key] = inst.leverage
         instances.append(msgspec.structs.replace(inst, params=params))
 
     def relative(where: str, text: str) -> Path:

@@ -289,7 +289,7 @@ class Engine:
             return None
         if self._halt is None:
             self._halt = self.not_ours(client_id)
-            log.error("%s: %s", self.name, self._halt)
+            log.warning("%s: halting once its position is at rest: %s", self.name, self._halt)
         return _NOT_OURS
 
     def _made(self, p: ids.ClientId) -> bool:
