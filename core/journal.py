@@ -375,13 +375,13 @@ class Journal:
     def client_ids(self, position: int | None = None) -> list[str]:
         """Every client id the journal sent (of one position, or of all), the stops attached to entries
         included: the orders whose fills belong to this journal."""
-        ids: dict[str, None] = {}
+        out: dict[str, None] = {}
         for cid, intent in self.intents(position).items():
-            ids[cid] = None
+            out[cid] = None
             stop = getattr(intent.command, "stop", None)
             if stop is not None:
-                ids[stop.client_id] = None
-        return list(ids)
+                out[stop.client_id] = None
+        return list(out)
 
     def fresh(self) -> bool:
         """Nothing journaled yet: no transition, no intent (a new journal, or one that never traded)."""
