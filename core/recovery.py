@@ -91,17 +91,13 @@ def _check_owners(engine: Engine, orders: list[OrderState], *, allow_other_epoch
 
 
 async def _probe_next_ids(engine: Engine) -> None:
-    """The ids this journal will use next must be new to the exchange: one the exchange knows means the
-    journal is behind it (restored from an older backup), and using it would take that order's fills, or
-    its refusal as a duplicate, for this journal's (found by a fault driver: a dead stop taken for live)."""
-    r = engine.pos.rec
-    probes = [("e", r.seq + 1, 1)]
-    if r.side is not None:
-        probes += [("s", r.seq, r.stop_attempt + 1), ("x", r.seq, r.close_attempt + 1)]
-    for role, seq, attempt in probes:
-        cid = ids.make(engine.name, engine.epoch, seq, role, attempt)
-        if await engine.adapter.query_order(engine.symbol, cid) is not None:
-            raise engine.not_ours(cid)
+    """The entry id this journal will use next must be new to the exchange: one the exchange knows means the
+    journal is behind it (restored from an older backup, even when every later order is done), and using
+    it would take that order's fills, or its refusal as a duplicate, for this journal's (found by a fault
+    driver). One query: a stop or close id the exchange knows is caught where it is sent (IdTaken)."""
+    cid = ids.make(engine.name, engine.epoch, engine.pos.rec.seq + 1, "e", 1)
+    if await engine.adapter.query_order(engine.symbol, cid) is not None:
+        raise engine.not_ours(cid)
 
 
 async def _held(engine: Engine) -> list[tuple[Side, Decimal, Decimal]]:

@@ -156,6 +156,8 @@ class BingXAdapter:
         self._sink: EventSink | None = None
         self._instruments: dict[str, Instrument] = {}
         self._settings: dict[str, int] = {}
+        self._mode_checked: bool | None = None
+        """The position mode configure() verified (None: not yet)."""
         """Symbol -> the leverage configure() set: a pushed config that differs is reported."""
         self.recorder: Any = None
         """A core.recording.Recorder: every raw frame and REST reply is teed into it (set before start())."""
@@ -280,14 +282,16 @@ class BingXAdapter:
         self._settings[symbol] = leverage
         changed: list[str] = []
         try:
-            mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
-            if str(mode.dualSidePosition).lower() != str(hedge).lower():
-                await rest.write("POST", constants.POSITION_MODE, {"dualSidePosition": hedge}, codec.PositionMode)
+            if self._mode_checked != hedge:  # account-wide, and fixed while anything is open: once a process
                 mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
                 if str(mode.dualSidePosition).lower() != str(hedge).lower():
-                    raise SettingsRefused(f"BingX position mode is not {'hedge' if hedge else 'one-way'} after "
-                                          "setting it")
-                changed.append(f"position mode {'hedge' if hedge else 'one-way'}")
+                    await rest.write("POST", constants.POSITION_MODE, {"dualSidePosition": hedge}, codec.PositionMode)
+                    mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
+                    if str(mode.dualSidePosition).lower() != str(hedge).lower():
+                        raise SettingsRefused(f"BingX position mode is not {'hedge' if hedge else 'one-way'} after "
+                                              "setting it")
+                    changed.append(f"position mode {'hedge' if hedge else 'one-way'}")
+                self._mode_checked = hedge
             margin = await rest.query(constants.MARGIN_TYPE, {"symbol": symbol}, codec.MarginType)
             if margin.marginType != self.options.margin_type:
                 await rest.write("POST", constants.MARGIN_TYPE, {"symbol": symbol,
