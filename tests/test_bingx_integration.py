@@ -449,8 +449,11 @@ def test_two_bots_on_one_account_and_symbol_halt_and_leave_no_part_unguarded(tmp
                 await until(lambda bars=bars: (a.runner.bars, b.runner.bars) > bars, "the candle to reach both",
                             timeout=15)
                 await until(lambda: all(e is None or e.idle for e in (a.engine, b.engine)), "both idle")
-            await until(lambda: bool(a.runner.halted and b.runner.halted), "both bots halted", timeout=15)
-            for s in (a, b):
+            # Both entered on one candle, so each met the other's orders (a bot that met the other's entry
+            # while still flat halts at once, before entering: then the other is the one owner left).
+            halted = [s for s in (a, b) if s.runner.halted]
+            assert halted, "another journal's orders on the account went unnoticed"
+            for s in halted:
                 (why,) = s.runner.halted.values()
                 assert "belongs to another journal of this instance" in why and "one owner" in why, why
             held = (await sim.account_view().position(SYMBOL, "long")).qty
@@ -459,6 +462,9 @@ def test_two_bots_on_one_account_and_symbol_halt_and_leave_no_part_unguarded(tmp
             for s in (a, b):
                 epoch = ids.parse(s.cid(1, "e")).epoch  # type: ignore[union-attr]
                 assert all(ids.parse(c).epoch == epoch for c in _fill_ids(s.journal_path)), "only its own fills"
+            if len(halted) == 1:
+                (alone,) = [s for s in (a, b) if not s.runner.halted]
+                assert await alone.violations() == [], "the one owner left holds the account as its journal says"
 
     run(go())
 
