@@ -1,6 +1,8 @@
-"""``gatebot check-invariants STATE_DIR --rest URL``: I1-I5 for every journal of STATE_DIR against a BingX
-endpoint's ground truth (the simulator, the VST demo host, or, read-only, a real account), through the
-BingX adapter's REST queries alone. Nothing is ever sent but queries.
+"""``gatebot check-invariants STATE_DIR [STATE_DIR ...] --rest URL``: I1-I6 for every journal of the state
+directories against a BingX endpoint's ground truth (the simulator, the VST demo host, or, read-only, a
+real account), through the BingX adapter's REST queries alone. Nothing is ever sent but queries. Given
+the state directories of several bots on one account, it also reports two journals that claim one
+exchange position (I6).
 
 Exit status 0: every invariant holds; 1: violations (one line each); 2: bad input (no journals, a
 damaged journal); 4: the endpoint could not be used (credentials, connection).
@@ -11,18 +13,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from decimal import Decimal
 from pathlib import Path
 
-from core.invariants import Violation, check
+from core.events import Side
+from core.invariants import Violation, check, shared_claims
 from core.journal import Journal, JournalError
+from core.position import PositionRecord
 
 EXIT_VIOLATIONS = 1
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("check-invariants", help="check I1-I5 of STATE_DIR's journals against a BingX endpoint",
+    p = sub.add_parser("check-invariants", help="check I1-I6 of STATE_DIR's journals against a BingX endpoint",
                        description=__doc__)
-    p.add_argument("state_dir", type=Path)
+    p.add_argument("state_dir", type=Path, nargs="+")
     p.add_argument("--rest", required=True, help="the endpoint's REST URL, e.g. the simulator's http://127.0.0.1:PORT")
     p.add_argument("--symbol", default="BTC-USDT", help="for journals that never traded (default BTC-USDT)")
     p.add_argument("--api-key-env", default="BINGX_API_KEY")
@@ -32,9 +37,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def run(args: argparse.Namespace) -> int:
     """The CLI entry: returns the exit status. ExchangeError and JournalError propagate to core.cli."""
-    paths = sorted(Path(args.state_dir).glob("*.sqlite"))
+    dirs = args.state_dir if isinstance(args.state_dir, list) else [args.state_dir]
+    paths = [p for d in dirs for p in sorted(Path(d).glob("*.sqlite"))]
     if not paths:
-        raise JournalError(f"no journals in {args.state_dir}")
+        raise JournalError(f"no journals in {', '.join(map(str, dirs))}")
     found = asyncio.run(_check_all(paths, args))
     bad = 0
     for name, violations in found.items():
@@ -43,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
             for v in violations:
                 print(f"{name}: {v}")
         else:
-            print(f"{name}: ok (I1-I5 hold)")
+            print(f"{name}: ok (I1-I6 hold)")
     return EXIT_VIOLATIONS if bad else 0
 
 
@@ -59,23 +65,33 @@ async def _check_all(paths: list[Path], args: argparse.Namespace) -> dict[str, l
     adapter.rest = RestClient(adapter.rest_url, key, secret, clock=adapter.clock, timeout_s=options.request_timeout_s)
     await adapter.rest.start()
     out: dict[str, list[Violation]] = {}
-    opened: list[tuple[str, Journal, str]] = []
+    claims: dict[str, tuple[str, Side, Decimal]] = {}
+    held: dict[tuple[str, Side], Decimal] = {}
+    several = len({p.parent for p in paths}) > 1
+    names = {p: str(p.with_suffix("")) if several else p.stem for p in paths}  # a journal per line, unambiguous
+    opened: list[tuple[Path, Journal, PositionRecord | None, str]] = []
     try:
         for path in paths:
             journal = Journal(path, readonly=True)
-            opened.append((path.stem, journal, args.symbol))
             rec = journal.fold()
-            if rec is not None and rec.symbol:
-                opened[-1] = (path.stem, journal, rec.symbol)
-        symbols = [symbol for _, _, symbol in opened]
-        for stem, journal, symbol in opened:
+            opened.append((path, journal, rec, rec.symbol if rec is not None and rec.symbol else args.symbol))
+        symbols = [symbol for *_, symbol in opened]
+        for path, journal, rec, symbol in opened:
+            instance = journal.meta().get("instance") or path.stem
             # two journals on one symbol share its funding history: I5 compares their fills only
-            out[stem] = await check(journal, adapter, instance=journal.meta().get("instance") or stem, symbol=symbol,
-                                    shared_symbol=symbols.count(symbol) > 1)
+            out[names[path]] = await check(journal, adapter, instance=instance, symbol=symbol,
+                                           shared_symbol=symbols.count(symbol) > 1)
+            if rec is not None and rec.side is not None:
+                claims[names[path]] = (symbol, rec.side, rec.open_qty)
+                if (symbol, rec.side) not in held:
+                    held[(symbol, rec.side)] = (await adapter.position(symbol, rec.side)).qty
     finally:
-        for _, journal, _ in opened:
+        for _, journal, *_ in opened:
             journal.close()
         await adapter.rest.close()
+    for claimants, v in shared_claims(claims, held):
+        for name in claimants:
+            out[name].append(v)
     return out
 
 

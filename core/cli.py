@@ -1,7 +1,8 @@
 """``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants.
 
 Exit status 1: a session replay diverged from the live session, or check-invariants found a violation.
-Exit status 2: the configuration (or another input) is wrong and nothing was started.
+Exit status 2: the configuration (or another input) is wrong and nothing was started (a new journal on an
+account that holds a position or orders of its instance, without ``run --adopt``, included).
 Exit status 3: the run finished but an instance halted (a damaged journal, a halt policy); the
 message names it and why. Exit status 4: an exchange could not be used (credentials refused, connection).
 ``status`` and ``report``: 0 when every journal was read; 2 when there is none (or no such folder) or one
@@ -36,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config", type=Path)
     p.add_argument("--live", action="store_true", help='required (with mode = "live") to trade real money')
     p.add_argument("--record", type=Path, metavar="FILE", help="record the whole session's exchange traffic")
+    p.add_argument("--adopt", action="store_true",
+                   help="a new (or empty) journal adopts the position and orders the account holds of its instance "
+                        "(without it, such a start is refused)")
     p = sub.add_parser("replay", help="replay candles or a recording through CONFIG's instances")
     p.add_argument("config", type=Path)
     p.add_argument("recording", type=Path, nargs="?",
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             # candles replay on the paper exchange: each other account becomes a paper one (as for a
             # market recording), never the exchange or simulator the config trades on
             config = on_paper(msgspec.structs.replace(config, mode="replay"))
-        return _run(config, candles=getattr(args, "candles", None))
+        return _run(config, candles=getattr(args, "candles", None), adopt=getattr(args, "adopt", False))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -95,13 +99,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_EXCHANGE
 
 
-def _run(config: Config, *, candles: Path | None) -> int:
+def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
     from core.runner import Runner
     from plugins.manager import make_plugin_manager
 
     plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
-    runner = Runner(config, plugins, candles_csv=candles, progress=sys.stderr.isatty())
+    runner = Runner(config, plugins, candles_csv=candles, progress=sys.stderr.isatty(), adopt=adopt)
     asyncio.run(runner.run())
+    if runner.refused:  # the user must act (a fresh journal on a used account): nothing traded
+        for reason in runner.refused.values():
+            print(f"error: {reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"{runner.bars} candles processed ({config.mode})")
     errors: list[str] = []
     for summary in report_dir(config.state_dir, errors):

@@ -75,7 +75,7 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _run_recorded(args: argparse.Namespace) -> int:
-    from core.cli import EXIT_HALTED
+    from core.cli import EXIT_BAD_INPUT, EXIT_HALTED
     from core.recording import Header, Recorder, session_hash, strategy_hashes
     from core.report import format_summary, report_dir
     from core.runner import Runner
@@ -87,11 +87,16 @@ def _run_recorded(args: argparse.Namespace) -> int:
     header = Header(kind="session", config_hash=session_hash(config), models=strategy_hashes(config, plugins),
                     meta={"mode": config.mode})
     with Recorder(args.record, header) as recorder:
-        runner = Runner(config, plugins, recorder=recorder, progress=sys.stderr.isatty())
+        runner = Runner(config, plugins, recorder=recorder, progress=sys.stderr.isatty(),
+                        adopt=getattr(args, "adopt", False))
         try:
             asyncio.run(runner.run())
         except ValueError as exc:
             raise ConfigError(f"{args.config}: --record: {exc}") from None
+    if runner.refused:
+        for reason in runner.refused.values():
+            print(f"error: {reason}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     print(f"{runner.bars} candles processed ({config.mode}); {recorder.count:,} records in {args.record}")
     for summary in report_dir(config.state_dir):
         print(format_summary(summary))

@@ -84,7 +84,10 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
     fill_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 3.0
     """An entry sent with no fill reported after this long is asked about (its fill push may be lost on a
     stream that went quiet): a market entry is never left unwatched."""
-    on_foreign_position: Literal["adopt", "flatten", "halt"] = "adopt"
+    on_foreign_position: Literal["adopt", "flatten", "halt"] = "halt"
+    """A position on the symbol that the journal did not open (found while flat): ``halt`` (the default: it
+    may be another bot's, and two owners of one position each place a stop and book the other's fills),
+    or, as an explicit choice, ``adopt`` (journal it, protect it) or ``flatten`` (adopt, then close)."""
     stop_tolerance_pct: Annotated[float, msgspec.Meta(ge=0, le=0.05)] = 0.0002
     """An attached stop (priced from the last close) closer to the entry than the actual fill's stop by
     at most this share of the price is kept; a wider one is always replaced."""
@@ -92,7 +95,8 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
 
 class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_]{0,19}$")]
-    """Prefixes every client order id (``<name>-<seq>-<role><attempt>``), hence short and plain."""
+    """Prefixes every client order id (``<name>-<epoch>-<seq>-<role><attempt>``, core/ids.py), hence short,
+    plain and without ``-``."""
     exchange: str
     strategy: str
     symbol: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,10}$")]
@@ -236,6 +240,7 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
     instances = []
     seen: dict[str, int] = {}
     traded: dict[tuple[str, str], str] = {}
+    leverages: dict[tuple[str, str], int] = {}
     for i, inst in enumerate(config.instances):
         where = f"$.instances[{i}]"
         if inst.name in seen:
@@ -256,7 +261,11 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
         if key in traded and not exchanges[inst.exchange].hedge_mode:
             raise fail(where, f"instances {traded[key]!r} and {inst.name!r} both trade {inst.symbol} on account "
                               f"{inst.exchange!r}; that needs hedge_mode = true on [exchanges.{inst.exchange}]")
+        if key in traded and leverages[key] != inst.leverage:  # one leverage per symbol: each would set it back
+            raise fail(f"{where}.leverage", f"{inst.leverage}, but instance {traded[key]!r} trades {inst.symbol} on "
+                                            f"account {inst.exchange!r} at {leverages[key]}: they share one leverage")
         traded[key] = inst.name
+        leverages[key] = inst.leverage
         instances.append(msgspec.structs.replace(inst, params=params))
 
     def relative(where: str, text: str) -> Path:

@@ -14,7 +14,7 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Literal
 
-from core import recovery
+from core import ids, recovery
 from core.clock import Clock
 from core.crashpoints import crashpoint
 from core.events import (
@@ -31,6 +31,7 @@ from core.events import (
     OrderFilled,
     OrderRejected,
     PositionSnapshot,
+    SettingsChanged,
     StreamUp,
     SubmitClose,
     SubmitEntry,
@@ -41,19 +42,22 @@ from core.instrument import to_decimal
 from core.intervals import interval_ms
 from core.journal import Journal
 from core.position import EXITED, InvalidTransition, Position, Protection
-from exchanges.base import ExchangeAdapter, ExchangeError, OrderUnknown
+from core.recovery import AdoptionRequired, InstanceHalted
+from exchanges.base import ExchangeAdapter, ExchangeError, IdTaken, OrderUnknown, SettingsRefused
 from strategies.base import Enter, Exit, PositionView, Strategy
 
 log = logging.getLogger("gatebot.engine")
 
 ForeignPolicy = Literal["adopt", "flatten", "halt"]
 _ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "exit", CancelOrder: "cancel"}
+_NOT_OURS = "!"
+"""What _role says of an order of this instance that this journal never sent."""
+_AT_REST = ("flat", "protected")
+"""States in which a halt leaves nothing unguarded (an entry waiting for its stop is not one)."""
 _DECISIONS = (CandleClosed, Timer, ManualClose)
 """Events that may send new orders; held while recovery runs, handled right after it."""
 
-
-class InstanceHalted(Exception):
-    """The instance must not trade (a policy said halt, or the exchange disagrees with the config)."""
+__all__ = ["AdoptionRequired", "Engine", "InstanceHalted"]
 
 
 class Engine:
@@ -61,10 +65,9 @@ class Engine:
 
     def __init__(self, *, name: str, symbol: str, interval: str, leverage: int, strategy: Strategy,
                  adapter: ExchangeAdapter, journal: Journal, clock: Clock, protection: Protection,
-                 protection_timeout_ms: int = 10_000, foreign_policy: ForeignPolicy = "adopt",
+                 protection_timeout_ms: int = 10_000, foreign_policy: ForeignPolicy = "halt",
                  plugins: Any = None, fill_timeout_ms: int = 3_000) -> None:
         self.name = name
-        self.prefix = f"{name}-"
         self.symbol = symbol
         self.interval = interval
         self.interval_ms = interval_ms(interval)
@@ -79,7 +82,9 @@ class Engine:
         self.foreign_policy = foreign_policy
         self.plugins = plugins
         self.status = "recovering"
-        self.pos = Position(name, symbol, protection, journal.fold())
+        self.epoch = journal.epoch
+        """Part of every client id this engine makes (core/ids.py): its journal's."""
+        self.pos = Position(name, symbol, protection, journal.fold(), epoch=self.epoch)
         self.balance = ZERO
         self.last_close = 0.0
         self.bar = 0
@@ -99,9 +104,19 @@ class Engine:
         self._balance_stale = True
         self._view: PositionView | None = None
         self._view_bar = -1
-        self.shares_symbol = False
-        """True when another instance trades this symbol on the same account (hedge mode): then a
-        position this instance did not open is not taken for a foreign one."""
+        self.siblings: frozenset[str] = frozenset()
+        """The other instances of this config on this account and symbol (hedge mode): their orders are
+        not another owner's, and a position this instance did not open is not taken for a foreign one."""
+        self.may_adopt = False
+        """``gatebot run --adopt``: a fresh journal adopts what the account holds of this instance."""
+        self._settings_stale = False
+        self._settings_checked = False
+        self._halt: InstanceHalted | None = None
+        """Another owner's order seen in an event: the instance halts as soon as its position is at rest."""
+
+    @property
+    def shares_symbol(self) -> bool:
+        return bool(self.siblings)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -145,6 +160,8 @@ class Engine:
         try:
             while inbox:
                 await self._handle(inbox.popleft())
+                if self._halt is not None and self.pos.state in _AT_REST:
+                    raise self._halt
             if (self._reconcile or self._unknown) and not self._recovering:
                 await self.reconcile()
         finally:
@@ -189,6 +206,10 @@ class Engine:
             await self.check_timers()
         elif t is StreamUp:
             self._reconcile = True  # the exchange does not replay what we missed
+        elif t is SettingsChanged and ev.symbol == self.symbol:  # type: ignore[union-attr]
+            log.warning("%s: the exchange reports %s: setting them back before any entry", self.name,
+                        ev.detail)  # type: ignore[union-attr]
+            self._settings_stale = self._reconcile = True
 
     # --- market ----------------------------------------------------------------------------
 
@@ -244,6 +265,8 @@ class Engine:
         if veto:
             log.info("%s: entry vetoed: %s", self.name, veto)
             return
+        if self._settings_stale:
+            await self.verify_settings()  # changed by hand: set back before this entry, never after
         if self._balance_stale:
             self.balance = await self.adapter.balance()
             self._balance_stale = False
@@ -262,19 +285,71 @@ class Engine:
     # --- execution events ------------------------------------------------------------------
 
     def _role(self, client_id: str) -> str | None:
-        """'e' / 's' / 'x' for an order of the current position; None for anything else."""
-        rest = client_id[len(self.prefix):]
-        seq, _, tail = rest.partition("-")
-        if not seq.isdigit() or int(seq) != self.pos.rec.seq or not tail:
+        """'e' / 's' / 'x' for an order of the current position (orders adopted from another journal
+        included); None for another order this journal sent (an earlier position's). An order of this
+        instance the journal never sent is ignored (nothing is booked on a guess) and halts the instance
+        once its own position is at rest (:meth:`not_ours`): ``_NOT_OURS``."""
+        p = ids.parse(client_id)
+        if p is None or p.instance != self.name:
             return None
-        return tail[0]
+        r = self.pos.rec
+        if p.epoch == self.epoch and p.seq == r.seq:
+            if self._made(p) or self.journal.knows(client_id):
+                return p.role
+        elif client_id in r.working:
+            return p.role
+        elif self.journal.knows(client_id):
+            return None
+        if self._halt is None:
+            self._halt = self.not_ours(client_id)
+            log.warning("%s: halting once its position is at rest: %s", self.name, self._halt)
+        return _NOT_OURS
+
+    def _made(self, p: ids.ClientId) -> bool:
+        """Whether the current position's counters have reached this id (no journal query needed)."""
+        r = self.pos.rec
+        return p.attempt <= {"e": 1, "s": r.stop_attempt, "x": r.close_attempt}.get(p.role, 0)
+
+    def not_ours(self, client_id: str) -> InstanceHalted:
+        """The halt for an order of this instance that this journal never sent: its own epoch means the
+        journal is behind the exchange (restored from an older backup), another epoch another journal
+        (a second process on this account and symbol, or a journal set aside)."""
+        p = ids.parse(client_id)
+        if p is not None and p.epoch == self.epoch:
+            return InstanceHalted(
+                f"{self.name}: the journal {self.journal.path} is behind the exchange: it never sent {client_id}, "
+                f"which carries its epoch (it ends at position {self.pos.rec.seq}; restored from an older "
+                "backup?). Halting instead of guessing: restore the latest journal")
+        epoch = p.epoch if p is not None else "?"
+        return InstanceHalted(
+            f"{self.name}: order {client_id} on {self.symbol} belongs to another journal of this instance "
+            f"(epoch {epoch or 'legacy'}, this journal's is {self.epoch or 'legacy'}): is a second gatebot "
+            "process trading this account and symbol? Halting (one owner per account and symbol)")
+
+    async def verify_settings(self) -> None:
+        """Leverage, margin and position mode as configured, set back where changed (at every reconcile,
+        and before an entry once the exchange reported a change); halts when they cannot be set."""
+        try:
+            changed = await self.adapter.configure(self.symbol, self.leverage, self.adapter.capabilities.hedge_mode)
+        except SettingsRefused as exc:
+            raise InstanceHalted(f"{self.name}: {exc}") from None
+        self._settings_stale = False
+        if changed and self._settings_checked:
+            detail = "; ".join(changed)
+            log.warning("%s: the exchange's settings had changed: set back (%s)", self.name, detail)
+            with self.journal.transaction():
+                self.journal.add_rejection(self.clock.now_ms(), self.pos.rec.seq, self.pos.state,
+                                           "settings_restored", detail)
+        self._settings_checked = True
 
     async def _on_execution(self, ev: OrderAccepted | OrderRejected | OrderFilled | OrderCanceled
                             | OrderExpired) -> None:
         cid = ev.client_id
-        if not cid.startswith(self.prefix):
+        if ids.instance_of(cid) != self.name:
             return
         role = self._role(cid)
+        if role == _NOT_OURS:
+            return
         r = self.pos.rec
         state = self.pos.state
         if isinstance(ev, OrderFilled):
@@ -545,6 +620,8 @@ class Engine:
                     await self.adapter.cancel(cmd)
                 elif isinstance(cmd, SubmitEntry | SubmitStop | SubmitClose):
                     await self.adapter.submit(cmd)
+            except IdTaken as exc:
+                raise self.not_ours(cmd.client_id) from exc
             except OrderUnknown as exc:
                 self.note_unknown(cmd.client_id, str(exc))
                 continue

@@ -129,6 +129,14 @@ class PositionSnapshot(Event, frozen=True, kw_only=True):
     entry_price: Decimal = ZERO
 
 
+class SettingsChanged(Event, frozen=True, kw_only=True):
+    """The exchange reports leverage or margin mode of ``symbol`` other than configured (changed by hand):
+    the engine sets them back before its next entry."""
+
+    symbol: str
+    detail: str
+
+
 class BalanceSnapshot(Event, frozen=True, kw_only=True):
     asset: str = "USDT"
     balance: Decimal
@@ -171,6 +179,7 @@ AnyEvent = (
     | OrderCanceled
     | OrderExpired
     | PositionSnapshot
+    | SettingsChanged
     | BalanceSnapshot
     | Timer
     | ManualClose

@@ -1,4 +1,4 @@
-"""The invariants I1-I5 of docs/architecture.md, checked against an exchange's ground truth.
+"""The invariants I1-I6 of docs/architecture.md, checked against an exchange's ground truth.
 
 Used by the crash tests and the chaos suite. Only the adapter protocol is used (plus the optional
 ``order_count`` of exchanges that can count submissions per client id, and the optional ``funding``
@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import msgspec
 
+from core import ids
 from core.events import ZERO, Side, SubmitEntry
 from core.journal import Journal
 from core.position import PositionRecord
@@ -30,7 +31,7 @@ class Violation(msgspec.Struct, frozen=True):
 
 async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, symbol: str,
                 in_protection_window: bool = False, shared_symbol: bool = False) -> list[Violation]:
-    """Every violation of I1-I5 for one instance at rest (after recovery); an empty list when all hold.
+    """Every violation of I1-I6 for one instance at rest (after recovery); an empty list when all hold.
 
     ``in_protection_window``: the instance may be inside ``protection_timeout`` of a fill, when a
     position without its stop yet is allowed (I1) and the journal may trail the exchange (I4).
@@ -40,14 +41,20 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
     out: list[Violation] = []
     rec = journal.fold() or PositionRecord()
     state = rec.state
-    ours = [o for o in await adapter.open_orders(symbol) if o.client_id.startswith(f"{instance}-")]
+    intents = journal.intents()
+    ours_ids = set(journal.client_ids())  # every client id the journal sent, attached stops included
+    epoch = journal.epoch
+    ours, others = [], []  # this journal's orders; orders of this instance from another journal
+    for o in await adapter.open_orders(symbol):
+        p = ids.parse(o.client_id)
+        if p is None or p.instance != instance:
+            continue
+        (ours if p.epoch == epoch or o.client_id in ours_ids or o.client_id in rec.working else others).append(o)
     held: dict[Side, Decimal] = {}
     for side in _SIDES:
         snap = await adapter.position(symbol, side)
         if snap.qty > 0:
             held[side] = snap.qty
-    intents = journal.intents()
-    ours_ids = set(journal.client_ids())  # every client id the journal sent, attached stops included
     grace = state == "entering" and in_protection_window
 
     # I1 no naked position
@@ -84,6 +91,12 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
     if live != set(rec.working) and not grace:
         out.append(Violation("I4", f"exchange works {sorted(live)}, the journal {sorted(rec.working)}"))
 
+    # I6 one owner: no order of this instance from another journal (another epoch) works on the symbol
+    for o in others:
+        out.append(Violation("I6", f"working order {o.client_id} of this instance belongs to another journal "
+                                   f"(epoch {ids.parse(o.client_id).epoch or 'legacy'}, this one's is "  # type: ignore[union-attr]
+                                   f"{epoch or 'legacy'})"))
+
     # I5 every fill and every funding payment booked exactly once
     pnl, fees = journal.realized()
     ex_pnl = ex_fees = ZERO
@@ -101,4 +114,24 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
         ex_funding = sum((f.paid for f in await history(symbol, since)), ZERO)
         if funding != ex_funding:
             out.append(Violation("I5", f"journal funding {funding}, exchange funding {ex_funding}"))
+    return out
+
+
+def shared_claims(claims: dict[str, tuple[str, Side, Decimal]], held: dict[tuple[str, Side], Decimal]
+                  ) -> list[tuple[list[str], Violation]]:
+    """I6 across journals: ``claims`` (journal -> symbol, side, open quantity) of the journals on one account
+    against what the account ``held`` per (symbol, side). Two journals that claim one position between
+    them for more than the account holds (each thinking it owns it) is a violation, whatever each says
+    alone: their stops and fills are the other's too."""
+    by_position: dict[tuple[str, Side], list[str]] = {}
+    for name, (symbol, side, qty) in sorted(claims.items()):
+        if qty > 0:
+            by_position.setdefault((symbol, side), []).append(name)
+    out = []
+    for (symbol, side), names in by_position.items():
+        total = sum((claims[n][2] for n in names), ZERO)
+        if len(names) > 1 and total > held.get((symbol, side), ZERO):
+            out.append((names, Violation("I6", f"journals {', '.join(names)} claim one {side} {symbol} position: "
+                                               f"{' + '.join(str(claims[n][2]) for n in names)} of the "
+                                               f"{held.get((symbol, side), ZERO)} the account holds")))
     return out

@@ -8,7 +8,8 @@ Tables (all append-only):
 - ``fills``: every fill, booked once per (client id, trade id);
 - ``funding``: every funding payment, booked once per key (instance, symbol, funding time), with the
   position it was charged on;
-- ``meta``: schema version, config hash, model hashes.
+- ``meta``: schema version, the journal's epoch (core/ids.py: part of every client id it sends), config
+  hash, model hashes.
 
 sqlite-utils creates the schema and serves queries; the hot path uses prepared statements on the
 raw connection (sqlite-utils adds ~15 us per insert). One writer: a lock file next to the journal
@@ -29,11 +30,13 @@ from typing import Any, Literal
 import msgspec
 import sqlite_utils
 
+from core import ids
 from core.events import ZERO, AnyCommand, CancelOrder, FundingPaid, OrderFilled
 from core.position import PositionRecord
 
 SCHEMA_VERSION = 2
-"""1: no funding table (added, and the version raised, when such a journal is opened for writing)."""
+"""1: no funding table and no epoch in ``meta``. A version 1 journal opened for writing gains the table
+and the legacy epoch (so the ids it already sent still parse), and its version is raised."""
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
 IntentStatus = Literal["pending", "acked", "failed", "unknown", "gone"]
 
@@ -137,12 +140,16 @@ class IntentRow(msgspec.Struct, frozen=True):
 
 class Journal:
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", lock: bool = True,
-                 readonly: bool = False, group_commit: int = 0) -> None:
+                 readonly: bool = False, group_commit: int = 0, epoch: str = ids.LEGACY) -> None:
         """``group_commit`` > 0 (replay only) commits once per that many transactions: each still
         lands whole or not at all (a savepoint), but a crash may lose the uncommitted tail, which a
         replay rebuilds anyway. Paper and live use 0: every transaction is committed before the
-        command it carries is sent."""
+        command it carries is sent. ``epoch``: the one a journal created by this call is given (the
+        runner draws a new one; the legacy default suits journals that never meet an exchange account)."""
+        if not ids.is_epoch(epoch):
+            raise ValueError(f"not an epoch: {epoch!r}")
         self.path = Path(path)
+        self._new_epoch = epoch
         self._lock_fd: int | None = None
         self._group = 0  # the schema is committed at once; grouping starts after opening
         self._pending = 0
@@ -150,6 +157,8 @@ class Journal:
         if lock and not readonly:
             self._take_lock()
         try:
+            if not readonly and not self.path.exists():
+                self._create_file()
             self._open(readonly, synchronous)
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -183,17 +192,43 @@ class Journal:
         if readonly:
             self._check_schema()
             return
+        existing = set(self.db.table_names())  # before anything is written into the file
+        if not existing:
+            # A journal is created whole under another name and renamed into place (_create_file): one
+            # without tables (0 bytes, or cut short) is damage, never a new journal to start afresh on.
+            size = self.path.stat().st_size
+            raise JournalError(f"journal {self.path} is damaged: {size} bytes and no tables (restore it from a "
+                               "backup; if the account holds nothing of this instance, delete it to start afresh)")
+        if "meta" not in existing:
+            raise JournalError(f"journal {self.path} is not a gatebot journal (tables: {sorted(existing)})")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             self.db.enable_wal()
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        existing = set(self.db.table_names())
-        if existing and "meta" not in existing:
-            raise JournalError(f"journal {self.path} is not a gatebot journal (tables: {sorted(existing)})")
-        if not existing:
-            self._create()
         version = self._check_schema()
         if version < SCHEMA_VERSION:
             self._migrate(version)
+
+    def _create_file(self) -> None:
+        """Create the journal at a temporary name and rename it into place once its schema is committed:
+        a crash midway leaves no file at ``path`` that could pass for an empty journal."""
+        tmp = self.path.with_name(self.path.name + ".new")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            self.conn = conn
+            self.db = sqlite_utils.Database(conn)
+            self.db.enable_wal()
+            self._create()
+        finally:
+            conn.close()
+            self.conn = None  # type: ignore[assignment]
+        os.replace(tmp, self.path)
+        fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename itself is durable
+        finally:
+            os.close(fd)
 
     def _create(self) -> None:
         db = self.db
@@ -215,6 +250,7 @@ class Journal:
             db["fills"].create_index(["client_id", "trade_id"], unique=True)
             self._create_funding()
             db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)})
+            db["meta"].insert({"key": "epoch", "value": self._new_epoch})
 
     def _create_funding(self) -> None:
         self.db["funding"].create(
@@ -228,6 +264,7 @@ class Journal:
             with self.transaction():
                 if "funding" not in self.db.table_names():
                     self._create_funding()
+                self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (ids.LEGACY,))
                 self.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _check_schema(self) -> int:
@@ -259,6 +296,12 @@ class Journal:
 
     def meta(self) -> dict[str, str]:
         return {k: v for k, v in self.conn.execute("SELECT key, value FROM meta")}
+
+    @property
+    def epoch(self) -> str:
+        """Part of every client id this journal sends (core/ids.py); legacy for a version 1 journal."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        return row[0] if row is not None else ids.LEGACY
 
     def set_meta(self, values: dict[str, str]) -> None:
         with self.transaction():
@@ -300,6 +343,13 @@ class Journal:
             if self.conn is not None and self.conn.in_transaction and not self._group:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
+            if self._group and self._pending and self.conn is not None and not self.conn.in_transaction:
+                # sqlite rolled the whole group back itself (a full disk does): transactions whose commands
+                # were already sent are gone, so the journal is behind what happened. Not a pause: damage.
+                lost, self._pending = self._pending, 0
+                raise JournalError(f"journal {self.path} lost {lost} grouped transactions when the disk refused a "
+                                   f"write ({exc}): it no longer matches what was sent; run the replay again "
+                                   "(or set [journal] group_commit = 1)") from None
             raise JournalUnwritable(f"journal {self.path} cannot be written ({exc})") from None
 
     def probe_write(self) -> bool:
@@ -439,13 +489,29 @@ class Journal:
     def client_ids(self, position: int | None = None) -> list[str]:
         """Every client id the journal sent (of one position, or of all), the stops attached to entries
         included: the orders whose fills belong to this journal."""
-        ids: dict[str, None] = {}
+        out: dict[str, None] = {}
         for cid, intent in self.intents(position).items():
-            ids[cid] = None
+            out[cid] = None
             stop = getattr(intent.command, "stop", None)
             if stop is not None:
-                ids[stop.client_id] = None
-        return list(ids)
+                out[stop.client_id] = None
+        return list(out)
+
+    def fresh(self) -> bool:
+        """Nothing journaled yet: no transition, no intent (a new journal, or one that never traded)."""
+        return (self.conn.execute("SELECT 1 FROM transitions LIMIT 1").fetchone() is None
+                and self.conn.execute("SELECT 1 FROM intents LIMIT 1").fetchone() is None)
+
+    def knows(self, client_id: str) -> bool:
+        """Whether this journal sent the order (or the entry it travelled with, for an attached stop)."""
+        if self.conn.execute("SELECT 1 FROM intents WHERE client_id = ? LIMIT 1", (client_id,)).fetchone():
+            return True
+        p = ids.parse(client_id)
+        if p is None or p.role != "s" or p.attempt != 1:
+            return False
+        entry = ids.make(p.instance, p.epoch, p.seq, "e", 1)
+        return any(getattr(row.command, "stop", None) is not None and row.command.stop.client_id == client_id
+                   for row in self.intents(p.seq).values() if row.client_id == entry)
 
     def is_booked(self, client_id: str, trade_id: str) -> bool:
         return self.conn.execute("SELECT 1 FROM fills WHERE client_id = ? AND trade_id = ?",

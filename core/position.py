@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 import msgspec
 from transitions import EventData, Machine, MachineError
 
+from core import ids
 from core.events import (
     ZERO,
     CancelOrder,
@@ -174,18 +175,16 @@ class PositionRecord(msgspec.Struct, kw_only=True):
         return self.entry_cost / self.filled_qty if self.filled_qty else ZERO
 
 
-def _ids(instance: str, seq: int, role: str, attempt: int) -> str:
-    return f"{instance}-{seq}-{role}{attempt}"
-
-
 class Position:
     """The model the shared Machine drives. ``rec`` holds the data; the Machine owns ``state``."""
 
     state: str
 
     def __init__(self, instance: str, symbol: str, protection: Protection,
-                 record: PositionRecord | None = None) -> None:
+                 record: PositionRecord | None = None, epoch: str = ids.LEGACY) -> None:
         self.instance = instance
+        self.epoch = epoch
+        """The journal's epoch: part of every client id (core/ids.py)."""
         self.protection = protection
         self.rec = record if record is not None else PositionRecord(symbol=symbol)
         self.rec.symbol = symbol
@@ -221,7 +220,7 @@ class Position:
         return any(r.trigger == trigger and self.state in _sources(r) for r in TABLE)
 
     def id_for(self, role: str, attempt: int) -> str:
-        return _ids(self.instance, self.rec.seq, role, attempt)
+        return ids.make(self.instance, self.epoch, self.rec.seq, role, attempt)
 
     @property
     def entry_id(self) -> str:
@@ -299,12 +298,22 @@ class Position:
                                qty=k["qty"], stop=stop))
 
     def adopt_position(self, ev: EventData) -> None:
+        """A position this journal did not open. ``orders``: working orders of another journal of this
+        instance that come with it (``gatebot run --adopt``); ``stop`` (id, price), one of them, guards
+        the position until this journal's own stop is confirmed and then is canceled like a replaced
+        stop; the others are canceled at once."""
         k = ev.kwargs
         qty: Decimal = k["qty"]
         self.rec = r = PositionRecord(seq=self.rec.seq + 1, symbol=self.rec.symbol, side=k["side"],
                                       entry_qty=qty, filled_qty=qty, entry_cost=qty * k["entry_price"],
                                       entry_complete=True, opened_at=k.get("bar", 0), note="adopted")
+        r.working.extend(k.get("orders", ()))
+        if k.get("stop"):
+            r.stop_id, r.stop_price = k["stop"]
         self._submit_stop(self._stop_for(r.avg_entry))
+        for cid in list(r.working):
+            if cid not in (r.stop_id, r.pending_stop_id):
+                self._cancel(cid)
 
     def forget_entry(self, ev: EventData) -> None:
         self.rec = PositionRecord(seq=self.rec.seq, symbol=self.rec.symbol, note=ev.kwargs.get("reason", ""))

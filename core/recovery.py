@@ -6,6 +6,13 @@ deterministic client id, turns what it learns into the same events the live stre
 delivered (fills not yet booked, stops that went live, orders that are gone), lets the engine apply
 them through the state machine, then resolves what the events cannot tell: a position that vanished,
 a stop that is missing, a quantity that differs, intents the exchange never received.
+
+Before any of that it checks who owns what it sees (one owner per account and symbol): the leverage and
+margin mode are as configured (set back when changed by hand), every working order of this instance was
+sent by this journal (another epoch is another journal: a second process, or a journal set aside; this
+journal's epoch on an id it never sent means it is behind the exchange), and none of another gatebot
+instance works on the symbol. A fresh journal on an account that holds a position or orders of this
+instance starts only with ``gatebot run --adopt``, and then adopts them (journaled).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from core import ids
 from core.events import (
     ZERO,
     CancelOrder,
@@ -24,7 +32,7 @@ from core.events import (
     Side,
 )
 from core.position import EXITED
-from exchanges.base import OrderUnknown
+from exchanges.base import OrderState, OrderUnknown
 
 if TYPE_CHECKING:
     from core.engine import Engine
@@ -33,39 +41,132 @@ log = logging.getLogger("gatebot.recovery")
 _SIDES: tuple[Side, ...] = ("long", "short")
 
 
+class InstanceHalted(Exception):
+    """The instance must not trade (a policy said halt, another owner trades its account and symbol, its
+    journal is behind the exchange, or the exchange disagrees with the config)."""
+
+
+class AdoptionRequired(InstanceHalted):
+    """A fresh journal on an account that holds a position or orders of this instance: the user must say
+    whether to adopt them (``gatebot run --adopt``). Exit status 2 at start."""
+
+
 async def recover(engine: Engine) -> None:
+    """Flat, the checks that may halt come first (nothing of ours is at risk); with a position, they
+    come after it is guarded again, so that a halt never leaves it without its stop. Only the probe of
+    the next ids comes first in any state: recovery itself would use them."""
+    await _probe_next_ids(engine)
     await engine.book_missed_funding()  # first: while the journal still holds the position it was charged on
-    if engine.pos.state == "flat":
-        await _recover_flat(engine)
-    else:
+    if engine.pos.state != "flat":
         await _recover_position(engine)
-
-
-async def _recover_flat(engine: Engine) -> None:
-    """flat: cancel working orders with our prefix; a position we did not open follows the policy."""
-    adapter, journal = engine.adapter, engine.journal
-    for order in await adapter.open_orders(engine.symbol):
-        if order.client_id.startswith(engine.prefix):
-            cmd = CancelOrder(client_id=order.client_id, symbol=engine.symbol)
-            with journal.transaction():
-                journal.add_intent(engine.clock.now_ms(), engine.pos.rec.seq, cmd)
-            log.warning("%s: flat but %s is working on the exchange: canceling it", engine.name, order.client_id)
-            await _cancel(engine, cmd)
-    if engine.shares_symbol:
+        await engine.verify_settings()
+        _check_owners(engine, await engine.adapter.open_orders(engine.symbol), allow_other_epochs=False)
         return
-    for side in _SIDES:
-        snap = await adapter.position(engine.symbol, side)
-        if snap.qty <= 0:
+    await engine.verify_settings()
+    orders = await engine.adapter.open_orders(engine.symbol)
+    if engine.journal.fresh():
+        await _recover_fresh(engine, orders)
+        return
+    _check_owners(engine, orders, allow_other_epochs=False)
+    await _recover_flat(engine, orders)
+
+
+def _check_owners(engine: Engine, orders: list[OrderState], *, allow_other_epochs: bool) -> None:
+    """Every working order on the symbol is this journal's, a sibling instance's, or no gatebot's (placed
+    by hand: left alone); anything else halts (Engine.not_ours, or another instance's order)."""
+    r = engine.pos.rec
+    for order in orders:
+        p = ids.parse(order.client_id)
+        if p is None or p.instance in engine.siblings:
             continue
+        if p.instance != engine.name:
+            raise InstanceHalted(
+                f"{engine.name}: order {order.client_id} of another gatebot instance ({p.instance}) works on "
+                f"{engine.symbol} on this account: is a second gatebot process trading this account and symbol? "
+                "Halting (one owner per account and symbol)")
+        if p.epoch != engine.epoch and allow_other_epochs:
+            continue
+        if order.client_id in r.working or engine.journal.knows(order.client_id):
+            continue
+        raise engine.not_ours(order.client_id)
+
+
+async def _probe_next_ids(engine: Engine) -> None:
+    """The entry id this journal will use next must be new to the exchange: one the exchange knows means the
+    journal is behind it (restored from an older backup, even when every later order is done), and using
+    it would take that order's fills, or its refusal as a duplicate, for this journal's (found by a fault
+    driver). One query: a stop or close id the exchange knows is caught where it is sent (IdTaken)."""
+    cid = ids.make(engine.name, engine.epoch, engine.pos.rec.seq + 1, "e", 1)
+    if await engine.adapter.query_order(engine.symbol, cid) is not None:
+        raise engine.not_ours(cid)
+
+
+async def _held(engine: Engine) -> list[tuple[Side, Decimal, Decimal]]:
+    """(side, qty, entry price) of each side the exchange holds (none on a shared symbol: not attributable)."""
+    if engine.shares_symbol:
+        return []
+    out = []
+    for side in _SIDES:
+        snap = await engine.adapter.position(engine.symbol, side)
+        if snap.qty > 0:
+            out.append((side, snap.qty, snap.entry_price))
+    return out
+
+
+async def _recover_fresh(engine: Engine, orders: list[OrderState]) -> None:
+    """A journal that never journaled anything, on an account that may hold a position or orders of this
+    instance (another journal's: the user set the old one aside). Never silently: without --adopt it is
+    refused; with it, the position is adopted and protected by a stop of this journal (the old stop
+    guards until the new one is confirmed, then is canceled), other old orders are canceled, all journaled."""
+    _check_owners(engine, orders, allow_other_epochs=True)
+    old = [o for o in orders if ids.instance_of(o.client_id) == engine.name]
+    held = await _held(engine)
+    if not old and not held:
+        return
+    what = ", ".join([*(f"a {side} position of {qty}" for side, qty, _ in held),
+                      *(f"order {o.client_id}" for o in old)])
+    if not engine.may_adopt:
+        raise AdoptionRequired(
+            f"{engine.name}: the journal {engine.journal.path} is new, but the account holds {what} on "
+            f"{engine.symbol} (another journal's?): start with `gatebot run --adopt` to adopt them into this "
+            "journal, or close them on the exchange first")
+    if len(held) > 1:
+        raise InstanceHalted(f"{engine.name}: cannot adopt both a long and a short position on {engine.symbol}")
+    log.warning("%s: adopting %s (--adopt)", engine.name, what)
+    if held:
+        side, qty, price = held[0]
+        guard = next(((o.client_id, o.stop_price) for o in old if o.role == "stop" and o.side == side), None)
+        await engine.execute(engine.fire("adopt", side=side, qty=qty, entry_price=price, bar=engine.bar,
+                                         orders=[o.client_id for o in old], stop=guard,
+                                         detail={"policy": "--adopt", "orders": [o.client_id for o in old]}))
+        await engine.drain()
+        return
+    for order in old:
+        await _cancel_journaled(engine, order.client_id, "adopted (--adopt) on a flat account")
+
+
+async def _cancel_journaled(engine: Engine, client_id: str, why: str) -> None:
+    cmd = CancelOrder(client_id=client_id, symbol=engine.symbol)
+    with engine.journal.transaction():
+        engine.journal.add_intent(engine.clock.now_ms(), engine.pos.rec.seq, cmd)
+    log.warning("%s: %s is working on the exchange: canceling it (%s)", engine.name, client_id, why)
+    await _cancel(engine, cmd)
+
+
+async def _recover_flat(engine: Engine, orders: list[OrderState]) -> None:
+    """flat: cancel this journal's working orders; a position we did not open follows the policy."""
+    for order in orders:
+        if ids.instance_of(order.client_id) == engine.name:  # this journal's (_check_owners halted on others)
+            await _cancel_journaled(engine, order.client_id, "flat")
+    for side, qty, price in await _held(engine):
         policy = engine.foreign_policy
         log.warning("%s: found a %s position of %s that the bot did not open (policy %s)",
-                    engine.name, side, snap.qty, policy)
+                    engine.name, side, qty, policy)
         if policy == "halt":
-            from core.engine import InstanceHalted
-
-            raise InstanceHalted(f"{engine.name}: a {side} position of {snap.qty} {engine.symbol} exists "
-                                 "that the bot did not open (on_foreign_position = 'halt')")
-        await engine.execute(engine.fire("adopt", side=side, qty=snap.qty, entry_price=snap.entry_price,
+            raise InstanceHalted(f"{engine.name}: a {side} position of {qty} {engine.symbol} exists that this "
+                                 "journal did not open (on_foreign_position = 'halt'; another bot's, or one "
+                                 "opened by hand?)")
+        await engine.execute(engine.fire("adopt", side=side, qty=qty, entry_price=price,
                                          bar=engine.bar, detail={"policy": policy}))
         await engine.drain()
         if policy == "flatten" and engine.pos.state == "protected":
@@ -172,6 +273,15 @@ async def _recover_position(engine: Engine) -> None:
     await engine.drain()
 
 
+async def _stop_too_small(engine: Engine, stop_id: str | None, qty: Decimal) -> bool:
+    """A live stop that covers less than the position (sized to a part of the entry seen before the
+    rest of its fills): the stop is replaced by one for the whole position."""
+    if stop_id is None:
+        return False
+    order = await engine.adapter.query_order(engine.symbol, stop_id)
+    return order is not None and order.working and order.qty < qty
+
+
 async def _cancel(engine: Engine, cmd: CancelOrder) -> None:
     """A cancel whose outcome recovery cannot learn now (a lost or busy reply, retried already) does not
     abort recovery: the id is marked unknown and asked about again by the reconcile that follows."""
@@ -180,12 +290,3 @@ async def _cancel(engine: Engine, cmd: CancelOrder) -> None:
     except OrderUnknown as exc:
         log.warning("%s: %s; asking again", engine.name, exc)
         engine.note_unknown(cmd.client_id, str(exc))
-
-
-async def _stop_too_small(engine: Engine, stop_id: str | None, qty: Decimal) -> bool:
-    """A live stop that covers less than the position (sized to a part of the entry seen before the
-    rest of its fills): the stop is replaced by one for the whole position."""
-    if stop_id is None:
-        return False
-    order = await engine.adapter.query_order(engine.symbol, stop_id)
-    return order is not None and order.working and order.qty < qty

@@ -190,6 +190,21 @@ def on_paper(config: Config) -> Config:
     return msgspec.structs.replace(config, exchanges=exchanges)
 
 
+def recorded_epochs(driver: Any) -> dict[str, str]:
+    """Instance -> the epoch of the journal that recorded a session, read from the client ids it sent:
+    the replay's new journals get the same, so that its orders carry the same ids as live."""
+    from core import ids
+
+    out: dict[str, str] = {}
+    for _, rec in driver.live_sends:
+        for param in rec.what.partition("?")[2].split("&"):
+            key, _, value = param.partition("=")
+            p = ids.parse(value) if key.lower() == "clientorderid" else None
+            if p is not None:
+                out.setdefault(p.instance, p.epoch)
+    return out
+
+
 def _estimate_candles(recording: Recording) -> int:
     frames = sum(1 for r in recording if r.ch == MARKET)
     return max(1, frames // 4)
@@ -211,7 +226,7 @@ async def _replay_session(config: Config, plugins: Any, recording: Recording, ma
     driver = SessionDriver(recording, clock)
     options = ex.options if isinstance(ex.options, BingXOptions) else msgspec.convert(ex.options, BingXOptions)
     adapter = ReplayBingXAdapter(options, driver, hedge_mode=ex.hedge_mode, account=name)
-    runner = Runner(config, plugins, adapters={name: adapter}, clock=clock)
+    runner = Runner(config, plugins, adapters={name: adapter}, clock=clock, epochs=recorded_epochs(driver))
     driver.on_divergence = runner.stop
     await runner.run()
     return ReplayResult(kind="session", bars=runner.bars, frames=driver.frames, divergence=driver.divergence,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import random
 import signal
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -20,10 +21,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from core import ids
 from core.clock import Clock, LiveClock, VirtualClock
 from core.config import Config, InstanceConfig, config_hash
-from core.engine import Engine, InstanceHalted
-from core.events import AnyEvent, CandleClosed, FundingPaid, PositionSnapshot, StreamDown, StreamUp, Timer
+from core.engine import AdoptionRequired, Engine, InstanceHalted
+from core.events import (
+    AnyEvent,
+    CandleClosed,
+    FundingPaid,
+    PositionSnapshot,
+    SettingsChanged,
+    StreamDown,
+    StreamUp,
+    Timer,
+)
 from core.intervals import interval_ms
 from core.journal import Journal, JournalError, JournalUnwritable, StateDirLock, check_state_dir
 from core.market import array_candles, generate, load_csv
@@ -69,12 +80,11 @@ class Instance:
         r = self.runner
         cfg = self.cfg
         adapter = r.adapters[cfg.exchange]
-        instrument = await adapter.instrument(cfg.symbol)
-        await adapter.configure(cfg.symbol, cfg.leverage, r.config.exchanges[cfg.exchange].hedge_mode)
+        instrument = await adapter.instrument(cfg.symbol)  # leverage and modes: set by recovery, every reconcile
         journal = r.journals.get(cfg.name)
         if journal is None:
             journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous,
-                              group_commit=r.config.journal_group_commit)
+                              group_commit=r.config.journal_group_commit, epoch=r.epoch_for(cfg.name))
             r.journals[cfg.name] = journal
             meta = journal.meta()
             values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy,
@@ -105,8 +115,9 @@ class Instance:
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),
             fill_timeout_ms=int(prot.fill_timeout_s * 1000), foreign_policy=prot.on_foreign_position,
             plugins=r.plugins)
-        engine.shares_symbol = sum(
-            1 for i in r.config.instances if i.exchange == cfg.exchange and i.symbol == cfg.symbol) > 1
+        engine.siblings = frozenset(i.name for i in r.config.instances if i.exchange == cfg.exchange
+                                    and i.symbol == cfg.symbol and i.name != cfg.name)
+        engine.may_adopt = r.adopt
         for candle in r.history(cfg.symbol, cfg.interval):
             engine.strategy.on_candle(candle)
             engine.candles_seen += 1
@@ -217,8 +228,15 @@ class Runner:
     def __init__(self, config: Config, plugins: Any, *, config_path: Path | None = None,
                  candles_csv: Path | None = None, progress: bool = False, recorder: Any = None,
                  adapters: dict[str, ExchangeAdapter] | None = None,
-                 candle_source: AsyncIterator[CandleClosed] | None = None, clock: Clock | None = None) -> None:
+                 candle_source: AsyncIterator[CandleClosed] | None = None, clock: Clock | None = None,
+                 adopt: bool = False, epochs: dict[str, str] | None = None) -> None:
         self.config = config
+        self.adopt = adopt
+        """``gatebot run --adopt``: a fresh journal adopts what the account holds of its instance."""
+        self.epochs = epochs or {}
+        """Instance -> the epoch its new journal gets (a session replay: the recorded session's)."""
+        self.refused: dict[str, str] = {}
+        """Instances refused at start because the user must act (a fresh journal on a used account)."""
         self.recorder = recorder
         """A core.recording.Recorder: adapters that can (BingX) tee their raw traffic into it."""
         self._given_adapters = adapters
@@ -277,11 +295,11 @@ class Runner:
         def sink(ev: AnyEvent) -> None:
             cid = getattr(ev, "client_id", None)
             if cid is not None:
-                inst = self._by_name.get(cid.partition("-")[0])
+                inst = self._by_name.get(ids.instance_of(cid))
                 if inst is not None and inst.engine is not None:
                     inst.engine.post(ev)
                 return
-            if isinstance(ev, PositionSnapshot | FundingPaid):
+            if isinstance(ev, PositionSnapshot | FundingPaid | SettingsChanged):
                 for inst in self.instances:
                     if inst.engine is not None and inst.cfg.exchange == account and inst.cfg.symbol == ev.symbol:
                         inst.engine.post(ev)
@@ -292,6 +310,17 @@ class Runner:
                         inst.engine.post(ev)
 
         return sink
+
+    def epoch_for(self, instance: str) -> str:
+        """The epoch a new journal of ``instance`` gets: drawn from the clock and the system's randomness,
+        except in a replay (whose journals never meet an exchange account), where it derives from the
+        instance alone, so that the same inputs give byte-identical journals, from a CSV or a recording of
+        the same candles alike; in a session replay it is the recorded session's (the same client ids)."""
+        if instance in self.epochs:
+            return self.epochs[instance]
+        if self.config.mode == "replay":
+            return ids.new_epoch(0, random.Random(f"replay:{instance}"))
+        return ids.new_epoch(self.clock.now_ms(), random.SystemRandom())
 
     def history(self, symbol: str, interval: str) -> list[CandleClosed]:
         return list(self._history.get((symbol, interval), ()))
@@ -340,8 +369,13 @@ class Runner:
                     continue
                 try:
                     await inst.build()
+                except AdoptionRequired as exc:
+                    inst.halt(exc)
+                    self.refused[inst.cfg.name] = str(exc)
                 except Exception as exc:  # isolation: one instance's failure must not stop the others
                     inst.on_error(exc, 0)
+            if self.refused:
+                return  # the user must act before anything trades (exit status 2)
             if live:
                 await self._feed_live(live)
             else:

@@ -47,6 +47,16 @@ class CredentialsRefused(ExchangeError):
     operator fixes it, so the run stops with one line (exit status 4) instead of retrying."""
 
 
+class SettingsRefused(ExchangeError):
+    """The account's leverage, margin mode or position mode differ from the config and cannot be set:
+    the instance must not trade (it halts; waiting does not heal it)."""
+
+
+class IdTaken(ExchangeError):
+    """The exchange already holds another order under a client id this journal is about to use: the
+    journal is behind the exchange (restored from an older backup). The instance halts."""
+
+
 class OrderUnknown(ExchangeError):
     """A submission was sent but its outcome is unknown (timeout, 5xx): query it by client id."""
 
@@ -98,8 +108,10 @@ class ExchangeAdapter(Protocol):
 
     async def instrument(self, symbol: str) -> Instrument: ...
 
-    async def configure(self, symbol: str, leverage: int, hedge: bool) -> None:
-        """Set leverage and position mode, then read them back; raise ExchangeError on a mismatch."""
+    async def configure(self, symbol: str, leverage: int, hedge: bool) -> list[str]:
+        """Set leverage, margin and position mode where they differ, then read them back; return what had to
+        be set back (empty when all was as configured); raise SettingsRefused when they cannot be set.
+        Called at every reconcile, so it writes only what differs."""
 
     async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None: ...
 

@@ -4,14 +4,17 @@ hedge mode, with attached and separate stops; I1-I5 checked against the simulato
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from core import ids
 from core.config import load_config
 from core.invariants import check
 from core.journal import Journal
@@ -84,6 +87,14 @@ class Session:
     async def settle(self) -> None:
         await self.until(lambda: self.engine is None or self.engine.idle, "the engine to go idle")
 
+    def cid(self, seq: int, role: str, attempt: int = 1) -> str:
+        """The client id the bot gives this order (its journal's epoch in it)."""
+        journal = Journal(self.journal_path, readonly=True)
+        try:
+            return ids.make("it", journal.epoch, seq, role, attempt)
+        finally:
+            journal.close()
+
     def transitions(self) -> list[tuple[str, str, str]]:
         journal = Journal(self.journal_path, readonly=True)
         try:
@@ -102,25 +113,18 @@ class Session:
 @asynccontextmanager
 async def session(tmp: Path, monkeypatch: pytest.MonkeyPatch, *, hedge: bool = False, attached: bool = True,
                   params: str = "{ enter_on = 1, exit_on = 3 }", sim_options: dict[str, Any] | None = None,
+                  sim: BingXSimulator | None = None, state: str = "state", adopt: bool = False,
                   ) -> AsyncIterator[Session]:
-    options = SimOptions(mode="manual", history_bars=120, hedge_mode=hedge, **(sim_options or {}))
-    async with BingXSimulator(options) as sim, bot(tmp, monkeypatch, sim, attached=attached, params=params) as s:
-        yield s
-
-
-@asynccontextmanager
-async def bot(tmp: Path, monkeypatch: pytest.MonkeyPatch, sim: BingXSimulator, *, attached: bool = True,
-              params: str = "{ enter_on = 1, exit_on = 3 }") -> AsyncIterator[Session]:
-    """The bot on a running simulator (which outlives it: a second ``bot`` is a restart on the same journal)."""
-    monkeypatch.setenv("SIM_BINGX_KEY", sim.options.api_key)
-    monkeypatch.setenv("SIM_BINGX_SECRET", sim.options.secret)
-    path = tmp / "bot.toml"
-    path.write_text(CONFIG.format(state=tmp / "state", hedge=str(sim.options.hedge_mode).lower(), rest=sim.rest_url,
-                                  ws=sim.ws_url, attached=str(attached).lower(), params=params))
-    config = load_config(path)
-    runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable))
+    """The bot on a new simulator, or on ``sim`` (another bot's, or the one a previous session left)."""
+    if sim is None:
+        options = SimOptions(mode="manual", history_bars=120, hedge_mode=hedge, **(sim_options or {}))
+        async with BingXSimulator(options) as own, session(tmp, monkeypatch, hedge=hedge, attached=attached,
+                                                           params=params, sim=own, state=state, adopt=adopt) as s:
+            yield s
+        return
+    runner = bot(tmp, monkeypatch, sim, hedge=hedge, attached=attached, params=params, state=state, adopt=adopt)
     task = asyncio.create_task(runner.run())
-    s = Session(sim, runner, task, tmp / "state" / "it.sqlite")
+    s = Session(sim, runner, task, tmp / state / "it.sqlite")
     try:
         await s.until(lambda: s.engine is not None and s.engine.status == "running", "the bot to start")
         await s.until(lambda: runner.adapters["bx"].market is not None
@@ -129,6 +133,19 @@ async def bot(tmp: Path, monkeypatch: pytest.MonkeyPatch, sim: BingXSimulator, *
     finally:
         runner.stop()
         await asyncio.wait_for(task, timeout=15)
+
+
+def bot(tmp: Path, monkeypatch: pytest.MonkeyPatch, sim: BingXSimulator, *, hedge: bool = False,
+        attached: bool = True, params: str = "{ enter_on = 1, exit_on = 3 }", state: str = "state",
+        adopt: bool = False) -> Runner:
+    """A runner of CONFIG on ``sim`` with its journals in ``tmp / state`` (not started)."""
+    monkeypatch.setenv("SIM_BINGX_KEY", sim.options.api_key)
+    monkeypatch.setenv("SIM_BINGX_SECRET", sim.options.secret)
+    path = tmp / f"{state}.toml"
+    path.write_text(CONFIG.format(state=tmp / state, hedge=str(hedge).lower(), rest=sim.rest_url,
+                                  ws=sim.ws_url, attached=str(attached).lower(), params=params))
+    config = load_config(path)
+    return Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable), adopt=adopt)
 
 
 def run(coro: Any) -> Any:
@@ -146,7 +163,7 @@ def test_a_trade_that_ends_by_exit_signal(tmp_path: Path, monkeypatch: pytest.Mo
         async with session(tmp_path, monkeypatch, hedge=hedge, attached=attached) as s:
             await s.candles_until(lambda: s.state == "protected", "protected")
             (stop,) = await s.sim.account_view().open_orders(SYMBOL)
-            assert (stop.role, stop.client_id, stop.stop_price) == ("stop", "it-1-s1", s.engine.pos.rec.stop_price)
+            assert (stop.role, stop.client_id, stop.stop_price) == ("stop", s.cid(1, "s"), s.engine.pos.rec.stop_price)
             await s.candles_until(lambda: s.state == "flat" and s.engine.pos.rec.seq == 1, "flat after the exit")
             assert await s.violations() == []
             assert await s.sim.account_view().open_orders(SYMBOL) == []
@@ -289,7 +306,7 @@ def test_an_expired_listen_key_is_replaced_without_losing_the_fill(tmp_path: Pat
             fills = journal.conn.execute("SELECT client_id FROM fills").fetchall()
         finally:
             journal.close()
-        assert fills == [("it-1-e1",)], "the entry fill booked exactly once"
+        assert fills == [(s.cid(1, "e"),)], "the entry fill booked exactly once"
 
     run(go())
 
@@ -309,9 +326,9 @@ def test_a_submission_that_times_out_leaves_exactly_one_order(tmp_path: Path, mo
                 await s.until(lambda: any(t[1] == "entry_lost" for t in s.transitions()), "the entry found lost")
             await s.settle()
             view = s.sim.account_view()
-            assert view.order_count("it-1-e1") == (1 if executed else 0)
+            assert view.order_count(s.cid(1, "e")) == (1 if executed else 0)
             assert await s.violations() == []
-        statuses = _statuses(s.journal_path, "it-1-e1")
+        statuses = _statuses(s.journal_path, s.cid(1, "e"))
         assert "unknown" in statuses, statuses
 
     run(go())
@@ -403,7 +420,7 @@ def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_his
                              funding=FundingOptions(rate=Decimal("0.0001"), interval_h=1))
         async with BingXSimulator(options) as sim:
             paid = sim.core.account.funding
-            async with bot(tmp_path, monkeypatch, sim, params="{ enter_on = 1 }") as s:
+            async with session(tmp_path, monkeypatch, sim=sim, params="{ enter_on = 1 }") as s:
                 await s.candles_until(lambda: s.state == "protected", "protected")
                 await s.candles_until(lambda: len(paid) >= 2, "two funding times (hourly)", limit=30)
                 await s.until(lambda: booked() == len(paid), "every payment booked from its push")
@@ -412,7 +429,7 @@ def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_his
             down = len(paid)
             await sim.advance(14)  # a funding time passes while the bot is down: its push is lost
             assert len(paid) == down + 1
-            async with bot(tmp_path, monkeypatch, sim, params="{ enter_on = 1 }") as s:
+            async with session(tmp_path, monkeypatch, sim=sim, params="{ enter_on = 1 }") as s:
                 assert booked() == len(paid), "recovery read the payment from the income history"
                 assert await s.violations() == []
             journal = Journal(tmp_path / "state" / "it.sqlite", readonly=True)
@@ -432,7 +449,63 @@ def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_his
             [violation] = (await _check_all([tmp_path / "state" / "it.sqlite"], args))["it"]
             assert violation.invariant == "I5" and "funding" in violation.detail
 
+
+def _orders(sim: BingXSimulator) -> list[str]:
+    return sorted(o.client_id for o in sim.core.open_orders(SYMBOL))
+
+
+def _fill_ids(path: Path) -> list[str]:
+    journal = Journal(path, readonly=True)
+    try:
+        return [r[0] for r in journal.conn.execute("SELECT client_id FROM fills ORDER BY seq")]
+    finally:
+        journal.close()
+
+
+def test_a_new_journal_on_a_used_account_is_refused_and_adopts_only_with_adopt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 1: the bot against the simulator with a long open and its stop working, Ctrl-C, the state
+    folder set aside (a user starting afresh), the bot started again. The new journal counted from 1 again:
+    it canceled the old stop and booked the old orders' fills as its own (a naked long, a phantom trade).
+    Now the start is refused (exit 2 from the CLI) and touches nothing; with --adopt the new journal takes
+    the position over: its own stop first, then the old one canceled."""
+    params = "{ enter_on = 1, exit_on = 0 }"
+
+    async def go() -> None:
+        async with BingXSimulator(SimOptions(mode="manual", history_bars=120)) as sim:
+            async with session(tmp_path, monkeypatch, sim=sim, attached=False, params=params) as s:
+                await s.candles_until(lambda: s.state == "protected", "protected")
+                old_stop = s.engine.pos.rec.stop_id
+            (tmp_path / "state").rename(tmp_path / "state.bak")
+
+            refused = bot(tmp_path, monkeypatch, sim, attached=False, params=params)
+            await asyncio.wait_for(refused.run(), timeout=30)
+            (reason,) = refused.refused.values()
+            assert "is new, but the account holds a long position of" in reason and old_stop in reason, reason
+            assert "gatebot run --adopt" in reason
+            assert _orders(sim) == [old_stop], "the old stop still guards the long"
+
+            async with session(tmp_path, monkeypatch, sim=sim, attached=False, params=params, adopt=True) as s:
+                new_stop = s.cid(1, "s")
+                await s.until(lambda: s.state == "protected" and s.engine.pos.rec.working == [new_stop],
+                              "the adopted long protected by the new journal's stop, the old one canceled")
+                assert _orders(sim) == [new_stop] and new_stop != old_stop
+                assert await s.violations() == []
+                assert s.transitions()[0] == ("flat", "adopt", "entering")
+            assert _fill_ids(s.journal_path) == [], "no fill of the old journal's orders booked as this one's"
+
     run(go())
+
+
+def _first_entry_in(text: str) -> bool:
+    """The text names instance it's first entry (whatever its journal's epoch)."""
+    return any(p is not None and (p.instance, p.seq, p.role, p.attempt) == ("it", 1, "e", 1)
+               for p in map(ids.parse, re.findall(r"it-[0-9a-z-]+", text)))
+
+
+def _is_first_entry(url: str) -> bool:
+    match = re.search(r"clientOrderId=([^&]+)", url)
+    return match is not None and _first_entry_in(match[1])
 
 
 UNREADABLE_REPLIES = {
@@ -457,7 +530,7 @@ def test_an_entry_whose_reply_the_codec_refuses_still_ends_protected(tmp_path: P
 
     async def send(self: RestClient, method: str, url: str, path: str) -> bytes:
         body = await real_send(self, method, url, path)  # the exchange executes the order...
-        if method == "POST" and path == ORDER and "clientOrderId=it-1-e1" in url:
+        if method == "POST" and path == ORDER and _is_first_entry(url):
             refused.append(url)
             return UNREADABLE_REPLIES[reply]  # ...and its reply is one the codec refuses
         return body
@@ -469,12 +542,91 @@ def test_an_entry_whose_reply_the_codec_refuses_still_ends_protected(tmp_path: P
             await s.candles_until(lambda: s.state == "protected", "protected although the entry's reply was refused")
             await s.settle()
             view = s.sim.account_view()
-            assert view.order_count("it-1-e1") == 1
+            assert view.order_count(s.cid(1, "e")) == 1
             (stop,) = await view.open_orders(SYMBOL)
-            assert (stop.role, stop.client_id) == ("stop", "it-1-s1")
+            assert (stop.role, stop.client_id) == ("stop", s.cid(1, "s"))
             assert await s.violations() == []
         assert len(refused) == 1
-        assert "unknown" in _statuses(s.journal_path, "it-1-e1")
+        assert "unknown" in _statuses(s.journal_path, s.cid(1, "e"))
+
+
+def test_two_bots_on_one_account_and_symbol_halt_and_leave_no_part_unguarded(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 2: two bots (separate state folders, one config) on one account and symbol each took the
+    other's position and orders for their own. Now each sees the other's orders (another epoch of its
+    instance) and halts naming them, once its own position is guarded; neither books the other's fills."""
+    params = "{ enter_on = 1, exit_on = 0, fraction = 0.2 }"
+
+    async def go() -> None:
+        async with BingXSimulator(SimOptions(mode="manual", history_bars=120)) as sim, \
+                session(tmp_path, monkeypatch, sim=sim, attached=False, params=params, state="a") as a, \
+                session(tmp_path, monkeypatch, sim=sim, attached=False, params=params, state="b") as b:
+            for _ in range(6):
+                if a.runner.halted and b.runner.halted:
+                    break
+                bars = a.runner.bars, b.runner.bars
+                await sim.advance(1)
+                await until(lambda bars=bars: (a.runner.bars, b.runner.bars) > bars, "the candle to reach both",
+                            timeout=15)
+                await until(lambda: all(e is None or e.idle for e in (a.engine, b.engine)), "both idle")
+            # Both entered on one candle, so each met the other's orders (a bot that met the other's entry
+            # while still flat halts at once, before entering: then the other is the one owner left).
+            halted = [s for s in (a, b) if s.runner.halted]
+            assert halted, "another journal's orders on the account went unnoticed"
+            for s in halted:
+                (why,) = s.runner.halted.values()
+                assert "belongs to another journal of this instance" in why and "one owner" in why, why
+            held = (await sim.account_view().position(SYMBOL, "long")).qty
+            stops = [o for o in await sim.account_view().open_orders(SYMBOL) if o.role == "stop"]
+            assert held > 0 and sum(o.qty for o in stops) >= held, "every part of the long has its stop"
+            for s in (a, b):
+                epoch = ids.parse(s.cid(1, "e")).epoch  # type: ignore[union-attr]
+                assert all(ids.parse(c).epoch == epoch for c in _fill_ids(s.journal_path)), "only its own fills"
+            if len(halted) == 1:
+                (alone,) = [s for s in (a, b) if not s.runner.halted]
+                assert await alone.violations() == [], "the one owner left holds the account as its journal says"
+
+    run(go())
+
+
+def test_a_duplicate_id_of_a_dead_stop_is_never_taken_for_a_live_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding (a journal restored from an older backup): its stop was refused as a duplicate id and the
+    adapter delivered the old, canceled stop as accepted: protected without a stop. A duplicate now
+    delivers what became of the order; another order under the id is IdTaken (the engine halts)."""
+    from core.clock import LiveClock
+    from core.events import CancelOrder, OrderAccepted, OrderCanceled, SubmitEntry, SubmitStop
+    from exchanges.base import IdTaken
+    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from exchanges.bingx.rest import RestClient
+
+    async def go() -> None:
+        options = SimOptions(mode="manual", history_bars=50)
+        async with BingXSimulator(options) as sim:
+            adapters = []
+            for _ in range(2):  # the second: a restarted bot (its order book does not know the stop)
+                adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url), hedge_mode=False, clock=LiveClock())
+                adapter.rest = RestClient(adapter.rest_url, options.api_key, options.secret, clock=adapter.clock)
+                await adapter.rest.start()
+                adapters.append(adapter)
+            events: list[Any] = []
+            first, restarted = adapters
+            first._sink = restarted._sink = events.append
+            try:
+                price = (await first.klines(SYMBOL, "5m", 0, 2**62))[-1].close
+                await first.submit(SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01")))
+                stop = SubmitStop(client_id="c-1-s1", symbol=SYMBOL, side="long", qty=Decimal("0.01"),
+                                  stop_price=(Decimal(repr(price)) * Decimal("0.99")).quantize(Decimal("0.1")))
+                await first.submit(stop)
+                await first.cancel(CancelOrder(client_id="c-1-s1", symbol=SYMBOL))
+                events.clear()
+                await restarted.submit(stop)
+                assert [type(e) for e in events] == [OrderCanceled], events
+                assert not any(isinstance(e, OrderAccepted) for e in events)
+                with pytest.raises(IdTaken, match="another order under c-1-s1"):
+                    await restarted.submit(msgspec.structs.replace(stop, qty=Decimal("0.02")))
+            finally:
+                for adapter in adapters:
+                    await adapter.rest.close()  # type: ignore[union-attr]
 
     run(go())
 
@@ -494,7 +646,7 @@ def test_an_entry_fill_push_the_codec_refuses_is_found_over_rest(tmp_path: Path,
 
     async def handle(self: UserStream, ws: Any, frame: bytes | str) -> bool:
         text = codec.ungzip_frame(frame)
-        if '"ORDER_TRADE_UPDATE"' in text and '"TRADE"' in text and "it-1-e1" in text:
+        if '"ORDER_TRADE_UPDATE"' in text and '"TRADE"' in text and _first_entry_in(text):
             push = json.loads(text)
             push["o"]["i"] = f"{push['o']['i']}-v2"  # an id the codec cannot read exactly: refused
             push["listenKey"] = self.key
@@ -516,5 +668,59 @@ def test_an_entry_fill_push_the_codec_refuses_is_found_over_rest(tmp_path: Path,
             assert adapter.user.key not in caplog.text, "the listenKey is redacted"
             assert "unreadable user frame #1 (ORDER_TRADE_UPDATE" in caplog.text and "-v2" in caplog.text
             assert await s.violations() == []
+
+
+def test_a_leverage_changed_by_hand_is_set_back_before_the_next_entry(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding: a leverage changed by hand on the exchange went unnoticed: new positions at 20x while
+    configured for 4x, until the next restart. BingX pushes ACCOUNT_CONFIG_UPDATE on the change; the bot
+    sets the leverage back, journals it, and only then enters."""
+    from exchanges.bingx.simulator.account import set_leverage
+
+    async def go() -> None:
+        async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 2, exit_on = 0 }") as s:
+            assert s.sim.leverage_sides[SYMBOL] == (4, 4)
+            await set_leverage(s.sim, {"symbol": SYMBOL, "side": "BOTH", "leverage": "20"})  # in the app
+            await s.until(lambda: s.sim.leverage_sides[SYMBOL] == (4, 4), "the leverage set back to 4x")
+            await s.candles_until(lambda: s.state == "protected", "protected")
+            assert s.sim.leverage_sides[SYMBOL] == (4, 4)
+        journal = Journal(s.journal_path, readonly=True)
+        try:
+            restored = journal.conn.execute(
+                "SELECT ts, message FROM rejections WHERE trigger = 'settings_restored'").fetchall()
+            (entry_ts,) = journal.conn.execute("SELECT min(ts) FROM intents").fetchone()
+        finally:
+            journal.close()
+        assert [m for _, m in restored] == ["BTC-USDT leverage 20/20x -> 4x"]
+        assert restored[0][0] <= entry_ts
+
+    run(go())
+
+
+def test_check_invariants_reports_two_journals_that_claim_one_position(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 2: two bots on one account both claimed one short, each with a stop, and check-invariants
+    said ok for both. Given both state folders it names the two journals (I6)."""
+    import argparse
+    import shutil
+
+    from core.check_invariants import _check_all
+
+    async def go() -> None:
+        async with BingXSimulator(SimOptions(mode="manual", history_bars=120)) as sim:
+            async with session(tmp_path, monkeypatch, sim=sim, attached=False,
+                               params="{ enter_on = 1, exit_on = 0 }") as s:
+                await s.candles_until(lambda: s.state == "protected", "protected")
+            shutil.copytree(tmp_path / "state", tmp_path / "copy")  # a second journal that claims the same long
+            args = argparse.Namespace(rest=sim.rest_url, api_key_env="SIM_BINGX_KEY", secret_env="SIM_BINGX_SECRET",
+                                      secrets_file=None, symbol=SYMBOL)
+            alone = await _check_all([tmp_path / "state" / "it.sqlite"], args)
+            assert alone == {"it": []}
+            both = await _check_all([tmp_path / "state" / "it.sqlite", tmp_path / "copy" / "it.sqlite"], args)
+            names = [str(tmp_path / "state" / "it"), str(tmp_path / "copy" / "it")]
+            for name in names:
+                (v,) = both[name]
+                assert v.invariant == "I6" and all(n in v.detail for n in names), v
+                assert "claim one long BTC-USDT" in v.detail, v
 
     run(go())

@@ -54,6 +54,10 @@ BAD = [
     ("duplicate names", GOOD + SECOND.replace('name = "two"', 'name = "one"'), "$.instances[1].name",
      "duplicate instance name 'one'"),
     ("two instances on one symbol and account", GOOD + SECOND, "$.instances[1]", "hedge_mode = true"),
+    ("two leverages on one symbol and account",
+     (GOOD + SECOND.replace("leverage = 4", "leverage = 5")).replace('type = "paper"',
+                                                                     'type = "paper"\nhedge_mode = true'),
+     "$.instances[1].leverage", "they share one leverage"),
     ("secret in TOML", GOOD.replace('type = "paper"', 'type = "paper"\napi_secret = "abc123"'),
      "$.exchanges.paper.api_secret", "environment variables"),
     ("secret nested in options", GOOD.replace("balance = 1000.0", 'balance = 1000.0\napiKey = "k"'),
@@ -121,6 +125,14 @@ def test_secret_references_are_allowed(tmp_path: Path) -> None:
     path.write_text(GOOD.replace("[exchanges.paper.options]", 'api_key_env = "X"\n[exchanges.paper.options]'))
     with pytest.raises(ConfigError, match=r"api_key_env"):
         load_config(path)  # a reference is not a secret, but the paper exchange has no such field
+
+
+def test_a_foreign_position_halts_unless_adopting_is_chosen(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD)
+    assert load_config(path).instances[0].protection.on_foreign_position == "halt"
+    path.write_text(GOOD.replace("leveraged_sl_pct = 0.04", 'leveraged_sl_pct = 0.04, on_foreign_position = "adopt"'))
+    assert load_config(path).instances[0].protection.on_foreign_position == "adopt"
 
 
 def test_two_instances_on_one_symbol_are_fine_in_hedge_mode(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ account's orders before and after tell whether anything traded.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -59,6 +60,10 @@ def _foreign(path: Path) -> None:
     conn.close()
 
 
+def _emptied(path: Path) -> None:
+    path.write_bytes(b"")  # a disk that filled up, a copy cut short: it used to start a fresh journal silently
+
+
 def _newer(path: Path) -> None:
     conn = sqlite3.connect(path)
     conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
@@ -80,6 +85,7 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "not-sqlite": (_garbage, r"unreadable or corrupted"),
     "foreign-sqlite": (_foreign, r"is not a gatebot journal \(tables: \['users'\]\)"),
     "newer-schema": (_newer, r"schema version 99, newer than this gatebot understands"),
+    "zero-bytes": (_emptied, r"is damaged: 0 bytes and no tables"),
     "lost-transition": (_broken_chain, r"inconsistent at transition"),
 }
 
@@ -151,3 +157,29 @@ def _has_transitions(path: Path) -> bool:
             conn.close()
     except sqlite3.Error:
         return False
+
+
+def test_a_new_journal_on_a_used_paper_account_is_refused_until_run_adopt(tmp_path: Path) -> None:
+    """Finding 1 on the paper exchange: killed with a position open and its stop working, the state folder
+    set aside, started again: the new journal used to take over the old one's orders and ids. Now the start
+    is refused with one line and exit status 2, nothing traded; ``run --adopt`` adopts and protects it."""
+    config = write_paper_session(tmp_path, bars=200)
+    killed = gatebot("run", str(config), env={"GATEBOT_CRASH_AT": "stop_confirmed"})
+    assert killed.returncode == -9, killed.stderr
+    (tmp_path / "state").rename(tmp_path / "state.bak")
+    orders_before = _orders(tmp_path)
+    refused = gatebot("run", str(config))
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    (line,) = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+    assert re.search(r"is new, but the account holds a (long|short) position", line), line
+    assert "gatebot run --adopt" in line and "Traceback" not in refused.stderr
+    assert _orders(tmp_path) == orders_before, "nothing traded, nothing canceled"
+    adopted = gatebot("run", "--adopt", str(config))
+    assert adopted.returncode == 0, adopted.stderr
+    assert paper_violations(tmp_path) == []
+    j = Journal(tmp_path / "state" / "kt.sqlite", readonly=True)
+    try:
+        first = j.conn.execute("SELECT src, trigger FROM transitions ORDER BY seq LIMIT 1").fetchone()
+        assert tuple(first) == ("flat", "adopt")
+    finally:
+        j.close()

@@ -68,12 +68,19 @@ def candle(i: int, o: float, h: float | None = None, lo: float | None = None, c:
 class Bench:
     def __init__(self, tmp: Path, script: dict[int, Decision], *, exchange: PaperExchange | None = None,
                  plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt",
-                 attached: bool = False) -> None:
+                 attached: bool = False, sent: tuple[str, ...] = (), epoch: str = "", adopt: bool = False) -> None:
+        """``sent``: client ids the journal sent before this start (it is not a fresh journal then);
+        ``epoch``: a new journal's (the legacy one by default: ids as ``t-1-e1``); ``adopt``: as
+        ``gatebot run --adopt``."""
+        self.adopt = adopt
         self.clock = VirtualClock(0)
         self.exchange = exchange or PaperExchange(exact(), clock=self.clock)
         self.exchange.clock = self.clock
         self.path = tmp / "t.sqlite"
-        self.journal = Journal(self.path, synchronous="OFF")
+        self.journal = Journal(self.path, synchronous="OFF", epoch=epoch)
+        with self.journal.transaction():
+            for cid in sent:
+                self.journal.add_intent(0, 0, CancelOrder(client_id=cid, symbol=SYMBOL))
         self.script = script
         self.plugins = plugins
         self.timeout_ms = timeout_ms
@@ -91,6 +98,7 @@ class Bench:
                                                    attached_stop=self.attached),
                              protection_timeout_ms=self.timeout_ms, plugins=self.plugins,
                              foreign_policy=self.foreign_policy)  # type: ignore[arg-type]
+        self.engine.may_adopt = self.adopt
         await ex.start(self.engine.post)
         await self.engine.start()
         return self.engine
@@ -434,7 +442,7 @@ async def _exchange_with(position_qty: str, *, side: str = "long", extra_stop: s
 
 def test_recovery_adopts_a_foreign_position_and_protects_it(tmp_path: Path) -> None:
     async def go() -> Bench:
-        bench = Bench(tmp_path, {}, exchange=await _exchange_with("3"))
+        bench = Bench(tmp_path, {}, exchange=await _exchange_with("3"), sent=("t-0-x1",))
         await bench.start()
         r = bench.engine.pos.rec
         assert bench.engine.pos.state == "protected" and r.side == "long" and r.open_qty == 3
@@ -449,7 +457,7 @@ def test_recovery_adopts_a_foreign_position_and_protects_it(tmp_path: Path) -> N
 def test_recovery_flattens_a_foreign_position_when_told_to(tmp_path: Path) -> None:
     async def go() -> None:
         ex = await _exchange_with("3", side="short")
-        engine = await Bench(tmp_path, {}, exchange=ex, foreign_policy="flatten").start()
+        engine = await Bench(tmp_path, {}, exchange=ex, foreign_policy="flatten", sent=("t-0-x1",)).start()
         assert engine.pos.state == "flat"
         assert (await ex.position(SYMBOL, "short")).qty == 0 and await ex.open_orders(SYMBOL) == []
 
@@ -459,8 +467,8 @@ def test_recovery_flattens_a_foreign_position_when_told_to(tmp_path: Path) -> No
 def test_recovery_halts_on_a_foreign_position_when_told_to(tmp_path: Path) -> None:
     async def go() -> None:
         ex = await _exchange_with("3")
-        with pytest.raises(InstanceHalted, match="the bot did not open"):
-            await Bench(tmp_path, {}, exchange=ex, foreign_policy="halt").start()
+        with pytest.raises(InstanceHalted, match="this journal did not open"):
+            await Bench(tmp_path, {}, exchange=ex, foreign_policy="halt", sent=("t-0-x1",)).start()
         assert (await ex.position(SYMBOL, "long")).qty == 3, "halt touches nothing"
 
     run(go())
@@ -470,7 +478,7 @@ def test_recovery_cancels_leftover_orders_of_ours_when_flat(tmp_path: Path) -> N
     async def go() -> None:
         ex = await _exchange_with("3", extra_stop="t-7-s1")
         ex._deliver(ex.core.close_by_hand(SYMBOL, "long", 0))  # the position went; our stop stayed
-        bench = Bench(tmp_path, {}, exchange=ex)
+        bench = Bench(tmp_path, {}, exchange=ex, sent=("t-7-s1",))
         await bench.start()
         assert await ex.open_orders(SYMBOL) == []
         assert bench.engine.pos.state == "flat"
@@ -731,7 +739,7 @@ def test_on_a_shared_symbol_funding_is_booked_only_when_it_names_this_position_a
         await bench.start()
         await bench.bars(100.0, 100.0, 100.0)
         engine = bench.engine
-        engine.shares_symbol = True  # another instance trades BTC-USDT on this (hedge-mode) account
+        engine.siblings = frozenset({"u"})  # another instance trades BTC-USDT on this (hedge-mode) account
         qty = engine.pos.rec.open_qty
         t = 3 * STEP_MS
         for side, q in ((None, Decimal(0)), ("short", qty), ("long", qty * 2), ("long", qty)):

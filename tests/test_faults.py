@@ -166,9 +166,10 @@ params = {{ fast = 3, slow = 8, fraction = 0.5 }}
 """
 
 
-def _replay_runner(tmp: Path, candles: AsyncIterator[Any]) -> Runner:
+def _replay_runner(tmp: Path, candles: AsyncIterator[Any], *, group_commit: int | None = None) -> Runner:
     path = tmp / "replay.toml"
-    path.write_text(REPLAY.format(state=tmp / "state"))
+    grouping = "" if group_commit is None else f"[journal]\ngroup_commit = {group_commit}\n"
+    path.write_text(REPLAY.format(state=tmp / "state") + grouping)
     config = load_config(path)
     return Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable), candle_source=candles)
 
@@ -416,7 +417,9 @@ def test_an_instance_whose_journal_cannot_be_written_sends_nothing_says_so_once_
                 conn.execute((off if i == off_at else on).format(pages=pages))
             yield c
 
-    runner = _replay_runner(tmp_path, candles())
+    # Every transaction committed on its own (as paper and live do): a refused write loses nothing, so the
+    # instance can pause and come back. (Grouped commits lost to a full disk halt: the next test.)
+    runner = _replay_runner(tmp_path, candles(), group_commit=1)
     runner_box["r"] = runner
     with caplog.at_level(logging.WARNING, logger="gatebot.runner"):
         asyncio.run(runner.run())
@@ -430,6 +433,32 @@ def test_an_instance_whose_journal_cannot_be_written_sends_nothing_says_so_once_
     assert [s for s in sent if s[0] < off_at] and [s for s in sent if s[0] > on_at], "it traded before and after"
     assert all(row for _, _, row in sent), "a command was sent without its journal row"
     assert runner.instances[0].halted is None and runner.instances[0].unwritable is None
+
+
+def test_a_full_disk_that_loses_a_replays_grouped_commits_halts_the_instance_naming_the_loss(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A replay commits in groups; a full disk makes sqlite roll the whole open group back, commands of it
+    already sent to the paper exchange. Pausing and coming back would trade on a journal behind what was
+    sent: the instance halts with one line that says what was lost and what to do."""
+    seen = [0]
+    runner_box: dict[str, Runner] = {}
+
+    async def candles() -> AsyncIterator[Any]:
+        for i, c in enumerate(generate(seed=5, symbol="BTC-USDT", interval="5m", bars=700, volatility=0.004)):
+            seen[0] = i
+            if i == 150:
+                conn = runner_box["r"].journals["rp"].conn
+                pages = conn.execute("PRAGMA page_count").fetchone()[0]
+                conn.execute(FAULTS["full"][0].format(pages=pages))
+            yield c
+
+    runner = _replay_runner(tmp_path, candles())  # the default grouping (1000 transactions a commit)
+    runner_box["r"] = runner
+    with caplog.at_level(logging.WARNING, logger="gatebot.runner"):
+        asyncio.run(runner.run())
+    halted = runner.instances[0].halted
+    assert halted is not None and "lost" in halted and "grouped transactions" in halted, halted
+    assert "run the replay again" in halted
 
 
 def test_live_an_instance_suspended_on_its_journal_comes_back_by_itself_within_seconds(
@@ -474,18 +503,18 @@ def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path
             await super().cancel(command)
 
     async def go() -> None:
-        bench = Bench(tmp_path, {}, exchange=BusyOnce(PaperOptions()))
+        bench = Bench(tmp_path, {}, exchange=BusyOnce(PaperOptions()), sent=("t-7-s1",))
         ex = bench.exchange
         await ex.start(lambda _e: None)
         ex.on_candle(candle(0, 60000.0))
         await ex.submit(SubmitEntry(client_id="zz-1-e1", symbol=ENGINE_SYMBOL, side="long", qty=Decimal("0.01")))
         await ex.submit(SubmitStop(client_id="t-7-s1", symbol=ENGINE_SYMBOL, side="long", qty=Decimal("0.01"),
-                                   stop_price=Decimal("50000")))  # an order of ours left working, journal flat
+                                   stop_price=Decimal("50000")))  # an order the journal sent left working, flat
         assert [o.client_id for o in await ex.open_orders(ENGINE_SYMBOL)] == ["t-7-s1"]
         real_start = Engine.start
 
         async def start(self: Engine) -> None:
-            self.shares_symbol = True  # the position under the stop is another instance's: left alone
+            self.siblings = frozenset({"zz"})  # the position under the stop is instance zz's: left alone
             await real_start(self)
 
         monkeypatch.setattr(Engine, "start", start)

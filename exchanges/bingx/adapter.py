@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from core import ids
 from core.clock import Clock
 from core.events import (
     ZERO,
@@ -28,9 +29,11 @@ from core.events import (
     FundingPaid,
     OrderAccepted,
     OrderCanceled,
+    OrderExpired,
     OrderFilled,
     OrderRejected,
     PositionSnapshot,
+    SettingsChanged,
     Side,
     StreamUp,
     SubmitClose,
@@ -39,7 +42,17 @@ from core.events import (
 )
 from core.instrument import Instrument
 from core.intervals import interval_ms
-from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, OrderStatus, OrderUnknown, Role
+from exchanges.base import (
+    Capabilities,
+    EventSink,
+    ExchangeError,
+    IdTaken,
+    OrderState,
+    OrderStatus,
+    OrderUnknown,
+    Role,
+    SettingsRefused,
+)
 from exchanges.bingx import codec, constants
 from exchanges.bingx.codec import dec
 from exchanges.bingx.errors import (
@@ -63,7 +76,9 @@ _STATUS: dict[str, OrderStatus] = {
     "NEW": "new", "PENDING": "new", "RUNNING": "new", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled",
     "CANCELED": "canceled", "CANCELLED": "canceled", "FAILED": "rejected", "EXPIRED": "expired",
 }
-_ROLE: dict[str, Role] = {"e": "entry", "s": "stop", "x": "close", "t": "take_profit"}
+_TYPE_ROLE: dict[str, Role] = {"STOP_MARKET": "stop", "STOP": "stop", "TAKE_PROFIT_MARKET": "take_profit",
+                               "TAKE_PROFIT": "take_profit"}
+"""The role of an order whose client id gatebot did not make (placed by hand): from its type."""
 _DUPLICATE = (101481, 109201)
 USER_CONNECT_S = 30.0
 """How long start() waits for the user stream's first connection."""
@@ -161,6 +176,10 @@ class BingXAdapter:
         self._tasks: list[asyncio.Task[None]] = []
         self._sink: EventSink | None = None
         self._instruments: dict[str, Instrument] = {}
+        self._settings: dict[str, int] = {}
+        self._mode_checked: bool | None = None
+        """The position mode configure() verified (None: not yet)."""
+        """Symbol -> the leverage configure() set: a pushed config that differs is reported."""
         self.recorder: Any = None
         """A core.recording.Recorder: every raw frame and REST reply is teed into it (set before start())."""
         self.rest_url = options.rest_url or (constants.LIVE_REST if options.host == "live" else constants.VST_REST)
@@ -202,6 +221,7 @@ class BingXAdapter:
                                on_reconnect=self._stream_came_back, on_unreadable=self._push_unreadable,
                                unreadable_limit=self.options.unreadable_push_limit, recorder=self.recorder,
                                on_funding=self._funding_pushed, silence_s=self.options.user_stream_silence_s)
+        self.user.on_config = self._on_config
         stream = asyncio.create_task(self.user.run(), name=f"{self.account}-user-stream")
         self._tasks.append(stream)
         connected = asyncio.create_task(self.user.connected.wait())
@@ -335,31 +355,57 @@ class BingXAdapter:
             self._instruments[symbol] = inst
         return inst
 
-    async def configure(self, symbol: str, leverage: int, hedge: bool) -> None:
-        """Position mode, margin type and leverage: set when different, then read back and verified (so a
-        write whose reply was lost or unreadable is settled by the read-back, never assumed)."""
+    async def configure(self, symbol: str, leverage: int, hedge: bool) -> list[str]:
+        """Position mode, margin type and leverage: read, set where different, read back and verified (so a
+        write whose reply was lost or unreadable is settled by the read-back, never assumed). Runs at every
+        reconcile (a leverage changed by hand in the app is set back before the next entry), so it writes
+        only what differs. What was set back is returned; SettingsRefused when it cannot be."""
         rest = self._rest
-        mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
-        if str(mode.dualSidePosition).lower() != str(hedge).lower():
-            await self._setting(constants.POSITION_MODE, {"dualSidePosition": hedge}, codec.PositionMode)
-            mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
-            if str(mode.dualSidePosition).lower() != str(hedge).lower():
-                raise ExchangeError(f"BingX position mode is not {'hedge' if hedge else 'one-way'} after setting it")
-        margin = await rest.query(constants.MARGIN_TYPE, {"symbol": symbol}, codec.MarginType)
-        if margin.marginType.upper() != self.options.margin_type:
-            await self._setting(constants.MARGIN_TYPE, {"symbol": symbol, "marginType": self.options.margin_type},
-                                msgspec.Raw)
+        self._settings[symbol] = leverage
+        changed: list[str] = []
+        try:
+            if self._mode_checked != hedge:  # account-wide, and fixed while anything is open: once a process
+                mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
+                if str(mode.dualSidePosition).lower() != str(hedge).lower():
+                    await self._setting(constants.POSITION_MODE, {"dualSidePosition": hedge}, codec.PositionMode)
+                    mode = await rest.query(constants.POSITION_MODE, {}, codec.PositionMode)
+                    if str(mode.dualSidePosition).lower() != str(hedge).lower():
+                        raise SettingsRefused(f"BingX position mode is not {'hedge' if hedge else 'one-way'} after "
+                                              "setting it")
+                    changed.append(f"position mode {'hedge' if hedge else 'one-way'}")
+                self._mode_checked = hedge
             margin = await rest.query(constants.MARGIN_TYPE, {"symbol": symbol}, codec.MarginType)
             if margin.marginType.upper() != self.options.margin_type:
-                raise ExchangeError(f"BingX {symbol} margin type is {margin.marginType} after setting "
-                                    f"{self.options.margin_type}")
-        for side in ("LONG", "SHORT") if hedge else ("BOTH",):
-            await self._setting(constants.LEVERAGE, {"symbol": symbol, "side": side, "leverage": leverage},
-                                codec.LeverageSet)
-        got = await rest.query(constants.LEVERAGE, {"symbol": symbol}, codec.LeverageGet)
-        if got.longLeverage != leverage or got.shortLeverage != leverage:
-            raise ExchangeError(f"BingX {symbol} leverage is {got.longLeverage}/{got.shortLeverage}x after setting "
-                                f"{leverage}x: refusing to trade at the wrong leverage")
+                await self._setting(constants.MARGIN_TYPE, {"symbol": symbol, "marginType": self.options.margin_type},
+                                    msgspec.Raw)
+                got_margin = await rest.query(constants.MARGIN_TYPE, {"symbol": symbol}, codec.MarginType)
+                if got_margin.marginType.upper() != self.options.margin_type:
+                    raise SettingsRefused(f"BingX {symbol} margin type is {got_margin.marginType} after setting "
+                                          f"{self.options.margin_type}")
+                changed.append(f"{symbol} margin {margin.marginType} -> {self.options.margin_type}")
+            got = await rest.query(constants.LEVERAGE, {"symbol": symbol}, codec.LeverageGet)
+            if got.longLeverage != leverage or got.shortLeverage != leverage:
+                before = f"{got.longLeverage}/{got.shortLeverage}x"
+                for side in ("LONG", "SHORT") if hedge else ("BOTH",):
+                    await self._setting(constants.LEVERAGE, {"symbol": symbol, "side": side, "leverage": leverage},
+                                        codec.LeverageSet)
+                got = await rest.query(constants.LEVERAGE, {"symbol": symbol}, codec.LeverageGet)
+                if got.longLeverage != leverage or got.shortLeverage != leverage:
+                    raise SettingsRefused(f"BingX {symbol} leverage is {got.longLeverage}/{got.shortLeverage}x after "
+                                          f"setting {leverage}x: refusing to trade at the wrong leverage")
+                changed.append(f"{symbol} leverage {before} -> {leverage}x")
+        except (Refused, InvalidRequest) as exc:
+            raise SettingsRefused(f"BingX refused to set {symbol} to the configured settings: {exc}") from None
+        return changed
+
+    def _on_config(self, ac: codec.ConfigData) -> None:
+        """A leverage or margin mode other than configured (BingX pushes ACCOUNT_CONFIG_UPDATE on a change,
+        on every connect and every few seconds) is reported as SettingsChanged."""
+        leverage = self._settings.get(ac.s)
+        margin = "isolated" if self.options.margin_type == "ISOLATED" else "cross"
+        if leverage is not None and ((ac.l, ac.S) != (leverage, leverage) or ac.mt.lower() != margin):
+            self._emit(SettingsChanged(ts=self.clock.now_ms(), symbol=ac.s,
+                                       detail=f"leverage {ac.l}/{ac.S}x, margin {ac.mt}"))
 
     async def _setting(self, path: str, params: dict[str, Any], type: Any) -> None:
         """A settings write. A refusal is raised; an unknown outcome (lost or unreadable reply, busy) is
@@ -404,7 +450,7 @@ class BingXAdapter:
             reply = await self._write_with_backoff("POST", self.order_params(command), command.client_id)
         except Refused as exc:
             if exc.code in _DUPLICATE:  # the exchange already has it: deliver what it knows instead
-                await self._deliver_known(command.symbol, cid)
+                await self._deliver_known(command)
                 return
             self._emit(OrderRejected(ts=self.clock.now_ms(), client_id=cid, code=exc.code, reason=exc.msg))
             return
@@ -439,15 +485,31 @@ class BingXAdapter:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    async def _deliver_known(self, symbol: str, cid: str) -> None:
-        state = await self.query_order(symbol, cid)
+    async def _deliver_known(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+        """A duplicate-id refusal: the exchange has an order under this id. If it is this command (a resend
+        after an unknown outcome), what became of it is delivered: accepted only while it works, its fills,
+        and its end (a canceled stop is never taken for a live one). An order of another shape under the
+        id was placed by a journal that is ahead of this one: IdTaken, never a guess."""
+        cid = command.client_id
+        state = await self.query_order(command.symbol, cid)
         if state is None:
             raise OrderUnknown(cid, "the exchange calls the id a duplicate but cannot find it")
-        if cid not in self.book.acked:
+        if not _same_order(state, command):
+            raise IdTaken(f"the exchange already holds another order under {cid} ({state.role} {state.side} "
+                          f"{state.qty}, {state.status}; this one is {_ROLE_OF[type(command)]} {command.side} "
+                          f"{command.qty})")
+        if state.working and cid not in self.book.acked:
             self.book.acked.add(cid)
             self._emit(OrderAccepted(ts=self.clock.now_ms(), client_id=cid, order_id=state.order_id))
-        for fill in await self.order_fills(symbol, cid):
+        for fill in await self.order_fills(command.symbol, cid):
             self._emit(fill)
+        end = {"canceled": OrderCanceled, "expired": OrderExpired}.get(state.status)
+        if end is not None:
+            self._emit(end(ts=self.clock.now_ms(), client_id=cid, order_id=state.order_id,
+                           filled_qty=state.filled_qty, reason=f"{state.status} (found after a duplicate id)"))
+        elif state.status == "rejected":
+            self._emit(OrderRejected(ts=self.clock.now_ms(), client_id=cid,
+                                     reason="rejected (found after a duplicate id)"))
 
     async def cancel(self, command: CancelOrder) -> None:
         cid = command.client_id
@@ -487,7 +549,7 @@ class BingXAdapter:
         return reply.order
 
     def _state(self, o: codec.Order, client_id: str) -> OrderState:
-        role = _ROLE.get(client_id.rpartition("-")[2][:1], "entry")
+        role = ids.role_of(client_id) or _TYPE_ROLE.get(o.type.upper(), "close" if o.reduceOnly else "entry")
         closing_side: Side = "long" if o.side == "SELL" else "short"
         opening_side: Side = "long" if o.side == "BUY" else "short"
         if o.positionSide in ("LONG", "SHORT"):
@@ -554,6 +616,15 @@ class BingXAdapter:
             if b.asset in ("USDT", "VST"):
                 return dec(b.availableMargin) if b.availableMargin != "" else dec(b.balance)
         return ZERO
+
+
+_ROLE_OF: dict[type, Role] = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "close"}
+
+
+def _same_order(state: OrderState, command: SubmitEntry | SubmitStop | SubmitClose) -> bool:
+    """Whether the order the exchange holds under the command's id is that command."""
+    same = (state.role, state.side, state.qty) == (_ROLE_OF[type(command)], command.side, command.qty)
+    return same and (not isinstance(command, SubmitStop) or state.stop_price == command.stop_price)
 
 
 def _kline(symbol: str, interval: str, k: codec.Kline) -> CandleClosed:

@@ -395,6 +395,7 @@ class ReplayBingXAdapter(BingXAdapter):
         self.user = UserStream("replay:", self.rest, self.clock, self.book, hedge=self.hedge, on_event=sink,
                                on_reconnect=self._stream_came_back, on_unreadable=self._push_unreadable,
                                unreadable_limit=self.options.unreadable_push_limit)
+        self.user.on_config = self._on_config
         self.user.key = await self.rest.listen_key()
         self.driver.user = self.user
 

@@ -143,6 +143,8 @@ class UserStream:
         self.on_funding = on_funding
         """Called with the push time of an ACCOUNT_UPDATE ``m=FUNDING_FEE``: a cross position's push names no
         symbol (§6.3), so the adapter reads the payments from the income history."""
+        self.on_config: Callable[[codec.ConfigData], None] | None = None
+        """Gets every ACCOUNT_CONFIG_UPDATE (leverage, margin mode of a symbol) when set."""
         self.renew_s = renew_s
         self.silence_s = silence_s
         """Reconnect after this long without a frame other than ``Ping`` (0: never)."""
@@ -253,6 +255,8 @@ class UserStream:
             self.key = None
             self._expired.set()
             return False
+        if isinstance(event, codec.AccountConfigUpdate) and self.on_config is not None:
+            self.on_config(event.ac)
         for core_event in translate(event, self.book, hedge=self.hedge):
             self.on_event(core_event)
         if isinstance(event, codec.AccountUpdate) and event.a.m == "FUNDING_FEE" and self.on_funding is not None:

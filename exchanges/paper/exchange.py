@@ -29,7 +29,7 @@ from core.events import (
 )
 from core.instrument import Instrument
 from core.intervals import interval_ms
-from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState
+from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
 from exchanges.paper.funding import FundingOptions, FundingSchedule
 from exchanges.paper.matching import Account, MatchingCore
 
@@ -157,16 +157,22 @@ class PaperExchange:
     async def instrument(self, symbol: str) -> Instrument:
         return self._instrument(symbol)
 
-    async def configure(self, symbol: str, leverage: int, hedge: bool) -> None:
+    async def configure(self, symbol: str, leverage: int, hedge: bool) -> list[str]:
         acct = self.core.account
+        changed = []
         if acct.hedge_mode != hedge:
             if acct.positions or any(o.status in ("new", "partially_filled") for o in acct.orders):
-                raise ExchangeError(f"paper account {self.account_name}: cannot switch position mode with open "
-                                    "positions or orders (104103)")
+                raise SettingsRefused(f"paper account {self.account_name}: cannot switch position mode with open "
+                                      "positions or orders (104103)")
             acct.hedge_mode = hedge
-        acct.leverage[symbol] = leverage
+            changed.append(f"position mode {'hedge' if hedge else 'one-way'}")
+        if acct.leverage.get(symbol) != leverage:
+            changed.append(f"{symbol} leverage {acct.leverage.get(symbol, self.core.default_leverage)}x -> {leverage}x")
+            acct.leverage[symbol] = leverage
         self._instrument(symbol)
-        self._save()
+        if changed:
+            self._save()
+        return changed
 
     async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
         self._instrument(command.symbol)
