@@ -6,7 +6,8 @@ sends. Field names are BingX's (short ones on the streams).
 BingX does not keep to one JSON type per field (docs/bingx-wire.md lists what which capture shows), so
 every decoder here is *lax* (msgspec ``strict=False``): a field typed ``int`` or ``bool`` takes the JSON
 number/bool or its text (``"1809841379603398656"`` becomes that int exactly: msgspec parses the digits,
-never through a float, and refuses a fractional or inexact float), ``code`` may be ``0`` or ``"0"``.
+never through a float; ``"1.0"`` is 1; a fraction, a float that lost digits, a bool or padded text is
+refused, so an id is never rounded), ``"true"``/``"false"`` are bools, ``code`` may be ``0`` or ``"0"``.
 Decimal-valued fields (:data:`Num`) arrive as strings, JSON numbers or "" for "none": :func:`dec` reads
 all three. Optional ids that may come as ``""``/``null``/``0`` (:data:`OptId`) are read by :func:`ident`.
 Unknown fields are ignored everywhere. The one strict decoder is the market hot path's
@@ -454,8 +455,8 @@ def read(data: bytes, type: type[T]) -> T:
         except msgspec.ValidationError as wrapped:
             try:
                 return OrderReply(order=decoder(Order).decode(data))  # type: ignore[return-value]
-            except msgspec.ValidationError:
-                raise wrapped from None
+            except msgspec.ValidationError as bare:
+                raise (bare if "`order`" in str(wrapped) else wrapped) from None  # the one that says what is wrong
     return decoder(type).decode(data)  # type: ignore[no-any-return]
 
 
