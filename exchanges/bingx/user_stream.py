@@ -222,7 +222,12 @@ class UserStream:
             self.key = None
             self._expired.set()
             return False
-        for core_event in translate(event, self.book, hedge=self.hedge):
+        try:
+            core_events = translate(event, self.book, hedge=self.hedge)
+        except (ValueError, ArithmeticError) as exc:  # the codec checks numbers: this is a last line of defence
+            self._unreadable(text, f"{type(exc).__name__}: {exc}", event.__class__.__name__)
+            return True
+        for core_event in core_events:
             self.on_event(core_event)
         return True
 
