@@ -506,3 +506,54 @@ def test_a_push_whose_optional_id_is_not_an_id_is_refused_not_misread() -> None:
     assert codec.user_event_decoder.decode(good % '"1809841379603398657"').o.trigger_id == 1809841379603398657
     with pytest.raises(msgspec.ValidationError):
         codec.user_event_decoder.decode(good % '"12x"')
+
+
+@pytest.mark.parametrize(("raw", "read"), [
+    ('"1809841379603398656"', 1809841379603398656), ("1809841379603398656", 1809841379603398656),
+    ('"18446744073709551615"', 2**64 - 1), ('"1.0"', 1), ("1.0", 1),
+    ('"1.5"', None), ("1.5", None), ("1.8098413796033987e18", None), ('""', None), ("true", None), ('" 12"', None)])
+def test_lax_decoding_reads_an_id_exactly_or_refuses_it(raw: str, read: int | None) -> None:
+    """What msgspec's strict=False does to an id: digits (as a number or a string) exactly, a whole number in
+    another spelling as that number, and anything not exactly an integer (a fraction, a float that lost digits,
+    a bool, padding) refused: never a rounded id."""
+    body = ('{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTC-USDT","i":' + raw
+            + ',"S":"BUY","o":"MARKET","x":"NEW","X":"NEW","ps":"BOTH"}}')
+    if read is None:
+        with pytest.raises(msgspec.ValidationError):
+            codec.user_event_decoder.decode(body)
+    else:
+        got = codec.user_event_decoder.decode(body).o.i
+        assert got == read and type(got) is int
+
+
+@pytest.mark.parametrize("bad", ["abc", "NaN", "inf", "1,5"])
+def test_a_kline_push_whose_values_are_not_numbers_costs_its_candle_a_rest_read_not_the_stream(bad: str) -> None:
+    rec = Recorder()
+
+    async def go() -> None:
+        a = rec.assembler(last_closed=T0 - STEP)
+        await a.on_push(push(0))
+        await a.on_push(codec.WsKline(o="100", h="110", l="90", c=bad, v="5", T=T0))  # candle 0's last push
+        assert a.forming is None, "a forming candle that cannot be read is not shown"
+        await a.on_push(push(1, final=False))  # closes candle 0: from REST, not from the bad push
+        await a.on_push(push(2, final=False))
+
+    run(go())
+    assert rec.fetches == [(T0, T0 + STEP)]
+    assert rec.emitted[0] == truth(0)
+    assert [c.open_time for c in rec.emitted] == [T0, T0 + STEP], "every candle once, in order"
+
+
+@pytest.mark.parametrize("value", ['"0x10"', '"NaN"', '"Infinity"', '"1,5"', '"abc"'])
+def test_a_number_that_is_not_a_finite_number_makes_the_payload_unreadable(value: str) -> None:
+    from exchanges.bingx.errors import UnreadableReply
+    from exchanges.bingx.rest import RestClient
+
+    push = ('{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTC-USDT","c":"a-1-e1","i":5,"S":"BUY","o":"MARKET",'
+            '"x":"TRADE","X":"FILLED","ps":"LONG","z":' + value + '}}')
+    with pytest.raises(msgspec.ValidationError):
+        codec.user_event_decoder.decode(push)
+    reply = ('{"code":0,"data":[{"symbol":"BTC-USDT","positionSide":"LONG","positionAmt":"1","avgPrice":'
+             + value + '}]}')
+    with pytest.raises(UnreadableReply):
+        RestClient._decode(reply.encode(), "/p", list[codec.Position])

@@ -6,7 +6,8 @@ sends. Field names are BingX's (short ones on the streams).
 BingX does not keep to one JSON type per field (docs/bingx-wire.md lists what which capture shows), so
 every decoder here is *lax* (msgspec ``strict=False``): a field typed ``int`` or ``bool`` takes the JSON
 number/bool or its text (``"1809841379603398656"`` becomes that int exactly: msgspec parses the digits,
-never through a float, and refuses a fractional or inexact float), ``code`` may be ``0`` or ``"0"``.
+never through a float; ``"1.0"`` is 1; a fraction, a float that lost digits, a bool or padded text is
+refused, so an id is never rounded), ``"true"``/``"false"`` are bools, ``code`` may be ``0`` or ``"0"``.
 Decimal-valued fields (:data:`Num`) arrive as strings, JSON numbers or "" for "none": :func:`dec` reads
 all three. Optional ids that may come as ``""``/``null``/``0`` (:data:`OptId`) are read by :func:`ident`.
 Unknown fields are ignored everywhere. The one strict decoder is the market hot path's
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeVar
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import msgspec
 
@@ -44,12 +45,32 @@ def ident(value: OptId) -> int:
 
 
 def dec(value: Num | None) -> Decimal:
-    """Exact Decimal of a wire number; "" and None are 0."""
+    """Exact Decimal of a wire number; "" and None are 0. Text that is not a finite number: ValueError."""
     if value is None or value == "":
         return Decimal(0)
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    return Decimal(value)
+    try:
+        number = Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except (InvalidOperation, TypeError):
+        raise ValueError(f"not a number: {str(value)[:40]!r}") from None
+    if not number.is_finite():
+        raise ValueError(f"not a finite number: {str(value)[:40]!r}")
+    return number
+
+
+class Checked(msgspec.Struct):
+    """A payload whose decimals (:data:`Num` fields) are checked while decoding: a field that is not a finite
+    number makes the whole payload unreadable (a ValidationError), so no later ``dec()`` meets one. Not used
+    on the market hot path (:class:`WsKline`: ``ws_candle`` checks what it converts)."""
+
+    _nums: ClassVar[dict[type, tuple[str, ...]]] = {}
+
+    def __post_init__(self) -> None:
+        names = Checked._nums.get(type(self))
+        if names is None:
+            names = Checked._nums[type(self)] = tuple(
+                f.name for f in msgspec.structs.fields(type(self)) if f.type == Num)
+        for name in names:
+            dec(getattr(self, name))
 
 
 def plain(value: Decimal) -> str:
@@ -72,7 +93,7 @@ class ServerTime(msgspec.Struct):
     serverTime: int
 
 
-class Contract(msgspec.Struct, kw_only=True):
+class Contract(Checked, kw_only=True):
     """A row of ``quote/contracts``. Precisions and states arrive as numbers or strings
     (``"quantityPrecision":"4"``), ``apiStateOpen`` as ``"true"`` or ``true``."""
 
@@ -97,7 +118,7 @@ class Contract(msgspec.Struct, kw_only=True):
         return str(self.apiStateOpen).lower() == "true"
 
 
-class Kline(msgspec.Struct, kw_only=True):
+class Kline(Checked, kw_only=True):
     open: Num
     close: Num
     high: Num
@@ -127,7 +148,7 @@ class MarginType(msgspec.Struct):
     marginType: str
 
 
-class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
+class Order(Checked, kw_only=True, omit_defaults=True):
     """An order as place / query / cancel / openOrders return it (fields vary by endpoint and era: ids and
     times as numbers or digit strings, ``stopLoss`` / ``takeProfit`` as JSON text or an object)."""
 
@@ -171,6 +192,7 @@ class Order(msgspec.Struct, kw_only=True, omit_defaults=True):
         return attached(self.takeProfit)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         ident(self.triggerOrderId)  # a non-id is refused while decoding (a ValidationError), not met later
 
     @property
@@ -206,7 +228,7 @@ class OrderList(msgspec.Struct):
     orders: list[Order]
 
 
-class Position(msgspec.Struct, kw_only=True):
+class Position(Checked, kw_only=True):
     symbol: str
     positionSide: Literal["LONG", "SHORT", "BOTH"]
     positionAmt: Num
@@ -221,7 +243,7 @@ class Position(msgspec.Struct, kw_only=True):
     updateTime: int = 0
 
 
-class Balance(msgspec.Struct, kw_only=True):
+class Balance(Checked, kw_only=True):
     asset: str
     balance: Num
     equity: Num = ""
@@ -232,7 +254,7 @@ class Balance(msgspec.Struct, kw_only=True):
     freezedMargin: Num = "0"
 
 
-class Fill(msgspec.Struct, kw_only=True):
+class Fill(Checked, kw_only=True):
     """One row of ``fillHistory`` (or of ``allFillOrders``, whose rows have no ``tradeId``: :attr:`key`).
     ``commission`` is negative when paid."""
 
@@ -343,7 +365,7 @@ class MarkPriceData(msgspec.Struct, kw_only=True):
     p: Num
 
 
-class OrderUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
+class OrderUpdate(Checked, kw_only=True, omit_defaults=True):
     """``o`` of ORDER_TRADE_UPDATE. ``i`` arrives as a number or a digit string; ``x`` / ``X`` values not
     listed in the protocol page are kept as text (the translation ignores them, nothing is dropped)."""
 
@@ -373,6 +395,7 @@ class OrderUpdate(msgspec.Struct, kw_only=True, omit_defaults=True):
     ti: OptId = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         ident(self.ti)  # a non-id is refused while decoding (a ValidationError), not met later
 
     @property
@@ -390,14 +413,14 @@ class TradeUpdate(OrderTradeUpdate, tag="TRADE_UPDATE", kw_only=True):
     """The 2025 official demo's spelling of ORDER_TRADE_UPDATE: tolerated."""
 
 
-class BalanceUpdate(msgspec.Struct, kw_only=True):
+class BalanceUpdate(Checked, kw_only=True):
     a: str
     wb: Num
     cw: Num = ""
     bc: Num = "0"
 
 
-class PositionUpdate(msgspec.Struct, kw_only=True):
+class PositionUpdate(Checked, kw_only=True):
     s: str
     pa: Num
     ep: Num = "0"
@@ -466,8 +489,8 @@ def read(data: bytes, type: type[T]) -> T:
         except msgspec.ValidationError as wrapped:
             try:
                 return OrderReply(order=decoder(Order).decode(data))  # type: ignore[return-value]
-            except msgspec.ValidationError:
-                raise wrapped from None
+            except msgspec.ValidationError as bare:
+                raise (bare if "`order`" in str(wrapped) else wrapped) from None  # the one that says what is wrong
     return decoder(type).decode(data)  # type: ignore[no-any-return]
 
 

@@ -15,6 +15,7 @@ import random
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable
+from math import isfinite
 from typing import Any
 
 import msgspec
@@ -38,8 +39,13 @@ _kline_push = codec.kline_push_decoder.decode
 
 
 def ws_candle(symbol: str, interval: str, open_time: int, k: codec.WsKline) -> CandleClosed:
-    return CandleClosed(ts=open_time, symbol=symbol, interval=interval, open_time=open_time, open=float(k.o),
-                        high=float(k.h), low=float(k.l), close=float(k.c), volume=float(k.v))
+    """The candle a kline push shows; ValueError when a value is not a finite number (checked here, once per
+    candle, not on each push of the hot path)."""
+    o, h, lo, c, v = float(k.o), float(k.h), float(k.l), float(k.c), float(k.v)
+    if not isfinite(o + h + lo + c + v):
+        raise ValueError(f"kline values not finite: {k}")
+    return CandleClosed(ts=open_time, symbol=symbol, interval=interval, open_time=open_time, open=o, high=h, low=lo,
+                        close=c, volume=v)
 
 
 class CandleAssembler:
@@ -80,7 +86,10 @@ class CandleAssembler:
         """The candle forming now, as the last push shows it."""
         if self._ft is None or self.forming_kline is None:
             return None
-        return ws_candle(self.symbol, self.interval, self._ft, self.forming_kline)
+        try:
+            return ws_candle(self.symbol, self.interval, self._ft, self.forming_kline)
+        except ValueError:
+            return None  # its last push was unreadable: the next push (or REST) says what it was
 
     @forming.setter
     def forming(self, candle: None) -> None:
@@ -108,7 +117,12 @@ class CandleAssembler:
         elif t > ft:
             if self.stale or t > ft + step:
                 return ft, t
-            self._close(ws_candle(self.symbol, self.interval, ft, self.forming_kline))  # type: ignore[arg-type]
+            try:
+                closed = ws_candle(self.symbol, self.interval, ft, self.forming_kline)  # type: ignore[arg-type]
+            except ValueError as exc:
+                log.warning("%s %s: %s; the candle is read from REST", self.symbol, self.interval, exc)
+                return ft, t
+            self._close(closed)
         self.stale = False
         self._ft, self.forming_kline, self.same_t = t, k, k.T
         return None

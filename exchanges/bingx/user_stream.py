@@ -257,7 +257,12 @@ class UserStream:
             return False
         if isinstance(event, codec.AccountConfigUpdate) and self.on_config is not None:
             self.on_config(event.ac)
-        for core_event in translate(event, self.book, hedge=self.hedge):
+        try:
+            core_events = translate(event, self.book, hedge=self.hedge)
+        except (ValueError, ArithmeticError) as exc:  # the codec checks numbers: this is a last line of defence
+            self._unreadable(text, f"{type(exc).__name__}: {exc}", event.__class__.__name__)
+            return True
+        for core_event in core_events:
             self.on_event(core_event)
         if isinstance(event, codec.AccountUpdate) and event.a.m == "FUNDING_FEE" and self.on_funding is not None:
             self.on_funding(event.T or event.E)
