@@ -32,16 +32,17 @@ log = logging.getLogger("gatebot.recovery")
 _SIDES: tuple[Side, ...] = ("long", "short")
 
 
-async def recover(engine: Engine) -> None:
+async def recover(engine: Engine) -> int:
+    """One round of the table; returns how many intents (orders of ours) it asked the exchange about."""
     if engine.pos.state == "flat":
-        await _recover_flat(engine)
-    else:
-        await _recover_position(engine)
+        return await _recover_flat(engine)
+    return await _recover_position(engine)
 
 
-async def _recover_flat(engine: Engine) -> None:
+async def _recover_flat(engine: Engine) -> int:
     """flat: cancel working orders with our prefix; a position we did not open follows the policy."""
     adapter, journal = engine.adapter, engine.journal
+    resolved = 0
     for order in await adapter.open_orders(engine.symbol):
         if order.client_id.startswith(engine.prefix):
             cmd = CancelOrder(client_id=order.client_id, symbol=engine.symbol)
@@ -49,8 +50,9 @@ async def _recover_flat(engine: Engine) -> None:
                 journal.add_intent(engine.clock.now_ms(), engine.pos.rec.seq, cmd)
             log.warning("%s: flat but %s is working on the exchange: canceling it", engine.name, order.client_id)
             await adapter.cancel(cmd)
+            resolved += 1
     if engine.shares_symbol:
-        return
+        return resolved
     for side in _SIDES:
         snap = await adapter.position(engine.symbol, side)
         if snap.qty <= 0:
@@ -69,10 +71,11 @@ async def _recover_flat(engine: Engine) -> None:
         if policy == "flatten" and engine.pos.state == "protected":
             await engine.execute(engine.fire("exit_signal", reason="flatten"))
             await engine.drain()
-        return
+        return resolved
+    return resolved
 
 
-async def _recover_position(engine: Engine) -> None:
+async def _recover_position(engine: Engine) -> int:
     adapter, journal, pos = engine.adapter, engine.journal, engine.pos
     r = pos.rec
     symbol = engine.symbol
@@ -80,6 +83,7 @@ async def _recover_position(engine: Engine) -> None:
     entry_seen = True
     entry_filled = r.filled_qty > 0  # known from the journal: a complete entry is not asked about again
     resend = []
+    resolved = 0
     orders: list[tuple[str, object, str]] = []
     for cid, intent in intents.items():
         # An order being canceled is asked about like the others: it may have filled before the cancel
@@ -93,6 +97,7 @@ async def _recover_position(engine: Engine) -> None:
         relevant = cid in r.working or cid == r.close_id or status in ("pending", "unknown")
         if not relevant:
             continue
+        resolved += 1
         order = await adapter.query_order(symbol, cid)
         if order is None:
             if cid == pos.entry_id:
@@ -128,6 +133,7 @@ async def _recover_position(engine: Engine) -> None:
 
     r = pos.rec
     for cid in list(r.canceling):
+        resolved += 1
         order = await adapter.query_order(symbol, cid)
         if order is not None and order.working:
             await adapter.cancel(CancelOrder(client_id=cid, symbol=symbol))
@@ -139,21 +145,21 @@ async def _recover_position(engine: Engine) -> None:
     if state in EXITED:
         if not r.working:
             await engine.execute(engine.settle())
-        return
+        return resolved
     if state == "flat" or r.side is None:
-        return
+        return resolved
     snap = await adapter.position(symbol, r.side)
     if state == "entering" and r.filled_qty == 0:
         if not entry_seen and snap.qty == 0:
             await engine.execute(engine.fire("entry_lost", reason="the exchange never saw the entry"))
-        return
+        return resolved
     if snap.qty == 0:
         # Asked after the position: every fill that emptied it is on the exchange's books by now.
         await engine.book_missed_fills()
         if pos.state in ("entering", "protected", "exiting"):
             await engine.execute(engine.fire("position_gone", reason="no position on the exchange"))
         await engine.drain()
-        return
+        return resolved
     # On a shared symbol (hedge mode, several instances) the exchange's quantity is their sum: it only
     # bounds this instance's share from above.
     held = min(snap.qty, r.open_qty) if engine.shares_symbol else snap.qty
@@ -168,6 +174,7 @@ async def _recover_position(engine: Engine) -> None:
     elif state == "exiting" and r.close_id and r.close_id not in r.working and snap.qty > ZERO:
         await engine.execute(engine.fire("close_rejected", reason="close lost"))
     await engine.drain()
+    return resolved
 
 
 async def _stop_too_small(engine: Engine, stop_id: str | None, qty: Decimal) -> bool:
