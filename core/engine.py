@@ -196,7 +196,8 @@ class Engine:
         now = self.clock.now_ms()
         self.reconciles += 1
         self.reconciled = {"ts_ms": now, "took_ms": now - started_ms, "intents": resolved, "rounds": rounds,
-                           "count": self.reconciles, "state": self.pos.state}
+                           "count": self.reconciles, "state": self.pos.state,
+                           "journal": self.journal.high_water()}
         self.journal.set_meta({"reconciled": json.dumps(self.reconciled, sort_keys=True)})
         log.info("%s: reconciled (%s, %d intents resolved in %d round(s), %d ms)", self.name, self.pos.state,
                  resolved, rounds, now - started_ms)

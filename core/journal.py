@@ -349,6 +349,12 @@ class Journal:
         (ts,) = self.conn.execute("SELECT max(ts) FROM transitions WHERE position = ?", (position,)).fetchone()
         return int(ts or 0)
 
+    def high_water(self) -> list[int]:
+        """The last row of each append-only table (transitions, rejections, intents, fills): equal values at
+        two moments mean the journal did not move in between."""
+        return [self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()[0]
+                for t in ("transitions", "rejections", "intents", "fills")]
+
     def last_transitions(self, n: int = 5) -> list[dict[str, Any]]:
         rows = self.db.query(
             "SELECT seq, ts, position, src, trigger, dst FROM transitions ORDER BY seq DESC LIMIT ?", [n])
