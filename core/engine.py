@@ -179,7 +179,9 @@ class Engine:
                     if round_ == RECOVERY_ROUNDS:
                         raise ExchangeError(f"recovery: still indefinite after {round_} rounds: "
                                             f"{sorted(self._unknown) or 'a surprise to look at again'}")
-                await self.clock.sleep(delay_s)
+                    if not self._unknown:
+                        continue  # a surprise (a stray fill, a refused trigger): look again at once
+                await self.clock.sleep(delay_s)  # the exchange did not answer definitely: give it time
                 delay_s = min(delay_s * 2, RECOVERY_MAX_DELAY_S)
         finally:
             self._recovering = False

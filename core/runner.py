@@ -34,6 +34,8 @@ from strategies.base import StrategyContext
 log = logging.getLogger("gatebot.runner")
 
 MAX_BACKOFF_CANDLES = 64
+MAX_RETRY_S = 60
+"""Live: the longest wait before an instance that failed is rebuilt."""
 HEALTHY_CANDLES = 12
 """Candles an instance trades without failing before its earlier failures are forgiven (backoff restarts
 at one candle): sporadic errors hours apart must not keep it out for the longest backoff."""
@@ -48,6 +50,11 @@ class Instance:
         self.engine: Engine | None = None
         self.failures = 0
         self.down_until_bar = 0
+        self.reason: str | None = None
+        """Why the instance last failed, until it trades again (said once)."""
+        self.retry_at_ms = 0
+        self.live = False
+        """Rebuilt on a timer (seconds) rather than on a candle (live: ``Runner._feed_live``)."""
         self.halted: str | None = None
         """Why the instance stopped for good (a damaged journal, a halt policy); None while it trades."""
         self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
@@ -98,6 +105,9 @@ class Instance:
             engine.candles_seen += 1
         self.engine = engine  # routed to from now on: recovery's own cancels and queries answer with events
         await engine.start()
+        if self.reason is not None:
+            log.warning("instance %s trading again (it could not: %s)", cfg.name, self.reason)
+            self.reason = None
         return engine
 
     def deliver(self, candle: CandleClosed) -> None:
@@ -108,20 +118,31 @@ class Instance:
         self.engine.post(candle)
 
     def fail(self, exc: BaseException, bar: int) -> None:
-        """Isolate the instance: journal the error, drop the engine, come back after a backoff."""
+        """Isolate the instance: drop the engine, come back after a backoff. Said once per reason (one log
+        line and one ``instance_error`` row), not once per retry: a cause that lasts is one message, and
+        :meth:`build` says when trading resumes. Live, the backoff is in seconds (1, 2 ... 60 s): trading
+        resumes soon after the cause clears, not candles later (the fault soak met an instance that went
+        quiet for hundreds of candles under a growing candle backoff); a replay backs off in candles."""
         self.failures += 1
         step = interval_ms(self.cfg.interval)
         backoff = min(2 ** (self.failures - 1), MAX_BACKOFF_CANDLES)
         self.down_until_bar = bar + backoff * step
-        log.error("instance %s failed (%s: %s); restarting after %d candle(s)", self.cfg.name,
-                  type(exc).__name__, exc, backoff)
-        journal = self.runner.journals.get(self.cfg.name)
-        if journal is not None and journal.conn is not None:
-            engine = self.engine
-            with journal.transaction():
-                journal.add_rejection(self.runner.clock.now_ms(), engine.pos.rec.seq if engine else 0,
-                                      engine.pos.state if engine else "?", "instance_error",
-                                      f"{type(exc).__name__}: {exc}")
+        retry_s = min(2 ** (self.failures - 1), MAX_RETRY_S)
+        self.retry_at_ms = self.runner.clock.now_ms() + retry_s * 1000
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason != self.reason:
+            self.reason = reason
+            when = f"in {retry_s} s" if self.live else f"after {backoff} candle(s)"
+            log.error("instance %s cannot trade (%s); retrying %s, and saying so again only if the reason "
+                      "changes", self.cfg.name, reason, when)
+            journal = self.runner.journals.get(self.cfg.name)
+            if journal is not None and journal.conn is not None:
+                engine = self.engine
+                with journal.transaction():
+                    journal.add_rejection(self.runner.clock.now_ms(), engine.pos.rec.seq if engine else 0,
+                                          engine.pos.state if engine else "?", "instance_error", reason)
+        else:
+            log.debug("instance %s still cannot trade (%s)", self.cfg.name, reason)
         if self.engine is not None:
             self.engine.close()
         self.engine = None
@@ -391,6 +412,7 @@ class Runner:
                                  queue.put_nowait)
         runs: dict[str, asyncio.Task[None]] = {}
         for inst in self.instances:
+            inst.live = True
             if inst.engine is not None:
                 runs[inst.cfg.name] = self._spawn(inst)
         ticker = asyncio.create_task(self._tick())
@@ -401,6 +423,7 @@ class Runner:
                     await self._settle_engines()
                     if queue.empty():
                         break
+                await self._revive(runs)
                 try:
                     candle = await asyncio.wait_for(queue.get(), timeout=0.2)
                 except TimeoutError:
@@ -410,16 +433,6 @@ class Runner:
                 for inst in self.instances:
                     if (inst.cfg.symbol, inst.cfg.interval) != (candle.symbol, candle.interval) or inst.halted:
                         continue
-                    if inst.engine is None and candle.open_time >= inst.down_until_bar:
-                        try:
-                            await inst.build()
-                        except (InstanceHalted, JournalError) as exc:
-                            inst.halt(exc)
-                        except Exception as exc:  # isolation
-                            inst.fail(exc, candle.open_time)
-                        else:
-                            runs[inst.cfg.name] = self._spawn(inst)
-                        continue  # a rebuilt engine warmed up on history that already holds this candle
                     if inst.engine is not None:
                         inst.deliver(candle)
             await self._settle_engines()
@@ -430,6 +443,21 @@ class Runner:
             for task in runs.values():
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _revive(self, runs: dict[str, asyncio.Task[None]]) -> None:
+        """Rebuild the instances whose backoff is over (live: on time, between candles too)."""
+        for inst in self.instances:
+            if inst.engine is not None or inst.halted is not None or self.clock.now_ms() < inst.retry_at_ms:
+                continue
+            try:
+                await inst.build()
+            except (InstanceHalted, JournalError) as exc:
+                inst.halt(exc)
+            except Exception as exc:  # isolation
+                history = self._history.get((inst.cfg.symbol, inst.cfg.interval))
+                inst.fail(exc, history[-1].open_time if history else 0)
+            else:
+                runs[inst.cfg.name] = self._spawn(inst)
 
     def _spawn(self, inst: Instance) -> asyncio.Task[None]:
         engine = inst.engine

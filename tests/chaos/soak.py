@@ -40,18 +40,22 @@ FAULTS: dict[str, dict] = {
     "expire_listen_key": {},
 }
 CANDLE_MS = 300_000
+STREAM_FAULTS = ("drop_market_streams", "drop_user_streams", "stall_streams", "expire_listen_key")
 
 
-def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: int = 0, candle_s: float = 0.25,
-         idle_candles: int = 12, log=print) -> dict:
+def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: int = 0, candle_s: float = 0.5,
+         idle_candles: int = 24, rest_gap: int = 4, log=print) -> dict:
     """At least ``hours`` simulated, each fault class ``per_class`` times and ``min_trades`` trades: the
     run goes on (up to four times ``hours``) until all three hold.
 
     Paced by simulated time: one candle every ``candle_s`` of wall time, whatever the bot does meanwhile,
-    so the wall time is bounded (candles x ``candle_s``, plus the checkpoints). The only waits on the bot
-    are at the checkpoints, for its own ``reconciled`` row, bounded by RECOVERY_LIMIT_S as a liveness limit.
-    A REST fault is injected only once the previous one met its request (one request's retries would
-    otherwise meet several faults minutes apart in one go); until then the class waits its turn."""
+    so the wall time is bounded (candles x ``candle_s``, plus the checkpoints). The waits on the bot are
+    few and bounded: at the checkpoints, for its own ``reconciled`` row (RECOVERY_LIMIT_S is a liveness
+    limit, not a verdict), and after a stream fault, for its streams to be back (5 s; five simulated
+    minutes always hold a reconnect). A REST fault comes ``rest_gap`` candles after the previous one at
+    the earliest, and only once that one met its request: squeezed into a second, REST faults minutes
+    apart would meet one recovery's retries one after the other, which no exchange does; until then the
+    class waits its turn."""
     rng = random.Random(seed)
     chaos = Chaos(workdir, seed=seed, attached=False, log=log)
     candles = int(hours * 3600_000 / CANDLE_MS)
@@ -82,20 +86,30 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: 
         order = list(FAULTS)
         toggled: dict[str, int] = {}
         owed = 0
+        last_rest = -rest_gap
+        streams_hit = False
         next_at = time.monotonic()
         while i < limit and (i < candles or min(counts.values()) < per_class or trades < min_trades):
+            if streams_hit:  # the last candle's stream fault: back by now, as minutes later it would be
+                wait_for(sim.streams_up, 5, step=0.01)
+                streams_hit = False
+                next_at = max(next_at, time.monotonic())
             if i % every == every - 1:
                 owed += 1
             if owed:
                 least = min(counts.values())
-                ready = [n for n in order if FAULTS[n].get("op") != "fail_next" or sim.pending_failures() == 0]
+                rest_ok = i - last_rest >= rest_gap and sim.pending_failures() == 0
+                ready = [n for n in order if FAULTS[n].get("op") != "fail_next" or rest_ok]
                 due = [n for n in ready if counts[n] == least] or ready
                 if due:
                     name = due[0] if least < per_class else rng.choice(due)
                     spec = dict(FAULTS[name])
-                    sim.fault(spec.pop("op", name), **spec)
+                    op = spec.pop("op", name)
+                    sim.fault(op, **spec)
                     counts[name] += 1
                     owed -= 1
+                    last_rest = i if op == "fail_next" else last_rest
+                    streams_hit = name in STREAM_FAULTS
                     if name in ("duplicate_user_events", "reorder_user_events"):
                         toggled[name] = i + 3  # on for three candles
             for name, until in list(toggled.items()):
@@ -210,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-class", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--min-trades", type=int, default=200)
-    ap.add_argument("--candle-s", type=float, default=0.25, help="wall seconds per simulated candle")
-    ap.add_argument("--idle-candles", type=int, default=12, help="most candles without a decision or a reason")
+    ap.add_argument("--candle-s", type=float, default=0.5, help="wall seconds per simulated candle")
+    ap.add_argument("--idle-candles", type=int, default=24, help="most candles without a decision or a reason")
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gatebot-soak-"))
