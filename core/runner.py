@@ -58,24 +58,27 @@ class Instance:
         self.halted: str | None = None
         """Why the instance stopped for good (a damaged journal, a halt policy); None while it trades."""
         self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
+        self.meta_written = False
 
     async def build(self) -> Engine:
         r = self.runner
         cfg = self.cfg
         adapter = r.adapters[cfg.exchange]
-        instrument = await adapter.instrument(cfg.symbol)
-        await adapter.configure(cfg.symbol, cfg.leverage, r.config.exchanges[cfg.exchange].hedge_mode)
         journal = r.journals.get(cfg.name)
-        if journal is None:
+        if journal is None:  # opened first: a failure to reach the exchange is journaled too
             journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous,
                               group_commit=r.config.journal_group_commit)
             r.journals[cfg.name] = journal
+        instrument = await adapter.instrument(cfg.symbol)
+        await adapter.configure(cfg.symbol, cfg.leverage, r.config.exchanges[cfg.exchange].hedge_mode)
+        if not self.meta_written:  # once per process: this run's config
             meta = journal.meta()
             values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy,
                       "mode": r.config.mode}
             if "initial_balance" not in meta:
                 values["initial_balance"] = str(await adapter.balance())
             journal.set_meta(values)
+            self.meta_written = True
         strategy_cls = r.plugins.strategies()[cfg.strategy]
         strategy = strategy_cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol,
                                                             interval=cfg.interval, leverage=cfg.leverage))

@@ -127,6 +127,17 @@ class Chaos:
 
     # --- the bot ---------------------------------------------------------------------------------
 
+    def write_config(self, name: str = "chaos.toml", **changes: str) -> None:
+        """The bot's configuration against the running simulator; ``changes`` replace text in it."""
+        sim = self.sim.sim
+        assert sim is not None
+        text = CONFIG.format(state=self.workdir / "state", rest=sim.rest_url, ws=sim.ws_url,
+                             attached=str(self.attached).lower(), instance=INSTANCE)
+        for old, new in changes.items():
+            text = text.replace(old, new)
+        self.config = self.workdir / name
+        self.config.write_text(text)
+
     def reconciled(self) -> str | None:
         """The journal's last ``reconciled`` row (None before the first): a new one means a recovery ended."""
         try:
@@ -283,9 +294,7 @@ class Chaos:
         try:
             sim = self.sim.sim
             assert sim is not None
-            self.config = self.workdir / "chaos.toml"
-            self.config.write_text(CONFIG.format(state=self.workdir / "state", rest=sim.rest_url, ws=sim.ws_url,
-                                                 attached=str(self.attached).lower(), instance=INSTANCE))
+            self.write_config()
             plan = [p for p in self.points for _ in range(per_point)]
             self.rng.shuffle(plan)
             attempts = 0

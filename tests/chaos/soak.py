@@ -22,7 +22,7 @@ from pathlib import Path
 from core.journal import Journal
 from exchanges.bingx.constants import ORDER
 from exchanges.bingx.simulator import SimOptions
-from tests.chaos.driver import CONFIG, INSTANCE, RECOVERY_LIMIT_S, SYMBOL, Chaos, ChaosResult
+from tests.chaos.driver import INSTANCE, RECOVERY_LIMIT_S, SYMBOL, Chaos, ChaosResult
 from tests.chaos.simthread import SimThread, wait_for
 
 FAULTS: dict[str, dict] = {
@@ -74,11 +74,8 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: 
     i = 0
     try:
         assert sim.sim is not None
-        chaos.config = workdir / "soak.toml"
-        chaos.config.write_text(CONFIG.format(state=workdir / "state", rest=sim.sim.rest_url, ws=sim.sim.ws_url,
-                                              attached="false", instance=INSTANCE)
-                                  .replace("protection_timeout_s = 2", "protection_timeout_s = 5")
-                                  .replace("every = 2", "every = 1"))  # a new trade as soon as flat
+        chaos.write_config("soak.toml", **{"protection_timeout_s = 2": "protection_timeout_s = 5",
+                                           "every = 2": "every = 1"})  # a new trade as soon as flat
         t0 = chaos.spawn(None)
         if not chaos.recovered(t0):
             raise RuntimeError(f"the bot did not start: {chaos.result.violations}")
