@@ -94,12 +94,12 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: 
             if i % every == every - 1:
                 owed += 1
             if owed:
-                least = min(counts.values())
                 rest_ok = i - last_rest >= rest_gap and sim.pending_failures() == 0
                 ready = [n for n in order if FAULTS[n].get("op") != "fail_next" or rest_ok]
-                due = [n for n in ready if counts[n] == least] or ready
+                low = min((counts[n] for n in ready), default=0)
+                due = [n for n in ready if counts[n] == low]
                 if due:
-                    name = due[0] if least < per_class else rng.choice(due)
+                    name = due[0] if low < per_class else rng.choice(due)
                     spec = dict(FAULTS[name])
                     op = spec.pop("op", name)
                     sim.fault(op, **spec)
