@@ -1,11 +1,14 @@
 """Fault soak: the bot (a child process, ``gatebot run``) against the BingX simulator for simulated days,
 with every fault class the simulator can inject, in turn: stream drops (market, user), stalls, 5xx,
 timeouts (reply lost, request lost), rate limits, rejected stops, partial fills, duplicated and reordered
-events, listenKey expiry. I1-I5 are checked every simulated 2 hours and at the end; the simulator's own
-view of every position (open without a working stop of its side) gives the worst naked time.
+events, listenKey expiry. Paced by simulated time (one candle per ``--candle-s`` of wall time), not by
+waiting on the bot. Every simulated 2 hours and at the end the bot is made to reconcile (its user stream
+dropped) and I1-I5 are judged at the point it journals ``reconciled``; the simulator's own view of every
+position (open without a working stop of its side) gives the worst naked time; a run of more than
+``--idle-candles`` candles in which the journal shows neither a decision nor a reason fails the soak.
 
 ``python -m tests.chaos.soak [--hours 24] [--per-class 20] [--seed 1]`` prints
-``RESULT simulated_hours=… trades=… faults=… violations=… naked_ms_max=…``.
+``RESULT simulated_hours=… trades=… faults=… violations=… naked_ms_max=… recovery_ms_p50=… wall_s=…``.
 """
 
 from __future__ import annotations
