@@ -17,18 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
-import sqlite_utils
 
 from core.events import ZERO, AnyCommand, CancelOrder, OrderFilled
 from core.position import PositionRecord
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 SCHEMA_VERSION = 1
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -125,20 +128,27 @@ class Journal:
         else:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         conn.execute("PRAGMA schema_version").fetchone()  # raises on a file that is not SQLite
         if readonly:
             self._check_schema()
             return
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            self.db.enable_wal()
+            conn.execute("PRAGMA journal_mode=wal")
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        existing = set(self.db.table_names())
+        existing = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if existing and "meta" not in existing:
             raise JournalError(f"journal {self.path} is not a gatebot journal (tables: {sorted(existing)})")
         if not existing:
             self._create()
         self._check_schema()
+
+    @functools.cached_property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils over the connection, imported when first needed (creating a journal, status): it
+        costs a restart a fifth of a second of imports, and recovery time includes interpreter start."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     def _create(self) -> None:
         db = self.db

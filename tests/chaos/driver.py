@@ -122,6 +122,10 @@ class Chaos:
         self.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0)
         self.sim = SimThread(self.options)
         self.journal = workdir / "state" / f"{INSTANCE}.sqlite"
+        self.wal = workdir / "state" / f"{INSTANCE}.sqlite-wal"
+        self._files: tuple[tuple[int, int], ...] | None = None
+        self._row: str | None = None
+        self._read_at = 0.0
         self.proc: subprocess.Popen[bytes] | None = None
         self.cycle = 0
 
@@ -139,7 +143,21 @@ class Chaos:
         self.config.write_text(text)
 
     def reconciled(self) -> str | None:
-        """The journal's last ``reconciled`` row (None before the first): a new one means a recovery ended."""
+        """The journal's last ``reconciled`` row (None before the first): a new one means a recovery ended.
+        Polled often while the simulator shares this process: read when the journal's files changed, and
+        at least every 0.1 s (a file's time may not move between two writes close together)."""
+        try:
+            files = tuple((s.st_mtime_ns, s.st_size) for s in (self.journal.stat(), self.wal.stat()))
+        except FileNotFoundError:
+            files = None
+        now = time.monotonic()
+        if files is not None and files == self._files and now - self._read_at < 0.1:
+            return self._row
+        self._files, self._read_at = files, now
+        self._row = self._read_reconciled()
+        return self._row
+
+    def _read_reconciled(self) -> str | None:
         try:
             journal = Journal(self.journal, readonly=True)
         except JournalError:  # not there yet, or being created
