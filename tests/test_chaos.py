@@ -1,7 +1,7 @@
 """The kill -9 chaos suite (``make chaos``): >= 300 SIGKILLs of the bot running as a child process against a
 BingX simulator that outlives it, every named crash point >= 10 times, the rest at random instants, with
 stops fired, positions closed by hand, candles played and faults primed while the bot is down; I1-I5
-checked after every recovery. Two seeded drivers run side by side: one with the stop placed separately
+judged at the point the bot journals that it reconciled, after every restart. Two seeded drivers run side by side: one with the stop placed separately
 after the fill (the default), one with the stop attached to the entry."""
 
 from __future__ import annotations
@@ -44,8 +44,10 @@ def test_300_kills_at_every_crash_point_and_at_random_leave_every_invariant_hold
     assert total.kills >= 300
     assert min(total.point_kills.values()) >= 10, total.point_kills
     assert total.recoveries >= 200
-    # the worst restart-to-reconciled time is reported in the RESULT line (target 2 s), not asserted: shared
-    # CI machines are noisy; a bot that never recovers is a violation of its own (20 s)
+    # restart-to-reconciled (p50/p90/max) is reported in the RESULT line (target: worst 2 s on a quiet
+    # machine), not asserted: it measures the machine's load as much as the bot. The verdict does not
+    # depend on it: the invariants are judged when the bot journals that it reconciled, however long that
+    # took; a bot that never does is a violation of its own (RECOVERY_LIMIT_S)
 
 
 def test_a_close_refused_because_the_position_is_gone_ends_the_lifecycle(tmp_path: Path) -> None:
