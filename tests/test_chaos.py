@@ -1,8 +1,9 @@
 """The kill -9 chaos suite (``make chaos``): >= 300 SIGKILLs of the bot running as a child process against a
 BingX simulator that outlives it, every named crash point >= 10 times, the rest at random instants, with
 stops fired, positions closed by hand, candles played and faults primed while the bot is down; I1-I5
-judged at the point the bot journals that it reconciled, after every restart. Two seeded drivers run side by side: one with the stop placed separately
-after the fill (the default), one with the stop attached to the entry."""
+judged at the point the bot journals that it reconciled, after every restart. Two seeded drivers run side
+by side: one with the stop placed separately after the fill (the default), one with the stop attached to
+the entry."""
 
 from __future__ import annotations
 
