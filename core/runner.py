@@ -276,6 +276,8 @@ class Runner:
                 started.append(adapter)
             self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
             live = {name: a for name, a in self.adapters.items() if hasattr(a, "start_market")}
+            for inst in self.instances:
+                inst.live = bool(live)  # then every instance is fed by _feed_live, rebuilt on a timer
             if live:
                 await self._load_history(live)
             for inst in self.instances:
@@ -415,7 +417,6 @@ class Runner:
                                  queue.put_nowait)
         runs: dict[str, asyncio.Task[None]] = {}
         for inst in self.instances:
-            inst.live = True
             if inst.engine is not None:
                 runs[inst.cfg.name] = self._spawn(inst)
         ticker = asyncio.create_task(self._tick())
