@@ -28,11 +28,12 @@ chaos: $(STAMP)
 	$(BIN)/python -m pytest tests -m chaos
 
 # The chaos suite and the fault soak with two busy processes beside them (not part of `make test`): their
-# verdict must not depend on the machine's load. The busy processes are killed however pytest ends.
+# verdict must not depend on the machine's load. The busy processes are killed however pytest ends; -rP
+# prints the passed tests' output (the drivers' and the soak's RESULT lines).
 BUSY := $(BIN)/python -c 'while 1: pass'
 chaos-loaded: $(STAMP)
 	$(BUSY) & a=$$!; $(BUSY) & b=$$!; trap 'kill $$a $$b 2>/dev/null' EXIT INT TERM; \
-	$(BIN)/python -m pytest tests -m chaos
+	$(BIN)/python -m pytest tests -m chaos -rP
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
