@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -156,12 +158,22 @@ def _status(state_dir: Path) -> int:
                       f" ({rec.stop_id or 'none'})")
             for t in journal.last_transitions(5):
                 print(f"    #{t['seq']} pos {t['position']}: {t['src']} --{t['trigger']}--> {t['dst']}")
+            print(f"    {_reconciled_line(journal.meta().get('reconciled'))}")
         except JournalError as exc:
             print(f"{path.stem}: ERROR {exc}")
             damaged += 1
         finally:
             journal.close()
     return EXIT_BAD_INPUT if damaged else 0
+
+
+def _reconciled_line(row: str | None) -> str:
+    """When recovery last made every intent definite (the engine's meta row ``reconciled``)."""
+    if row is None:
+        return "not reconciled yet"
+    r = json.loads(row)
+    at = datetime.fromtimestamp(r["ts_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"reconciled {at} ({r['state']}; {r['intents']} intents in {r['rounds']} round(s), {r['took_ms']} ms)"
 
 
 if __name__ == "__main__":

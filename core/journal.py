@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
-import sqlite_utils
 
 from core import ids
 from core.events import ZERO, AnyCommand, CancelOrder, FundingPaid, OrderFilled
 from core.position import PositionRecord
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 SCHEMA_VERSION = 2
 """1: no funding table and no epoch in ``meta``. A version 1 journal opened for writing gains the table
@@ -187,12 +190,12 @@ class Journal:
         else:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
+        self.__dict__.pop("db", None)  # sqlite-utils over this connection, made when first needed
         conn.execute("PRAGMA schema_version").fetchone()  # raises on a file that is not SQLite
         if readonly:
             self._check_schema()
             return
-        existing = set(self.db.table_names())  # before anything is written into the file
+        existing = self._tables()  # before anything is written into the file
         if not existing:
             # A journal is created whole under another name and renamed into place (_create_file): one
             # without tables (0 bytes, or cut short) is damage, never a new journal to start afresh on.
@@ -202,11 +205,22 @@ class Journal:
         if "meta" not in existing:
             raise JournalError(f"journal {self.path} is not a gatebot journal (tables: {sorted(existing)})")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            self.db.enable_wal()
+            conn.execute("PRAGMA journal_mode=wal")
         conn.execute(f"PRAGMA synchronous={synchronous}")
         version = self._check_schema()
         if version < SCHEMA_VERSION:
             self._migrate(version)
+
+    @functools.cached_property
+    def db(self) -> sqlite_utils.Database:
+        """sqlite-utils over the connection, imported when first needed (creating a journal, status): it
+        costs a restart a fifth of a second of imports, and recovery time includes interpreter start."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
+
+    def _tables(self) -> set[str]:
+        return {name for (name,) in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def _create_file(self) -> None:
         """Create the journal at a temporary name and rename it into place once its schema is committed:
@@ -217,8 +231,8 @@ class Journal:
         conn = sqlite3.connect(tmp, isolation_level=None)
         try:
             self.conn = conn
-            self.db = sqlite_utils.Database(conn)
-            self.db.enable_wal()
+            self.__dict__.pop("db", None)
+            conn.execute("PRAGMA journal_mode=wal")
             self._create()
         finally:
             conn.close()
@@ -262,7 +276,7 @@ class Journal:
         """Bring an older journal up to this schema (writers only; readers read either)."""
         if version < 2:
             with self.transaction():
-                if "funding" not in self.db.table_names():
+                if "funding" not in self._tables():
                     self._create_funding()
                 self.conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('epoch', ?)", (ids.LEGACY,))
                 self.conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
@@ -587,6 +601,12 @@ class Journal:
         """When the journal last moved ``position`` (ms on the bot's clock; 0 if it never did)."""
         (ts,) = self.conn.execute("SELECT max(ts) FROM transitions WHERE position = ?", (position,)).fetchone()
         return int(ts or 0)
+
+    def high_water(self) -> list[int]:
+        """The last row of each append-only table (transitions, rejections, intents, fills): equal values at
+        two moments mean the journal did not move in between."""
+        return [self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()[0]
+                for t in ("transitions", "rejections", "intents", "fills")]
 
     def last_transitions(self, n: int = 5) -> list[dict[str, Any]]:
         rows = self.db.query(

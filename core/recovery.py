@@ -51,24 +51,25 @@ class AdoptionRequired(InstanceHalted):
     whether to adopt them (``gatebot run --adopt``). Exit status 2 at start."""
 
 
-async def recover(engine: Engine) -> None:
-    """Flat, the checks that may halt come first (nothing of ours is at risk); with a position, they
+async def recover(engine: Engine) -> int:
+    """One round of the table; returns how many intents (orders of ours) it asked the exchange about.
+
+    Flat, the checks that may halt come first (nothing of ours is at risk); with a position, they
     come after it is guarded again, so that a halt never leaves it without its stop. Only the probe of
     the next ids comes first in any state: recovery itself would use them."""
     await _probe_next_ids(engine)
     await engine.book_missed_funding()  # first: while the journal still holds the position it was charged on
     if engine.pos.state != "flat":
-        await _recover_position(engine)
+        resolved = await _recover_position(engine)
         await engine.verify_settings()
         _check_owners(engine, await engine.adapter.open_orders(engine.symbol), allow_other_epochs=False)
-        return
+        return resolved
     await engine.verify_settings()
     orders = await engine.adapter.open_orders(engine.symbol)
     if engine.journal.fresh():
-        await _recover_fresh(engine, orders)
-        return
+        return await _recover_fresh(engine, orders)
     _check_owners(engine, orders, allow_other_epochs=False)
-    await _recover_flat(engine, orders)
+    return await _recover_flat(engine, orders)
 
 
 def _check_owners(engine: Engine, orders: list[OrderState], *, allow_other_epochs: bool) -> None:
@@ -113,7 +114,7 @@ async def _held(engine: Engine) -> list[tuple[Side, Decimal, Decimal]]:
     return out
 
 
-async def _recover_fresh(engine: Engine, orders: list[OrderState]) -> None:
+async def _recover_fresh(engine: Engine, orders: list[OrderState]) -> int:
     """A journal that never journaled anything, on an account that may hold a position or orders of this
     instance (another journal's: the user set the old one aside). Never silently: without --adopt it is
     refused; with it, the position is adopted and protected by a stop of this journal (the old stop
@@ -122,7 +123,7 @@ async def _recover_fresh(engine: Engine, orders: list[OrderState]) -> None:
     old = [o for o in orders if ids.instance_of(o.client_id) == engine.name]
     held = await _held(engine)
     if not old and not held:
-        return
+        return 0
     what = ", ".join([*(f"a {side} position of {qty}" for side, qty, _ in held),
                       *(f"order {o.client_id}" for o in old)])
     if not engine.may_adopt:
@@ -140,9 +141,10 @@ async def _recover_fresh(engine: Engine, orders: list[OrderState]) -> None:
                                          orders=[o.client_id for o in old], stop=guard,
                                          detail={"policy": "--adopt", "orders": [o.client_id for o in old]}))
         await engine.drain()
-        return
+        return len(old)
     for order in old:
         await _cancel_journaled(engine, order.client_id, "adopted (--adopt) on a flat account")
+    return len(old)
 
 
 async def _cancel_journaled(engine: Engine, client_id: str, why: str) -> None:
@@ -153,11 +155,13 @@ async def _cancel_journaled(engine: Engine, client_id: str, why: str) -> None:
     await _cancel(engine, cmd)
 
 
-async def _recover_flat(engine: Engine, orders: list[OrderState]) -> None:
+async def _recover_flat(engine: Engine, orders: list[OrderState]) -> int:
     """flat: cancel this journal's working orders; a position we did not open follows the policy."""
+    resolved = 0
     for order in orders:
         if ids.instance_of(order.client_id) == engine.name:  # this journal's (_check_owners halted on others)
             await _cancel_journaled(engine, order.client_id, "flat")
+            resolved += 1
     for side, qty, price in await _held(engine):
         policy = engine.foreign_policy
         log.warning("%s: found a %s position of %s that the bot did not open (policy %s)",
@@ -172,10 +176,11 @@ async def _recover_flat(engine: Engine, orders: list[OrderState]) -> None:
         if policy == "flatten" and engine.pos.state == "protected":
             await engine.execute(engine.fire("exit_signal", reason="flatten"))
             await engine.drain()
-        return
+        break
+    return resolved
 
 
-async def _recover_position(engine: Engine) -> None:
+async def _recover_position(engine: Engine) -> int:
     adapter, journal, pos = engine.adapter, engine.journal, engine.pos
     r = pos.rec
     symbol = engine.symbol
@@ -183,6 +188,7 @@ async def _recover_position(engine: Engine) -> None:
     entry_seen = True
     entry_filled = r.filled_qty > 0  # known from the journal: a complete entry is not asked about again
     resend = []
+    resolved = 0
     orders: list[tuple[str, object, str]] = []
     for cid, intent in intents.items():
         # An order being canceled is asked about like the others: it may have filled before the cancel
@@ -196,6 +202,7 @@ async def _recover_position(engine: Engine) -> None:
         relevant = cid in r.working or cid == r.close_id or status in ("pending", "unknown")
         if not relevant:
             continue
+        resolved += 1
         order = await adapter.query_order(symbol, cid)
         if order is None:
             if cid == pos.entry_id:
@@ -231,6 +238,7 @@ async def _recover_position(engine: Engine) -> None:
 
     r = pos.rec
     for cid in list(r.canceling):
+        resolved += 1
         order = await adapter.query_order(symbol, cid)
         if order is not None and order.working:
             await _cancel(engine, CancelOrder(client_id=cid, symbol=symbol))
@@ -242,21 +250,21 @@ async def _recover_position(engine: Engine) -> None:
     if state in EXITED:
         if not r.working:
             await engine.execute(engine.settle())
-        return
+        return resolved
     if state == "flat" or r.side is None:
-        return
+        return resolved
     snap = await adapter.position(symbol, r.side)
     if state == "entering" and r.filled_qty == 0:
         if not entry_seen and snap.qty == 0:
             await engine.execute(engine.fire("entry_lost", reason="the exchange never saw the entry"))
-        return
+        return resolved
     if snap.qty == 0:
         # Asked after the position: every fill that emptied it is on the exchange's books by now.
         await engine.book_missed_fills()
         if pos.state in ("entering", "protected", "exiting"):
             await engine.execute(engine.fire("position_gone", reason="no position on the exchange"))
         await engine.drain()
-        return
+        return resolved
     # On a shared symbol (hedge mode, several instances) the exchange's quantity is their sum: it only
     # bounds this instance's share from above.
     held = min(snap.qty, r.open_qty) if engine.shares_symbol else snap.qty
@@ -271,6 +279,7 @@ async def _recover_position(engine: Engine) -> None:
     elif state == "exiting" and r.close_id and r.close_id not in r.working and snap.qty > ZERO:
         await engine.execute(engine.fire("close_rejected", reason="close lost"))
     await engine.drain()
+    return resolved
 
 
 async def _stop_too_small(engine: Engine, stop_id: str | None, qty: Decimal) -> bool:

@@ -50,6 +50,8 @@ YIELD_EVERY = 256
 SIGTERM are handled within milliseconds, at no measurable cost."""
 JOURNAL_RETRY_S = (1.0, 30.0)
 """First and longest wait between attempts to write a journal that could not be written (doubling)."""
+MAX_RETRY_S = 60.0
+"""Live: the longest wait before an instance that failed is rebuilt (1, 2, 4 ... 60 s)."""
 HEALTHY_CANDLES = 12
 """Candles an instance trades without failing before its earlier failures are forgiven (backoff restarts
 at one candle): sporadic errors hours apart must not keep it out for the longest backoff."""
@@ -64,34 +66,41 @@ class Instance:
         self.engine: Engine | None = None
         self.failures = 0
         self.down_until_bar = 0
+        self.reason: str | None = None
+        """Why the instance last failed, until it trades again (said once)."""
+        self.live = False
+        """Rebuilt on a timer (seconds) rather than on a candle (live: ``Runner._feed_live``)."""
         self.halted: str | None = None
         """Why the instance stopped for good (a damaged journal, a halt policy); None while it trades."""
         self.unwritable: str | None = None
         """Why the journal cannot be written now: nothing is sent until it can (then it comes back)."""
         self._retry_s = JOURNAL_RETRY_S[0]
         self.retry_at_ms = 0
-        """When (the clock's monotonic reading) the journal is tried again."""
+        """When (the clock's monotonic reading) a suspended or (live) failed instance is tried again."""
         self._revived_at_ms = 0
         self._announced = False
         """The outage was said; "writable again" is said once the instance stayed up JOURNAL_RETRY_S[1]."""
         self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
+        self.meta_written = False
 
     async def build(self) -> Engine:
         r = self.runner
         cfg = self.cfg
         adapter = r.adapters[cfg.exchange]
-        instrument = await adapter.instrument(cfg.symbol)  # leverage and modes: set by recovery, every reconcile
         journal = r.journals.get(cfg.name)
-        if journal is None:
+        if journal is None:  # opened first: a failure to reach the exchange is journaled too
             journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous,
                               group_commit=r.config.journal_group_commit, epoch=r.epoch_for(cfg.name))
             r.journals[cfg.name] = journal
+        instrument = await adapter.instrument(cfg.symbol)  # leverage and modes: set by recovery, every reconcile
+        if not self.meta_written:  # once per process: this run's config
             meta = journal.meta()
             values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy,
                       "mode": r.config.mode}
             if "initial_balance" not in meta:
                 values["initial_balance"] = str(await adapter.balance())
             journal.set_meta(values)
+            self.meta_written = True
         strategy_cls = r.plugins.strategies()[cfg.strategy]
         strategy = strategy_cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol,
                                                             interval=cfg.interval, leverage=cfg.leverage))
@@ -123,6 +132,9 @@ class Instance:
             engine.candles_seen += 1
         self.engine = engine  # routed to from now on: recovery's own cancels and queries answer with events
         await engine.start()
+        if self.reason is not None:
+            log.warning("instance %s trading again (it could not: %s)", cfg.name, self.reason)
+            self.reason = None
         return engine
 
     def deliver(self, candle: CandleClosed) -> None:
@@ -164,9 +176,12 @@ class Instance:
         self._drop()
 
     def may_revive(self) -> bool:
-        """A suspended instance whose journal takes a write again (tried no more often than the backoff)."""
-        if self.unwritable is None or self.runner.clock.monotonic_ms() < self.retry_at_ms:
+        """Live: a failed instance whose backoff is over, or a suspended one whose journal takes a write again
+        (tried no more often than its backoff)."""
+        if self.runner.clock.monotonic_ms() < self.retry_at_ms:
             return False
+        if self.unwritable is None:
+            return True
         journal = self.runner.journals.get(self.cfg.name)
         if journal is None or journal.conn is None or journal.probe_write():
             return True
@@ -191,14 +206,26 @@ class Instance:
         self.engine = None
 
     def fail(self, exc: BaseException, bar: int) -> None:
-        """Isolate the instance: journal the error, drop the engine, come back after a backoff."""
+        """Isolate the instance: drop the engine, come back after a backoff. Said once per reason (one log
+        line and one ``instance_error`` row), not once per retry: a cause that lasts is one message, and
+        :meth:`build` says when trading resumes. Live, the backoff is in seconds (1, 2 ... 60 s): trading
+        resumes soon after the cause clears, not candles later (the fault soak met an instance that went
+        quiet for hundreds of candles under a growing candle backoff); a replay backs off in candles."""
         self.failures += 1
         step = interval_ms(self.cfg.interval)
         backoff = min(2 ** (self.failures - 1), MAX_BACKOFF_CANDLES)
         self.down_until_bar = bar + backoff * step
-        log.error("instance %s failed (%s: %s); restarting after %d candle(s)", self.cfg.name,
-                  type(exc).__name__, exc, backoff)
-        self._note("instance_error", f"{type(exc).__name__}: {exc}")
+        retry_s = min(2 ** (self.failures - 1), MAX_RETRY_S)
+        self.retry_at_ms = self.runner.clock.monotonic_ms() + round(retry_s * 1000)
+        reason = f"{type(exc).__name__}: {exc}"
+        if reason != self.reason:
+            self.reason = reason
+            when = f"in {retry_s:g} s" if self.live else f"after {backoff} candle(s)"
+            log.error("instance %s cannot trade (%s); retrying %s, and saying so again only if the reason "
+                      "changes", self.cfg.name, reason, when)
+            self._note("instance_error", reason)
+        else:
+            log.debug("instance %s still cannot trade (%s)", self.cfg.name, reason)
         self._drop()
 
     def halt(self, exc: BaseException) -> None:
@@ -362,6 +389,8 @@ class Runner:
                 started.append(adapter)
             self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
             live = {name: a for name, a in self.adapters.items() if hasattr(a, "start_market")}
+            for inst in self.instances:
+                inst.live = bool(live)  # then every instance is fed by _feed_live, rebuilt on a timer
             if live:
                 await self._load_history(live)
             for inst in self.instances:
@@ -521,6 +550,7 @@ class Runner:
                     await self._settle_engines()
                     if queue.empty():
                         break
+                await self._revive()
                 try:
                     candle = await asyncio.wait_for(queue.get(), timeout=0.2)
                 except TimeoutError:
@@ -530,10 +560,6 @@ class Runner:
                 for inst in self.instances:
                     if (inst.cfg.symbol, inst.cfg.interval) != (candle.symbol, candle.interval) or inst.halted:
                         continue
-                    if inst.engine is None and candle.open_time >= inst.down_until_bar:
-                        if inst.unwritable is None:
-                            await self._rebuild(inst, candle.open_time)
-                        continue  # a rebuilt engine warmed up on history that already holds this candle
                     if inst.engine is not None:
                         inst.deliver(candle)
             await self._settle_engines()
@@ -544,6 +570,13 @@ class Runner:
             for task in runs.values():
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+
+    async def _revive(self) -> None:
+        """Live: rebuild the instances whose backoff is over (on time, between candles too) and those
+        suspended on a journal that takes writes again."""
+        for inst in self.instances:
+            if inst.engine is None and inst.halted is None and inst.may_revive():
+                await self._rebuild(inst, self.clock.now_ms())
 
     def _spawn(self, inst: Instance) -> asyncio.Task[None]:
         engine = inst.engine
@@ -574,9 +607,8 @@ class Runner:
         journal is tried again here (seconds count, not candles: its position may be waiting for a stop)."""
         while True:
             await self.clock.sleep(1.0)
+            await self._revive()
             for inst in self.instances:
-                if inst.engine is None and inst.halted is None and inst.may_revive():
-                    await self._rebuild(inst, self.clock.now_ms())
                 inst.check_resumed()
             for inst in self.instances:
                 if inst.engine is not None:

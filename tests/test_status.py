@@ -31,6 +31,7 @@ def test_status_flat(tmp_path: Path) -> None:
     assert gatebot("run", str(config)).returncode == 0
     out = gatebot("status", str(tmp_path / "state"))
     assert out.stdout.startswith("kt: flat"), out.stdout
+    assert "    reconciled " in out.stdout and "(flat; 0 intents in 1 round(s)" in out.stdout, out.stdout
 
 
 def test_status_flat_after_a_trade(tmp_path: Path) -> None:
