@@ -104,6 +104,8 @@ class PaperExchange:
             self.core = MatchingCore(acct, {}, fee_rate=options.fee_rate, slippage_bps=options.slippage_bps,
                                      orphan_stops=options.orphan_stops, stop_slippage_bps=options.stop_slippage_bps,
                                      funding=FundingSchedule(options.funding))
+            for symbol in {o.symbol for o in acct.orders} | {h.symbol for h in acct.positions}:
+                self._instrument(symbol)  # a restored order may trigger before any instance asks for it
         self._sink: EventSink | None = None
         self._funding_step: dict[str, int] = {}
         """The shortest candle interval seen per symbol: the stream whose closes settle funding."""
