@@ -14,6 +14,10 @@ from typing import Protocol
 
 
 class Clock(Protocol):
+    advances_alone: bool
+    """True when time passes by itself (wall time): a wait for it ends. False for a virtual clock that only
+    the feed moves: waiting on it from inside what the feed waits for would never end."""
+
     def now_ms(self) -> int:
         """Wall time (ms since the epoch): what journals and exchanges call a timestamp. It may step."""
         ...
@@ -29,6 +33,8 @@ class Clock(Protocol):
 class LiveClock:
     """Wall-clock time (ms since the epoch) and real sleeping."""
 
+    advances_alone = True
+
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
@@ -41,6 +47,8 @@ class LiveClock:
 
 class VirtualClock:
     """Time that advances only through :meth:`advance_to`; sleepers wake in deadline order."""
+
+    advances_alone = False
 
     def __init__(self, start_ms: int = 0) -> None:
         self._now = start_ms

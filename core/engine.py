@@ -183,7 +183,9 @@ class Engine:
         A round that leaves an outcome unknown (a command recovery sent got no definite reply), asks for
         another look (a surprise met meanwhile) or meets a transient exchange error is run again after a
         backoff, decisions still held; after ``RECOVERY_ROUNDS`` the error propagates (the runner restarts
-        the instance, saying why)."""
+        the instance, saying why). On a clock that only the feed moves (a replay, a test bench) there is no
+        waiting: an outcome still unknown after a round is asked about again at the next event, and the
+        instance is not declared reconciled until it is definite."""
         started_ms = self.clock.now_ms()
         delay_s = RECOVERY_FIRST_DELAY_S
         resolved = 0
@@ -195,7 +197,8 @@ class Engine:
                 try:
                     resolved += await recovery.recover(self)
                 except ExchangeError as exc:
-                    if not getattr(exc, "retryable", True) or round_ == RECOVERY_ROUNDS:
+                    if (not getattr(exc, "retryable", True) or round_ == RECOVERY_ROUNDS
+                            or not self.clock.advances_alone):
                         raise
                     log.warning("%s: recovery round %d: %s; again in %.2f s", self.name, round_, exc, delay_s)
                 else:
@@ -206,13 +209,16 @@ class Engine:
                                             f"{sorted(self._unknown) or 'a surprise to look at again'}")
                     if not self._unknown:
                         continue  # a surprise (a stray fill, a refused trigger): look again at once
+                if not self.clock.advances_alone:
+                    break  # no time passes while this waits: the unknown ids are asked about at the next event
                 await self.clock.sleep(delay_s)  # the exchange did not answer definitely: give it time
                 delay_s = min(delay_s * 2, RECOVERY_MAX_DELAY_S)
         finally:
             self._recovering = False
             self._inbox.extendleft(reversed(self._held))
             self._held.clear()
-        self._reconciled(started_ms, resolved, round_)
+        if not (self._unknown or self._reconcile):
+            self._reconciled(started_ms, resolved, round_)
         if self._inbox or self._reconcile:
             await self.drain()
 
