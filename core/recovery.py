@@ -52,7 +52,7 @@ class AdoptionRequired(InstanceHalted):
     whether to adopt them (``gatebot run --adopt``). Exit status 2 at start."""
 
 
-class Facts(NamedTuple):
+class ExchangeFacts(NamedTuple):
     """What the last step of a recovery round knows besides the position record: gathered by the shell
     (:func:`_recover_position`) as the steps ask for them, then decided on by :func:`decide` alone."""
 
@@ -69,12 +69,12 @@ class Facts(NamedTuple):
     """The fills of the position's orders that no push brought were asked for and booked."""
 
 
-def _held_qty(r: PositionRecord, f: Facts) -> Decimal:
+def _held_qty(r: PositionRecord, f: ExchangeFacts) -> Decimal:
     qty = f.exchange_qty if f.exchange_qty is not None else ZERO
     return min(qty, r.open_qty) if f.shares_symbol else qty
 
 
-_CONDITIONS: dict[str, Callable[[PositionRecord, Facts], bool]] = {
+_CONDITIONS: dict[str, Callable[[PositionRecord, ExchangeFacts], bool]] = {
     "missed_booked": lambda r, f: f.missed_booked,
     "working": lambda r, f: bool(r.working),
     "no_side": lambda r, f: r.side is None,
@@ -143,13 +143,13 @@ class Decision(NamedTuple):
     step: int
 
 
-def _holds(cond: str, r: PositionRecord, f: Facts) -> bool:
+def _holds(cond: str, r: PositionRecord, f: ExchangeFacts) -> bool:
     if cond.startswith("not "):
         return not _CONDITIONS[cond[4:]](r, f)
     return _CONDITIONS[cond](r, f)
 
 
-def decide(state: str, r: PositionRecord, facts: Facts) -> Decision:
+def decide(state: str, r: PositionRecord, facts: ExchangeFacts) -> Decision:
     """The first step of :data:`TABLE` that holds for ``state`` and ``r`` with ``facts``: a trigger with the
     arguments to fire it with, a fact to gather first, or one of :data:`ACTIONS`. Pure."""
     for i, step in enumerate(TABLE):
@@ -375,7 +375,7 @@ async def _recover_position(engine: Engine) -> int:
             engine.post(OrderCanceled(client_id=cid, reason="already gone (found by recovery)"))
     await engine.drain()
 
-    facts = Facts(entry_seen=entry_seen, shares_symbol=engine.shares_symbol)
+    facts = ExchangeFacts(entry_seen=entry_seen, shares_symbol=engine.shares_symbol)
     while True:
         d = decide(pos.state, pos.rec, facts)
         if d.then == ASK_POSITION:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from core.position import EXITED, STATES, PositionRecord
-from core.recovery import ACTIONS, TABLE, Facts, Step, decide, table_markdown
+from core.recovery import ACTIONS, TABLE, ExchangeFacts, Step, decide, table_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 BLOCK = re.compile(r"(<!-- recovery-table:begin -->\n)(.*?)(<!-- recovery-table:end -->)", re.DOTALL)
@@ -33,29 +33,29 @@ def rec(state: str, **kw: Any) -> PositionRecord:
 
 PROTECTED = rec("protected", filled_qty=Q, stop_id=S, working=[S])
 # One case per row: (state, record, facts) -> the row that must answer.
-EXAMPLES: dict[str, tuple[str, PositionRecord, Facts]] = {
+EXAMPLES: dict[str, tuple[str, PositionRecord, ExchangeFacts]] = {
     "entering+protected+exiting/missed_booked": ("protected", PROTECTED,
-                                                  Facts(exchange_qty=Decimal(0), missed_booked=True)),
+                                                  ExchangeFacts(exchange_qty=Decimal(0), missed_booked=True)),
     "any/missed_booked": ("exited_sl", rec("exited_sl", filled_qty=Q, closed_qty=Q, working=[X]),
-                           Facts(exchange_qty=Decimal(0), missed_booked=True)),
-    "exited/not working": ("exited_exit", rec("exited_exit", filled_qty=Q, closed_qty=Q), Facts()),
-    "exited/": ("exited_manual", rec("exited_manual", filled_qty=Q, working=[S]), Facts()),
-    "flat/": ("flat", PositionRecord(seq=3), Facts()),
-    "any/no_side": ("entering", rec("entering", side=None), Facts()),
-    "any/unasked": ("entering", rec("entering", entry_qty=Q), Facts()),
+                           ExchangeFacts(exchange_qty=Decimal(0), missed_booked=True)),
+    "exited/not working": ("exited_exit", rec("exited_exit", filled_qty=Q, closed_qty=Q), ExchangeFacts()),
+    "exited/": ("exited_manual", rec("exited_manual", filled_qty=Q, working=[S]), ExchangeFacts()),
+    "flat/": ("flat", PositionRecord(seq=3), ExchangeFacts()),
+    "any/no_side": ("entering", rec("entering", side=None), ExchangeFacts()),
+    "any/unasked": ("entering", rec("entering", entry_qty=Q), ExchangeFacts()),
     "entering/unfilled and entry_unseen and no_position": (
-        "entering", rec("entering", entry_qty=Q), Facts(entry_seen=False, exchange_qty=Decimal(0))),
-    "entering/unfilled": ("entering", rec("entering", entry_qty=Q), Facts(entry_seen=False, exchange_qty=Q)),
+        "entering", rec("entering", entry_qty=Q), ExchangeFacts(entry_seen=False, exchange_qty=Decimal(0))),
+    "entering/unfilled": ("entering", rec("entering", entry_qty=Q), ExchangeFacts(entry_seen=False, exchange_qty=Q)),
     "any/no_position": ("exiting", rec("exiting", filled_qty=Q, stop_id=S, close_id=X, working=[S, X]),
-                         Facts(exchange_qty=Decimal(0))),
-    "protected/no_stop": ("protected", rec("protected", filled_qty=Q), Facts(exchange_qty=Q)),
-    "protected/qty_differs": ("protected", PROTECTED, Facts(exchange_qty=Decimal("0.03"))),
-    "protected/stop_unasked": ("protected", PROTECTED, Facts(exchange_qty=Q)),
-    "protected/stop_short": ("protected", PROTECTED, Facts(exchange_qty=Q, stop_asked=True,
+                         ExchangeFacts(exchange_qty=Decimal(0))),
+    "protected/no_stop": ("protected", rec("protected", filled_qty=Q), ExchangeFacts(exchange_qty=Q)),
+    "protected/qty_differs": ("protected", PROTECTED, ExchangeFacts(exchange_qty=Decimal("0.03"))),
+    "protected/stop_unasked": ("protected", PROTECTED, ExchangeFacts(exchange_qty=Q)),
+    "protected/stop_short": ("protected", PROTECTED, ExchangeFacts(exchange_qty=Q, stop_asked=True,
                                                            stop_live_qty=Decimal("0.01"))),
     "exiting/close_lost": ("exiting", rec("exiting", filled_qty=Q, stop_id=S, close_id=X, working=[S]),
-                           Facts(exchange_qty=Q)),
-    "any/": ("protected", PROTECTED, Facts(exchange_qty=Q, stop_asked=True, stop_live_qty=Q)),
+                           ExchangeFacts(exchange_qty=Q)),
+    "any/": ("protected", PROTECTED, ExchangeFacts(exchange_qty=Q, stop_asked=True, stop_live_qty=Q)),
 }
 
 
@@ -80,16 +80,16 @@ def test_each_row_answers_its_own_facts(i: int) -> None:
 
 
 def test_a_resize_follows_the_exchange_and_on_a_shared_symbol_never_grows() -> None:
-    d = decide("protected", PROTECTED, Facts(exchange_qty=Decimal("0.015")))
+    d = decide("protected", PROTECTED, ExchangeFacts(exchange_qty=Decimal("0.015")))
     assert d.data == {"qty": Decimal("0.015"), "detail": {"journal_qty": "0.02", "exchange_qty": "0.015"}}
-    shared = Facts(exchange_qty=Decimal("0.05"), shares_symbol=True)  # two instances' sum: bounds ours
+    shared = ExchangeFacts(exchange_qty=Decimal("0.05"), shares_symbol=True)  # two instances' sum: bounds ours
     assert decide("protected", PROTECTED, shared).then == "ask stop"
-    shared = Facts(exchange_qty=Decimal("0.01"), shares_symbol=True)
+    shared = ExchangeFacts(exchange_qty=Decimal("0.01"), shares_symbol=True)
     assert decide("protected", PROTECTED, shared).data["qty"] == Decimal("0.01")
 
 
 def test_a_position_emptied_on_the_exchange_books_missed_fills_before_it_is_called_gone() -> None:
-    facts = Facts(exchange_qty=Decimal(0))
+    facts = ExchangeFacts(exchange_qty=Decimal(0))
     assert decide("protected", PROTECTED, facts).then == "book missed fills"
     assert decide("protected", PROTECTED, facts._replace(missed_booked=True)).data == {
         "reason": "no position on the exchange"}
