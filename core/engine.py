@@ -15,7 +15,7 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Literal
 
-from core import ids, recovery
+from core import ids, recovery, routing
 from core.clock import Clock
 from core.crashpoints import crashpoint
 from core.events import (
@@ -44,6 +44,7 @@ from core.intervals import interval_ms
 from core.journal import Journal
 from core.position import EXITED, InvalidTransition, Position, Protection
 from core.recovery import AdoptionRequired, InstanceHalted
+from core.routing import ExecutionEvent
 from exchanges.base import ExchangeAdapter, ExchangeError, IdTaken, OrderUnknown, SettingsRefused
 from strategies.base import Enter, Exit, PositionView, Strategy
 
@@ -396,98 +397,42 @@ class Engine:
                                            "settings_restored", detail)
         self._settings_checked = True
 
-    async def _on_execution(self, ev: OrderAccepted | OrderRejected | OrderFilled | OrderCanceled
-                            | OrderExpired) -> None:
+    async def _on_execution(self, ev: ExecutionEvent) -> None:
+        """Route an execution event of this instance's orders through the routing table (core/routing.py)
+        and do what its row says; a row that needs a fact from the exchange gets it and routes again."""
         cid = ev.client_id
         if ids.instance_of(cid) != self.name:
             return
         role = self._role(cid)
         if role == _NOT_OURS:
             return
-        r = self.pos.rec
-        state = self.pos.state
-        if isinstance(ev, OrderFilled):
-            if self.journal.is_booked(cid, ev.trade_id):
-                return  # a duplicated event: booked once already
-            if role is None:
-                self._book_stray(ev)
-                return
-            trigger = {"e": "entry_filled", "s": "stop_filled", "x": "close_filled"}.get(role)
-            if trigger is None:
-                self._book_stray(ev)
-                return
-            await self.execute(self.fire(trigger, fill=ev, detail={"fill": cid, "qty": str(ev.qty),
-                                                                       "price": str(ev.price)}))
-            if trigger == "entry_filled" and self.pos.state == "protected":
-                crashpoint("stop_confirmed")  # protected by an attached stop confirmed before this fill
-            return
-        if role is None:
-            return
-        if isinstance(ev, OrderAccepted):
-            if cid == r.pending_stop_id:
-                await self.execute(self.fire("stop_confirmed", client_id=cid, bar=self.bar,
-                                               status=(cid, "acked", "")))
-                if self.pos.state == "protected":
-                    crashpoint("stop_confirmed")
-            else:
-                self._status(cid, "acked", "")
-            return
-        if isinstance(ev, OrderRejected):
-            detail = f"{ev.code} {ev.reason}".strip()
-            status = (cid, "failed", detail)
-            if state in EXITED:
-                if cid in r.working:
-                    await self.execute(self.fire("order_gone", client_id=cid, status=status))
-                else:
-                    self._status(*status)
-            elif role == "e" and state == "entering":
-                await self.execute(self.fire("entry_rejected", reason=detail, status=status))
-            elif role == "s" and cid in (r.pending_stop_id, r.stop_id):
-                await self.execute(self.fire("stop_rejected", reason=detail, status=status))
-            elif role == "x" and cid == r.close_id and state == "exiting":
-                if await self._position_gone():
-                    # Closed by our stop (its push lost) or outside the bot: asking again would be refused
-                    # again, forever (found by the chaos suite: a close retried without end).
-                    await self.book_missed_fills()
-                    if self.pos.state == "exiting":
-                        await self.execute(self.fire("position_gone", status=status,
-                                                     reason=f"close refused ({detail}); no position on the exchange"))
-                    else:
-                        self._status(*status)
-                else:
-                    await self.execute(self.fire("close_rejected", reason=detail, status=status))
-            elif cid in r.working:
-                await self.execute(self.fire("order_gone", client_id=cid, status=status))
-            else:
-                self._status(*status)
-            return
-        # canceled or expired
-        status = (cid, "gone", ev.reason)
-        if cid in r.canceling or state in EXITED:
-            if cid in r.working:
-                await self.execute(self.fire("order_gone", client_id=cid, status=status))
-        elif role == "e" and state == "entering" and cid in r.working:
-            if ev.filled_qty > r.filled_qty:
-                # The exchange filled more than we booked: the fills' pushes come after this one (reordered).
-                # Taking the entry for unfilled would leave the position it opened to the foreign policy.
+        booked = isinstance(ev, OrderFilled) and self.journal.is_booked(cid, ev.trade_id)
+        reported = getattr(ev, "filled_qty", ZERO)
+        fetched, gone = False, None
+        while True:
+            facts = routing.Facts(cid, self.pos.rec, self.pos.state, booked, reported, fetched, gone)
+            rt = routing.route(ev, role, facts, bar=self.bar)
+            if rt.action == routing.FETCH_FILLS:
                 await self._book_fills_of(cid)
-                r = self.pos.rec
-                if r.filled_qty < ev.filled_qty:
-                    self._reconcile = True  # the exchange does not show them yet: recovery asks again
-                    return
-                if self.pos.state != "entering" or cid not in r.working:
-                    self._status(*status)  # the last fill completed the entry
-                    return
-            if r.filled_qty > 0:
-                await self.execute(self.fire("entry_completed", status=status))
+                fetched = True
+            elif rt.action == routing.ASK_POSITION:
+                gone = await self._position_gone()
+                if gone:
+                    await self.book_missed_fills()
             else:
-                await self.execute(self.fire("entry_rejected", reason=ev.reason or "canceled", status=status))
-        elif role == "s" and cid in (r.stop_id, r.pending_stop_id):
-            await self.execute(self.fire("stop_canceled", client_id=cid, status=status))
-        elif role == "x" and cid == r.close_id and state == "exiting":
-            await self.execute(self.fire("close_rejected", reason=ev.reason or "canceled", status=status))
-        elif cid in r.working:
-            await self.execute(self.fire("order_gone", client_id=cid, status=status))
+                break
+        if rt.action == routing.STATUS:
+            assert rt.status is not None
+            self._status(*rt.status)
+        elif rt.action == routing.STRAY:
+            assert isinstance(ev, OrderFilled)
+            self._book_stray(ev)
+        elif rt.action == routing.RECONCILE:
+            self._reconcile = True
+        elif rt.action != routing.IGNORE:
+            await self.execute(self.fire(rt.action, **rt.data))
+            if rt.action in ("entry_filled", "stop_confirmed") and self.pos.state == "protected":
+                crashpoint("stop_confirmed")  # protected by this confirmation (or by an attached stop's, before)
 
     async def _position_gone(self) -> bool:
         """True when the exchange holds nothing on this position's side (never for a shared symbol, where

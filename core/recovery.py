@@ -18,8 +18,9 @@ instance starts only with ``gatebot run --adopt``, and then adopts them (journal
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from core import ids
 from core.events import (
@@ -31,7 +32,7 @@ from core.events import (
     OrderRejected,
     Side,
 )
-from core.position import EXITED
+from core.position import EXITED, STATES, PositionRecord
 from exchanges.base import OrderState, OrderUnknown
 
 if TYPE_CHECKING:
@@ -49,6 +50,134 @@ class InstanceHalted(Exception):
 class AdoptionRequired(InstanceHalted):
     """A fresh journal on an account that holds a position or orders of this instance: the user must say
     whether to adopt them (``gatebot run --adopt``). Exit status 2 at start."""
+
+
+class ExchangeFacts(NamedTuple):
+    """What the last step of a recovery round knows besides the position record: gathered by the shell
+    (:func:`_recover_position`) as the steps ask for them, then decided on by :func:`decide` alone."""
+
+    entry_seen: bool = True
+    """False when the exchange does not know the entry's client id."""
+    shares_symbol: bool = False
+    """The exchange's position is several instances' sum: its quantity only bounds this one's from above."""
+    exchange_qty: Decimal | None = None
+    """The exchange's position on the record's side; None until asked (``ask position``)."""
+    stop_asked: bool = False
+    stop_live_qty: Decimal | None = None
+    """The quantity of the record's stop when it works on the exchange (None: not working or not found)."""
+    missed_booked: bool = False
+    """The fills of the position's orders that no push brought were asked for and booked."""
+
+
+def _held_qty(r: PositionRecord, f: ExchangeFacts) -> Decimal:
+    qty = f.exchange_qty if f.exchange_qty is not None else ZERO
+    return min(qty, r.open_qty) if f.shares_symbol else qty
+
+
+_CONDITIONS: dict[str, Callable[[PositionRecord, ExchangeFacts], bool]] = {
+    "missed_booked": lambda r, f: f.missed_booked,
+    "working": lambda r, f: bool(r.working),
+    "no_side": lambda r, f: r.side is None,
+    "unasked": lambda r, f: f.exchange_qty is None,
+    "unfilled": lambda r, f: r.filled_qty == 0,
+    "entry_unseen": lambda r, f: not f.entry_seen,
+    "no_position": lambda r, f: f.exchange_qty == 0,
+    "no_stop": lambda r, f: r.stop_id is None and r.pending_stop_id is None,
+    "qty_differs": lambda r, f: _held_qty(r, f) != r.open_qty,
+    "stop_unasked": lambda r, f: r.stop_id is not None and not f.stop_asked,
+    "stop_short": lambda r, f: f.stop_live_qty is not None and f.stop_live_qty < _held_qty(r, f),
+    "close_lost": lambda r, f: bool(r.close_id) and r.close_id not in r.working and (f.exchange_qty or ZERO) > 0,
+}
+"""The named conditions of :data:`TABLE` (``not <name>`` negates one). ``qty_differs`` / ``stop_short``
+compare with the quantity held on the exchange (on a shared symbol, at most the journal's)."""
+
+ASK_POSITION, ASK_STOP, BOOK_MISSED, SETTLE, NOTHING = "ask position", "ask stop", "book missed fills", \
+    "settle", "nothing"
+ACTIONS = (ASK_POSITION, ASK_STOP, BOOK_MISSED, SETTLE, NOTHING)
+"""Answers that are not triggers: a fact to gather (then decide again), the settle of an exited position, none."""
+
+
+class Step(NamedTuple):
+    states: tuple[str, ...]
+    when: tuple[str, ...]
+    then: str
+    why: str = ""
+    drain: bool = True
+    """Whether the engine applies what the step produced before the round ends (the steps that end a round
+    early do not)."""
+
+
+_OPEN = ("entering", "protected", "exiting")
+TABLE: tuple[Step, ...] = (
+    Step(_OPEN, ("missed_booked",), "position_gone", "no position on the exchange and none of its fills missed"),
+    Step(STATES, ("missed_booked",), NOTHING, "the missed fills booked ended the position (a stop or close filled "
+         "unseen): not a close by hand"),
+    Step(EXITED, ("not working",), SETTLE, "no order of the position left working", drain=False),
+    Step(EXITED, (), NOTHING, "its orders' cancels end it (settled when the last is gone)", drain=False),
+    Step(("flat",), (), NOTHING, drain=False),
+    Step(STATES, ("no_side",), NOTHING, drain=False),
+    Step(STATES, ("unasked",), ASK_POSITION),
+    Step(("entering",), ("unfilled", "entry_unseen", "no_position"), "entry_lost",
+         "the exchange never saw the entry and holds no position", drain=False),
+    Step(("entering",), ("unfilled",), NOTHING, "the entry's own events decide", drain=False),
+    Step(STATES, ("no_position",), BOOK_MISSED, "asked after the position: every fill that emptied it is on "
+         "the exchange's books by now"),
+    Step(("protected",), ("no_stop",), "stop_canceled", "stop missing: a new stop (next attempt id)"),
+    Step(("protected",), ("qty_differs",), "stop_resize", "a stop for the real quantity first, the old one "
+         "canceled after"),
+    Step(("protected",), ("stop_unasked",), ASK_STOP),
+    Step(("protected",), ("stop_short",), "stop_resize", "the stop was sized to a part of the entry seen before "
+         "the rest of its fills"),
+    Step(("exiting",), ("close_lost",), "close_rejected", "close lost, position open: a new close attempt (or "
+         "back to protected when the stop guards)"),
+    Step(STATES, (), NOTHING),
+)
+"""The last step of a recovery round, once the orders' events are applied: the journal's state against the
+exchange's position (docs/architecture.md renders it; the first row that matches answers)."""
+
+
+class Decision(NamedTuple):
+    then: str
+    data: dict[str, Any]
+    drain: bool
+    step: int
+
+
+def _holds(cond: str, r: PositionRecord, f: ExchangeFacts) -> bool:
+    if cond.startswith("not "):
+        return not _CONDITIONS[cond[4:]](r, f)
+    return _CONDITIONS[cond](r, f)
+
+
+def decide(state: str, r: PositionRecord, facts: ExchangeFacts) -> Decision:
+    """The first step of :data:`TABLE` that holds for ``state`` and ``r`` with ``facts``: a trigger with the
+    arguments to fire it with, a fact to gather first, or one of :data:`ACTIONS`. Pure."""
+    for i, step in enumerate(TABLE):
+        if state in step.states and all(_holds(c, r, facts) for c in step.when):
+            data: dict[str, Any] = {}
+            if step.then == "position_gone":
+                data = {"reason": "no position on the exchange"}
+            elif step.then == "entry_lost":
+                data = {"reason": "the exchange never saw the entry"}
+            elif step.then == "stop_canceled":
+                data = {"client_id": "", "reason": "stop missing"}
+            elif step.then == "close_rejected":
+                data = {"reason": "close lost"}
+            elif step.then == "stop_resize":
+                held = _held_qty(r, facts)
+                data = {"qty": held, "detail": {"journal_qty": str(r.open_qty), "exchange_qty": str(held)}}
+            return Decision(step.then, data, step.drain, i)
+    raise AssertionError(f"no recovery step for {state}")  # the last row matches every state
+
+
+def table_markdown() -> str:
+    """The recovery decision table as docs/architecture.md shows it (a test keeps the two identical)."""
+    lines = ["| journal state | when | then | why |", "|---|---|---|---|"]
+    for s in TABLE:
+        states = "any" if s.states == STATES else "exited_*" if s.states == EXITED else ", ".join(s.states)
+        then = s.then if s.then in ACTIONS else f"`{s.then}`"
+        lines.append(f"| {states} | {' and '.join(s.when)} | {then} | {s.why} |")
+    return "\n".join(lines)
 
 
 async def recover(engine: Engine) -> int:
@@ -246,49 +375,31 @@ async def _recover_position(engine: Engine) -> int:
             engine.post(OrderCanceled(client_id=cid, reason="already gone (found by recovery)"))
     await engine.drain()
 
-    state, r = pos.state, pos.rec
-    if state in EXITED:
-        if not r.working:
-            await engine.execute(engine.settle())
-        return resolved
-    if state == "flat" or r.side is None:
-        return resolved
-    snap = await adapter.position(symbol, r.side)
-    if state == "entering" and r.filled_qty == 0:
-        if not entry_seen and snap.qty == 0:
-            await engine.execute(engine.fire("entry_lost", reason="the exchange never saw the entry"))
-        return resolved
-    if snap.qty == 0:
-        # Asked after the position: every fill that emptied it is on the exchange's books by now.
-        await engine.book_missed_fills()
-        if pos.state in ("entering", "protected", "exiting"):
-            await engine.execute(engine.fire("position_gone", reason="no position on the exchange"))
-        await engine.drain()
-        return resolved
-    # On a shared symbol (hedge mode, several instances) the exchange's quantity is their sum: it only
-    # bounds this instance's share from above.
-    held = min(snap.qty, r.open_qty) if engine.shares_symbol else snap.qty
-    if state == "protected":
-        if r.stop_id is None and r.pending_stop_id is None:
-            await engine.execute(engine.fire("stop_canceled", client_id="", reason="stop missing"))
-        elif held != r.open_qty or await _stop_too_small(engine, r.stop_id, held):
+    facts = ExchangeFacts(entry_seen=entry_seen, shares_symbol=engine.shares_symbol)
+    while True:
+        d = decide(pos.state, pos.rec, facts)
+        if d.then == ASK_POSITION:
+            assert pos.rec.side is not None
+            facts = facts._replace(exchange_qty=(await adapter.position(symbol, pos.rec.side)).qty)
+        elif d.then == ASK_STOP:
+            order = await adapter.query_order(symbol, pos.rec.stop_id)  # type: ignore[arg-type]
+            facts = facts._replace(stop_asked=True,
+                                   stop_live_qty=order.qty if order is not None and order.working else None)
+        elif d.then == BOOK_MISSED:
+            await engine.book_missed_fills()
+            facts = facts._replace(missed_booked=True)
+        else:
+            break
+    if d.then == SETTLE:
+        await engine.execute(engine.settle())
+    elif d.then != NOTHING:
+        if d.then == "stop_resize":
             log.warning("%s: exchange position %s differs from the journal's %s: resizing the stop",
-                        engine.name, held, r.open_qty)
-            await engine.execute(engine.fire("stop_resize", qty=held,
-                                             detail={"journal_qty": str(r.open_qty), "exchange_qty": str(held)}))
-    elif state == "exiting" and r.close_id and r.close_id not in r.working and snap.qty > ZERO:
-        await engine.execute(engine.fire("close_rejected", reason="close lost"))
-    await engine.drain()
+                        engine.name, d.data["qty"], pos.rec.open_qty)
+        await engine.execute(engine.fire(d.then, **d.data))
+    if d.drain:
+        await engine.drain()
     return resolved
-
-
-async def _stop_too_small(engine: Engine, stop_id: str | None, qty: Decimal) -> bool:
-    """A live stop that covers less than the position (sized to a part of the entry seen before the
-    rest of its fills): the stop is replaced by one for the whole position."""
-    if stop_id is None:
-        return False
-    order = await engine.adapter.query_order(engine.symbol, stop_id)
-    return order is not None and order.working and order.qty < qty
 
 
 async def _cancel(engine: Engine, cmd: CancelOrder) -> None:
