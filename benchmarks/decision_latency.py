@@ -30,14 +30,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import load_config
-from core.engine import Engine
-from core.events import OrderAccepted, OrderFilled
-from core.runner import Runner
-from exchanges.bingx.market_stream import CandleAssembler
-from exchanges.bingx.rest import RestClient
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
-from plugins.manager import make_plugin_manager
+from gatebot.core.config import load_config
+from gatebot.core.engine import Engine
+from gatebot.core.events import OrderAccepted, OrderFilled
+from gatebot.core.runner import Runner
+from gatebot.exchanges.bingx.market_stream import CandleAssembler
+from gatebot.exchanges.bingx.rest import RestClient
+from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
+from gatebot.plugins.manager import make_plugin_manager
 
 CONFIG = """
 mode = "paper"

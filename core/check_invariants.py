@@ -16,10 +16,10 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from core.events import Side
-from core.invariants import Violation, check, shared_claims
-from core.journal import Journal, JournalError
-from core.position import PositionRecord
+from gatebot.core.events import Side
+from gatebot.core.invariants import Violation, check, shared_claims
+from gatebot.core.journal import Journal, JournalError
+from gatebot.core.position import PositionRecord
 
 EXIT_VIOLATIONS = 1
 
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _check_all(paths: list[Path], args: argparse.Namespace) -> dict[str, list[Violation]]:
-    from core.clock import LiveClock
-    from exchanges.bingx.adapter import BingXAdapter, BingXOptions, load_secrets
-    from exchanges.bingx.rest import RestClient
+    from gatebot.core.clock import LiveClock
+    from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions, load_secrets
+    from gatebot.exchanges.bingx.rest import RestClient
 
     options = BingXOptions(rest_url=args.rest, api_key_env=args.api_key_env, secret_env=args.secret_env,
                            secrets_file=args.secrets_file, request_timeout_s=10.0)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import msgspec
 
-from core.config import Config, ConfigError, load_config
-from core.journal import Journal, JournalError, check_state_dir
-from core.market import CandleFileError
-from core.report import evaluation_text, format_summary, report_dir
-from exchanges.base import ExchangeError
+from gatebot.core.config import Config, ConfigError, load_config
+from gatebot.core.journal import Journal, JournalError, check_state_dir
+from gatebot.core.market import CandleFileError
+from gatebot.core.report import evaluation_text, format_summary, report_dir
+from gatebot.exchanges.base import ExchangeError
 
 EXIT_BAD_INPUT = 2
 EXIT_HALTED = 3
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recording", type=Path, nargs="?",
                    help="a recording (gatebot record / run --record / import-candles)")
     p.add_argument("--candles", type=Path, help="candle CSV (timestamp,open,high,low,close,volume)")
-    from core import cli_recording
+    from gatebot.core import cli_recording
 
     cli_recording.add_parsers(sub)
     p = sub.add_parser("status", help="each instance's state, read from the journals alone")
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sim", help="run the BingX simulator alone on loopback (gatebot sim --help)", add_help=False,
                        prefix_chars="+")  # no options of its own: every argument goes to the simulator
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
-    from core import check_invariants
+    from gatebot.core import check_invariants
 
     check_invariants.add_parser(sub)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             return _status(args.state_dir)
         if args.command == "sim":
-            from exchanges.bingx.simulator.__main__ import main as sim_main
+            from gatebot.exchanges.bingx.simulator.__main__ import main as sim_main
 
             return sim_main(args.sim_args) or 0
         if args.command == "check-invariants":
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "replay":
             if config.mode == "live":
                 raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
-            from core.replayer import on_paper
+            from gatebot.core.replayer import on_paper
 
             # candles replay on the paper exchange: each other account becomes a paper one (as for a
             # market recording), never the exchange or simulator the config trades on
@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
-    from core.runner import Runner
-    from plugins.manager import make_plugin_manager
+    from gatebot.core.runner import Runner
+    from gatebot.plugins.manager import make_plugin_manager
 
     plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
     runner = Runner(config, plugins, candles_csv=candles, progress=sys.stderr.isatty(), adopt=adopt)

@@ -10,8 +10,8 @@ from typing import Any
 
 import msgspec
 
-from core.config import ConfigError, load_config
-from core.recording import Recording, RecordingError
+from gatebot.core.config import ConfigError, load_config
+from gatebot.core.recording import Recording, RecordingError
 
 
 def add_parsers(sub: Any) -> None:
@@ -34,11 +34,11 @@ def add_parsers(sub: Any) -> None:
 
 def dispatch(args: argparse.Namespace) -> int | None:
     """Run a recording command; None when ``args`` is another command."""
-    from core.cli import EXIT_BAD_INPUT
+    from gatebot.core.cli import EXIT_BAD_INPUT
 
     try:
         if args.command == "import-candles":
-            from core.replayer import import_candles
+            from gatebot.core.replayer import import_candles
 
             n = import_candles(args.csv, args.out, symbol=args.symbol, interval=args.interval, gzip=args.gzip)
             print(f"{args.out}: {n:,} frames from {args.csv}")
@@ -60,13 +60,13 @@ def dispatch(args: argparse.Namespace) -> int | None:
 
 
 def _plugins(config: Any) -> Any:
-    from plugins.manager import make_plugin_manager
+    from gatebot.plugins.manager import make_plugin_manager
 
     return make_plugin_manager(config.plugins.modules, config.plugins.disable)
 
 
 def _record(args: argparse.Namespace) -> int:
-    from core.replayer import record_market
+    from gatebot.core.replayer import record_market
 
     config = load_config(args.config)
     seen = asyncio.run(record_market(config, _plugins(config), args.out, candles=args.candles, seconds=args.seconds))
@@ -75,10 +75,10 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _run_recorded(args: argparse.Namespace) -> int:
-    from core.cli import EXIT_BAD_INPUT, EXIT_HALTED
-    from core.recording import Header, Recorder, session_hash, strategy_hashes
-    from core.report import format_summary, report_dir
-    from core.runner import Runner
+    from gatebot.core.cli import EXIT_BAD_INPUT, EXIT_HALTED
+    from gatebot.core.recording import Header, Recorder, session_hash, strategy_hashes
+    from gatebot.core.report import format_summary, report_dir
+    from gatebot.core.runner import Runner
 
     config = load_config(args.config, allow_live=args.live)
     if config.mode == "replay":
@@ -106,9 +106,9 @@ def _run_recorded(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from core.cli import EXIT_BAD_INPUT, EXIT_HALTED
-    from core.replayer import replay
-    from core.report import format_summary, report_dir
+    from gatebot.core.cli import EXIT_BAD_INPUT, EXIT_HALTED
+    from gatebot.core.replayer import replay
+    from gatebot.core.report import format_summary, report_dir
 
     config = load_config(args.config)
     if config.mode == "live":
@@ -138,9 +138,9 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def report(state_dir: Path, out: Path | None, *, png: bool = True) -> int:
-    from core.cli import EXIT_BAD_INPUT, journal_paths
-    from core.journal import Journal, JournalError
-    from core.report import format_report, report_data
+    from gatebot.core.cli import EXIT_BAD_INPUT, journal_paths
+    from gatebot.core.journal import Journal, JournalError
+    from gatebot.core.report import format_report, report_data
 
     paths = journal_paths(state_dir)  # none: JournalError, exit status 2 (as for status)
     reports, errors = [], []
@@ -161,7 +161,7 @@ def report(state_dir: Path, out: Path | None, *, png: bool = True) -> int:
     (out / "report.json").write_bytes(msgspec.json.format(msgspec.json.encode({"instances": reports})))
     print(f"metrics: {out / 'report.json'}")
     if png and reports:
-        from core.plot import PlotUnavailable, plot_report
+        from gatebot.core.plot import PlotUnavailable, plot_report
 
         try:
             plot_report(reports, out / "report.png")

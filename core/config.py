@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from core.intervals import INTERVALS
+from gatebot.core.intervals import INTERVALS
 
 Mode = Literal["paper", "replay", "live"]
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -186,7 +186,7 @@ def _funding_csv(options: Any, base: Path, where: str, fail: Any) -> Any:
     csv = getattr(funding, "csv", None)
     if not csv:
         return options
-    from exchanges.paper.funding import FundingError, load_rates
+    from gatebot.exchanges.paper.funding import FundingError, load_rates
 
     if "\x00" in csv:
         raise fail(where, "a path cannot contain a NUL character")
@@ -199,7 +199,7 @@ def _funding_csv(options: Any, base: Path, where: str, fail: Any) -> Any:
 
 
 def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
-    from plugins.manager import PluginError, make_plugin_manager
+    from gatebot.plugins.manager import PluginError, make_plugin_manager
 
     base = path.resolve().parent
 

@@ -21,8 +21,8 @@ import logging
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from core import ids
-from core.events import (
+from gatebot.core import ids
+from gatebot.core.events import (
     ZERO,
     CancelOrder,
     OrderAccepted,
@@ -31,11 +31,11 @@ from core.events import (
     OrderRejected,
     Side,
 )
-from core.position import EXITED
-from exchanges.base import OrderState, OrderUnknown
+from gatebot.core.position import EXITED
+from gatebot.exchanges.base import OrderState, OrderUnknown
 
 if TYPE_CHECKING:
-    from core.engine import Engine
+    from gatebot.core.engine import Engine
 
 log = logging.getLogger("gatebot.recovery")
 _SIDES: tuple[Side, ...] = ("long", "short")

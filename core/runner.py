@@ -21,11 +21,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core import ids
-from core.clock import Clock, LiveClock, VirtualClock
-from core.config import Config, InstanceConfig, config_hash
-from core.engine import AdoptionRequired, Engine, InstanceHalted
-from core.events import (
+from gatebot.core import ids
+from gatebot.core.clock import Clock, LiveClock, VirtualClock
+from gatebot.core.config import Config, InstanceConfig, config_hash
+from gatebot.core.engine import AdoptionRequired, Engine, InstanceHalted
+from gatebot.core.events import (
     AnyEvent,
     CandleClosed,
     FundingPaid,
@@ -35,12 +35,12 @@ from core.events import (
     StreamUp,
     Timer,
 )
-from core.intervals import interval_ms
-from core.journal import Journal, JournalError, JournalUnwritable, StateDirLock, check_state_dir
-from core.market import array_candles, generate, load_csv
-from core.position import Protection
-from exchanges.base import CredentialsRefused, ExchangeAdapter
-from strategies.base import StrategyContext
+from gatebot.core.intervals import interval_ms
+from gatebot.core.journal import Journal, JournalError, JournalUnwritable, StateDirLock, check_state_dir
+from gatebot.core.market import array_candles, generate, load_csv
+from gatebot.core.position import Protection
+from gatebot.exchanges.base import CredentialsRefused, ExchangeAdapter
+from gatebot.strategies.base import StrategyContext
 
 log = logging.getLogger("gatebot.runner")
 

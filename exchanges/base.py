@@ -20,7 +20,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from core.events import (
+from gatebot.core.events import (
     ZERO,
     AnyEvent,
     CancelOrder,
@@ -31,7 +31,7 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from core.instrument import Instrument
+from gatebot.core.instrument import Instrument
 
 OrderStatus = Literal["new", "partially_filled", "filled", "canceled", "rejected", "expired"]
 Role = Literal["entry", "stop", "close", "take_profit"]

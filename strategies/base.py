@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 import msgspec
 
-from core.events import CandleClosed, Side
+from gatebot.core.events import CandleClosed, Side
 
 
 class Enter(msgspec.Struct, frozen=True, kw_only=True):

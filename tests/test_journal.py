@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from core.events import OrderFilled, SubmitEntry
-from core.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked
-from core.position import PositionRecord
+from gatebot.core.events import OrderFilled, SubmitEntry
+from gatebot.core.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked
+from gatebot.core.position import PositionRecord
 
 D = Decimal
 
@@ -166,7 +166,7 @@ def test_a_cancel_keeps_the_command_that_placed_the_order_and_its_attached_stop(
     """Chaos run with attached stops: an entry canceled after its attached stop fired lost its SubmitEntry
     (the cancel replaced it), and with it the stop's id: the invariant check no longer counted that stop's
     fill, and recovery would not have asked about it."""
-    from core.events import CancelOrder, StopSpec, SubmitEntry
+    from gatebot.core.events import CancelOrder, StopSpec, SubmitEntry
 
     j = Journal(tmp_path / "j.sqlite")
     entry = SubmitEntry(client_id="a-1-e1", symbol="BTC-USDT", side="long", qty=Decimal("0.2"),

@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from core import ids
-from core.clock import Clock
-from core.events import (
+from gatebot.core import ids
+from gatebot.core.clock import Clock
+from gatebot.core.events import (
     ZERO,
     CancelOrder,
     CandleClosed,
@@ -40,9 +40,9 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from core.instrument import Instrument
-from core.intervals import interval_ms
-from exchanges.base import (
+from gatebot.core.instrument import Instrument
+from gatebot.core.intervals import interval_ms
+from gatebot.exchanges.base import (
     Capabilities,
     EventSink,
     ExchangeError,
@@ -53,9 +53,9 @@ from exchanges.base import (
     Role,
     SettingsRefused,
 )
-from exchanges.bingx import codec, constants
-from exchanges.bingx.codec import dec
-from exchanges.bingx.errors import (
+from gatebot.exchanges.bingx import codec, constants
+from gatebot.exchanges.bingx.codec import dec
+from gatebot.exchanges.bingx.errors import (
     AuthError,
     BingXError,
     InvalidRequest,
@@ -63,9 +63,9 @@ from exchanges.bingx.errors import (
     RateLimited,
     Refused,
 )
-from exchanges.bingx.market_stream import MarketStream
-from exchanges.bingx.rest import RestClient, TransportError
-from exchanges.bingx.user_stream import OrderBook, UserStream
+from gatebot.exchanges.bingx.market_stream import MarketStream
+from gatebot.exchanges.bingx.rest import RestClient, TransportError
+from gatebot.exchanges.bingx.user_stream import OrderBook, UserStream
 
 log = logging.getLogger("gatebot.bingx")
 HOUR_MS = 3_600_000
@@ -126,7 +126,7 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
     def __post_init__(self) -> None:
         if self.simulator is not None:
-            from exchanges.bingx.simulator import SimOptions
+            from gatebot.exchanges.bingx.simulator import SimOptions
 
             try:
                 msgspec.convert(self.simulator, SimOptions)
@@ -191,7 +191,7 @@ class BingXAdapter:
         """Connect. ``market_only``: public market data alone (no credentials, no user stream)."""
         self._sink = sink
         if self.options.simulator is not None:
-            from exchanges.bingx.simulator import BingXSimulator, SimOptions
+            from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 
             sim_options = msgspec.convert(self.options.simulator, SimOptions)
             self.simulator = BingXSimulator(msgspec.structs.replace(sim_options, hedge_mode=self.hedge))

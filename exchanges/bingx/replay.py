@@ -20,14 +20,14 @@ from typing import Any
 
 import msgspec
 
-from core.clock import VirtualClock
-from core.events import CandleClosed
-from core.recording import CONNECT, MARKET, REST, SEND, START, USER, Record, Recording, describe
-from exchanges.base import EventSink
-from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-from exchanges.bingx.market_stream import MarketStream
-from exchanges.bingx.rest import RestClient, TokenBucket, TransportError, request_key
-from exchanges.bingx.user_stream import UserStream
+from gatebot.core.clock import VirtualClock
+from gatebot.core.events import CandleClosed
+from gatebot.core.recording import CONNECT, MARKET, REST, SEND, START, USER, Record, Recording, describe
+from gatebot.exchanges.base import EventSink
+from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+from gatebot.exchanges.bingx.market_stream import MarketStream
+from gatebot.exchanges.bingx.rest import RestClient, TokenBucket, TransportError, request_key
+from gatebot.exchanges.bingx.user_stream import UserStream
 
 log = logging.getLogger("gatebot.bingx.replay")
 _pending = msgspec.json.Decoder(dict[str, str])
@@ -233,8 +233,8 @@ def _due(ready: list[tuple[int, CandleClosed]], clock: VirtualClock) -> Iterator
 def paper_options(options: Any) -> Any:
     """The paper account a market recording of this BingX account replays on: the same stop placement
     (``attached_stop``), and an embedded simulator's balance, fee rate, stop slippage and funding."""
-    from exchanges.bingx.simulator import SimOptions
-    from exchanges.paper.exchange import PaperOptions
+    from gatebot.exchanges.bingx.simulator import SimOptions
+    from gatebot.exchanges.paper.exchange import PaperOptions
 
     bx = options if isinstance(options, BingXOptions) else msgspec.convert(options, BingXOptions)
     kw: dict[str, Any] = {"attached_stop": bx.attached_stop}

@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from core.clock import Clock
-from core.events import (
+from gatebot.core.clock import Clock
+from gatebot.core.events import (
     AnyEvent,
     CancelOrder,
     CandleClosed,
@@ -27,11 +27,11 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from core.instrument import Instrument
-from core.intervals import interval_ms
-from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
-from exchanges.paper.funding import FundingOptions, FundingSchedule
-from exchanges.paper.matching import Account, MatchingCore
+from gatebot.core.instrument import Instrument
+from gatebot.core.intervals import interval_ms
+from gatebot.exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
+from gatebot.exchanges.paper.funding import FundingOptions, FundingSchedule
+from gatebot.exchanges.paper.matching import Account, MatchingCore
 
 STOP_SLIPPAGE_BPS = Decimal(5)
 """The default: a triggered stop is a market order into a market moving against it. On BingX's liquid

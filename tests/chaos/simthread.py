@@ -11,9 +11,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.invariants import Violation, check
-from core.journal import Journal
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
+from gatebot.core.invariants import Violation, check
+from gatebot.core.journal import Journal
+from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 
 T = TypeVar("T")
 
