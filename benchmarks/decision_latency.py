@@ -30,10 +30,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gatebot.app.runner import Runner
 from gatebot.core.config import load_config
 from gatebot.core.engine import Engine
 from gatebot.core.events import OrderAccepted, OrderFilled
-from gatebot.core.runner import Runner
 from gatebot.exchanges.bingx.market_stream import CandleAssembler
 from gatebot.exchanges.bingx.rest import RestClient
 from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions

@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gatebot.app.report import report_dir
+from gatebot.app.runner import Runner
 from gatebot.core.config import load_config
-from gatebot.core.report import report_dir
-from gatebot.core.runner import Runner
 from gatebot.plugins.manager import make_plugin_manager
 
 NAUTILUS_BARS_PER_S = 12_000

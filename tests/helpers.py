@@ -74,7 +74,7 @@ def write_paper_session(tmp: Path, *, seed: int = 3, bars: int = 300, speed: flo
 def gatebot(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a child process (a separate interpreter, as a user would)."""
     full_env = {k: v for k, v in os.environ.items() if k != "GATEBOT_CRASH_AT"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "gatebot.core.cli", *args], cwd=ROOT, env=full_env,
+    return subprocess.run([sys.executable, "-m", "gatebot.app.cli", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 

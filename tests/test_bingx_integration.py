@@ -14,11 +14,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from gatebot.app.runner import Runner
 from gatebot.core import ids
 from gatebot.core.config import load_config
 from gatebot.core.invariants import check
 from gatebot.core.journal import Journal
-from gatebot.core.runner import Runner
 from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 from gatebot.plugins.manager import make_plugin_manager
 from tests.helpers import until
@@ -440,7 +440,7 @@ def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_his
             # gatebot check-invariants: I5 with funding through the adapter's REST view (the income history)
             import argparse
 
-            from gatebot.core.check_invariants import _check_all
+            from gatebot.app.check_invariants import _check_all
 
             args = argparse.Namespace(rest=sim.rest_url, symbol=SYMBOL, api_key_env="SIM_BINGX_KEY",
                                       secret_env="SIM_BINGX_SECRET", secrets_file=None)
@@ -704,7 +704,7 @@ def test_check_invariants_reports_two_journals_that_claim_one_position(tmp_path:
     import argparse
     import shutil
 
-    from gatebot.core.check_invariants import _check_all
+    from gatebot.app.check_invariants import _check_all
 
     async def go() -> None:
         async with BingXSimulator(SimOptions(mode="manual", history_bars=120)) as sim:

@@ -68,7 +68,7 @@ leverage = 4
 
 
 def test_the_live_host_needs_mode_live_and_the_flag(tmp_path: Path) -> None:
-    from gatebot.core.cli import main
+    from gatebot.app.cli import main
 
     path = tmp_path / "live.toml"
     path.write_text(LIVE.format(mode="paper"))

@@ -862,7 +862,7 @@ def test_http_fault_ops_close_by_hand_and_advance_and_bad_listen_key() -> None:
 def test_gatebot_sim_passes_every_option_to_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
     """``gatebot sim --auto ...`` reaches the simulator's own parser (a subcommand would otherwise take
     the options for its own and refuse them)."""
-    from gatebot.core.cli import main
+    from gatebot.app.cli import main
     from gatebot.exchanges.bingx.simulator.__main__ import parse
 
     with pytest.raises(SystemExit) as done:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gatebot.core.cli import main
+from gatebot.app.cli import main
 from gatebot.core.config import ConfigError, load_config
 
 GOOD = """

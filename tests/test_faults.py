@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 
-from gatebot.core.cli import main
+from gatebot.app.cli import main
+from gatebot.app.runner import YIELD_EVERY, Runner
 from gatebot.core.clock import LiveClock
 from gatebot.core.config import load_config
 from gatebot.core.journal import Journal, JournalUnwritable
 from gatebot.core.market import generate
-from gatebot.core.runner import YIELD_EVERY, Runner
 from gatebot.exchanges.bingx import codec, constants
 from gatebot.exchanges.bingx.errors import Busy, Refused, TimestampError, error_for
 from gatebot.exchanges.bingx.rest import RestClient, TokenBucket

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from gatebot.app.report import format_report, report_data, trades
+from gatebot.app.runner import Runner
 from gatebot.core.config import ConfigError, load_config
 from gatebot.core.events import CandleClosed, FundingPaid
 from gatebot.core.invariants import check
 from gatebot.core.journal import Journal
-from gatebot.core.report import format_report, report_data, trades
-from gatebot.core.runner import Runner
 from gatebot.exchanges.paper.funding import FundingOptions, FundingSchedule, payment
 from gatebot.plugins.manager import make_plugin_manager
 

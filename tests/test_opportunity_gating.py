@@ -276,10 +276,10 @@ protection = {{ leveraged_sl_pct = 0.04 }}
 
 @NO_SHARED
 def test_a_replay_trades_and_journals_its_probabilities(tmp_path: Path) -> None:
+    from gatebot.app.report import evaluation_text, trades
+    from gatebot.app.runner import Runner
     from gatebot.core.config import load_config
     from gatebot.core.journal import Journal
-    from gatebot.core.report import evaluation_text, trades
-    from gatebot.core.runner import Runner
     from gatebot.plugins.manager import make_plugin_manager
 
     lines = SHARED_5M.read_text().splitlines()

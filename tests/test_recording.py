@@ -13,12 +13,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from gatebot.core.cli import main
+from gatebot.app.cli import main
+from gatebot.app.replayer import import_candles, replay
 from gatebot.core.config import load_config
 from gatebot.core.journal import Journal
 from gatebot.core.market import generate
 from gatebot.core.recording import MAGIC, Header, Recorder, Recording, RecordingError
-from gatebot.core.replayer import import_candles, replay
 from gatebot.plugins.manager import make_plugin_manager
 
 CONFIG = """
@@ -266,7 +266,7 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
     text = capsys.readouterr().out
     assert "protection gap" in text and "exits by reason" in text and "5-day windows" in text
     data = msgspec.json.decode((out / "report.json").read_bytes())["instances"][0]
-    from gatebot.core.plot import read_series
+    from gatebot.app.plot import read_series
 
     plotted = read_series(out / "report.png")["sma"]
     assert plotted == data["equity_curve"]

@@ -13,11 +13,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from gatebot.app.replayer import replay
+from gatebot.app.runner import Runner
 from gatebot.core.config import load_config
 from gatebot.core.journal import Journal
 from gatebot.core.recording import Header, Recorder, Recording, session_hash
-from gatebot.core.replayer import replay
-from gatebot.core.runner import Runner
 from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 from gatebot.plugins.manager import make_plugin_manager
 from tests.helpers import until

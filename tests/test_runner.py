@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from gatebot.app.report import report_dir, trades
+from gatebot.app.runner import Runner
 from gatebot.core.config import load_config
 from gatebot.core.journal import Journal
-from gatebot.core.report import report_dir, trades
-from gatebot.core.runner import Runner
 from gatebot.plugins.manager import make_plugin_manager
 from tests.helpers import SHARED_5M
 from tests.sma_reference import plain_sma_trades
@@ -178,9 +178,9 @@ def test_an_hour_of_healthy_trading_forgives_earlier_failures(tmp_path: Path) ->
     backoff: found by the fault soak, where an instance stayed out for 64 candles (five hours)."""
     from types import SimpleNamespace
 
+    from gatebot.app.runner import HEALTHY_CANDLES, MAX_BACKOFF_CANDLES, Instance
     from gatebot.core.clock import VirtualClock
     from gatebot.core.events import CandleClosed
-    from gatebot.core.runner import HEALTHY_CANDLES, MAX_BACKOFF_CANDLES, Instance
 
     path = tmp_path / "two.toml"
     path.write_text(TWO.format(state=tmp_path / "state"))
@@ -208,8 +208,8 @@ def test_an_hour_of_healthy_trading_forgives_earlier_failures(tmp_path: Path) ->
 def test_a_stream_gap_naming_a_symbol_reconciles_only_the_instances_trading_it() -> None:
     from types import SimpleNamespace
 
+    from gatebot.app.runner import Runner
     from gatebot.core.events import StreamUp
-    from gatebot.core.runner import Runner
 
     posted: dict[str, list[object]] = {"btc": [], "eth": [], "other": []}
 

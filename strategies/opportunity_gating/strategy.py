@@ -184,7 +184,7 @@ class OpportunityGating:
         return out
 
     def evaluation_meta(self) -> dict[str, Any]:
-        """The ``strategy_meta`` for :func:`gatebot.core.report.evaluation_text`: the model card, so the
+        """The ``strategy_meta`` for :func:`gatebot.app.report.evaluation_text`: the model card, so the
         evaluation reports the out-of-sample part separately."""
         return {"model_card": self.models.card,
                 "interval_ms": int(self.models.card.get("source", {}).get("interval_ms") or 300_000)}

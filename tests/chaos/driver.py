@@ -1,4 +1,4 @@
-"""The seeded kill -9 chaos driver: the bot (``python -m gatebot.core.cli run CONFIG``) as a child process against a
+"""The seeded kill -9 chaos driver: the bot (``python -m gatebot.app.cli run CONFIG``) as a child process against a
 BingX simulator that outlives it, killed at every named crash point and at random instants, restarted on the
 same journal, and checked against I1-I5 once its recovery completed.
 
@@ -184,7 +184,7 @@ class Chaos:
         stderr = open(self.workdir / "logs" / f"bot-{self.cycle:04d}.log", "wb")  # noqa: SIM115
         self.marker = self.reconciled()
         t0 = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "gatebot.core.cli", "run", str(self.config)], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "run", str(self.config)], cwd=ROOT,
                                      env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         stderr.close()
         return t0

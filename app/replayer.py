@@ -156,7 +156,7 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
 
 async def replay(config: Config, plugins: Any, path: Path, *, progress: bool = False) -> ReplayResult:
     """Replay a recording through CONFIG's instances (CONFIG must be in mode replay)."""
-    from gatebot.core.runner import Runner
+    from gatebot.app.runner import Runner
 
     recording = Recording(path)
     header = recording.header
@@ -220,7 +220,7 @@ def _estimate_candles(recording: Recording) -> int:
 
 
 async def _replay_session(config: Config, plugins: Any, recording: Recording, matches: bool) -> ReplayResult:
-    from gatebot.core.runner import Runner
+    from gatebot.app.runner import Runner
     from gatebot.exchanges.bingx.adapter import BingXOptions
     from gatebot.exchanges.bingx.replay import ReplayBingXAdapter, SessionDriver
 
