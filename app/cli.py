@@ -29,10 +29,10 @@ from gatebot.app import check_invariants
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
 from gatebot.core.config import Config, ConfigError, load_config
+from gatebot.core.exchange import ExchangeError
 from gatebot.core.journal import Journal, JournalError, check_state_dir
 from gatebot.core.market import CandleFileError
 from gatebot.core.recording import Recording, RecordingError
-from gatebot.exchanges.base import ExchangeError
 
 
 def _parser() -> argparse.ArgumentParser:

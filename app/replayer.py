@@ -20,6 +20,7 @@ import msgspec
 
 from gatebot.core.clock import VirtualClock
 from gatebot.core.config import Config
+from gatebot.core.exchange import MarketSource
 from gatebot.core.intervals import interval_ms
 from gatebot.core.market import array_candles, load_csv
 from gatebot.core.recording import (
@@ -126,7 +127,7 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
                 ex = config.exchanges[name]
                 adapter = exchanges[ex.type].factory(ex.options, hedge_mode=ex.hedge_mode, clock=clock,
                                                      state_dir=Path(config.state_dir), account=name)
-                if not hasattr(adapter, "start_market"):
+                if not isinstance(adapter, MarketSource):
                     raise RecordingError(f"exchange {name} ({ex.type}) has no market stream to record")
                 adapter.recorder = recorder
                 await adapter.start(lambda _e: None, market_only=True)

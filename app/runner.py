@@ -35,12 +35,19 @@ from gatebot.core.events import (
     StreamUp,
     Timer,
 )
+from gatebot.core.exchange import (
+    CandleDriven,
+    CredentialsRefused,
+    ExchangeAdapter,
+    MarketSource,
+    MarketTimed,
+    Recordable,
+)
 from gatebot.core.intervals import interval_ms
 from gatebot.core.journal import Journal, JournalError, JournalUnwritable, StateDirLock, check_state_dir
 from gatebot.core.market import array_candles, generate, load_csv
 from gatebot.core.position import Protection
-from gatebot.exchanges.base import CredentialsRefused, ExchangeAdapter
-from gatebot.strategies.base import StrategyContext
+from gatebot.core.strategy import EvaluationMeta, JournalMeta, Prepares, StrategyContext
 
 log = logging.getLogger("gatebot.runner")
 
@@ -104,15 +111,12 @@ class Instance:
         strategy_cls = r.plugins.strategies()[cfg.strategy]
         strategy = strategy_cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol,
                                                             interval=cfg.interval, leverage=cfg.leverage))
-        evaluation_meta = getattr(strategy, "evaluation_meta", None)
-        if evaluation_meta is not None:
-            r.evaluation_meta[cfg.name] = evaluation_meta()
-        journal_meta = getattr(strategy, "journal_meta", None)
-        if journal_meta is not None:
-            journal.set_meta(journal_meta())  # e.g. the sha256 of each model file the decisions come from
-        prepare = getattr(strategy, "prepare", None)
-        if prepare is not None and r.market_rows is not None:
-            prepare(r.market_rows)
+        if isinstance(strategy, EvaluationMeta):
+            r.evaluation_meta[cfg.name] = strategy.evaluation_meta()
+        if isinstance(strategy, JournalMeta):
+            journal.set_meta(strategy.journal_meta())  # e.g. the sha256 of each model file the decisions come from
+        if isinstance(strategy, Prepares) and r.market_rows is not None:
+            strategy.prepare(r.market_rows)
         prot = cfg.protection
         engine = Engine(
             name=cfg.name, symbol=cfg.symbol, interval=cfg.interval, leverage=cfg.leverage, strategy=strategy,
@@ -311,9 +315,10 @@ class Runner:
             self.adapters[name] = plugin.factory(ex.options, hedge_mode=ex.hedge_mode, clock=self.clock,
                                                  state_dir=self.state_dir, account=name)
             if self.recorder is not None:
-                if not hasattr(self.adapters[name], "recorder"):
+                adapter = self.adapters[name]
+                if not isinstance(adapter, Recordable):
                     raise ValueError(f"exchange {name} ({ex.type}) cannot record its traffic")
-                self.adapters[name].recorder = self.recorder  # type: ignore[attr-defined]
+                adapter.recorder = self.recorder
 
     def _router(self, account: str) -> Any:
         """Execution events go to the instance named by the client id's prefix; position snapshots and
@@ -388,7 +393,7 @@ class Runner:
                 await adapter.start(self._router(name))
                 started.append(adapter)
             self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
-            live = {name: a for name, a in self.adapters.items() if hasattr(a, "start_market")}
+            live = {name: a for name, a in self.adapters.items() if isinstance(a, MarketSource)}
             for inst in self.instances:
                 inst.live = bool(live)  # then every instance is fed by _feed_live, rebuilt on a timer
             if live:
@@ -463,7 +468,7 @@ class Runner:
 
     async def _feed(self) -> None:
         """Drive the paper exchange(s) and the instances candle by candle."""
-        market_adapters = [a for a in self.adapters.values() if hasattr(a, "on_candle")]
+        market_adapters = [a for a in self.adapters.values() if isinstance(a, CandleDriven)]
         speed = self.config.market.speed if self.config.market else 0.0
         clock = self.clock
         virtual = isinstance(clock, VirtualClock)
@@ -623,9 +628,8 @@ class Runner:
 
     def _resume_time(self, symbol: str) -> int | None:
         for adapter in self.adapters.values():
-            market_time = getattr(adapter, "market_time", None)
-            if market_time is not None:
-                t = market_time(symbol)
+            if isinstance(adapter, MarketTimed):
+                t = adapter.market_time(symbol)
                 if t is not None:
                     return int(t)
         return None

@@ -39,13 +39,13 @@ from gatebot.core.events import (
     SubmitStop,
     Timer,
 )
+from gatebot.core.exchange import ExchangeAdapter, ExchangeError, IdTaken, OrderUnknown, SettingsRefused
 from gatebot.core.instrument import to_decimal
 from gatebot.core.intervals import interval_ms
 from gatebot.core.journal import Journal
 from gatebot.core.position import EXITED, InvalidTransition, Position, Protection
 from gatebot.core.recovery import AdoptionRequired, InstanceHalted
-from gatebot.exchanges.base import ExchangeAdapter, ExchangeError, IdTaken, OrderUnknown, SettingsRefused
-from gatebot.strategies.base import Enter, Exit, PositionView, Strategy
+from gatebot.core.strategy import Enter, Exit, PositionView, Strategy
 
 log = logging.getLogger("gatebot.engine")
 

@@ -14,9 +14,9 @@ import msgspec
 
 from gatebot.core import ids
 from gatebot.core.events import ZERO, Side, SubmitEntry
+from gatebot.core.exchange import ExchangeAdapter
 from gatebot.core.journal import Journal
 from gatebot.core.position import PositionRecord
-from gatebot.exchanges.base import ExchangeAdapter
 
 _SIDES: tuple[Side, ...] = ("long", "short")
 

@@ -304,7 +304,7 @@ def session_hash(config: Any) -> str:
 def strategy_hashes(config: Any, plugins: Any) -> dict[str, str]:
     """Per instance, what its strategy says its decisions come from (e.g. model file hashes), else a
     hash of its parameters."""
-    from gatebot.strategies.base import StrategyContext
+    from gatebot.core.strategy import StrategyContext
 
     out: dict[str, str] = {}
     for inst in config.instances:

@@ -31,8 +31,8 @@ from gatebot.core.events import (
     OrderRejected,
     Side,
 )
+from gatebot.core.exchange import OrderState, OrderUnknown
 from gatebot.core.position import EXITED
-from gatebot.exchanges.base import OrderState, OrderUnknown
 
 if TYPE_CHECKING:
     from gatebot.core.engine import Engine

@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 import msgspec
 
 from gatebot.core.events import CandleClosed
+from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext
 from gatebot.plugins.hookspecs import hookimpl
-from gatebot.strategies.base import Decision, Enter, Exit, PositionView, StrategyContext
 
 
 class BrokenParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

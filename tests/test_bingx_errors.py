@@ -12,7 +12,7 @@ import pytest
 
 from gatebot.core.clock import LiveClock
 from gatebot.core.events import CancelOrder, OrderAccepted, OrderRejected, SubmitEntry
-from gatebot.exchanges.base import ExchangeError, OrderUnknown, SettingsRefused
+from gatebot.core.exchange import ExchangeError, OrderUnknown, SettingsRefused
 from gatebot.exchanges.bingx import codec, constants
 from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
 from gatebot.exchanges.bingx.errors import (

@@ -595,7 +595,7 @@ def test_a_duplicate_id_of_a_dead_stop_is_never_taken_for_a_live_one(monkeypatch
     delivers what became of the order; another order under the id is IdTaken (the engine halts)."""
     from gatebot.core.clock import LiveClock
     from gatebot.core.events import CancelOrder, OrderAccepted, OrderCanceled, SubmitEntry, SubmitStop
-    from gatebot.exchanges.base import IdTaken
+    from gatebot.core.exchange import IdTaken
     from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
     from gatebot.exchanges.bingx.rest import RestClient
 

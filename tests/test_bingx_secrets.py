@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gatebot.core.config import ConfigError, load_config
-from gatebot.exchanges.base import ExchangeError
+from gatebot.core.exchange import ExchangeError
 from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions, load_secrets
 from gatebot.exchanges.bingx.rest import RestClient
 

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from gatebot.core.events import CancelOrder, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
+from gatebot.core.exchange import ExchangeError, OrderUnknown
 from gatebot.core.instrument import Instrument
 from gatebot.core.position import Position, Protection
-from gatebot.exchanges.base import ExchangeError, OrderUnknown
+from gatebot.core.strategy import Enter
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-from gatebot.strategies.base import Enter
 from tests.test_engine import SYMBOL, Bench, run
 
 D = Decimal

@@ -28,10 +28,10 @@ from gatebot.core.events import (
 from gatebot.core.invariants import check
 from gatebot.core.journal import Journal
 from gatebot.core.position import Protection
+from gatebot.core.strategy import Decision, Enter, Exit, PositionView
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 from gatebot.plugins.hookspecs import hookimpl
 from gatebot.plugins.manager import make_plugin_manager
-from gatebot.strategies.base import Decision, Enter, Exit, PositionView
 
 SYMBOL = "BTC-USDT"
 STEP_MS = 300_000

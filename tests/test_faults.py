@@ -488,7 +488,7 @@ def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from gatebot.core.engine import Engine
     from gatebot.core.events import CancelOrder, SubmitEntry, SubmitStop
-    from gatebot.exchanges.base import OrderUnknown
+    from gatebot.core.exchange import OrderUnknown
     from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
     from tests.test_engine import SYMBOL as ENGINE_SYMBOL
     from tests.test_engine import Bench, candle
@@ -529,8 +529,8 @@ def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path
 def test_a_wall_clock_stepped_back_does_not_delay_the_protection_timeout(tmp_path: Path) -> None:
     from gatebot.core.clock import VirtualClock
     from gatebot.core.events import SubmitClose, SubmitEntry, SubmitStop
+    from gatebot.core.strategy import Enter
     from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-    from gatebot.strategies.base import Enter
     from tests.test_engine import SYMBOL as ENGINE_SYMBOL
     from tests.test_engine import Bench
 

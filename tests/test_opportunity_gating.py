@@ -15,7 +15,7 @@ import pytest
 from gatebot.core.events import CandleClosed
 from gatebot.core.instrument import Instrument
 from gatebot.core.market import generate
-from gatebot.strategies.base import Enter, Exit, PositionView, StrategyContext
+from gatebot.core.strategy import Enter, Exit, PositionView, StrategyContext
 from gatebot.strategies.opportunity_gating import features as F
 from gatebot.strategies.opportunity_gating.strategy import (
     MODEL_NAMES,

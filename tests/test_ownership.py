@@ -17,8 +17,8 @@ from gatebot.core.engine import AdoptionRequired, InstanceHalted
 from gatebot.core.events import OrderFilled, StreamUp, SubmitStop
 from gatebot.core.invariants import check, shared_claims
 from gatebot.core.journal import Journal
+from gatebot.core.strategy import Enter, Exit
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-from gatebot.strategies.base import Enter, Exit
 from tests.test_engine import SYMBOL, Bench, _exchange_with, run
 
 A, B = "aaaaa", "bbbbb"

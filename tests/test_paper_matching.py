@@ -26,8 +26,8 @@ from gatebot.core.events import (
     SubmitEntry,
     SubmitStop,
 )
+from gatebot.core.exchange import ExchangeError
 from gatebot.core.instrument import Instrument
-from gatebot.exchanges.base import ExchangeError
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 from gatebot.exchanges.paper.matching import FIRST_ORDER_ID, Account, MatchingCore
 

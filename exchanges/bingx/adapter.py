@@ -1,4 +1,4 @@
-"""The BingX USDT-M perpetual adapter: the exchange protocol of exchanges/base.py over REST + websockets.
+"""The BingX USDT-M perpetual adapter: the exchange protocol of core/exchange.py over REST + websockets.
 
 Commands become signed orders carrying the deterministic client order id; refusals come back as
 ``OrderRejected`` events; a submission whose reply is lost (timeout, 5xx, dropped connection) raises
@@ -40,9 +40,7 @@ from gatebot.core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from gatebot.core.instrument import Instrument
-from gatebot.core.intervals import interval_ms
-from gatebot.exchanges.base import (
+from gatebot.core.exchange import (
     Capabilities,
     EventSink,
     ExchangeError,
@@ -53,6 +51,8 @@ from gatebot.exchanges.base import (
     Role,
     SettingsRefused,
 )
+from gatebot.core.instrument import Instrument
+from gatebot.core.intervals import interval_ms
 from gatebot.exchanges.bingx import codec, constants
 from gatebot.exchanges.bingx.codec import dec
 from gatebot.exchanges.bingx.errors import (

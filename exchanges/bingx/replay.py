@@ -22,8 +22,8 @@ import msgspec
 
 from gatebot.core.clock import VirtualClock
 from gatebot.core.events import CandleClosed
+from gatebot.core.exchange import EventSink
 from gatebot.core.recording import CONNECT, MARKET, REST, SEND, START, USER, Record, Recording, describe
-from gatebot.exchanges.base import EventSink
 from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
 from gatebot.exchanges.bingx.market_stream import MarketStream
 from gatebot.exchanges.bingx.rest import RestClient, TokenBucket, TransportError, request_key

@@ -22,8 +22,8 @@ import aiohttp
 import msgspec
 
 from gatebot.core.clock import Clock
+from gatebot.core.exchange import ExchangeError
 from gatebot.core.recording import REST, SEND
-from gatebot.exchanges.base import ExchangeError
 from gatebot.exchanges.bingx import codec
 from gatebot.exchanges.bingx.auth import signed_query
 from gatebot.exchanges.bingx.constants import ENDPOINT_GROUP, LISTEN_KEY, RATE_LIMITS, RECV_WINDOW_MS, SERVER_TIME

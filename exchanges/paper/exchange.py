@@ -27,9 +27,9 @@ from gatebot.core.events import (
     SubmitEntry,
     SubmitStop,
 )
+from gatebot.core.exchange import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
 from gatebot.core.instrument import Instrument
 from gatebot.core.intervals import interval_ms
-from gatebot.exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
 from gatebot.exchanges.paper.funding import FundingOptions, FundingSchedule
 from gatebot.exchanges.paper.matching import Account, MatchingCore
 

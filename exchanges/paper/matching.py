@@ -56,8 +56,8 @@ from gatebot.core.events import (
     SubmitStop,
     opposite,
 )
+from gatebot.core.exchange import OrderState, OrderStatus, Role
 from gatebot.core.instrument import Instrument, to_decimal
-from gatebot.exchanges.base import OrderState, OrderStatus, Role
 from gatebot.exchanges.paper.funding import FundingSchedule, payment
 
 OrderType = Literal["MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET", "TRIGGER_MARKET"]

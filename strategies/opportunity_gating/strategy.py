@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 
 from gatebot.core.events import CandleClosed
-from gatebot.strategies.base import Decision, Enter, Exit, PositionView, StrategyContext
+from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext
 from gatebot.strategies.opportunity_gating import features as F
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
