@@ -26,6 +26,7 @@ from typing import Any
 import msgspec
 
 from gatebot.app import check_invariants
+from gatebot.app.embedded import EmbeddedSimulators
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
 from gatebot.core.config import Config, ConfigError, load_config
@@ -110,13 +111,14 @@ def _plugins(config: Config) -> Any:
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
     config = load_config(args.config, allow_live=True)
+    EmbeddedSimulators(config)  # an embedded simulator's table is checked too
     check_state_dir(config.state_dir)
     print(f"{args.config}: ok ({len(config.instances)} instance(s), mode {config.mode})")
     return 0
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
-    from gatebot.exchanges.bingx.simulator.__main__ import main as sim_main
+    from gatebot.simulators.bingx.__main__ import main as sim_main
 
     return sim_main(args.sim_args) or 0
 

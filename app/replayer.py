@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from gatebot.app.embedded import EmbeddedSimulators, for_embedded
 from gatebot.core.clock import VirtualClock
 from gatebot.core.config import Config
 from gatebot.core.exchange import MarketSource
@@ -56,7 +57,7 @@ def kline_frames(symbol: str, interval: str, rows: Any) -> Any:
     """(t, frame) of the kline pushes BingX makes while each candle forms: one per point of the path
     open -> nearer extreme -> farther extreme -> close (as the simulator plays it), the candle so far.
     The next candle's first push closes a candle; a last push after the final candle closes it."""
-    from gatebot.exchanges.bingx.simulator.market import path
+    from gatebot.simulators.bingx.market import path
 
     step = interval_ms(interval)
     quarter = step // 4
@@ -120,16 +121,19 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
         if candles is not None and seen >= candles:
             done.set()
 
+    names = list(dict.fromkeys(i.exchange for i in config.instances))
+    embedded = EmbeddedSimulators(config, names)
     with Recorder(out, header, clock=clock) as recorder:
         adapters = []
         try:
-            for name in dict.fromkeys(i.exchange for i in config.instances):
+            for name in names:
                 ex = config.exchanges[name]
-                adapter = exchanges[ex.type].factory(ex.options, hedge_mode=ex.hedge_mode, clock=clock,
+                adapter = exchanges[ex.type].factory(for_embedded(ex.options), hedge_mode=ex.hedge_mode, clock=clock,
                                                      state_dir=Path(config.state_dir), account=name)
                 if not isinstance(adapter, MarketSource):
                     raise RecordingError(f"exchange {name} ({ex.type}) has no market stream to record")
                 adapter.recorder = recorder
+                await embedded.start({name: adapter})
                 await adapter.start(lambda _e: None, market_only=True)
                 adapters.append(adapter)
                 keys = list(dict.fromkeys((i.symbol, i.interval) for i in config.instances if i.exchange == name))
@@ -149,6 +153,7 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
         finally:
             for adapter in adapters:
                 await adapter.stop()
+            await embedded.stop()
     return seen
 
 
@@ -189,15 +194,26 @@ def on_paper(config: Config) -> Config:
     exchanges = {}
     for name, ex in config.exchanges.items():
         if ex.type != "paper":
-            if ex.type == "bingx":
-                from gatebot.exchanges.bingx.replay import paper_options
-
-                options = paper_options(ex.options)
-            else:
-                options = PaperOptions()
+            options = paper_options(ex.options) if ex.type == "bingx" else PaperOptions()
             ex = ExchangeConfig(type="paper", hedge_mode=ex.hedge_mode, options=options)
         exchanges[name] = ex
     return msgspec.structs.replace(config, exchanges=exchanges)
+
+
+def paper_options(options: Any) -> Any:
+    """The paper account a market recording of this BingX account replays on: the same stop placement
+    (``attached_stop``), and an embedded simulator's balance, fee rate, stop slippage and funding."""
+    from gatebot.exchanges.bingx.adapter import BingXOptions
+    from gatebot.exchanges.paper.exchange import PaperOptions
+    from gatebot.simulators.bingx import SimOptions
+
+    bx = options if isinstance(options, BingXOptions) else msgspec.convert(options, BingXOptions)
+    kw: dict[str, Any] = {"attached_stop": bx.attached_stop}
+    if bx.simulator is not None:
+        sim = msgspec.convert(bx.simulator, SimOptions)
+        kw |= {"balance": sim.balance, "fee_rate": sim.fee_rate, "stop_slippage_bps": sim.stop_slippage_bps,
+               "funding": sim.funding}
+    return PaperOptions(**kw)
 
 
 def recorded_epochs(driver: Any) -> dict[str, str]:
@@ -235,7 +251,7 @@ async def _replay_session(config: Config, plugins: Any, recording: Recording, ma
     clock = VirtualClock(first.t if first is not None else 0)
     driver = SessionDriver(recording, clock)
     options = ex.options if isinstance(ex.options, BingXOptions) else msgspec.convert(ex.options, BingXOptions)
-    adapter = ReplayBingXAdapter(options, driver, hedge_mode=ex.hedge_mode, account=name)
+    adapter = ReplayBingXAdapter(for_embedded(options), driver, hedge_mode=ex.hedge_mode, account=name)
     runner = Runner(config, plugins, adapters={name: adapter}, clock=clock, epochs=recorded_epochs(driver))
     driver.on_divergence = runner.stop
     await runner.run()

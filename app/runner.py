@@ -21,6 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from gatebot.app.embedded import EmbeddedSimulators, for_embedded
 from gatebot.core import ids
 from gatebot.core.clock import Clock, LiveClock, VirtualClock
 from gatebot.core.config import Config, InstanceConfig, config_hash
@@ -272,6 +273,8 @@ class Runner:
         """A core.recording.Recorder: adapters that can (BingX) tee their raw traffic into it."""
         self._given_adapters = adapters
         """Adapters to use instead of the plugins' (a recorded session's replay adapter)."""
+        self._embedded = EmbeddedSimulators(config, list(dict.fromkeys(i.exchange for i in config.instances)))
+        """The simulators of accounts that embed one (the demo), started before the adapters (not for given ones)."""
         self._candle_source = candle_source
         """Candles to replay instead of [market] / a CSV (frames of a market recording)."""
         self.plugins = plugins
@@ -312,8 +315,8 @@ class Runner:
         for name in {i.exchange for i in self.config.instances}:
             ex = self.config.exchanges[name]
             plugin = exchanges[ex.type]
-            self.adapters[name] = plugin.factory(ex.options, hedge_mode=ex.hedge_mode, clock=self.clock,
-                                                 state_dir=self.state_dir, account=name)
+            self.adapters[name] = plugin.factory(for_embedded(ex.options), hedge_mode=ex.hedge_mode,
+                                                 clock=self.clock, state_dir=self.state_dir, account=name)
             if self.recorder is not None:
                 adapter = self.adapters[name]
                 if not isinstance(adapter, Recordable):
@@ -389,6 +392,8 @@ class Runner:
                 loop.add_signal_handler(sig, self.stop)
         started: list[ExchangeAdapter] = []
         try:
+            if self._given_adapters is None:
+                await self._embedded.start(self.adapters)
             for name, adapter in self.adapters.items():
                 await adapter.start(self._router(name))
                 started.append(adapter)
@@ -417,6 +422,7 @@ class Runner:
         finally:
             for adapter in started:
                 await adapter.stop()
+            await self._embedded.stop()
             for inst in self.instances:
                 if inst.engine is not None:
                     inst.engine.close()

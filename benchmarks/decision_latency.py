@@ -36,8 +36,8 @@ from gatebot.core.engine import Engine
 from gatebot.core.events import OrderAccepted, OrderFilled
 from gatebot.exchanges.bingx.market_stream import CandleAssembler
 from gatebot.exchanges.bingx.rest import RestClient
-from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 from gatebot.plugins.manager import make_plugin_manager
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 
 CONFIG = """
 mode = "paper"

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import pytest
 
 from gatebot.core.intervals import interval_ms
-from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 from gatebot.exchanges.paper.funding import FundingOptions
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 
 ccxt = pytest.importorskip("ccxt", reason="ccxt is a test-only dependency (pip install ccxt==4.5.90)")
 ccxtpro = pytest.importorskip("ccxt.pro")

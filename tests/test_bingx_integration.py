@@ -19,8 +19,8 @@ from gatebot.core import ids
 from gatebot.core.config import load_config
 from gatebot.core.invariants import check
 from gatebot.core.journal import Journal
-from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 from gatebot.plugins.manager import make_plugin_manager
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import until
 
 SYMBOL = "BTC-USDT"
@@ -392,7 +392,7 @@ def test_the_fills_of_a_stop_that_fired_are_found_under_either_order_id(monkeypa
     """Whether BingX books a fired stop's fill on the stop itself or on a derived MARKET order linked by
     ``triggerOrderId`` is UNCONFIRMED (protocol §6.4): recovery asks for a stop's fills either way, and
     must find them (else a stop that fired while the bot was down is taken for a position closed by hand)."""
-    from gatebot.exchanges.bingx.simulator.options import Switches
+    from gatebot.simulators.bingx.options import Switches
 
     async def go() -> None:
         options = SimOptions(mode="manual", history_bars=50, switches=Switches(stop_fill_event=stop_fill_event))
@@ -675,7 +675,7 @@ def test_a_leverage_changed_by_hand_is_set_back_before_the_next_entry(tmp_path: 
     """Finding: a leverage changed by hand on the exchange went unnoticed: new positions at 20x while
     configured for 4x, until the next restart. BingX pushes ACCOUNT_CONFIG_UPDATE on the change; the bot
     sets the leverage back, journals it, and only then enters."""
-    from gatebot.exchanges.bingx.simulator.account import set_leverage
+    from gatebot.simulators.bingx.account import set_leverage
 
     async def go() -> None:
         async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 2, exit_on = 0 }") as s:

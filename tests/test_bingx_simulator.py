@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gatebot.exchanges.bingx import constants as C
 from gatebot.exchanges.bingx.auth import signed_query
-from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions, Switches
+from gatebot.simulators.bingx import BingXSimulator, SimOptions, Switches
 
 D = Decimal
 SL = "/openApi/swap/v2/trade/order"
@@ -824,7 +824,7 @@ def test_csv_source_is_retimed_onto_the_clock(tmp_path: Any) -> None:
        data=st.data())
 def test_simulator_accepts_every_signed_request_and_rejects_any_altered_byte(params: dict[str, str],
                                                                             data: st.DataObject) -> None:
-    from gatebot.exchanges.bingx.simulator.auth_check import ApiError, check
+    from gatebot.simulators.bingx.auth_check import ApiError, check
     options = SimOptions()
     now = int(time.time() * 1000)
     query = signed_query({**params, "timestamp": now}, options.secret)
@@ -863,7 +863,7 @@ def test_gatebot_sim_passes_every_option_to_the_simulator(capsys: pytest.Capture
     """``gatebot sim --auto ...`` reaches the simulator's own parser (a subcommand would otherwise take
     the options for its own and refuse them)."""
     from gatebot.app.cli import main
-    from gatebot.exchanges.bingx.simulator.__main__ import parse
+    from gatebot.simulators.bingx.__main__ import parse
 
     with pytest.raises(SystemExit) as done:
         main(["sim", "--help"])
@@ -874,7 +874,7 @@ def test_gatebot_sim_passes_every_option_to_the_simulator(capsys: pytest.Capture
         seen.append(argv)
         return 0
 
-    import gatebot.exchanges.bingx.simulator.__main__ as sim_module
+    import gatebot.simulators.bingx.__main__ as sim_module
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim_module, "main", fake_main)

@@ -418,8 +418,8 @@ def test_kline_pushes_of_every_shape_close_the_same_candles_and_other_frames_clo
 def _simulated_pushes(wire: str) -> tuple[list[bytes], list[object]]:
     """A one-way long with an attached stop, stopped out, then a short: the simulator's user pushes as
     frames in ``wire``, and what ``translate`` makes of them."""
-    from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
-    from gatebot.exchanges.bingx.simulator.trading import place_order
+    from gatebot.simulators.bingx import BingXSimulator, SimOptions
+    from gatebot.simulators.bingx.trading import place_order
 
     async def go() -> tuple[list[bytes], list[object]]:
         sim = BingXSimulator(SimOptions(history_bars=5, wire=wire))  # type: ignore[arg-type]

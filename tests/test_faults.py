@@ -28,8 +28,8 @@ from gatebot.core.market import generate
 from gatebot.exchanges.bingx import codec, constants
 from gatebot.exchanges.bingx.errors import Busy, Refused, TimestampError, error_for
 from gatebot.exchanges.bingx.rest import RestClient, TokenBucket
-from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 from gatebot.plugins.manager import make_plugin_manager
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import gatebot, write_paper_session
 from tests.test_bingx_integration import CONFIG, SYMBOL, Session
 

@@ -18,8 +18,8 @@ from gatebot.app.runner import Runner
 from gatebot.core.config import load_config
 from gatebot.core.journal import Journal
 from gatebot.core.recording import Header, Recorder, Recording, session_hash
-from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
 from gatebot.plugins.manager import make_plugin_manager
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import until
 
 SYMBOL = "BTC-USDT"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gatebot.core.journal import Journal
-from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import gatebot
 from tests.test_bingx_integration import session
 

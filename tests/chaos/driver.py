@@ -34,8 +34,8 @@ import msgspec
 
 from gatebot.core.crashpoints import POINTS
 from gatebot.core.journal import Journal, JournalError
-from gatebot.exchanges.bingx.simulator import SimOptions
 from gatebot.exchanges.paper.funding import FundingOptions
+from gatebot.simulators.bingx import SimOptions
 from tests.chaos.simthread import SimThread, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from gatebot.core.invariants import Violation, check
 from gatebot.core.journal import Journal
-from gatebot.exchanges.bingx.simulator import BingXSimulator, SimOptions
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 
 T = TypeVar("T")
 

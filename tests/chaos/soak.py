@@ -24,7 +24,7 @@ from pathlib import Path
 
 from gatebot.core.journal import Journal
 from gatebot.exchanges.bingx.constants import ORDER
-from gatebot.exchanges.bingx.simulator import SimOptions
+from gatebot.simulators.bingx import SimOptions
 from tests.chaos.driver import FUNDING, INSTANCE, RECOVERY_LIMIT_S, SYMBOL, Chaos, ChaosResult
 from tests.chaos.simthread import SimThread, wait_for
 

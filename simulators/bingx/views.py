@@ -22,8 +22,8 @@ from gatebot.core.events import ZERO, OrderFilled
 from gatebot.exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
-    from gatebot.exchanges.bingx.simulator.options import Wire as WireOption
-    from gatebot.exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.options import Wire as WireOption
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 REST_STATUS = {"new": "PENDING", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
                "canceled": "CANCELLED", "expired": "EXPIRED"}

@@ -14,7 +14,7 @@ from gatebot.core.events import AnyEvent, CandleClosed, Side
 from gatebot.core.instrument import to_decimal
 
 if TYPE_CHECKING:
-    from gatebot.exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 FailKind = Literal["5xx", "timeout", "rate_limit", "busy"]
 

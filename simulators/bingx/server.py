@@ -21,16 +21,16 @@ from gatebot.core.events import AnyEvent
 from gatebot.core.instrument import Instrument
 from gatebot.core.intervals import interval_ms
 from gatebot.exchanges.bingx.auth import fmt
-from gatebot.exchanges.bingx.simulator.events import EventMapper
-from gatebot.exchanges.bingx.simulator.faults import Faults
-from gatebot.exchanges.bingx.simulator.market import SymbolMarket, Tick, build_market
-from gatebot.exchanges.bingx.simulator.options import SimOptions
-from gatebot.exchanges.bingx.simulator.rest import build_app
-from gatebot.exchanges.bingx.simulator.streams import StreamServer
-from gatebot.exchanges.bingx.simulator.views import Dialect
 from gatebot.exchanges.paper.exchange import PaperExchange
 from gatebot.exchanges.paper.funding import FundingSchedule
 from gatebot.exchanges.paper.matching import Account, MatchingCore, Order
+from gatebot.simulators.bingx.events import EventMapper
+from gatebot.simulators.bingx.faults import Faults
+from gatebot.simulators.bingx.market import SymbolMarket, Tick, build_market
+from gatebot.simulators.bingx.options import SimOptions
+from gatebot.simulators.bingx.rest import build_app
+from gatebot.simulators.bingx.streams import StreamServer
+from gatebot.simulators.bingx.views import Dialect
 
 
 class OrderMeta(msgspec.Struct, kw_only=True):

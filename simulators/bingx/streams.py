@@ -23,7 +23,7 @@ from gatebot.core.intervals import INTERVALS
 from gatebot.exchanges.bingx.codec import encoder, gzip_frame
 
 if TYPE_CHECKING:
-    from gatebot.exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 Kind = Literal["market", "user"]
 KLINE_TOPICS = frozenset(f"kline_{interval}" for interval in INTERVALS)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from gatebot.exchanges.bingx.auth import verify
-from gatebot.exchanges.bingx.simulator.options import SimOptions
+from gatebot.simulators.bingx.options import SimOptions
 
 
 class ApiError(Exception):

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from gatebot.exchanges.bingx import constants as C
-from gatebot.exchanges.bingx.simulator.auth_check import ApiError
-from gatebot.exchanges.bingx.simulator.trading import known_symbol
-from gatebot.exchanges.bingx.simulator.views import (
+from gatebot.simulators.bingx.auth_check import ApiError
+from gatebot.simulators.bingx.trading import known_symbol
+from gatebot.simulators.bingx.views import (
     INCOME_TYPES,
     Bare,
     balance_row,
@@ -21,8 +21,8 @@ from gatebot.exchanges.bingx.simulator.views import (
 )
 
 if TYPE_CHECKING:
-    from gatebot.exchanges.bingx.simulator.rest import Handler, Params
-    from gatebot.exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.rest import Handler, Params
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 
 def _busy(sim: BingXSimulator, symbol: str | None = None) -> bool:

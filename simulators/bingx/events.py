@@ -25,7 +25,8 @@ from gatebot.core.events import (
     OrderFilled,
     PositionSnapshot,
 )
-from gatebot.exchanges.bingx.simulator.views import (
+from gatebot.exchanges.paper.matching import Order
+from gatebot.simulators.bingx.views import (
     WS_STATUS,
     Wire,
     num,
@@ -34,10 +35,9 @@ from gatebot.exchanges.bingx.simulator.views import (
     wire_position_side,
     wire_side,
 )
-from gatebot.exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
-    from gatebot.exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 CONDITIONAL = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
 TERMINAL = ("FILLED", "CANCELED", "EXPIRED")
