@@ -257,7 +257,7 @@ class Instance:
 
 
 class Runner:
-    def __init__(self, config: Config, plugins: Any, *, config_path: Path | None = None,
+    def __init__(self, config: Config, plugins: Any, *,
                  candles_csv: Path | None = None, progress: bool = False, recorder: Any = None,
                  adapters: dict[str, ExchangeAdapter] | None = None,
                  candle_source: AsyncIterator[CandleClosed] | None = None, clock: Clock | None = None,
@@ -283,12 +283,12 @@ class Runner:
         csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)
         self._csv_rows = load_csv(csv) if csv else None  # a bad file is refused before anything starts
         self.market_rows = self._csv_rows
+        """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.evaluation_meta: dict[str, dict[str, Any]] = {}
         """Per instance, what its strategy wants the evaluation to know (a model card...)."""
         self.first_open: int | None = None
         self.last_close: int | None = None
         """The traded period: first candle's open time, last candle's close time."""
-        """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.progress = progress
         self.progress_total: int | None = None
         """How many candles the replay will have (for the ETA), when known."""

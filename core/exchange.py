@@ -74,8 +74,6 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """The entry order can carry its stop (BingX ``stopLoss``): no unprotected gap at all."""
     hedge_mode: bool = False
     """Long and short positions of one symbol coexist (BingX ``dualSidePosition``)."""
-    take_profit: bool = True
-    mark_price_stops: bool = True
 
 
 class OrderState(msgspec.Struct, frozen=True, kw_only=True):
