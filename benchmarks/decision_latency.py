@@ -43,7 +43,7 @@ CONFIG = """
 mode = "paper"
 state_dir = "{state}"
 [plugins]
-modules = ["tests.plugins_for_tests"]
+modules = ["benchmarks.bench_plugins"]
 [exchanges.bx]
 type = "bingx"
 [exchanges.bx.options]
@@ -57,7 +57,7 @@ secret_env = "BENCH_BINGX_SECRET"
 [[instances]]
 name = "lat"
 exchange = "bx"
-strategy = "scripted"
+strategy = "repeat"
 symbol = "BTC-USDT"
 interval = "5m"
 leverage = 4
