@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(BIN)/gatebot run examples/demo.toml
 
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 
 unit: $(STAMP)
@@ -37,6 +38,7 @@ chaos-loaded: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 SHARED_5M := ../shared/data/bingx_btcusdt_5m_2025-08-06_2025-10-14.csv
 

@@ -30,20 +30,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import load_config
-from core.engine import Engine
-from core.events import OrderAccepted, OrderFilled
-from core.runner import Runner
-from exchanges.bingx.market_stream import CandleAssembler
-from exchanges.bingx.rest import RestClient
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
-from plugins.manager import make_plugin_manager
+from gatebot.app.runner import Runner
+from gatebot.core.config import load_config
+from gatebot.core.engine import Engine
+from gatebot.core.events import OrderAccepted, OrderFilled
+from gatebot.exchanges.bingx.market_stream import CandleAssembler
+from gatebot.exchanges.bingx.rest import RestClient
+from gatebot.plugins.manager import make_plugin_manager
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 
 CONFIG = """
 mode = "paper"
 state_dir = "{state}"
 [plugins]
-modules = ["tests.plugins_for_tests"]
+modules = ["benchmarks.bench_plugins"]
 [exchanges.bx]
 type = "bingx"
 [exchanges.bx.options]
@@ -57,7 +57,7 @@ secret_env = "BENCH_BINGX_SECRET"
 [[instances]]
 name = "lat"
 exchange = "bx"
-strategy = "scripted"
+strategy = "repeat"
 symbol = "BTC-USDT"
 interval = "5m"
 leverage = 4

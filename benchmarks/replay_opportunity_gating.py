@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import load_config  # noqa: E402
-from core.report import report_dir  # noqa: E402
-from core.runner import Runner  # noqa: E402
-from plugins.manager import make_plugin_manager  # noqa: E402
+from gatebot.app.report import report_dir  # noqa: E402
+from gatebot.app.runner import Runner  # noqa: E402
+from gatebot.core.config import load_config  # noqa: E402
+from gatebot.plugins.manager import make_plugin_manager  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
 

@@ -22,11 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import msgspec
 
-from core.config import load_config
-from core.journal import Journal
-from core.replayer import import_candles, replay
-from core.runner import Runner
-from plugins.manager import make_plugin_manager
+from gatebot.app.replayer import import_candles, replay
+from gatebot.app.runner import Runner
+from gatebot.core.config import load_config
+from gatebot.core.journal import Journal
+from gatebot.plugins.manager import make_plugin_manager
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
 

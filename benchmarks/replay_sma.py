@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import load_config
-from core.report import report_dir
-from core.runner import Runner
-from plugins.manager import make_plugin_manager
+from gatebot.app.report import report_dir
+from gatebot.app.runner import Runner
+from gatebot.core.config import load_config
+from gatebot.plugins.manager import make_plugin_manager
 
 NAUTILUS_BARS_PER_S = 12_000
 """NautilusTrader 1.221 on this strategy with the same exchange stop on this machine (issue 2's

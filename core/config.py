@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from core.intervals import INTERVALS
+from gatebot.core.intervals import INTERVALS
 
 Mode = Literal["paper", "replay", "live"]
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -179,27 +179,29 @@ def _refuse_secrets(path: Path, node: Any, where: str) -> None:
             _refuse_secrets(path, value, f"{where}[{i}]")
 
 
-def _funding_csv(options: Any, base: Path, where: str, fail: Any) -> Any:
-    """An account's funding-rate CSV (``options.funding.csv``): resolved against the config's folder and read
-    now, so a missing or bad file is refused before anything starts."""
-    funding = getattr(options, "funding", None)
-    csv = getattr(funding, "csv", None)
-    if not csv:
-        return options
-    from exchanges.paper.funding import FundingError, load_rates
+class OptionFileError(ValueError):
+    """A file an account's options name (relative to the config's folder) is missing or bad; ``field`` is where
+    under the options it is named (``funding.csv``)."""
 
-    if "\x00" in csv:
-        raise fail(where, "a path cannot contain a NUL character")
-    resolved = base / csv
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _resolve_files(options: Any, base: Path, where: str, fail: Any) -> Any:
+    """Options that name files resolve them against the config's folder (their ``resolve_files(base)``, e.g. a
+    paper account's funding CSV), read now so that a missing or bad file is refused before anything starts."""
+    resolve = getattr(options, "resolve_files", None)
+    if resolve is None:
+        return options
     try:
-        load_rates(resolved)
-    except FundingError as exc:
-        raise fail(where, str(exc)) from None
-    return msgspec.structs.replace(options, funding=msgspec.structs.replace(funding, csv=str(resolved)))
+        return resolve(base)
+    except OptionFileError as exc:
+        raise fail(f"{where}.{exc.field}", str(exc)) from None
 
 
 def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
-    from plugins.manager import PluginError, make_plugin_manager
+    from gatebot.plugins.manager import PluginError, make_plugin_manager
 
     base = path.resolve().parent
 
@@ -234,7 +236,7 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
         if getattr(options, "real_money", False) and config.mode != "live":
             raise fail(f"{where}.options", f"this account trades real money; that needs mode = \"live\" (and "
                                            f"{LIVE_FLAG}), not mode = {config.mode!r}")
-        options = _funding_csv(options, base, f"{where}.options.funding.csv", fail)
+        options = _resolve_files(options, base, f"{where}.options", fail)
         exchanges[name] = msgspec.structs.replace(ex, options=options)
 
     instances = []

@@ -3,7 +3,7 @@
 The functional core (strategy decisions, the position state machine) is synchronous; this module is
 the imperative shell around it. Its one rule: a transition and the commands it produced are committed
 to the journal before any command is sent (write-ahead), so a crash at any instant leaves a journal
-from which :mod:`core.recovery` can finish the job by asking the exchange about deterministic ids.
+from which :mod:`gatebot.core.recovery` can finish the job by asking the exchange about deterministic ids.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Literal
 
-from core import ids, recovery, routing
-from core.clock import Clock
-from core.crashpoints import crashpoint
-from core.events import (
+from gatebot.core import ids, recovery, routing
+from gatebot.core.clock import Clock
+from gatebot.core.crashpoints import crashpoint
+from gatebot.core.events import (
     ZERO,
     AnyCommand,
     AnyEvent,
@@ -39,14 +39,14 @@ from core.events import (
     SubmitStop,
     Timer,
 )
-from core.instrument import to_decimal
-from core.intervals import interval_ms
-from core.journal import Journal
-from core.position import EXITED, InvalidTransition, Position, Protection
-from core.recovery import AdoptionRequired, InstanceHalted
-from core.routing import ExecutionEvent
-from exchanges.base import ExchangeAdapter, ExchangeError, IdTaken, OrderUnknown, SettingsRefused
-from strategies.base import Enter, Exit, PositionView, Strategy
+from gatebot.core.exchange import ExchangeAdapter, ExchangeError, IdTaken, OrderUnknown, SettingsRefused
+from gatebot.core.instrument import to_decimal
+from gatebot.core.intervals import interval_ms
+from gatebot.core.journal import Journal
+from gatebot.core.position import EXITED, InvalidTransition, Position, Protection
+from gatebot.core.recovery import AdoptionRequired, InstanceHalted
+from gatebot.core.routing import ExecutionEvent
+from gatebot.core.strategy import Enter, Exit, PositionView, Strategy
 
 log = logging.getLogger("gatebot.engine")
 

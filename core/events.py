@@ -232,8 +232,4 @@ class CancelOrder(Command, frozen=True, kw_only=True):
     pass
 
 
-class QueryOrder(Command, frozen=True, kw_only=True):
-    pass
-
-
-AnyCommand = SubmitEntry | SubmitStop | SubmitClose | CancelOrder | QueryOrder
+AnyCommand = SubmitEntry | SubmitStop | SubmitClose | CancelOrder

@@ -6,7 +6,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 import msgspec
 
-from core.events import Side
+from gatebot.core.events import Side
 
 
 class Instrument(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,11 +12,11 @@ from decimal import Decimal
 
 import msgspec
 
-from core import ids
-from core.events import ZERO, Side, SubmitEntry
-from core.journal import Journal
-from core.position import PositionRecord
-from exchanges.base import ExchangeAdapter
+from gatebot.core import ids
+from gatebot.core.events import ZERO, Side, SubmitEntry
+from gatebot.core.exchange import ExchangeAdapter
+from gatebot.core.journal import Journal
+from gatebot.core.position import PositionRecord
 
 _SIDES: tuple[Side, ...] = ("long", "short")
 

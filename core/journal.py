@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from core import ids
-from core.events import ZERO, AnyCommand, CancelOrder, FundingPaid, OrderFilled
-from core.position import PositionRecord
+from gatebot.core import ids
+from gatebot.core.events import ZERO, AnyCommand, CancelOrder, FundingPaid, OrderFilled
+from gatebot.core.position import PositionRecord
 
 if TYPE_CHECKING:
     import sqlite_utils

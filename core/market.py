@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.events import CandleClosed
-from core.intervals import interval_ms
+from gatebot.core.events import CandleClosed
+from gatebot.core.intervals import interval_ms
 
 _CHUNK = 65_536
 CSV_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")

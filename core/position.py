@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 import msgspec
 from transitions import EventData, Machine, MachineError
 
-from core import ids
-from core.events import (
+from gatebot.core import ids
+from gatebot.core.events import (
     ZERO,
     CancelOrder,
     Command,
@@ -29,7 +29,7 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from core.instrument import Instrument
+from gatebot.core.instrument import Instrument
 
 STATES = ("flat", "entering", "protected", "exiting", "exited_sl", "exited_exit", "exited_manual")
 EXITED = ("exited_sl", "exited_exit", "exited_manual")

@@ -296,7 +296,7 @@ def iter_records(buf: bytes, start: int, path: Path) -> Iterator[Record]:
 def session_hash(config: Any) -> str:
     """The config hash a recording is checked against: the config without its mode and state folder
     (a replay runs the same instances in mode replay elsewhere)."""
-    from core.config import config_hash
+    from gatebot.core.config import config_hash
 
     return config_hash(msgspec.structs.replace(config, mode="replay", state_dir=""))
 
@@ -304,7 +304,7 @@ def session_hash(config: Any) -> str:
 def strategy_hashes(config: Any, plugins: Any) -> dict[str, str]:
     """Per instance, what its strategy says its decisions come from (e.g. model file hashes), else a
     hash of its parameters."""
-    from strategies.base import StrategyContext
+    from gatebot.core.strategy import StrategyContext
 
     out: dict[str, str] = {}
     for inst in config.instances:

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from core import ids
-from core.events import (
+from gatebot.core import ids
+from gatebot.core.events import (
     ZERO,
     CancelOrder,
     OrderAccepted,
@@ -32,11 +32,11 @@ from core.events import (
     OrderRejected,
     Side,
 )
-from core.position import EXITED, STATES, PositionRecord
-from exchanges.base import OrderState, OrderUnknown
+from gatebot.core.exchange import OrderState, OrderUnknown
+from gatebot.core.position import EXITED, STATES, PositionRecord
 
 if TYPE_CHECKING:
-    from core.engine import Engine
+    from gatebot.core.engine import Engine
 
 log = logging.getLogger("gatebot.recovery")
 _SIDES: tuple[Side, ...] = ("long", "short")

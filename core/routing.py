@@ -15,14 +15,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from core.events import (
+from gatebot.core.events import (
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
     OrderFilled,
     OrderRejected,
 )
-from core.position import EXITED, PositionRecord
+from gatebot.core.position import EXITED, PositionRecord
 
 ExecutionEvent = OrderAccepted | OrderRejected | OrderFilled | OrderCanceled | OrderExpired
 

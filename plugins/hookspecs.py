@@ -34,7 +34,7 @@ def gatebot_exchanges() -> dict[str, ExchangePlugin]:  # type: ignore[empty-body
 
 @hookspec
 def gatebot_strategies() -> dict[str, type]:  # type: ignore[empty-body]
-    """Strategies this plugin provides: name -> class following ``strategies.base.Strategy``."""
+    """Strategies this plugin provides: name -> class following ``core.strategy.Strategy``."""
 
 
 @hookspec

@@ -15,12 +15,13 @@ from typing import Any
 
 import pluggy
 
-from plugins import hookspecs
+from gatebot.plugins import hookspecs
 
 log = logging.getLogger("gatebot.plugins")
 
-BUILTIN = {"paper": "exchanges.paper.plugin", "bingx": "exchanges.bingx.plugin",
-           "sma_cross": "strategies.sma_cross.plugin", "opportunity_gating": "strategies.opportunity_gating.plugin"}
+BUILTIN = {"paper": "gatebot.exchanges.paper.plugin", "bingx": "gatebot.exchanges.bingx.plugin",
+           "sma_cross": "gatebot.strategies.sma_cross.plugin",
+           "opportunity_gating": "gatebot.strategies.opportunity_gating.plugin"}
 """Entry-point name -> module of the plugins that ship with gatebot."""
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.invariants import Violation, check
-from core.journal import Journal
+from gatebot.core.invariants import Violation, check
+from gatebot.core.journal import Journal
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GATEBOT_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -74,13 +74,13 @@ def write_paper_session(tmp: Path, *, seed: int = 3, bars: int = 300, speed: flo
 def gatebot(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a child process (a separate interpreter, as a user would)."""
     full_env = {k: v for k, v in os.environ.items() if k != "GATEBOT_CRASH_AT"} | (env or {})
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "gatebot.app.cli", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def paper_violations(tmp: Path, instance: str = "kt", symbol: str = "BTC-USDT") -> list[Violation]:
     """I1-I5 for ``instance`` against the persisted paper account of a session in ``tmp``."""
-    from exchanges.paper.exchange import PaperExchange, PaperOptions
+    from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 
     exchange = PaperExchange(PaperOptions(state_file=str(tmp / "account.json")))
     journal = Journal(tmp / "state" / f"{instance}.sqlite", readonly=True)

@@ -6,9 +6,9 @@ from typing import ClassVar, Literal
 
 import msgspec
 
-from core.events import CandleClosed
-from plugins.hookspecs import hookimpl
-from strategies.base import Decision, Enter, Exit, PositionView, StrategyContext
+from gatebot.core.events import CandleClosed
+from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext
+from gatebot.plugins.hookspecs import hookimpl
 
 
 class BrokenParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exchanges.bingx.auth import SigningError, fmt, payload, sign, signed_query, verify
+from gatebot.exchanges.bingx.auth import SigningError, fmt, payload, sign, signed_query, verify
 
 SECRET = "TEST_SECRET_456"
 T = 1700000000000

@@ -15,13 +15,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.clock import LiveClock
-from core.events import BalanceSnapshot, OrderFilled, PositionSnapshot
-from exchanges.bingx import codec, constants, errors
-from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-from exchanges.bingx.market_stream import MarketStream
-from exchanges.bingx.rest import RestClient
-from exchanges.bingx.user_stream import OrderBook, translate
+from gatebot.core.clock import LiveClock
+from gatebot.core.events import BalanceSnapshot, OrderFilled, PositionSnapshot
+from gatebot.exchanges.bingx import codec, constants, errors
+from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+from gatebot.exchanges.bingx.market_stream import MarketStream
+from gatebot.exchanges.bingx.rest import RestClient
+from gatebot.exchanges.bingx.user_stream import OrderBook, translate
 
 CAPTURES = Path(__file__).parent / "captures"
 FILES = sorted(CAPTURES.rglob("*.json"))

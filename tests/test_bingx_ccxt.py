@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import pytest
 
-from core.intervals import interval_ms
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
-from exchanges.paper.funding import FundingOptions
+from gatebot.core.intervals import interval_ms
+from gatebot.exchanges.paper.funding import FundingOptions
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 
 ccxt = pytest.importorskip("ccxt", reason="ccxt is a test-only dependency (pip install ccxt==4.5.90)")
 ccxtpro = pytest.importorskip("ccxt.pro")

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from core.clock import LiveClock
-from core.events import CancelOrder, OrderAccepted, OrderRejected, SubmitEntry
-from exchanges.base import ExchangeError, OrderUnknown, SettingsRefused
-from exchanges.bingx import codec, constants
-from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-from exchanges.bingx.errors import (
+from gatebot.core.clock import LiveClock
+from gatebot.core.events import CancelOrder, OrderAccepted, OrderRejected, SubmitEntry
+from gatebot.core.exchange import ExchangeError, OrderUnknown, SettingsRefused
+from gatebot.exchanges.bingx import codec, constants
+from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+from gatebot.exchanges.bingx.errors import (
     AuthError,
     BingXError,
     Busy,
@@ -28,7 +28,7 @@ from exchanges.bingx.errors import (
     error_for,
     unwrap,
 )
-from exchanges.bingx.rest import RestClient, TransportError
+from gatebot.exchanges.bingx.rest import RestClient, TransportError
 
 MAPPINGS = [
     # (code, msg, error class, code it reports, wrapper)

@@ -14,13 +14,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from core import ids
-from core.config import load_config
-from core.invariants import check
-from core.journal import Journal
-from core.runner import Runner
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
-from plugins.manager import make_plugin_manager
+from gatebot.app.runner import Runner
+from gatebot.core import ids
+from gatebot.core.config import load_config
+from gatebot.core.invariants import check
+from gatebot.core.journal import Journal
+from gatebot.plugins.manager import make_plugin_manager
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import until
 
 SYMBOL = "BTC-USDT"
@@ -256,8 +256,8 @@ def test_a_one_way_short_stopped_out_in_each_wire_dialect(tmp_path: Path, monkey
 
 def test_a_market_stream_dropped_mid_candle_still_yields_every_candle_once_in_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.clock import LiveClock
-    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from gatebot.core.clock import LiveClock
+    from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
 
     async def go() -> None:
         options = SimOptions(mode="manual", history_bars=50)
@@ -314,7 +314,7 @@ def test_an_expired_listen_key_is_replaced_without_losing_the_fill(tmp_path: Pat
 @pytest.mark.parametrize("executed", [True, False], ids=["order-placed-reply-lost", "order-never-placed"])
 def test_a_submission_that_times_out_leaves_exactly_one_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                               executed: bool) -> None:
-    from exchanges.bingx.constants import ORDER
+    from gatebot.exchanges.bingx.constants import ORDER
 
     async def go() -> None:
         async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 1, exit_on = 0 }") as s:
@@ -347,10 +347,10 @@ def _statuses(path: Path, client_id: str) -> list[str]:
 async def fired_stop(options: SimOptions, events: list[Any]) -> AsyncIterator[Any]:
     """An adapter on the simulator's REST alone (no user stream: nothing is pushed, as while the bot is
     down, or its stream is), a long of 0.01 with its stop ``c-1-s1``, and that stop fired."""
-    from core.clock import LiveClock
-    from core.events import SubmitEntry, SubmitStop
-    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-    from exchanges.bingx.rest import RestClient
+    from gatebot.core.clock import LiveClock
+    from gatebot.core.events import SubmitEntry, SubmitStop
+    from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from gatebot.exchanges.bingx.rest import RestClient
 
     async with BingXSimulator(options) as sim:
         adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url), hedge_mode=False, clock=LiveClock())
@@ -374,7 +374,7 @@ def test_a_cancel_of_an_order_that_filled_first_delivers_its_fill(monkeypatch: p
     """Chaos run: a replaced stop fired during a stream drop; its cancel was answered "order not exist"
     and taken for canceled, and the fill was never booked (I5). The adapter now asks for the fills of an
     order that is gone before it reports it canceled."""
-    from core.events import CancelOrder, OrderCanceled, OrderFilled
+    from gatebot.core.events import CancelOrder, OrderCanceled, OrderFilled
 
     async def go() -> None:
         events: list[Any] = []
@@ -392,7 +392,7 @@ def test_the_fills_of_a_stop_that_fired_are_found_under_either_order_id(monkeypa
     """Whether BingX books a fired stop's fill on the stop itself or on a derived MARKET order linked by
     ``triggerOrderId`` is UNCONFIRMED (protocol §6.4): recovery asks for a stop's fills either way, and
     must find them (else a stop that fired while the bot was down is taken for a position closed by hand)."""
-    from exchanges.bingx.simulator.options import Switches
+    from gatebot.simulators.bingx.options import Switches
 
     async def go() -> None:
         options = SimOptions(mode="manual", history_bars=50, switches=Switches(stop_fill_event=stop_fill_event))
@@ -406,7 +406,7 @@ def test_the_fills_of_a_stop_that_fired_are_found_under_either_order_id(monkeypa
 
 def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_history(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from exchanges.paper.funding import FundingOptions
+    from gatebot.exchanges.paper.funding import FundingOptions
 
     def booked() -> int:
         journal = Journal(tmp_path / "state" / "it.sqlite", readonly=True)
@@ -440,7 +440,7 @@ def test_funding_is_booked_from_the_push_and_after_a_restart_from_the_income_his
             # gatebot check-invariants: I5 with funding through the adapter's REST view (the income history)
             import argparse
 
-            from core.check_invariants import _check_all
+            from gatebot.app.check_invariants import _check_all
 
             args = argparse.Namespace(rest=sim.rest_url, symbol=SYMBOL, api_key_env="SIM_BINGX_KEY",
                                       secret_env="SIM_BINGX_SECRET", secrets_file=None)
@@ -522,8 +522,8 @@ def test_an_entry_whose_reply_the_codec_refuses_still_ends_protected(tmp_path: P
                                                                     attached: bool, reply: str) -> None:
     """The order is placed on the exchange, but its reply cannot be read: an unknown outcome (never a crash, never
     a plain error that would leave the position without its stop), resolved by querying the client id."""
-    from exchanges.bingx.constants import ORDER
-    from exchanges.bingx.rest import RestClient
+    from gatebot.exchanges.bingx.constants import ORDER
+    from gatebot.exchanges.bingx.rest import RestClient
 
     real_send = RestClient._send
     refused: list[str] = []
@@ -593,11 +593,11 @@ def test_a_duplicate_id_of_a_dead_stop_is_never_taken_for_a_live_one(monkeypatch
     """Finding (a journal restored from an older backup): its stop was refused as a duplicate id and the
     adapter delivered the old, canceled stop as accepted: protected without a stop. A duplicate now
     delivers what became of the order; another order under the id is IdTaken (the engine halts)."""
-    from core.clock import LiveClock
-    from core.events import CancelOrder, OrderAccepted, OrderCanceled, SubmitEntry, SubmitStop
-    from exchanges.base import IdTaken
-    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-    from exchanges.bingx.rest import RestClient
+    from gatebot.core.clock import LiveClock
+    from gatebot.core.events import CancelOrder, OrderAccepted, OrderCanceled, SubmitEntry, SubmitStop
+    from gatebot.core.exchange import IdTaken
+    from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from gatebot.exchanges.bingx.rest import RestClient
 
     async def go() -> None:
         options = SimOptions(mode="manual", history_bars=50)
@@ -638,8 +638,8 @@ def test_an_entry_fill_push_the_codec_refuses_is_found_over_rest(tmp_path: Path,
     import json
     import logging
 
-    from exchanges.bingx import codec
-    from exchanges.bingx.user_stream import UserStream
+    from gatebot.exchanges.bingx import codec
+    from gatebot.exchanges.bingx.user_stream import UserStream
 
     real_handle = UserStream.handle
     mangled: list[str] = []
@@ -675,7 +675,7 @@ def test_a_leverage_changed_by_hand_is_set_back_before_the_next_entry(tmp_path: 
     """Finding: a leverage changed by hand on the exchange went unnoticed: new positions at 20x while
     configured for 4x, until the next restart. BingX pushes ACCOUNT_CONFIG_UPDATE on the change; the bot
     sets the leverage back, journals it, and only then enters."""
-    from exchanges.bingx.simulator.account import set_leverage
+    from gatebot.simulators.bingx.account import set_leverage
 
     async def go() -> None:
         async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 2, exit_on = 0 }") as s:
@@ -704,7 +704,7 @@ def test_check_invariants_reports_two_journals_that_claim_one_position(tmp_path:
     import argparse
     import shutil
 
-    from core.check_invariants import _check_all
+    from gatebot.app.check_invariants import _check_all
 
     async def go() -> None:
         async with BingXSimulator(SimOptions(mode="manual", history_bars=120)) as sim:

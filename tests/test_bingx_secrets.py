@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError, load_config
-from exchanges.base import ExchangeError
-from exchanges.bingx.adapter import BingXAdapter, BingXOptions, load_secrets
-from exchanges.bingx.rest import RestClient
+from gatebot.core.config import ConfigError, load_config
+from gatebot.core.exchange import ExchangeError
+from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions, load_secrets
+from gatebot.exchanges.bingx.rest import RestClient
 
 
 def test_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -42,7 +42,7 @@ def test_missing_credentials_name_the_variables(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_the_secret_never_appears_in_reprs_or_logs(caplog: pytest.LogCaptureFixture) -> None:
-    from core.clock import LiveClock
+    from gatebot.core.clock import LiveClock
 
     caplog.set_level(logging.DEBUG)
     rest = RestClient("http://127.0.0.1:9", "the-key", "the-secret-xyz", clock=LiveClock())
@@ -68,7 +68,7 @@ leverage = 4
 
 
 def test_the_live_host_needs_mode_live_and_the_flag(tmp_path: Path) -> None:
-    from core.cli import main
+    from gatebot.app.cli import main
 
     path = tmp_path / "live.toml"
     path.write_text(LIVE.format(mode="paper"))

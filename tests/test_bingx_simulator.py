@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from exchanges.bingx import constants as C
-from exchanges.bingx.auth import signed_query
-from exchanges.bingx.simulator import BingXSimulator, SimOptions, Switches
+from gatebot.exchanges.bingx import constants as C
+from gatebot.exchanges.bingx.auth import signed_query
+from gatebot.simulators.bingx import BingXSimulator, SimOptions, Switches
 
 D = Decimal
 SL = "/openApi/swap/v2/trade/order"
@@ -284,7 +284,7 @@ def test_signed_requests_accepted_and_bad_ones_rejected_with_bingx_codes() -> No
 
 def test_form_body_and_query_concatenation_is_verified() -> None:
     async def body(sim: BingXSimulator, c: Client) -> None:
-        from exchanges.bingx.auth import sign
+        from gatebot.exchanges.bingx.auth import sign
         now = int(time.time() * 1000)
         query, form = f"symbol=BTC-USDT&timestamp={now}", "side=BOTH&leverage=7"
         sig = sign(sim.options.secret, query + form)
@@ -824,7 +824,7 @@ def test_csv_source_is_retimed_onto_the_clock(tmp_path: Any) -> None:
        data=st.data())
 def test_simulator_accepts_every_signed_request_and_rejects_any_altered_byte(params: dict[str, str],
                                                                             data: st.DataObject) -> None:
-    from exchanges.bingx.simulator.auth_check import ApiError, check
+    from gatebot.simulators.bingx.auth_check import ApiError, check
     options = SimOptions()
     now = int(time.time() * 1000)
     query = signed_query({**params, "timestamp": now}, options.secret)
@@ -862,8 +862,8 @@ def test_http_fault_ops_close_by_hand_and_advance_and_bad_listen_key() -> None:
 def test_gatebot_sim_passes_every_option_to_the_simulator(capsys: pytest.CaptureFixture[str]) -> None:
     """``gatebot sim --auto ...`` reaches the simulator's own parser (a subcommand would otherwise take
     the options for its own and refuse them)."""
-    from core.cli import main
-    from exchanges.bingx.simulator.__main__ import parse
+    from gatebot.app.cli import main
+    from gatebot.simulators.bingx.__main__ import parse
 
     with pytest.raises(SystemExit) as done:
         main(["sim", "--help"])
@@ -874,7 +874,7 @@ def test_gatebot_sim_passes_every_option_to_the_simulator(capsys: pytest.Capture
         seen.append(argv)
         return 0
 
-    import exchanges.bingx.simulator.__main__ as sim_module
+    import gatebot.simulators.bingx.__main__ as sim_module
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sim_module, "main", fake_main)
@@ -886,7 +886,7 @@ def test_gatebot_sim_passes_every_option_to_the_simulator(capsys: pytest.Capture
 
 
 def test_funding_is_pushed_listed_in_income_history_and_its_rates_in_the_funding_rate_history() -> None:
-    from exchanges.paper.funding import FundingOptions
+    from gatebot.exchanges.paper.funding import FundingOptions
 
     async def body(sim: BingXSimulator, c: Client) -> None:
         user = await user_stream(sim, c)

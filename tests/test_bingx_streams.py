@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.events import (
+from gatebot.core.events import (
     BalanceSnapshot,
     CandleClosed,
     OrderAccepted,
@@ -19,9 +19,9 @@ from core.events import (
     OrderFilled,
     PositionSnapshot,
 )
-from exchanges.bingx import codec
-from exchanges.bingx.market_stream import CandleAssembler
-from exchanges.bingx.user_stream import OrderBook, translate
+from gatebot.exchanges.bingx import codec
+from gatebot.exchanges.bingx.market_stream import CandleAssembler
+from gatebot.exchanges.bingx.user_stream import OrderBook, translate
 
 STEP = 300_000
 T0 = 1_700_000_100_000 - 1_700_000_100_000 % STEP
@@ -238,10 +238,10 @@ def test_a_funding_fee_push_asks_for_the_payments_and_the_income_rows_become_fun
     and the adapter reads the payments from the income history, the funding time floored to the hour."""
     import msgspec
 
-    from core.clock import LiveClock
-    from core.events import FundingPaid
-    from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-    from exchanges.bingx.user_stream import UserStream
+    from gatebot.core.clock import LiveClock
+    from gatebot.core.events import FundingPaid
+    from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from gatebot.exchanges.bingx.user_stream import UserStream
 
     pushed: list[int] = []
     stream = UserStream("ws://127.0.0.1:9", None, LiveClock(), OrderBook(), hedge=False,  # type: ignore[arg-type]
@@ -279,8 +279,8 @@ def test_the_listen_key_is_extended_every_30_minutes_and_replaced_when_unknown()
     """The renewal schedule in wall-clock time (freezegun), with a clock whose sleep moves frozen time."""
     from freezegun import freeze_time
 
-    from core.clock import LiveClock
-    from exchanges.bingx.user_stream import UserStream
+    from gatebot.core.clock import LiveClock
+    from gatebot.exchanges.bingx.user_stream import UserStream
 
     class FrozenClock(LiveClock):
         def __init__(self, frozen: object) -> None:
@@ -328,8 +328,8 @@ def test_the_stream_reads_kline_frames_exactly_as_the_assembler_reads_pushes(
         ops: list[tuple[str, int, bool, bool]]) -> None:
     """MarketStream.take keeps the forming candle's pushes without calling CandleAssembler.push: the
     candles, fetches and state are the same as pushing every kline."""
-    from core.clock import VirtualClock
-    from exchanges.bingx.market_stream import MarketStream
+    from gatebot.core.clock import VirtualClock
+    from gatebot.exchanges.bingx.market_stream import MarketStream
 
     by_push, by_frame = Recorder(), Recorder()
 
@@ -372,8 +372,8 @@ def test_kline_pushes_of_every_shape_close_the_same_candles_and_other_frames_clo
     """The one-decode path reads only a push of one kline (code 0, no id, a subscribed stream); a push of
     one kline object, of several klines, answers, errors, other streams and Ping take the general path
     and must come to the same candles."""
-    from core.clock import VirtualClock
-    from exchanges.bingx.market_stream import MarketStream
+    from gatebot.core.clock import VirtualClock
+    from gatebot.exchanges.bingx.market_stream import MarketStream
 
     klines = [push(i, final) for i in range(6) for final in (False, True)]
 
@@ -418,8 +418,8 @@ def test_kline_pushes_of_every_shape_close_the_same_candles_and_other_frames_clo
 def _simulated_pushes(wire: str) -> tuple[list[bytes], list[object]]:
     """A one-way long with an attached stop, stopped out, then a short: the simulator's user pushes as
     frames in ``wire``, and what ``translate`` makes of them."""
-    from exchanges.bingx.simulator import BingXSimulator, SimOptions
-    from exchanges.bingx.simulator.trading import place_order
+    from gatebot.simulators.bingx import BingXSimulator, SimOptions
+    from gatebot.simulators.bingx.trading import place_order
 
     async def go() -> tuple[list[bytes], list[object]]:
         sim = BingXSimulator(SimOptions(history_bars=5, wire=wire))  # type: ignore[arg-type]
@@ -468,8 +468,8 @@ def test_an_unreadable_user_push_is_counted_logged_once_redacted_and_reported(
     first time its kind fails, with the listenKey redacted; after the limit, new entries stop on the account."""
     import logging
 
-    from core.clock import LiveClock
-    from exchanges.bingx.user_stream import UserStream
+    from gatebot.core.clock import LiveClock
+    from gatebot.exchanges.bingx.user_stream import UserStream
 
     reported: list[str | None] = []
     events: list[object] = []
@@ -546,8 +546,8 @@ def test_a_kline_push_whose_values_are_not_numbers_costs_its_candle_a_rest_read_
 
 @pytest.mark.parametrize("value", ['"0x10"', '"NaN"', '"Infinity"', '"1,5"', '"abc"'])
 def test_a_number_that_is_not_a_finite_number_makes_the_payload_unreadable(value: str) -> None:
-    from exchanges.bingx.errors import UnreadableReply
-    from exchanges.bingx.rest import RestClient
+    from gatebot.exchanges.bingx.errors import UnreadableReply
+    from gatebot.exchanges.bingx.rest import RestClient
 
     push = ('{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTC-USDT","c":"a-1-e1","i":5,"S":"BUY","o":"MARKET",'
             '"x":"TRADE","X":"FILLED","ps":"LONG","z":' + value + '}}')

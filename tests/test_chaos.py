@@ -14,7 +14,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.crashpoints import POINTS
+from gatebot.core.crashpoints import POINTS
 from tests.chaos.driver import Chaos, ChaosResult
 from tests.chaos.simthread import wait_for
 from tests.helpers import ROOT
@@ -92,7 +92,7 @@ def test_an_instance_that_cannot_start_says_so_once_and_trades_as_soon_as_the_ca
     per failure and then nothing. Live, it is now rebuilt on a timer (seconds) and says once why it cannot
     trade: here its first two builds meet HTTP 500s (every retry of the contract query), no candle is
     played, and it still reconciles by itself."""
-    from exchanges.bingx.constants import CONTRACTS
+    from gatebot.exchanges.bingx.constants import CONTRACTS
 
     chaos = Chaos(tmp_path, seed=5, attached=False)
     (tmp_path / "logs").mkdir()
@@ -110,7 +110,7 @@ def test_an_instance_that_cannot_start_says_so_once_and_trades_as_soon_as_the_ca
         chaos.sim.stop()
     log = (tmp_path / "logs" / "bot-0001.log").read_text()
     assert log.count("cannot trade") == 1 and log.count("trading again") == 1, log[-3000:]
-    from core.journal import Journal
+    from gatebot.core.journal import Journal
 
     journal = Journal(chaos.journal, readonly=True)
     try:
@@ -121,7 +121,7 @@ def test_an_instance_that_cannot_start_says_so_once_and_trades_as_soon_as_the_ca
 
 
 def _state(path: Path) -> str:
-    from core.journal import Journal
+    from gatebot.core.journal import Journal
 
     if not path.exists():
         return "none"

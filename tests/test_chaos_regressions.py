@@ -8,12 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core.events import CancelOrder, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
-from core.instrument import Instrument
-from core.position import Position, Protection
-from exchanges.base import ExchangeError, OrderUnknown
-from exchanges.paper.exchange import PaperExchange, PaperOptions
-from strategies.base import Enter
+from gatebot.core.events import CancelOrder, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
+from gatebot.core.exchange import ExchangeError, OrderUnknown
+from gatebot.core.instrument import Instrument
+from gatebot.core.position import Position, Protection
+from gatebot.core.strategy import Enter
+from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 from tests.test_engine import SYMBOL, Bench, run
 
 D = Decimal

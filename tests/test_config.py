@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
-from core.config import ConfigError, load_config
+from gatebot.app.cli import main
+from gatebot.core.config import ConfigError, load_config
 
 GOOD = """
 mode = "replay"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.crashpoints import POINTS
-from core.journal import Journal
+from gatebot.core.crashpoints import POINTS
+from gatebot.core.journal import Journal
 from tests.helpers import gatebot, paper_violations, write_paper_session
 
 pytestmark = pytest.mark.chaos

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from core.journal import Journal
-from exchanges.paper.exchange import PaperExchange, PaperOptions
+from gatebot.core.journal import Journal
+from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 from tests.helpers import ROOT, gatebot, paper_violations, write_paper_session
 
 
@@ -117,7 +117,7 @@ def test_a_damaged_journal_ends_with_a_clear_message_and_no_trading(tmp_path: Pa
 def test_a_second_process_on_the_same_state_directory_refuses_and_the_first_keeps_running(tmp_path: Path) -> None:
     config = write_paper_session(tmp_path, bars=80, speed=3000.0)  # 0.1 s a candle: ~8 s
     env = {k: v for k, v in os.environ.items() if k != "GATEBOT_CRASH_AT"}
-    first = subprocess.Popen([sys.executable, "-m", "core.cli", "run", str(config)], cwd=ROOT, env=env,
+    first = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "run", str(config)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         journal = tmp_path / "state" / "kt.sqlite"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.position import table_markdown
+from gatebot.core.position import table_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 BLOCK = re.compile(r"(<!-- state-table:begin -->\n)(.*?)(<!-- state-table:end -->)", re.DOTALL)

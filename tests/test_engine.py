@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
-from core.clock import VirtualClock
-from core.engine import Engine, InstanceHalted
-from core.events import (
+from gatebot.core.clock import VirtualClock
+from gatebot.core.engine import Engine, InstanceHalted
+from gatebot.core.events import (
     CancelOrder,
     CandleClosed,
     FundingPaid,
@@ -25,13 +25,13 @@ from core.events import (
     SubmitStop,
     Timer,
 )
-from core.invariants import check
-from core.journal import Journal
-from core.position import Protection
-from exchanges.paper.exchange import PaperExchange, PaperOptions
-from plugins.hookspecs import hookimpl
-from plugins.manager import make_plugin_manager
-from strategies.base import Decision, Enter, Exit, PositionView
+from gatebot.core.invariants import check
+from gatebot.core.journal import Journal
+from gatebot.core.position import Protection
+from gatebot.core.strategy import Decision, Enter, Exit, PositionView
+from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
+from gatebot.plugins.hookspecs import hookimpl
+from gatebot.plugins.manager import make_plugin_manager
 
 SYMBOL = "BTC-USDT"
 STEP_MS = 300_000
@@ -407,7 +407,7 @@ def test_an_account_that_refuses_new_entries_still_exits_and_its_stop_still_fire
 
 
 def test_every_pair_outside_the_table_is_refused_and_journaled_by_the_engine(tmp_path: Path) -> None:
-    from core.position import STATES, TABLE, TRIGGERS, Position, Row
+    from gatebot.core.position import STATES, TABLE, TRIGGERS, Position, Row
     from tests.test_position import PROT, kwargs_for, record_for
 
     allowed = {(s, r.trigger) for r in TABLE for s in ((r.source,) if isinstance(r.source, str) else r.source)}

@@ -19,17 +19,17 @@ from typing import Any
 
 import pytest
 
-from core.cli import main
-from core.clock import LiveClock
-from core.config import load_config
-from core.journal import Journal, JournalUnwritable
-from core.market import generate
-from core.runner import YIELD_EVERY, Runner
-from exchanges.bingx import codec, constants
-from exchanges.bingx.errors import Busy, Refused, TimestampError, error_for
-from exchanges.bingx.rest import RestClient, TokenBucket
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
-from plugins.manager import make_plugin_manager
+from gatebot.app.cli import main
+from gatebot.app.runner import YIELD_EVERY, Runner
+from gatebot.core.clock import LiveClock
+from gatebot.core.config import load_config
+from gatebot.core.journal import Journal, JournalUnwritable
+from gatebot.core.market import generate
+from gatebot.exchanges.bingx import codec, constants
+from gatebot.exchanges.bingx.errors import Busy, Refused, TimestampError, error_for
+from gatebot.exchanges.bingx.rest import RestClient, TokenBucket
+from gatebot.plugins.manager import make_plugin_manager
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import gatebot, write_paper_session
 from tests.test_bingx_integration import CONFIG, SYMBOL, Session
 
@@ -387,7 +387,7 @@ def test_the_journal_seam_turns_refused_writes_into_journal_unwritable(tmp_path:
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_an_instance_whose_journal_cannot_be_written_sends_nothing_says_so_once_and_comes_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fault: str) -> None:
-    from exchanges.paper.exchange import PaperExchange
+    from gatebot.exchanges.paper.exchange import PaperExchange
 
     off_at, on_at = 150, 400
     seen = [0]
@@ -486,10 +486,10 @@ def test_live_an_instance_suspended_on_its_journal_comes_back_by_itself_within_s
 
 def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from core.engine import Engine
-    from core.events import CancelOrder, SubmitEntry, SubmitStop
-    from exchanges.base import OrderUnknown
-    from exchanges.paper.exchange import PaperExchange, PaperOptions
+    from gatebot.core.engine import Engine
+    from gatebot.core.events import CancelOrder, SubmitEntry, SubmitStop
+    from gatebot.core.exchange import OrderUnknown
+    from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
     from tests.test_engine import SYMBOL as ENGINE_SYMBOL
     from tests.test_engine import Bench, candle
 
@@ -527,10 +527,10 @@ def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path
 
 
 def test_a_wall_clock_stepped_back_does_not_delay_the_protection_timeout(tmp_path: Path) -> None:
-    from core.clock import VirtualClock
-    from core.events import SubmitClose, SubmitEntry, SubmitStop
-    from exchanges.paper.exchange import PaperExchange, PaperOptions
-    from strategies.base import Enter
+    from gatebot.core.clock import VirtualClock
+    from gatebot.core.events import SubmitClose, SubmitEntry, SubmitStop
+    from gatebot.core.strategy import Enter
+    from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
     from tests.test_engine import SYMBOL as ENGINE_SYMBOL
     from tests.test_engine import Bench
 

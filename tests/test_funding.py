@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from core.config import ConfigError, load_config
-from core.events import CandleClosed, FundingPaid
-from core.invariants import check
-from core.journal import Journal
-from core.report import format_report, report_data, trades
-from core.runner import Runner
-from exchanges.paper.funding import FundingOptions, FundingSchedule, payment
-from plugins.manager import make_plugin_manager
+from gatebot.app.report import format_report, report_data, trades
+from gatebot.app.runner import Runner
+from gatebot.core.config import ConfigError, load_config
+from gatebot.core.events import CandleClosed, FundingPaid
+from gatebot.core.invariants import check
+from gatebot.core.journal import Journal
+from gatebot.exchanges.paper.funding import FundingOptions, FundingSchedule, payment
+from gatebot.plugins.manager import make_plugin_manager
 
 D = Decimal
 DAY_MS = 86_400_000
@@ -192,7 +192,7 @@ def test_the_journal_books_a_payment_once_and_a_version_1_journal_gains_the_tabl
 
 
 def test_the_paper_core_settles_funding_only_for_times_the_account_lived_through() -> None:
-    from exchanges.paper.matching import Account, MatchingCore
+    from gatebot.exchanges.paper.matching import Account, MatchingCore
     from tests.test_paper_matching import instrument
 
     core = MatchingCore(Account(balance=D(10000)), {"BTC-USDT": instrument()}, fee_rate=D(0),
@@ -205,7 +205,7 @@ def test_the_paper_core_settles_funding_only_for_times_the_account_lived_through
 
     core.on_candle(candle(7 * h, 100.0), 0)
     assert core.settle_funding("BTC-USDT", 8 * h, 0) == [], "no position: nothing to pay"
-    from core.events import SubmitEntry
+    from gatebot.core.events import SubmitEntry
 
     core.submit(SubmitEntry(client_id="e", symbol="BTC-USDT", side="long", qty=D(1)), 0)
     core.on_candle(candle(8 * h, 110.0), 0)
@@ -254,7 +254,7 @@ protection = {{ leveraged_sl_pct = 0.8 }}
 def test_gatebot_replay_of_a_day_books_three_payments_per_position_and_the_report_shows_them(tmp_path: Path) -> None:
     import json
 
-    from core.market import generate
+    from gatebot.core.market import generate
     from tests.helpers import gatebot
 
     csv = tmp_path / "day.csv"
@@ -287,8 +287,8 @@ def test_gatebot_replay_of_a_day_books_three_payments_per_position_and_the_repor
 def test_with_two_intervals_of_a_symbol_only_the_shorter_settles_funding() -> None:
     """A replay feeds every candle stream to every paper account, each candle at its open time: the hour that
     ends at 08:00 arrives before the 5m candles inside it, and must not settle 08:00 on the position of 07:00."""
-    from core.events import SubmitClose, SubmitEntry
-    from exchanges.paper.exchange import PaperExchange, PaperOptions
+    from gatebot.core.events import SubmitClose, SubmitEntry
+    from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 
     ex = PaperExchange(PaperOptions(funding=FundingOptions(rate=D("0.001"))))
     asyncio.run(ex.configure("BTC-USDT", 4, False))

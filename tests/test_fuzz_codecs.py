@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.clock import LiveClock
-from exchanges.bingx import codec
-from exchanges.bingx.errors import BingXError
-from exchanges.bingx.market_stream import MarketStream
-from exchanges.bingx.rest import RestClient
-from exchanges.bingx.user_stream import OrderBook, translate
+from gatebot.core.clock import LiveClock
+from gatebot.exchanges.bingx import codec
+from gatebot.exchanges.bingx.errors import BingXError
+from gatebot.exchanges.bingx.market_stream import MarketStream
+from gatebot.exchanges.bingx.rest import RestClient
+from gatebot.exchanges.bingx.user_stream import OrderBook, translate
 
 N = int(os.environ.get("GATEBOT_FUZZ_EXAMPLES", "10000"))
 """Per codec; CI runs the default. A smaller number only for a quick local look."""
@@ -154,7 +154,7 @@ def test_user_frames_decode_or_raise_only_decode_errors_and_translate_never_cras
 
 
 def test_user_stream_reader_counts_bad_frames_and_keeps_reading(caplog: pytest.LogCaptureFixture) -> None:
-    from exchanges.bingx.user_stream import UserStream
+    from gatebot.exchanges.bingx.user_stream import UserStream
 
     events: list[Any] = []
     stream = UserStream("ws://127.0.0.1:9", None, LiveClock(), OrderBook(), hedge=False,  # type: ignore[arg-type]
@@ -255,7 +255,7 @@ def _configs(draw: Any) -> bytes:
 
 
 def test_configs_load_or_raise_one_config_error(tmp_path: Path) -> None:
-    from core.config import ConfigError, load_config
+    from gatebot.core.config import ConfigError, load_config
 
     path = tmp_path / "fuzz.toml"
     ok = [0, 0]
@@ -300,7 +300,7 @@ def _csvs(draw: Any) -> bytes:
 
 
 def test_candle_csvs_load_or_raise_a_candle_file_error(tmp_path: Path) -> None:
-    from core.market import CandleFileError, load_csv
+    from gatebot.core.market import CandleFileError, load_csv
 
     path = tmp_path / "fuzz.csv"
     seen = [0]
@@ -321,7 +321,7 @@ def test_candle_csvs_load_or_raise_a_candle_file_error(tmp_path: Path) -> None:
 
 
 def test_recordings_read_or_raise_a_recording_error(tmp_path: Path) -> None:
-    recording = pytest.importorskip("core.recording", reason="recordings arrive with issue 5")
+    recording = pytest.importorskip("gatebot.core.recording", reason="recordings arrive with issue 5")
     path = tmp_path / "fuzz.rec"
     base = tmp_path / "base.rec"
     with recording.Recorder(base, recording.Header(kind="market")) as rec:  # type: ignore[call-arg]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from core import ids
-from core.journal import SCHEMA_VERSION, Journal, JournalError
+from gatebot.core import ids
+from gatebot.core.journal import SCHEMA_VERSION, Journal, JournalError
 
 
 def test_ids_round_trip_with_and_without_an_epoch() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from core.events import OrderFilled, SubmitEntry
-from core.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked
-from core.position import PositionRecord
+from gatebot.core.events import OrderFilled, SubmitEntry
+from gatebot.core.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked
+from gatebot.core.position import PositionRecord
 
 D = Decimal
 
@@ -111,7 +111,7 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_second_process_on_the_same_journal_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "a.sqlite"
     j = Journal(path)
-    code = (f"from core.journal import Journal, JournalLocked\n"
+    code = (f"from gatebot.core.journal import Journal, JournalLocked\n"
             f"try:\n    Journal({str(path)!r})\nexcept JournalLocked as e:\n    print('refused:', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "refused:" in out.stdout and "in use by another gatebot process" in out.stdout
@@ -166,7 +166,7 @@ def test_a_cancel_keeps_the_command_that_placed_the_order_and_its_attached_stop(
     """Chaos run with attached stops: an entry canceled after its attached stop fired lost its SubmitEntry
     (the cancel replaced it), and with it the stop's id: the invariant check no longer counted that stop's
     fill, and recovery would not have asked about it."""
-    from core.events import CancelOrder, StopSpec, SubmitEntry
+    from gatebot.core.events import CancelOrder, StopSpec, SubmitEntry
 
     j = Journal(tmp_path / "j.sqlite")
     entry = SubmitEntry(client_id="a-1-e1", symbol="BTC-USDT", side="long", qty=Decimal("0.2"),

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.market import CandleFileError, array_candles, generate, load_csv
+from gatebot.core.market import CandleFileError, array_candles, generate, load_csv
 from tests.helpers import SHARED_5M
 
 HEADER = "timestamp,open,high,low,close,volume\n"

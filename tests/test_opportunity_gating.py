@@ -12,12 +12,12 @@ import msgspec
 import numpy as np
 import pytest
 
-from core.events import CandleClosed
-from core.instrument import Instrument
-from core.market import generate
-from strategies.base import Enter, Exit, PositionView, StrategyContext
-from strategies.opportunity_gating import features as F
-from strategies.opportunity_gating.strategy import (
+from gatebot.core.events import CandleClosed
+from gatebot.core.instrument import Instrument
+from gatebot.core.market import generate
+from gatebot.core.strategy import Enter, Exit, PositionView, StrategyContext
+from gatebot.strategies.opportunity_gating import features as F
+from gatebot.strategies.opportunity_gating.strategy import (
     MODEL_NAMES,
     MODELS_DIR,
     OpportunityGating,
@@ -238,8 +238,8 @@ def test_sessions_are_shared_and_a_tampered_file_is_refused(tmp_path: Path) -> N
 def test_a_rebuild_predicts_what_the_shipped_models_predict(tmp_path: Path) -> None:
     pytest.importorskip("lightgbm", reason="the train extra (pip install -e .[train]) is not installed")
     pytest.importorskip("onnxmltools", reason="the train extra (pip install -e .[train]) is not installed")
-    from core.market import load_csv
-    from strategies.opportunity_gating.train import build, predict
+    from gatebot.core.market import load_csv
+    from gatebot.strategies.opportunity_gating.train import build, predict
 
     build(SHARED_5M, tmp_path)
     feats = F.compute(load_csv(SHARED_5M)[:, 1:6])
@@ -276,11 +276,11 @@ protection = {{ leveraged_sl_pct = 0.04 }}
 
 @NO_SHARED
 def test_a_replay_trades_and_journals_its_probabilities(tmp_path: Path) -> None:
-    from core.config import load_config
-    from core.journal import Journal
-    from core.report import evaluation_text, trades
-    from core.runner import Runner
-    from plugins.manager import make_plugin_manager
+    from gatebot.app.report import evaluation_text, trades
+    from gatebot.app.runner import Runner
+    from gatebot.core.config import load_config
+    from gatebot.core.journal import Journal
+    from gatebot.plugins.manager import make_plugin_manager
 
     lines = SHARED_5M.read_text().splitlines()
     csv = tmp_path / "candles.csv"

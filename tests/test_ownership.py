@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from core import ids
-from core.engine import AdoptionRequired, InstanceHalted
-from core.events import OrderFilled, StreamUp, SubmitStop
-from core.invariants import check, shared_claims
-from core.journal import Journal
-from exchanges.paper.exchange import PaperExchange, PaperOptions
-from strategies.base import Enter, Exit
+from gatebot.core import ids
+from gatebot.core.engine import AdoptionRequired, InstanceHalted
+from gatebot.core.events import OrderFilled, StreamUp, SubmitStop
+from gatebot.core.invariants import check, shared_claims
+from gatebot.core.journal import Journal
+from gatebot.core.strategy import Enter, Exit
+from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 from tests.test_engine import SYMBOL, Bench, _exchange_with, run
 
 A, B = "aaaaa", "bbbbb"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.events import (
+from gatebot.core.events import (
     ZERO,
     AnyEvent,
     CancelOrder,
@@ -26,10 +26,10 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from core.instrument import Instrument
-from exchanges.base import ExchangeError
-from exchanges.paper.exchange import PaperExchange, PaperOptions
-from exchanges.paper.matching import FIRST_ORDER_ID, Account, MatchingCore
+from gatebot.core.exchange import ExchangeError
+from gatebot.core.instrument import Instrument
+from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
+from gatebot.exchanges.paper.matching import FIRST_ORDER_ID, Account, MatchingCore
 
 SYM = "BTC-USDT"
 FEE = Decimal("0.0005")

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.events import CancelOrder, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
-from core.instrument import Instrument
-from core.position import (
+from gatebot.core.events import CancelOrder, OrderFilled, SubmitClose, SubmitEntry, SubmitStop
+from gatebot.core.instrument import Instrument
+from gatebot.core.position import (
     STATES,
     TABLE,
     TRIGGERS,

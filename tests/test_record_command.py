@@ -7,10 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.config import load_config
-from core.journal import Journal
-from core.recording import CONNECT, MARKET, REST, SEND, START, USER, Recording, session_hash
-from exchanges.bingx import codec
+from gatebot.core.config import load_config
+from gatebot.core.journal import Journal
+from gatebot.core.recording import CONNECT, MARKET, REST, SEND, START, USER, Recording, session_hash
+from gatebot.exchanges.bingx import codec
 from tests.helpers import gatebot
 
 CONFIG = """

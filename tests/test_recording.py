@@ -13,13 +13,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from core.cli import main
-from core.config import load_config
-from core.journal import Journal
-from core.market import generate
-from core.recording import MAGIC, Header, Recorder, Recording, RecordingError
-from core.replayer import import_candles, replay
-from plugins.manager import make_plugin_manager
+from gatebot.app.cli import main
+from gatebot.app.replayer import import_candles, replay
+from gatebot.core.config import load_config
+from gatebot.core.journal import Journal
+from gatebot.core.market import generate
+from gatebot.core.recording import MAGIC, Header, Recorder, Recording, RecordingError
+from gatebot.plugins.manager import make_plugin_manager
 
 CONFIG = """
 mode = "replay"
@@ -136,7 +136,7 @@ def test_records_are_written_in_blocks_and_read_through_a_small_buffer(
     assert got == expected
     data = path.read_bytes()
     assert len(data) < 1004 * 40 + len(big) * 4, "not one length prefix per record"
-    monkeypatch.setattr("core.recording.READ_CHUNK", 100)
+    monkeypatch.setattr("gatebot.core.recording.READ_CHUNK", 100)
     assert [(x.t, x.ch, x.what, x.data, x.code) for x in Recording(path)] == expected
     path.write_bytes(data[:-1])
     with pytest.raises(RecordingError, match=r"r\.gbrec: truncated at byte \d+"):
@@ -238,7 +238,7 @@ protection = {{ leveraged_sl_pct = 0.04 }}
 
 def test_a_candle_replay_of_a_bingx_config_runs_on_paper_never_on_the_exchange(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from exchanges.bingx.adapter import BingXAdapter
+    from gatebot.exchanges.bingx.adapter import BingXAdapter
 
     def no_bingx(*_: object, **__: object) -> None:
         raise AssertionError("a candle replay started the BingX adapter")
@@ -266,7 +266,7 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
     text = capsys.readouterr().out
     assert "protection gap" in text and "exits by reason" in text and "5-day windows" in text
     data = msgspec.json.decode((out / "report.json").read_bytes())["instances"][0]
-    from core.plot import read_series
+    from gatebot.app.plot import read_series
 
     plotted = read_series(out / "report.png")["sma"]
     assert plotted == data["equity_curve"]

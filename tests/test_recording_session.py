@@ -13,13 +13,13 @@ from typing import Any
 import msgspec
 import pytest
 
-from core.config import load_config
-from core.journal import Journal
-from core.recording import Header, Recorder, Recording, session_hash
-from core.replayer import replay
-from core.runner import Runner
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
-from plugins.manager import make_plugin_manager
+from gatebot.app.replayer import replay
+from gatebot.app.runner import Runner
+from gatebot.core.config import load_config
+from gatebot.core.journal import Journal
+from gatebot.core.recording import Header, Recorder, Recording, session_hash
+from gatebot.plugins.manager import make_plugin_manager
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import until
 
 SYMBOL = "BTC-USDT"
@@ -196,8 +196,8 @@ def test_the_market_frames_of_a_session_with_dropped_streams_replay_as_the_candl
     """A market replay reads frames ahead a block at a time; a gap after a reconnect makes it hand on
     the candles read so far, then wait for the recorded REST reply. The candles must be the ones the live
     bot closed (the simulator's own), each once, in order, on a clock that never goes back."""
-    from core.clock import VirtualClock
-    from exchanges.bingx.replay import market_candles
+    from gatebot.core.clock import VirtualClock
+    from gatebot.exchanges.bingx.replay import market_candles
 
     _, recording, stats = recorded
     rec = Recording(recording)

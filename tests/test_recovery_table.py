@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from core.position import EXITED, STATES, PositionRecord
-from core.recovery import ACTIONS, TABLE, ExchangeFacts, Step, decide, table_markdown
+from gatebot.core.position import EXITED, STATES, PositionRecord
+from gatebot.core.recovery import ACTIONS, TABLE, ExchangeFacts, Step, decide, table_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 BLOCK = re.compile(r"(<!-- recovery-table:begin -->\n)(.*?)(<!-- recovery-table:end -->)", re.DOTALL)

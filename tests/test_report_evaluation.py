@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.report import EvalTrade, evaluate, split_by_training, window_stats
+from gatebot.app.report import EvalTrade, evaluate, split_by_training, window_stats
 
 STEP = 300_000  # 5m
 

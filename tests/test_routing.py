@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from core.events import OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderRejected
-from core.position import PositionRecord
-from core.routing import ACTIONS, TABLE, Facts, Rule, route, table_markdown
+from gatebot.core.events import OrderAccepted, OrderCanceled, OrderExpired, OrderFilled, OrderRejected
+from gatebot.core.position import PositionRecord
+from gatebot.core.routing import ACTIONS, TABLE, Facts, Rule, route, table_markdown
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 BLOCK = re.compile(r"(<!-- routing-table:begin -->\n)(.*?)(<!-- routing-table:end -->)", re.DOTALL)

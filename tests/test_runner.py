@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.config import load_config
-from core.journal import Journal
-from core.report import report_dir, trades
-from core.runner import Runner
-from plugins.manager import make_plugin_manager
+from gatebot.app.report import report_dir, trades
+from gatebot.app.runner import Runner
+from gatebot.core.config import load_config
+from gatebot.core.journal import Journal
+from gatebot.plugins.manager import make_plugin_manager
 from tests.helpers import SHARED_5M
 from tests.sma_reference import plain_sma_trades
 
@@ -98,7 +98,7 @@ protection = {{ leveraged_sl_pct = 0.04 }}
 def test_replay_makes_the_same_trades_as_a_plain_loop(tmp_path: Path) -> None:
     from decimal import Decimal
 
-    from core.market import load_csv
+    from gatebot.core.market import load_csv
 
     path = tmp_path / "sma.toml"
     path.write_text(SMA.format(state=tmp_path / "state"))
@@ -154,7 +154,7 @@ def test_a_replay_never_overwrites_a_paper_journal(tmp_path: Path) -> None:
 
 
 def test_the_replay_command_reads_a_candle_file_and_reports(tmp_path: Path) -> None:
-    from core.market import generate
+    from gatebot.core.market import generate
     from tests.helpers import gatebot
 
     csv = tmp_path / "candles.csv"
@@ -178,9 +178,9 @@ def test_an_hour_of_healthy_trading_forgives_earlier_failures(tmp_path: Path) ->
     backoff: found by the fault soak, where an instance stayed out for 64 candles (five hours)."""
     from types import SimpleNamespace
 
-    from core.clock import VirtualClock
-    from core.events import CandleClosed
-    from core.runner import HEALTHY_CANDLES, MAX_BACKOFF_CANDLES, Instance
+    from gatebot.app.runner import HEALTHY_CANDLES, MAX_BACKOFF_CANDLES, Instance
+    from gatebot.core.clock import VirtualClock
+    from gatebot.core.events import CandleClosed
 
     path = tmp_path / "two.toml"
     path.write_text(TWO.format(state=tmp_path / "state"))
@@ -208,8 +208,8 @@ def test_an_hour_of_healthy_trading_forgives_earlier_failures(tmp_path: Path) ->
 def test_a_stream_gap_naming_a_symbol_reconciles_only_the_instances_trading_it() -> None:
     from types import SimpleNamespace
 
-    from core.events import StreamUp
-    from core.runner import Runner
+    from gatebot.app.runner import Runner
+    from gatebot.core.events import StreamUp
 
     posted: dict[str, list[object]] = {"btc": [], "eth": [], "other": []}
 

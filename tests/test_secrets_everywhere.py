@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from core.journal import Journal
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
+from gatebot.core.journal import Journal
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import gatebot
 from tests.test_bingx_integration import session
 
@@ -33,15 +33,15 @@ def test_a_session_leaves_the_key_and_secret_nowhere(tmp_path: Path, monkeypatch
             s.sim.faults.fail_next("/openApi/swap/v2/trade/order", "5xx")
             await s.candles_until(lambda: s.engine.pos.rec.seq >= 5, "two more", limit=30)
         # an authentication failure's text: the adapter with a wrong secret
-        from core.clock import LiveClock
-        from exchanges.bingx.rest import RestClient
+        from gatebot.core.clock import LiveClock
+        from gatebot.exchanges.bingx.rest import RestClient
 
         async with BingXSimulator(SimOptions(api_key=KEY, secret=SECRET)) as sim:
             rest = RestClient(sim.rest_url, KEY, SECRET + "-wrong", clock=LiveClock(), timeout_s=2)
             await rest.start()
             try:
                 await rest.listen_key()
-                from exchanges.bingx.constants import BALANCE
+                from gatebot.exchanges.bingx.constants import BALANCE
 
                 await rest.query(BALANCE, {}, list)
             except Exception as exc:

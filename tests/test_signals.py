@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.journal import Journal, JournalError
+from gatebot.core.journal import Journal, JournalError
 from tests.helpers import ROOT, paper_violations, write_paper_session
 
 pytestmark = pytest.mark.chaos
@@ -41,7 +41,7 @@ def wait_for_state(journal_path: Path, state: str, proc: subprocess.Popen[str], 
 def test_a_signal_stops_the_session_and_the_stop_stays_on_the_exchange(tmp_path: Path, sig: int) -> None:
     config = write_paper_session(tmp_path, bars=100_000, speed=6000)  # 0.05 s per 5m candle
     env = {k: v for k, v in os.environ.items() if k != "GATEBOT_CRASH_AT"}
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "run", str(config)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "run", str(config)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_state(tmp_path / "state" / "kt.sqlite", "protected", proc)
@@ -60,7 +60,7 @@ def test_a_signal_stops_the_session_and_the_stop_stays_on_the_exchange(tmp_path:
     assert rec is not None and rec.state in ("protected", "entering", "exiting", "flat")
     assert paper_violations(tmp_path) == []
     if rec.state == "protected":
-        from exchanges.paper.exchange import PaperExchange, PaperOptions
+        from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 
         account = PaperExchange(PaperOptions(state_file=str(tmp_path / "account.json")))
         assert [o.client_id for o in account.core.open_orders("BTC-USDT")] == [rec.stop_id]

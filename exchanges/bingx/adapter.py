@@ -1,4 +1,4 @@
-"""The BingX USDT-M perpetual adapter: the exchange protocol of exchanges/base.py over REST + websockets.
+"""The BingX USDT-M perpetual adapter: the exchange protocol of core/exchange.py over REST + websockets.
 
 Commands become signed orders carrying the deterministic client order id; refusals come back as
 ``OrderRejected`` events; a submission whose reply is lost (timeout, 5xx, dropped connection) raises
@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from core import ids
-from core.clock import Clock
-from core.events import (
+from gatebot.core import ids
+from gatebot.core.clock import Clock
+from gatebot.core.events import (
     ZERO,
     CancelOrder,
     CandleClosed,
@@ -40,9 +40,7 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from core.instrument import Instrument
-from core.intervals import interval_ms
-from exchanges.base import (
+from gatebot.core.exchange import (
     Capabilities,
     EventSink,
     ExchangeError,
@@ -53,9 +51,11 @@ from exchanges.base import (
     Role,
     SettingsRefused,
 )
-from exchanges.bingx import codec, constants
-from exchanges.bingx.codec import dec
-from exchanges.bingx.errors import (
+from gatebot.core.instrument import Instrument
+from gatebot.core.intervals import interval_ms
+from gatebot.exchanges.bingx import codec, constants
+from gatebot.exchanges.bingx.codec import dec
+from gatebot.exchanges.bingx.errors import (
     AuthError,
     BingXError,
     InvalidRequest,
@@ -63,9 +63,9 @@ from exchanges.bingx.errors import (
     RateLimited,
     Refused,
 )
-from exchanges.bingx.market_stream import MarketStream
-from exchanges.bingx.rest import RestClient, TransportError
-from exchanges.bingx.user_stream import OrderBook, UserStream
+from gatebot.exchanges.bingx.market_stream import MarketStream
+from gatebot.exchanges.bingx.rest import RestClient, TransportError
+from gatebot.exchanges.bingx.user_stream import OrderBook, UserStream
 
 log = logging.getLogger("gatebot.bingx")
 HOUR_MS = 3_600_000
@@ -113,25 +113,18 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     kline_grace_s: float = 5.0
     """Close a candle by the clock this long after its end when no later push came..."""
     close_candles_by_clock: bool = True
-    """...unless this is false (a simulator whose market clock is not the local clock)."""
+    """...unless this is false (a simulator whose market clock is not the local clock; the application sets it
+    for an embedded one)."""
     unreadable_push_limit: int = 5
     """User-stream pushes that could not be read after which no new entries are taken on this account."""
     simulator: dict[str, Any] | None = None
-    """Run an embedded BingX simulator on loopback with these options (the demo); no secrets needed."""
+    """The application runs an embedded BingX simulator on loopback with these options (the demo) and points
+    this adapter at it (:meth:`BingXAdapter.embed`); no secrets needed. The adapter itself never starts one."""
 
     @property
     def real_money(self) -> bool:
         """Orders would reach BingX's live host: the config allows that only in mode = "live"."""
         return self.simulator is None and self.rest_url is None and self.host == "live"
-
-    def __post_init__(self) -> None:
-        if self.simulator is not None:
-            from exchanges.bingx.simulator import SimOptions
-
-            try:
-                msgspec.convert(self.simulator, SimOptions)
-            except msgspec.ValidationError as exc:
-                raise ValueError(f"simulator: {exc}") from None
 
 
 def load_secrets(options: BingXOptions) -> tuple[str, str]:
@@ -167,9 +160,10 @@ class BingXAdapter:
         self.account = account
         self.capabilities = Capabilities(attached_stop=options.attached_stop, hedge_mode=hedge_mode)
         self.book = OrderBook()
-        self.simulator: Any = None
         self.finished: asyncio.Event | None = None
         """Set when the market ends (an embedded simulator's finite market); None for a real exchange."""
+        self._credentials: tuple[str, str] | None = None
+        """An embedded endpoint's API key and secret (embed()); None: load_secrets()."""
         self.rest: RestClient | None = None
         self.user: UserStream | None = None
         self.market: MarketStream | None = None
@@ -187,18 +181,18 @@ class BingXAdapter:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
+    def embed(self, rest_url: str, ws_url: str, credentials: tuple[str, str], finished: asyncio.Event | None) -> None:
+        """Trade against an endpoint the application runs (an embedded simulator), before start(): its URLs, its
+        credentials, and the event set when its finite market ends (which ends the run)."""
+        self.rest_url, self.ws_url = rest_url, ws_url
+        self._credentials = credentials
+        self.finished = finished
+
     async def start(self, sink: EventSink, *, market_only: bool = False) -> None:
         """Connect. ``market_only``: public market data alone (no credentials, no user stream)."""
         self._sink = sink
-        if self.options.simulator is not None:
-            from exchanges.bingx.simulator import BingXSimulator, SimOptions
-
-            sim_options = msgspec.convert(self.options.simulator, SimOptions)
-            self.simulator = BingXSimulator(msgspec.structs.replace(sim_options, hedge_mode=self.hedge))
-            await self.simulator.start()
-            self.finished = self.simulator.finished  # a finite simulated market ends the run
-            self.rest_url, self.ws_url = self.simulator.rest_url, self.simulator.ws_url
-            key, secret = sim_options.api_key, sim_options.secret
+        if self._credentials is not None:
+            key, secret = self._credentials
         elif market_only:
             key, secret = "", ""
         else:
@@ -243,8 +237,6 @@ class BingXAdapter:
         self._tasks.clear()
         if self.rest is not None:
             await self.rest.close()
-        if self.simulator is not None:
-            await self.simulator.stop()
 
     def _funding_pushed(self, push_ms: int) -> None:
         """A FUNDING_FEE push: read that funding time's payments from the income history and deliver them
@@ -327,7 +319,7 @@ class BingXAdapter:
 
     def start_market(self, streams: dict[tuple[str, str], int | None], on_candle: Any) -> MarketStream:
         """Stream closed candles of ``streams`` ((symbol, interval) -> last history open time)."""
-        by_clock = self.options.close_candles_by_clock and self.simulator is None  # a simulator's clock is its own
+        by_clock = self.options.close_candles_by_clock
         grace = self.options.kline_grace_s if by_clock else None
         self.market = MarketStream(self.ws_url, list(streams), self.klines, self.clock, on_candle=on_candle,
                                    grace_s=grace, recorder=self.recorder)

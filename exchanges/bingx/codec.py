@@ -326,14 +326,6 @@ class Subscribe(msgspec.Struct, kw_only=True):
     dataType: str
 
 
-class Ack(msgspec.Struct, kw_only=True):
-    id: str = ""
-    code: int = 0
-    msg: str = ""
-    dataType: str = ""
-    data: None = None
-
-
 class MarketPush(msgspec.Struct, kw_only=True):
     """Any market push: ``dataType`` says which; ``data`` is decoded by kind (kline: a list or one object)."""
 
@@ -510,7 +502,3 @@ def ungzip_frame(frame: bytes | str) -> str:
     except zlib.error as exc:
         raise ValueError(f"damaged gzip frame: {exc}") from None
 
-
-def envelope(data: Any, code: int = 0, msg: str = "") -> bytes:
-    """A REST reply body (the simulator's side)."""
-    return encoder.encode({"code": code, "msg": msg, "data": data})

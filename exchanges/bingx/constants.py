@@ -28,7 +28,6 @@ FUNDING_RATE: Final = "/openApi/swap/v2/quote/fundingRate"
 LISTEN_KEY: Final = "/openApi/user/auth/userDataStream"
 
 RECV_WINDOW_MS: Final = 5000
-LISTEN_KEY_TTL_S: Final = 3600
 LISTEN_KEY_RENEW_S: Final = 1800
 KLINE_LIMIT: Final = 1440
 

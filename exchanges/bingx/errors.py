@@ -12,7 +12,7 @@ import re
 
 import msgspec
 
-from exchanges.base import CredentialsRefused, ExchangeError
+from gatebot.core.exchange import CredentialsRefused, ExchangeError
 
 
 class BingXError(ExchangeError):

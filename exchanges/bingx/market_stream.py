@@ -22,11 +22,11 @@ import msgspec
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from core.clock import Clock
-from core.events import CandleClosed
-from core.intervals import interval_ms
-from core.recording import CONNECT, MARKET
-from exchanges.bingx import codec
+from gatebot.core.clock import Clock
+from gatebot.core.events import CandleClosed
+from gatebot.core.intervals import interval_ms
+from gatebot.core.recording import CONNECT, MARKET
+from gatebot.exchanges.bingx import codec
 
 log = logging.getLogger("gatebot.bingx.market")
 

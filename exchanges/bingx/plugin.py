@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exchanges.bingx.adapter import BingXPlugin
-from plugins.hookspecs import hookimpl
+from gatebot.exchanges.bingx.adapter import BingXPlugin
+from gatebot.plugins.hookspecs import hookimpl
 
 
 @hookimpl

@@ -20,14 +20,14 @@ from typing import Any
 
 import msgspec
 
-from core.clock import VirtualClock
-from core.events import CandleClosed
-from core.recording import CONNECT, MARKET, REST, SEND, START, USER, Record, Recording, describe
-from exchanges.base import EventSink
-from exchanges.bingx.adapter import BingXAdapter, BingXOptions
-from exchanges.bingx.market_stream import MarketStream
-from exchanges.bingx.rest import RestClient, TokenBucket, TransportError, request_key
-from exchanges.bingx.user_stream import UserStream
+from gatebot.core.clock import VirtualClock
+from gatebot.core.events import CandleClosed
+from gatebot.core.exchange import EventSink
+from gatebot.core.recording import CONNECT, MARKET, REST, SEND, START, USER, Record, Recording, describe
+from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+from gatebot.exchanges.bingx.market_stream import MarketStream
+from gatebot.exchanges.bingx.rest import RestClient, TokenBucket, TransportError, request_key
+from gatebot.exchanges.bingx.user_stream import UserStream
 
 log = logging.getLogger("gatebot.bingx.replay")
 _pending = msgspec.json.Decoder(dict[str, str])
@@ -230,21 +230,6 @@ def _due(ready: list[tuple[int, CandleClosed]], clock: VirtualClock) -> Iterator
     ready.clear()
 
 
-def paper_options(options: Any) -> Any:
-    """The paper account a market recording of this BingX account replays on: the same stop placement
-    (``attached_stop``), and an embedded simulator's balance, fee rate, stop slippage and funding."""
-    from exchanges.bingx.simulator import SimOptions
-    from exchanges.paper.exchange import PaperOptions
-
-    bx = options if isinstance(options, BingXOptions) else msgspec.convert(options, BingXOptions)
-    kw: dict[str, Any] = {"attached_stop": bx.attached_stop}
-    if bx.simulator is not None:
-        sim = msgspec.convert(bx.simulator, SimOptions)
-        kw |= {"balance": sim.balance, "fee_rate": sim.fee_rate, "stop_slippage_bps": sim.stop_slippage_bps,
-               "funding": sim.funding}
-    return PaperOptions(**kw)
-
-
 def market_frames(recording: Recording) -> int:
     return sum(1 for r in recording if r.ch == MARKET and r.what not in (CONNECT, START))
 
@@ -383,7 +368,6 @@ class ReplayBingXAdapter(BingXAdapter):
     def __init__(self, options: BingXOptions, driver: SessionDriver, *, hedge_mode: bool, account: str) -> None:
         super().__init__(msgspec.structs.replace(options, simulator=None), hedge_mode=hedge_mode, clock=driver.clock,
                          account=account)
-        self._embedded = options.simulator is not None  # live: candles closed by the simulator's pushes
         self.driver = driver
         self.finished = driver.finished
 
@@ -400,7 +384,7 @@ class ReplayBingXAdapter(BingXAdapter):
         self.driver.user = self.user
 
     def start_market(self, streams: dict[tuple[str, str], int | None], on_candle: Any) -> MarketStream:
-        by_clock = self.options.close_candles_by_clock and not self._embedded
+        by_clock = self.options.close_candles_by_clock
         grace = self.options.kline_grace_s if by_clock else None
         self.market = MarketStream("replay:", list(streams), self.klines, self.clock, on_candle=on_candle,
                                    grace_s=grace)

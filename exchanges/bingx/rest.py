@@ -21,13 +21,13 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
-from core.clock import Clock
-from core.recording import REST, SEND
-from exchanges.base import ExchangeError
-from exchanges.bingx import codec
-from exchanges.bingx.auth import signed_query
-from exchanges.bingx.constants import ENDPOINT_GROUP, LISTEN_KEY, RATE_LIMITS, RECV_WINDOW_MS, SERVER_TIME
-from exchanges.bingx.errors import BingXError, RateLimited, TimestampError, UnreadableReply, error_for
+from gatebot.core.clock import Clock
+from gatebot.core.exchange import ExchangeError
+from gatebot.core.recording import REST, SEND
+from gatebot.exchanges.bingx import codec
+from gatebot.exchanges.bingx.auth import signed_query
+from gatebot.exchanges.bingx.constants import ENDPOINT_GROUP, LISTEN_KEY, RATE_LIMITS, RECV_WINDOW_MS, SERVER_TIME
+from gatebot.exchanges.bingx.errors import BingXError, RateLimited, TimestampError, UnreadableReply, error_for
 
 log = logging.getLogger("gatebot.bingx.rest")
 T = TypeVar("T")

@@ -31,8 +31,8 @@ import msgspec
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from core.clock import Clock
-from core.events import (
+from gatebot.core.clock import Clock
+from gatebot.core.events import (
     AnyEvent,
     BalanceSnapshot,
     OrderAccepted,
@@ -41,11 +41,11 @@ from core.events import (
     OrderFilled,
     PositionSnapshot,
 )
-from core.recording import CONNECT, USER
-from exchanges.bingx import codec
-from exchanges.bingx.codec import dec
-from exchanges.bingx.constants import LISTEN_KEY_RENEW_S
-from exchanges.bingx.rest import RestClient, TransportError
+from gatebot.core.recording import CONNECT, USER
+from gatebot.exchanges.bingx import codec
+from gatebot.exchanges.bingx.codec import dec
+from gatebot.exchanges.bingx.constants import LISTEN_KEY_RENEW_S
+from gatebot.exchanges.bingx.rest import RestClient, TransportError
 
 log = logging.getLogger("gatebot.bingx.user")
 ZERO = Decimal(0)

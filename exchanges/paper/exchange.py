@@ -14,8 +14,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from core.clock import Clock
-from core.events import (
+from gatebot.core.clock import Clock
+from gatebot.core.config import OptionFileError
+from gatebot.core.events import (
     AnyEvent,
     CancelOrder,
     CandleClosed,
@@ -27,11 +28,11 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from core.instrument import Instrument
-from core.intervals import interval_ms
-from exchanges.base import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
-from exchanges.paper.funding import FundingOptions, FundingSchedule
-from exchanges.paper.matching import Account, MatchingCore
+from gatebot.core.exchange import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
+from gatebot.core.instrument import Instrument
+from gatebot.core.intervals import interval_ms
+from gatebot.exchanges.paper.funding import FundingError, FundingOptions, FundingSchedule, load_rates
+from gatebot.exchanges.paper.matching import Account, MatchingCore
 
 STOP_SLIPPAGE_BPS = Decimal(5)
 """The default: a triggered stop is a market order into a market moving against it. On BingX's liquid
@@ -63,6 +64,21 @@ class PaperOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     step: Decimal = Decimal("0.0001")
     min_qty: Decimal = Decimal("0.0001")
     min_notional: Decimal = Decimal(2)
+
+    def resolve_files(self, base: Path) -> PaperOptions:
+        """The funding CSV resolved against the config's folder ``base`` and read now (core.config calls this at
+        load), so that a missing or bad file is refused before anything starts."""
+        csv = self.funding.csv
+        if not csv:
+            return self
+        if "\x00" in csv:
+            raise OptionFileError("funding.csv", "a path cannot contain a NUL character")
+        resolved = base / csv
+        try:
+            load_rates(resolved)
+        except FundingError as exc:
+            raise OptionFileError("funding.csv", str(exc)) from None
+        return msgspec.structs.replace(self, funding=msgspec.structs.replace(self.funding, csv=str(resolved)))
 
     def __post_init__(self) -> None:
         # msgspec.Meta bounds do not apply to Decimal, so the ranges are checked here.

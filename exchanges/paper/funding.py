@@ -17,7 +17,7 @@ from typing import Literal
 
 import msgspec
 
-from core.events import ZERO, FundingPaid, Side
+from gatebot.core.events import ZERO, FundingPaid, Side
 
 HOUR_MS = 3_600_000
 PAID_PLACES = Decimal("0.00000001")

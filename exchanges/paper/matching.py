@@ -38,7 +38,7 @@ from typing import Literal
 
 import msgspec
 
-from core.events import (
+from gatebot.core.events import (
     ZERO,
     AnyEvent,
     CandleClosed,
@@ -56,9 +56,9 @@ from core.events import (
     SubmitStop,
     opposite,
 )
-from core.instrument import Instrument, to_decimal
-from exchanges.base import OrderState, OrderStatus, Role
-from exchanges.paper.funding import FundingSchedule, payment
+from gatebot.core.exchange import OrderState, OrderStatus, Role
+from gatebot.core.instrument import Instrument, to_decimal
+from gatebot.exchanges.paper.funding import FundingSchedule, payment
 
 OrderType = Literal["MARKET", "LIMIT", "STOP_MARKET", "TAKE_PROFIT_MARKET", "TRIGGER_MARKET"]
 RestingType = Literal["LIMIT", "TRIGGER_MARKET"]

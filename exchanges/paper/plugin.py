@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from exchanges.paper.exchange import PaperPlugin
-from plugins.hookspecs import hookimpl
+from gatebot.exchanges.paper.exchange import PaperPlugin
+from gatebot.plugins.hookspecs import hookimpl
 
 
 @hookimpl

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from plugins.hookspecs import hookimpl
-from strategies.opportunity_gating.strategy import OpportunityGating
+from gatebot.plugins.hookspecs import hookimpl
+from gatebot.strategies.opportunity_gating.strategy import OpportunityGating
 
 
 @hookimpl

@@ -25,9 +25,9 @@ from typing import Annotated, Any, ClassVar, Literal
 import msgspec
 import numpy as np
 
-from core.events import CandleClosed
-from strategies.base import Decision, Enter, Exit, PositionView, StrategyContext
-from strategies.opportunity_gating import features as F
+from gatebot.core.events import CandleClosed
+from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext
+from gatebot.strategies.opportunity_gating import features as F
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 MODEL_NAMES = ("long_entry", "short_entry", "long_exit", "short_exit")
@@ -184,7 +184,7 @@ class OpportunityGating:
         return out
 
     def evaluation_meta(self) -> dict[str, Any]:
-        """The ``strategy_meta`` for :func:`core.report.evaluation_text`: the model card, so the
+        """The ``strategy_meta`` for :func:`gatebot.app.report.evaluation_text`: the model card, so the
         evaluation reports the out-of-sample part separately."""
         return {"model_card": self.models.card,
                 "interval_ms": int(self.models.card.get("source", {}).get("interval_ms") or 300_000)}

@@ -1,6 +1,6 @@
 """Rebuild the four opportunity-gating models from a candle CSV (needs the ``train`` extra).
 
-    python -m strategies.opportunity_gating.train --csv PATH [--out DIR] [--train-share 0.6]
+    python -m gatebot.strategies.opportunity_gating.train --csv PATH [--out DIR] [--train-share 0.6]
 
 Labels are trade outcomes simulated with the strategy's exact exit rules: entry at the close of
 candle t, an intrabar stop 1% (``leveraged_sl_pct / leverage``) from the entry that fills at the stop
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.market import load_csv
-from strategies.opportunity_gating import features as F
+from gatebot.core.market import load_csv
+from gatebot.strategies.opportunity_gating import features as F
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 LEVERAGE = 4

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from plugins.hookspecs import hookimpl
-from strategies.sma_cross.strategy import SmaCross
+from gatebot.plugins.hookspecs import hookimpl
+from gatebot.strategies.sma_cross.strategy import SmaCross
 
 
 @hookimpl

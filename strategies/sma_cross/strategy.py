@@ -12,8 +12,8 @@ from typing import Annotated, ClassVar
 
 import msgspec
 
-from core.events import CandleClosed
-from strategies.base import Decision, Enter, Exit, PositionView, StrategyContext
+from gatebot.core.events import CandleClosed
+from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext
 
 
 class SmaCrossParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -1,4 +1,4 @@
-"""The seeded kill -9 chaos driver: the bot (``python -m core.cli run CONFIG``) as a child process against a
+"""The seeded kill -9 chaos driver: the bot (``python -m gatebot.app.cli run CONFIG``) as a child process against a
 BingX simulator that outlives it, killed at every named crash point and at random instants, restarted on the
 same journal, and checked against I1-I5 once its recovery completed.
 
@@ -32,10 +32,10 @@ from typing import Any
 
 import msgspec
 
-from core.crashpoints import POINTS
-from core.journal import Journal, JournalError
-from exchanges.bingx.simulator import SimOptions
-from exchanges.paper.funding import FundingOptions
+from gatebot.core.crashpoints import POINTS
+from gatebot.core.journal import Journal, JournalError
+from gatebot.exchanges.paper.funding import FundingOptions
+from gatebot.simulators.bingx import SimOptions
 from tests.chaos.simthread import SimThread, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,7 +184,7 @@ class Chaos:
         stderr = open(self.workdir / "logs" / f"bot-{self.cycle:04d}.log", "wb")  # noqa: SIM115
         self.marker = self.reconciled()
         t0 = time.monotonic()
-        self.proc = subprocess.Popen([sys.executable, "-m", "core.cli", "run", str(self.config)], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "run", str(self.config)], cwd=ROOT,
                                      env=env, stdout=subprocess.DEVNULL, stderr=stderr)
         stderr.close()
         return t0

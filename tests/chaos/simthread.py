@@ -11,9 +11,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.invariants import Violation, check
-from core.journal import Journal
-from exchanges.bingx.simulator import BingXSimulator, SimOptions
+from gatebot.core.invariants import Violation, check
+from gatebot.core.journal import Journal
+from gatebot.simulators.bingx import BingXSimulator, SimOptions
 
 T = TypeVar("T")
 
@@ -79,7 +79,7 @@ class SimThread:
 
     def market_subscribed(self) -> bool:
         """True once some client holds a kline subscription: the bot subscribes to candles only after
-        every instance's recovery ran (core/runner.py: build, then ``_feed_live``)."""
+        every instance's recovery ran (app/runner.py: build, then ``_feed_live``)."""
         sim = self.sim
         assert sim is not None
         return self.do(lambda: any(c.kind == "market" and c.subs for c in sim.streams.conns))

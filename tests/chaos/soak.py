@@ -22,9 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.journal import Journal
-from exchanges.bingx.constants import ORDER
-from exchanges.bingx.simulator import SimOptions
+from gatebot.core.journal import Journal
+from gatebot.exchanges.bingx.constants import ORDER
+from gatebot.simulators.bingx import SimOptions
 from tests.chaos.driver import FUNDING, INSTANCE, RECOVERY_LIMIT_S, SYMBOL, Chaos, ChaosResult
 from tests.chaos.simthread import SimThread, wait_for
 

@@ -21,11 +21,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from core import ids
-from core.clock import Clock, LiveClock, VirtualClock
-from core.config import Config, InstanceConfig, config_hash
-from core.engine import AdoptionRequired, Engine, InstanceHalted
-from core.events import (
+from gatebot.app.embedded import EmbeddedSimulators, for_embedded
+from gatebot.core import ids
+from gatebot.core.clock import Clock, LiveClock, VirtualClock
+from gatebot.core.config import Config, InstanceConfig, config_hash
+from gatebot.core.engine import AdoptionRequired, Engine, InstanceHalted
+from gatebot.core.events import (
     AnyEvent,
     CandleClosed,
     FundingPaid,
@@ -35,12 +36,19 @@ from core.events import (
     StreamUp,
     Timer,
 )
-from core.intervals import interval_ms
-from core.journal import Journal, JournalError, JournalUnwritable, StateDirLock, check_state_dir
-from core.market import array_candles, generate, load_csv
-from core.position import Protection
-from exchanges.base import CredentialsRefused, ExchangeAdapter
-from strategies.base import StrategyContext
+from gatebot.core.exchange import (
+    CandleDriven,
+    CredentialsRefused,
+    ExchangeAdapter,
+    MarketSource,
+    MarketTimed,
+    Recordable,
+)
+from gatebot.core.intervals import interval_ms
+from gatebot.core.journal import Journal, JournalError, JournalUnwritable, StateDirLock, check_state_dir
+from gatebot.core.market import array_candles, generate, load_csv
+from gatebot.core.position import Protection
+from gatebot.core.strategy import EvaluationMeta, JournalMeta, Prepares, StrategyContext
 
 log = logging.getLogger("gatebot.runner")
 
@@ -104,15 +112,12 @@ class Instance:
         strategy_cls = r.plugins.strategies()[cfg.strategy]
         strategy = strategy_cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol,
                                                             interval=cfg.interval, leverage=cfg.leverage))
-        evaluation_meta = getattr(strategy, "evaluation_meta", None)
-        if evaluation_meta is not None:
-            r.evaluation_meta[cfg.name] = evaluation_meta()
-        journal_meta = getattr(strategy, "journal_meta", None)
-        if journal_meta is not None:
-            journal.set_meta(journal_meta())  # e.g. the sha256 of each model file the decisions come from
-        prepare = getattr(strategy, "prepare", None)
-        if prepare is not None and r.market_rows is not None:
-            prepare(r.market_rows)
+        if isinstance(strategy, EvaluationMeta):
+            r.evaluation_meta[cfg.name] = strategy.evaluation_meta()
+        if isinstance(strategy, JournalMeta):
+            journal.set_meta(strategy.journal_meta())  # e.g. the sha256 of each model file the decisions come from
+        if isinstance(strategy, Prepares) and r.market_rows is not None:
+            strategy.prepare(r.market_rows)
         prot = cfg.protection
         engine = Engine(
             name=cfg.name, symbol=cfg.symbol, interval=cfg.interval, leverage=cfg.leverage, strategy=strategy,
@@ -252,7 +257,7 @@ class Instance:
 
 
 class Runner:
-    def __init__(self, config: Config, plugins: Any, *, config_path: Path | None = None,
+    def __init__(self, config: Config, plugins: Any, *,
                  candles_csv: Path | None = None, progress: bool = False, recorder: Any = None,
                  adapters: dict[str, ExchangeAdapter] | None = None,
                  candle_source: AsyncIterator[CandleClosed] | None = None, clock: Clock | None = None,
@@ -268,6 +273,8 @@ class Runner:
         """A core.recording.Recorder: adapters that can (BingX) tee their raw traffic into it."""
         self._given_adapters = adapters
         """Adapters to use instead of the plugins' (a recorded session's replay adapter)."""
+        self._embedded = EmbeddedSimulators(config, list(dict.fromkeys(i.exchange for i in config.instances)))
+        """The simulators of accounts that embed one (the demo), started before the adapters (not for given ones)."""
         self._candle_source = candle_source
         """Candles to replay instead of [market] / a CSV (frames of a market recording)."""
         self.plugins = plugins
@@ -276,12 +283,12 @@ class Runner:
         csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)
         self._csv_rows = load_csv(csv) if csv else None  # a bad file is refused before anything starts
         self.market_rows = self._csv_rows
+        """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.evaluation_meta: dict[str, dict[str, Any]] = {}
         """Per instance, what its strategy wants the evaluation to know (a model card...)."""
         self.first_open: int | None = None
         self.last_close: int | None = None
         """The traded period: first candle's open time, last candle's close time."""
-        """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.progress = progress
         self.progress_total: int | None = None
         """How many candles the replay will have (for the ETA), when known."""
@@ -308,12 +315,13 @@ class Runner:
         for name in {i.exchange for i in self.config.instances}:
             ex = self.config.exchanges[name]
             plugin = exchanges[ex.type]
-            self.adapters[name] = plugin.factory(ex.options, hedge_mode=ex.hedge_mode, clock=self.clock,
-                                                 state_dir=self.state_dir, account=name)
+            self.adapters[name] = plugin.factory(for_embedded(ex.options), hedge_mode=ex.hedge_mode,
+                                                 clock=self.clock, state_dir=self.state_dir, account=name)
             if self.recorder is not None:
-                if not hasattr(self.adapters[name], "recorder"):
+                adapter = self.adapters[name]
+                if not isinstance(adapter, Recordable):
                     raise ValueError(f"exchange {name} ({ex.type}) cannot record its traffic")
-                self.adapters[name].recorder = self.recorder  # type: ignore[attr-defined]
+                adapter.recorder = self.recorder
 
     def _router(self, account: str) -> Any:
         """Execution events go to the instance named by the client id's prefix; position snapshots and
@@ -384,11 +392,13 @@ class Runner:
                 loop.add_signal_handler(sig, self.stop)
         started: list[ExchangeAdapter] = []
         try:
+            if self._given_adapters is None:
+                await self._embedded.start(self.adapters)
             for name, adapter in self.adapters.items():
                 await adapter.start(self._router(name))
                 started.append(adapter)
             self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
-            live = {name: a for name, a in self.adapters.items() if hasattr(a, "start_market")}
+            live = {name: a for name, a in self.adapters.items() if isinstance(a, MarketSource)}
             for inst in self.instances:
                 inst.live = bool(live)  # then every instance is fed by _feed_live, rebuilt on a timer
             if live:
@@ -412,6 +422,7 @@ class Runner:
         finally:
             for adapter in started:
                 await adapter.stop()
+            await self._embedded.stop()
             for inst in self.instances:
                 if inst.engine is not None:
                     inst.engine.close()
@@ -463,7 +474,7 @@ class Runner:
 
     async def _feed(self) -> None:
         """Drive the paper exchange(s) and the instances candle by candle."""
-        market_adapters = [a for a in self.adapters.values() if hasattr(a, "on_candle")]
+        market_adapters = [a for a in self.adapters.values() if isinstance(a, CandleDriven)]
         speed = self.config.market.speed if self.config.market else 0.0
         clock = self.clock
         virtual = isinstance(clock, VirtualClock)
@@ -623,9 +634,8 @@ class Runner:
 
     def _resume_time(self, symbol: str) -> int | None:
         for adapter in self.adapters.values():
-            market_time = getattr(adapter, "market_time", None)
-            if market_time is not None:
-                t = market_time(symbol)
+            if isinstance(adapter, MarketTimed):
+                t = adapter.market_time(symbol)
                 if t is not None:
                     return int(t)
         return None

@@ -1,4 +1,4 @@
-"""``python -m exchanges.bingx.simulator [--auto --speed 300 --csv PATH --wire mixed --rest-port 8080]``:
+"""``python -m gatebot.simulators.bingx [--auto --speed 300 --csv PATH --wire mixed --rest-port 8080]``:
 the simulator alone, printing the URLs and the key/secret to use (``gatebot sim`` calls :func:`main`)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import contextlib
 import signal
 from decimal import Decimal
 
-from exchanges.bingx.simulator.options import SimOptions, Switches
-from exchanges.bingx.simulator.server import BingXSimulator
-from exchanges.paper.exchange import STOP_SLIPPAGE_BPS
-from exchanges.paper.funding import FundingOptions
+from gatebot.exchanges.paper.exchange import STOP_SLIPPAGE_BPS
+from gatebot.exchanges.paper.funding import FundingOptions
+from gatebot.simulators.bingx.options import SimOptions, Switches
+from gatebot.simulators.bingx.server import BingXSimulator
 
 
 def parse(argv: list[str] | None) -> SimOptions:

@@ -1,4 +1,4 @@
-"""The strategy plugin protocol: candles in, decisions out, no I/O.
+"""The strategy port: the plugin protocol (candles in, decisions out, no I/O) and its optional capabilities.
 
 A strategy never sees the exchange, the journal or the clock. It updates its indicators on each
 closed candle (:meth:`Strategy.on_candle`) and, when asked, says what it wants
@@ -9,11 +9,11 @@ engine owns sizing to the instrument, the stop (always an exchange order at
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
-from core.events import CandleClosed, Side
+from gatebot.core.events import CandleClosed, Side
 
 
 class Enter(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,12 +62,32 @@ class Strategy(Protocol):
     def on_candle(self, candle: CandleClosed) -> None:
         """Update indicators with one more closed candle (called exactly once per candle, in order)."""
 
-    # Optional: ``prepare(rows)`` receives the whole candle series (an (n, 6) array: open time ms,
-    # open, high, low, close, volume) when a replay knows it in advance, so causal features can be
-    # computed at once instead of per candle. It must change no decision (a test per strategy proves
-    # it); candles it did not see are handled as usual. ``journal_meta()`` returns what the journal's
-    # meta should record about the strategy (model hashes...).
-
     def decide(self, view: PositionView) -> Decision:
         """What to do now. May be called twice on one candle: again after an exit settled, so a
         reversal can enter on the same candle."""
+
+
+# --- optional capabilities: what a strategy may offer beyond the protocol ---------------------------------
+
+
+@runtime_checkable
+class Prepares(Protocol):
+    """Receives the whole candle series when a replay knows it in advance (an (n, 6) array: open time ms, open,
+    high, low, close, volume), so causal features can be computed at once instead of per candle. It must change
+    no decision (a test per strategy proves it); candles it did not see are handled as usual."""
+
+    def prepare(self, rows: Any) -> None: ...
+
+
+@runtime_checkable
+class JournalMeta(Protocol):
+    """What the journal's meta should record about the strategy (model hashes...)."""
+
+    def journal_meta(self) -> dict[str, str]: ...
+
+
+@runtime_checkable
+class EvaluationMeta(Protocol):
+    """The ``strategy_meta`` of a replay's evaluation text (the model card)."""
+
+    def evaluation_meta(self) -> dict[str, Any]: ...

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from core.events import ZERO, OrderFilled
-from exchanges.paper.matching import Order
+from gatebot.core.events import ZERO, OrderFilled
+from gatebot.exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
-    from exchanges.bingx.simulator.options import Wire as WireOption
-    from exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.options import Wire as WireOption
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 REST_STATUS = {"new": "PENDING", "partially_filled": "PARTIALLY_FILLED", "filled": "FILLED",
                "canceled": "CANCELLED", "expired": "EXPIRED"}

@@ -18,11 +18,22 @@ from typing import Any
 
 import msgspec
 
-from core.clock import VirtualClock
-from core.config import Config
-from core.intervals import interval_ms
-from core.market import array_candles, load_csv
-from core.recording import MARKET, START, Header, Recorder, Recording, RecordingError, session_hash, strategy_hashes
+from gatebot.app.embedded import EmbeddedSimulators, for_embedded
+from gatebot.core.clock import VirtualClock
+from gatebot.core.config import Config
+from gatebot.core.exchange import MarketSource
+from gatebot.core.intervals import interval_ms
+from gatebot.core.market import array_candles, load_csv
+from gatebot.core.recording import (
+    MARKET,
+    START,
+    Header,
+    Recorder,
+    Recording,
+    RecordingError,
+    session_hash,
+    strategy_hashes,
+)
 
 log = logging.getLogger("gatebot.replayer")
 
@@ -32,7 +43,7 @@ class ReplayResult(msgspec.Struct, kw_only=True):
     bars: int
     frames: int
     divergence: Any = None
-    """exchanges.bingx.replay.Divergence of a session replay that did not repeat the live commands."""
+    """gatebot.exchanges.bingx.replay.Divergence of a session replay that did not repeat the live commands."""
     config_matches: bool = True
     halted: dict[str, str] = {}
     runner: Any = None
@@ -46,7 +57,7 @@ def kline_frames(symbol: str, interval: str, rows: Any) -> Any:
     """(t, frame) of the kline pushes BingX makes while each candle forms: one per point of the path
     open -> nearer extreme -> farther extreme -> close (as the simulator plays it), the candle so far.
     The next candle's first push closes a candle; a last push after the final candle closes it."""
-    from exchanges.bingx.simulator.market import path
+    from gatebot.simulators.bingx.market import path
 
     step = interval_ms(interval)
     quarter = step // 4
@@ -71,7 +82,7 @@ def kline_frames(symbol: str, interval: str, rows: Any) -> Any:
 def import_candles(csv: Path, out: Path, *, symbol: str = "BTC-USDT", interval: str = "5m",
                    gzip: bool = False) -> int:
     """Write ``csv``'s candles as a market recording; returns the number of frames."""
-    from exchanges.bingx.codec import gzip_frame
+    from gatebot.exchanges.bingx.codec import gzip_frame
 
     rows = load_csv(csv)
     header = Header(kind="market", created_ms=time.time_ns() // 1_000_000,
@@ -91,7 +102,7 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
                         seconds: float | None = None) -> int:
     """Record the market data of CONFIG's instances (no trading) until stopped, ``candles`` closed
     candles or ``seconds`` passed; returns the number of candles seen."""
-    from core.clock import LiveClock
+    from gatebot.core.clock import LiveClock
 
     clock = LiveClock()
     header = Header(kind="market", config_hash=session_hash(config), models=strategy_hashes(config, plugins),
@@ -110,16 +121,19 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
         if candles is not None and seen >= candles:
             done.set()
 
+    names = list(dict.fromkeys(i.exchange for i in config.instances))
+    embedded = EmbeddedSimulators(config, names)
     with Recorder(out, header, clock=clock) as recorder:
         adapters = []
         try:
-            for name in dict.fromkeys(i.exchange for i in config.instances):
+            for name in names:
                 ex = config.exchanges[name]
-                adapter = exchanges[ex.type].factory(ex.options, hedge_mode=ex.hedge_mode, clock=clock,
+                adapter = exchanges[ex.type].factory(for_embedded(ex.options), hedge_mode=ex.hedge_mode, clock=clock,
                                                      state_dir=Path(config.state_dir), account=name)
-                if not hasattr(adapter, "start_market"):
+                if not isinstance(adapter, MarketSource):
                     raise RecordingError(f"exchange {name} ({ex.type}) has no market stream to record")
                 adapter.recorder = recorder
+                await embedded.start({name: adapter})
                 await adapter.start(lambda _e: None, market_only=True)
                 adapters.append(adapter)
                 keys = list(dict.fromkeys((i.symbol, i.interval) for i in config.instances if i.exchange == name))
@@ -139,6 +153,7 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
         finally:
             for adapter in adapters:
                 await adapter.stop()
+            await embedded.stop()
     return seen
 
 
@@ -147,13 +162,13 @@ async def record_market(config: Config, plugins: Any, out: Path, *, candles: int
 
 async def replay(config: Config, plugins: Any, path: Path, *, progress: bool = False) -> ReplayResult:
     """Replay a recording through CONFIG's instances (CONFIG must be in mode replay)."""
-    from core.runner import Runner
+    from gatebot.app.runner import Runner
 
     recording = Recording(path)
     header = recording.header
     matches = not header.config_hash or header.config_hash == session_hash(config)
     if header.kind == "market":
-        from exchanges.bingx.replay import market_candles
+        from gatebot.exchanges.bingx.replay import market_candles
 
         config = on_paper(config)
         first = next(iter(recording), None)
@@ -173,27 +188,38 @@ async def replay(config: Config, plugins: Any, path: Path, *, progress: bool = F
 def on_paper(config: Config) -> Config:
     """A market recording replays on the paper exchange: each account of another type becomes a paper
     account (BingX: its stop placement and an embedded simulator's balance and fee rate kept)."""
-    from core.config import ExchangeConfig
-    from exchanges.paper.exchange import PaperOptions
+    from gatebot.core.config import ExchangeConfig
+    from gatebot.exchanges.paper.exchange import PaperOptions
 
     exchanges = {}
     for name, ex in config.exchanges.items():
         if ex.type != "paper":
-            if ex.type == "bingx":
-                from exchanges.bingx.replay import paper_options
-
-                options = paper_options(ex.options)
-            else:
-                options = PaperOptions()
+            options = paper_options(ex.options) if ex.type == "bingx" else PaperOptions()
             ex = ExchangeConfig(type="paper", hedge_mode=ex.hedge_mode, options=options)
         exchanges[name] = ex
     return msgspec.structs.replace(config, exchanges=exchanges)
 
 
+def paper_options(options: Any) -> Any:
+    """The paper account a market recording of this BingX account replays on: the same stop placement
+    (``attached_stop``), and an embedded simulator's balance, fee rate, stop slippage and funding."""
+    from gatebot.exchanges.bingx.adapter import BingXOptions
+    from gatebot.exchanges.paper.exchange import PaperOptions
+    from gatebot.simulators.bingx import SimOptions
+
+    bx = options if isinstance(options, BingXOptions) else msgspec.convert(options, BingXOptions)
+    kw: dict[str, Any] = {"attached_stop": bx.attached_stop}
+    if bx.simulator is not None:
+        sim = msgspec.convert(bx.simulator, SimOptions)
+        kw |= {"balance": sim.balance, "fee_rate": sim.fee_rate, "stop_slippage_bps": sim.stop_slippage_bps,
+               "funding": sim.funding}
+    return PaperOptions(**kw)
+
+
 def recorded_epochs(driver: Any) -> dict[str, str]:
     """Instance -> the epoch of the journal that recorded a session, read from the client ids it sent:
     the replay's new journals get the same, so that its orders carry the same ids as live."""
-    from core import ids
+    from gatebot.core import ids
 
     out: dict[str, str] = {}
     for _, rec in driver.live_sends:
@@ -211,9 +237,9 @@ def _estimate_candles(recording: Recording) -> int:
 
 
 async def _replay_session(config: Config, plugins: Any, recording: Recording, matches: bool) -> ReplayResult:
-    from core.runner import Runner
-    from exchanges.bingx.adapter import BingXOptions
-    from exchanges.bingx.replay import ReplayBingXAdapter, SessionDriver
+    from gatebot.app.runner import Runner
+    from gatebot.exchanges.bingx.adapter import BingXOptions
+    from gatebot.exchanges.bingx.replay import ReplayBingXAdapter, SessionDriver
 
     accounts = list(dict.fromkeys(i.exchange for i in config.instances))
     if len(accounts) != 1 or config.exchanges[accounts[0]].type != "bingx":
@@ -225,7 +251,7 @@ async def _replay_session(config: Config, plugins: Any, recording: Recording, ma
     clock = VirtualClock(first.t if first is not None else 0)
     driver = SessionDriver(recording, clock)
     options = ex.options if isinstance(ex.options, BingXOptions) else msgspec.convert(ex.options, BingXOptions)
-    adapter = ReplayBingXAdapter(options, driver, hedge_mode=ex.hedge_mode, account=name)
+    adapter = ReplayBingXAdapter(for_embedded(options), driver, hedge_mode=ex.hedge_mode, account=name)
     runner = Runner(config, plugins, adapters={name: adapter}, clock=clock, epochs=recorded_epochs(driver))
     driver.on_divergence = runner.stop
     await runner.run()

@@ -11,8 +11,8 @@ from typing import Literal
 
 import msgspec
 
-from exchanges.paper.exchange import STOP_SLIPPAGE_BPS
-from exchanges.paper.funding import FundingOptions
+from gatebot.exchanges.paper.exchange import STOP_SLIPPAGE_BPS
+from gatebot.exchanges.paper.funding import FundingOptions
 
 
 class Switches(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -10,11 +10,11 @@ from collections import deque
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from core.events import AnyEvent, CandleClosed, Side
-from core.instrument import to_decimal
+from gatebot.core.events import AnyEvent, CandleClosed, Side
+from gatebot.core.instrument import to_decimal
 
 if TYPE_CHECKING:
-    from exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 FailKind = Literal["5xx", "timeout", "rate_limit", "busy"]
 

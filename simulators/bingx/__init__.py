@@ -1,11 +1,11 @@
 """A BingX-compatible exchange simulator on loopback, over the shared matching core (issue 3).
 
 ``BingXSimulator(SimOptions(...))``: REST on aiohttp, streams on websockets, faults in ``sim.faults``.
-``python -m exchanges.bingx.simulator`` runs it standalone.
+``python -m gatebot.simulators.bingx`` runs it standalone.
 """
 
-from exchanges.bingx.simulator.faults import Faults
-from exchanges.bingx.simulator.options import SimOptions, Switches
-from exchanges.bingx.simulator.server import BingXSimulator
+from gatebot.simulators.bingx.faults import Faults
+from gatebot.simulators.bingx.options import SimOptions, Switches
+from gatebot.simulators.bingx.server import BingXSimulator
 
 __all__ = ["BingXSimulator", "Faults", "SimOptions", "Switches"]

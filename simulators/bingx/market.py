@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import NamedTuple
 
-from core.events import CandleClosed
-from core.intervals import interval_ms
-from core.market import array_candles, generate, load_csv
+from gatebot.core.events import CandleClosed
+from gatebot.core.intervals import interval_ms
+from gatebot.core.market import array_candles, generate, load_csv
 
 Row = tuple[int, float, float, float, float, float]
 """(open time ms, open, high, low, close, volume)."""

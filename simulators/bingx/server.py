@@ -17,20 +17,20 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from core.events import AnyEvent
-from core.instrument import Instrument
-from core.intervals import interval_ms
-from exchanges.bingx.auth import fmt
-from exchanges.bingx.simulator.events import EventMapper
-from exchanges.bingx.simulator.faults import Faults
-from exchanges.bingx.simulator.market import SymbolMarket, Tick, build_market
-from exchanges.bingx.simulator.options import SimOptions
-from exchanges.bingx.simulator.rest import build_app
-from exchanges.bingx.simulator.streams import StreamServer
-from exchanges.bingx.simulator.views import Dialect
-from exchanges.paper.exchange import PaperExchange
-from exchanges.paper.funding import FundingSchedule
-from exchanges.paper.matching import Account, MatchingCore, Order
+from gatebot.core.events import AnyEvent
+from gatebot.core.instrument import Instrument
+from gatebot.core.intervals import interval_ms
+from gatebot.exchanges.bingx.auth import fmt
+from gatebot.exchanges.paper.exchange import PaperExchange
+from gatebot.exchanges.paper.funding import FundingSchedule
+from gatebot.exchanges.paper.matching import Account, MatchingCore, Order
+from gatebot.simulators.bingx.events import EventMapper
+from gatebot.simulators.bingx.faults import Faults
+from gatebot.simulators.bingx.market import SymbolMarket, Tick, build_market
+from gatebot.simulators.bingx.options import SimOptions
+from gatebot.simulators.bingx.rest import build_app
+from gatebot.simulators.bingx.streams import StreamServer
+from gatebot.simulators.bingx.views import Dialect
 
 
 class OrderMeta(msgspec.Struct, kw_only=True):

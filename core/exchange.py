@@ -1,4 +1,5 @@
-"""The exchange adapter protocol every exchange plugin implements.
+"""The exchange port: the adapter protocol every exchange plugin implements, and the optional capabilities
+the application probes an adapter for (small protocols, checked with ``isinstance``).
 
 An adapter turns commands into exchange requests and exchange facts into core events. Execution
 events (accepted, filled, canceled, ...) are delivered to the ``sink`` given to :meth:`start`, in the
@@ -14,16 +15,19 @@ Error contract (principle 5, "ambiguity is not failure"):
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import msgspec
 
-from core.events import (
+from gatebot.core.events import (
     ZERO,
     AnyEvent,
     CancelOrder,
+    CandleClosed,
+    FundingPaid,
     OrderFilled,
     PositionSnapshot,
     Side,
@@ -31,7 +35,7 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from core.instrument import Instrument
+from gatebot.core.instrument import Instrument
 
 OrderStatus = Literal["new", "partially_filled", "filled", "canceled", "rejected", "expired"]
 Role = Literal["entry", "stop", "close", "take_profit"]
@@ -70,8 +74,6 @@ class Capabilities(msgspec.Struct, frozen=True, kw_only=True):
     """The entry order can carry its stop (BingX ``stopLoss``): no unprotected gap at all."""
     hedge_mode: bool = False
     """Long and short positions of one symbol coexist (BingX ``dualSidePosition``)."""
-    take_profit: bool = True
-    mark_price_stops: bool = True
 
 
 class OrderState(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,3 +130,64 @@ class ExchangeAdapter(Protocol):
 
     async def balance(self) -> Decimal:
         """Available margin balance in the quote asset."""
+
+
+# --- optional capabilities: what an adapter may offer beyond the protocol ---------------------------------
+
+
+@runtime_checkable
+class MarketSource(Protocol):
+    """Delivers the closed candles itself (a live market stream, a replayed recording); the runner then feeds
+    the instances from it instead of from a candle file."""
+
+    def start_market(self, streams: dict[tuple[str, str], int | None], on_candle: Any) -> Any: ...
+
+
+@runtime_checkable
+class CandleDriven(Protocol):
+    """Matches its orders on each closed candle the runner hands it (the paper exchange)."""
+
+    def on_candle(self, candle: CandleClosed) -> None: ...
+
+
+@runtime_checkable
+class MarketTimed(Protocol):
+    """Knows the open time of the last candle it saw of a symbol (a restart resumes the market there)."""
+
+    def market_time(self, symbol: str) -> int | None: ...
+
+
+@runtime_checkable
+class Finite(Protocol):
+    """Its market may end (an embedded simulator's finite market): the event is set then; None when it never
+    ends."""
+
+    finished: asyncio.Event | None
+
+
+@runtime_checkable
+class Recordable(Protocol):
+    """Tees every raw frame and REST reply into ``recorder`` (a core.recording.Recorder, set before start)."""
+
+    recorder: Any
+
+
+@runtime_checkable
+class EntryVeto(Protocol):
+    """May refuse new entries for a while (the user stream unreadable): the reason, or None."""
+
+    def entries_blocked(self) -> str | None: ...
+
+
+@runtime_checkable
+class FundingHistory(Protocol):
+    """Reports the funding payments of a symbol since a time (epoch ms)."""
+
+    async def funding(self, symbol: str, since_ms: int = 0) -> list[FundingPaid]: ...
+
+
+@runtime_checkable
+class OrderCounter(Protocol):
+    """Counts the exchange's orders under one client id (the invariant checks: never two)."""
+
+    def order_count(self, client_id: str) -> int: ...

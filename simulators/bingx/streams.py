@@ -19,11 +19,11 @@ import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from core.intervals import INTERVALS
-from exchanges.bingx.codec import encoder, gzip_frame
+from gatebot.core.intervals import INTERVALS
+from gatebot.exchanges.bingx.codec import encoder, gzip_frame
 
 if TYPE_CHECKING:
-    from exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 Kind = Literal["market", "user"]
 KLINE_TOPICS = frozenset(f"kline_{interval}" for interval in INTERVALS)

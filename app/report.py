@@ -13,9 +13,9 @@ from typing import Any
 
 import msgspec
 
-from core.events import ZERO
-from core.journal import Journal, JournalError
-from core.position import EXITED, PositionRecord
+from gatebot.core.events import ZERO
+from gatebot.core.journal import Journal, JournalError
+from gatebot.core.position import EXITED, PositionRecord
 
 _record = msgspec.json.Decoder(PositionRecord)
 

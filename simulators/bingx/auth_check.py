@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from exchanges.bingx.auth import verify
-from exchanges.bingx.simulator.options import SimOptions
+from gatebot.exchanges.bingx.auth import verify
+from gatebot.simulators.bingx.options import SimOptions
 
 
 class ApiError(Exception):

@@ -15,16 +15,16 @@ from urllib.parse import parse_qsl
 import msgspec
 from aiohttp import web
 
-from core.instrument import to_decimal
-from core.intervals import INTERVALS
-from exchanges.bingx import constants as C
-from exchanges.bingx.auth import fmt
-from exchanges.bingx.simulator import account, trading
-from exchanges.bingx.simulator.auth_check import ApiError, check
-from exchanges.bingx.simulator.views import Bare, Wire, code, funding_rate_rows, num
+from gatebot.core.instrument import to_decimal
+from gatebot.core.intervals import INTERVALS
+from gatebot.exchanges.bingx import constants as C
+from gatebot.exchanges.bingx.auth import fmt
+from gatebot.simulators.bingx import account, trading
+from gatebot.simulators.bingx.auth_check import ApiError, check
+from gatebot.simulators.bingx.views import Bare, Wire, code, funding_rate_rows, num
 
 if TYPE_CHECKING:
-    from exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 Params = dict[str, str]
 Handler = Callable[["BingXSimulator", Params], Awaitable[Any]]

@@ -7,14 +7,22 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from exchanges.bingx import constants as C
-from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.trading import known_symbol
-from exchanges.bingx.simulator.views import INCOME_TYPES, Bare, balance_row, code, income_rows, num, position_rows
+from gatebot.exchanges.bingx import constants as C
+from gatebot.simulators.bingx.auth_check import ApiError
+from gatebot.simulators.bingx.trading import known_symbol
+from gatebot.simulators.bingx.views import (
+    INCOME_TYPES,
+    Bare,
+    balance_row,
+    code,
+    income_rows,
+    num,
+    position_rows,
+)
 
 if TYPE_CHECKING:
-    from exchanges.bingx.simulator.rest import Handler, Params
-    from exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.rest import Handler, Params
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 
 def _busy(sim: BingXSimulator, symbol: str | None = None) -> bool:

@@ -16,12 +16,11 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from core.events import Side
-from core.invariants import Violation, check, shared_claims
-from core.journal import Journal, JournalError
-from core.position import PositionRecord
-
-EXIT_VIOLATIONS = 1
+from gatebot.app.exit_codes import EXIT_DIVERGED
+from gatebot.core.events import Side
+from gatebot.core.invariants import Violation, check, shared_claims
+from gatebot.core.journal import Journal, JournalError
+from gatebot.core.position import PositionRecord
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -33,10 +32,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--api-key-env", default="BINGX_API_KEY")
     p.add_argument("--secret-env", default="BINGX_SECRET_KEY")
     p.add_argument("--secrets-file", help="a 0600 file of NAME=value lines for the two variables")
+    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """The CLI entry: returns the exit status. ExchangeError and JournalError propagate to core.cli."""
+    """The CLI entry: returns the exit status. ExchangeError and JournalError propagate to app.cli."""
     dirs = args.state_dir if isinstance(args.state_dir, list) else [args.state_dir]
     paths = [p for d in dirs for p in sorted(Path(d).glob("*.sqlite"))]
     if not paths:
@@ -50,13 +50,13 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name}: {v}")
         else:
             print(f"{name}: ok (I1-I6 hold)")
-    return EXIT_VIOLATIONS if bad else 0
+    return EXIT_DIVERGED if bad else 0
 
 
 async def _check_all(paths: list[Path], args: argparse.Namespace) -> dict[str, list[Violation]]:
-    from core.clock import LiveClock
-    from exchanges.bingx.adapter import BingXAdapter, BingXOptions, load_secrets
-    from exchanges.bingx.rest import RestClient
+    from gatebot.core.clock import LiveClock
+    from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions, load_secrets
+    from gatebot.exchanges.bingx.rest import RestClient
 
     options = BingXOptions(rest_url=args.rest, api_key_env=args.api_key_env, secret_env=args.secret_env,
                            secrets_file=args.secrets_file, request_timeout_s=10.0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from core.events import (
+from gatebot.core.events import (
     ZERO,
     AnyEvent,
     FundingPaid,
@@ -25,7 +25,8 @@ from core.events import (
     OrderFilled,
     PositionSnapshot,
 )
-from exchanges.bingx.simulator.views import (
+from gatebot.exchanges.paper.matching import Order
+from gatebot.simulators.bingx.views import (
     WS_STATUS,
     Wire,
     num,
@@ -34,10 +35,9 @@ from exchanges.bingx.simulator.views import (
     wire_position_side,
     wire_side,
 )
-from exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
-    from exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 CONDITIONAL = ("STOP_MARKET", "TAKE_PROFIT_MARKET")
 TERMINAL = ("FILLED", "CANCELED", "EXPIRED")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 
-from core.events import (
+from gatebot.core.events import (
     AnyEvent,
     OrderAccepted,
     OrderFilled,
@@ -29,10 +29,11 @@ from core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from exchanges.bingx import constants as C
-from exchanges.bingx.auth import SigningError, fmt
-from exchanges.bingx.simulator.auth_check import ApiError
-from exchanges.bingx.simulator.views import (
+from gatebot.exchanges.bingx import constants as C
+from gatebot.exchanges.bingx.auth import SigningError, fmt
+from gatebot.exchanges.paper.matching import Order
+from gatebot.simulators.bingx.auth_check import ApiError
+from gatebot.simulators.bingx.views import (
     Wire,
     bracket_decoder,
     fill_order_row,
@@ -41,11 +42,10 @@ from exchanges.bingx.simulator.views import (
     placed_view,
     rest_status,
 )
-from exchanges.paper.matching import Order
 
 if TYPE_CHECKING:
-    from exchanges.bingx.simulator.rest import Handler, Params
-    from exchanges.bingx.simulator.server import BingXSimulator
+    from gatebot.simulators.bingx.rest import Handler, Params
+    from gatebot.simulators.bingx.server import BingXSimulator
 
 _anon = itertools.count(1)
 SEVEN_DAYS_MS = 7 * 86_400_000
@@ -295,7 +295,7 @@ def _resting(sim: BingXSimulator, pl: Plan, cid: str, now: int) -> list[AnyEvent
 
 def _register_for(sim: BingXSimulator, events: list[AnyEvent], pl: Plan, core_id: str, now: int) -> None:
     """Keep what BingX echoes (position side as sent, working type, TP/SL JSON) for each new order."""
-    from exchanges.bingx.simulator.server import OrderMeta
+    from gatebot.simulators.bingx.server import OrderMeta
 
     for ev in events:
         if not isinstance(ev, OrderAccepted) or ev.order_id in sim.meta:
