@@ -117,7 +117,7 @@ def report_dir(state_dir: str | Path, errors: list[str] | None = None) -> list[S
     return out
 
 
-# --- evaluation (issue 4): compounding, 5-day windows, out of sample --------------------------
+# --- evaluation: compounding, 5-day windows, out of sample --------------------------
 
 WINDOW_CANDLES = 1440
 """The original's statistic: 5-day windows of 5m candles ..."""
@@ -302,7 +302,7 @@ def evaluation_text(state_dir: str | Path, strategy_meta: dict[str, Any] | None 
     return "\n".join(lines)
 
 
-# --- the full report (issue 5): equity curve, drawdown, protection gaps -----------------------
+# --- the full report: equity curve, drawdown, protection gaps -----------------------
 
 
 def equity_curve(journal: Journal) -> tuple[list[int], list[float], list[float]]:

@@ -25,8 +25,8 @@ from gatebot.core.config import load_config
 from gatebot.plugins.manager import make_plugin_manager
 
 NAUTILUS_BARS_PER_S = 12_000
-"""NautilusTrader 1.221 on this strategy with the same exchange stop on this machine (issue 2's
-measurement, on the shared 5m file); the target is 3x."""
+"""NautilusTrader 1.221 on this strategy with the same exchange stop on this machine (measured
+there on the shared 5m file); the target is 3x."""
 
 CONFIG = """
 mode = "replay"

@@ -98,8 +98,8 @@ class BingXOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """A file of ``NAME=value`` lines for the two variables above; it must be mode 0600."""
     attached_stop: bool = False
     """False (the default): a separate reduce-only STOP_MARKET the moment the fill is known (a gap of one
-    loopback round trip, and the recovery path the kill -9 chaos suite proves). True: the stop travels
-    with the entry (``stopLoss``): no gap, but its recovery after kills is not yet proven (see issue 6)."""
+    loopback round trip). True: the stop travels with the entry (``stopLoss``): no gap at all. The kill -9
+    chaos suite runs a driver in each mode."""
     margin_type: Literal["CROSSED", "ISOLATED"] = "CROSSED"
     rate_limits: dict[Literal["market", "order", "query", "account"], float] = {}
     """Requests per second per endpoint group, overriding the conservative defaults (constants.py)."""

@@ -1,4 +1,4 @@
-"""A BingX-compatible exchange simulator on loopback, over the shared matching core (issue 3).
+"""A BingX-compatible exchange simulator on loopback, over the shared matching core.
 
 ``BingXSimulator(SimOptions(...))``: REST on aiohttp, streams on websockets, faults in ``sim.faults``.
 ``python -m gatebot.simulators.bingx`` runs it standalone.

@@ -1,1 +1,1 @@
-"""Opportunity gating at 4x: ONNX entry and exit models behind a probability gate (issue 4)."""
+"""Opportunity gating at 4x: ONNX entry and exit models behind a probability gate."""
