@@ -487,24 +487,24 @@ class Runner:
             streams[key].instances.append(inst)
         progress = _Progress(self.progress_total) if self.progress else None
         n = 0
-        if self._candle_source is not None:
-            async for candle in self._candle_source:
-                n += 1
-                if n % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                if self._stopping:
-                    break
-                await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
-        else:
-            for candle in self._candles():
-                n += 1
-                if n % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-                if self._stopping:
-                    break
-                await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
+        async for candle in self._each_candle():
+            n += 1
+            if n % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            if self._stopping:
+                break
+            await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
         if progress is not None:
             progress.done(self.bars)
+
+    async def _each_candle(self) -> AsyncIterator[CandleClosed]:
+        """The replay's candles: the given source (a market recording's), else the config's files."""
+        if self._candle_source is not None:
+            async for candle in self._candle_source:
+                yield candle
+        else:
+            for candle in self._candles():
+                yield candle
 
     async def _feed_one(self, candle: CandleClosed, streams: dict[tuple[str, str], _Stream], clock: Clock,
                         virtual: bool, speed: float, market_adapters: list[Any], progress: _Progress | None) -> None:
