@@ -18,8 +18,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ import msgspec
 
 from gatebot.app import check_invariants
 from gatebot.app.embedded import EmbeddedSimulators
-from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
+from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
 from gatebot.core.config import Config, ConfigError, load_config
 from gatebot.core.exchange import ExchangeError
@@ -82,7 +84,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_sim)
     check_invariants.add_parser(sub)
+    parser.add_argument("--version", action="version", version=f"gatebot {version('gatebot')}")
     parser.add_argument("-v", "--verbose", action="store_true")
+    for name, command in sub.choices.items():  # -v after the subcommand too (SUPPRESS: absent keeps the top's)
+        if name != "sim":  # sim passes every argument on to the simulator
+            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
@@ -91,7 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return status
+    except BrokenPipeError:  # ``gatebot status | head -1``: the reader has gone; exit quietly, as a Unix tool
+        # the Python docs' recipe (signal module): stdout to devnull so the final flush cannot fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -144,8 +156,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """``run CONFIG [--record FILE]``: a paper or live session, its exchange traffic recorded when asked."""
     if args.record is not None:
         return _run_recorded(args)
-    config = load_config(args.config, allow_live=args.live)
+    config = _load_run_config(args)
     return _run(config, candles=None, adopt=args.adopt)
+
+
+def _load_run_config(args: argparse.Namespace) -> Config:
+    """The config of ``run``; ``--live`` with a config that is not live is a mistake, refused, not ignored."""
+    config = load_config(args.config, allow_live=args.live)
+    if args.live and config.mode != "live":
+        raise ConfigError(f"{args.config}: --live: this config has mode = {config.mode!r}; --live only "
+                          f"confirms a mode = \"live\" config (drop --live, or set the mode)")
+    if args.live and config.exchanges and all(ex.type == "paper" for ex in config.exchanges.values()):
+        raise ConfigError(f"{args.config}: --live: every account of this config is a paper one; --live only "
+                          "confirms trading on a real exchange")
+    return config
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -242,7 +266,7 @@ def _run_recorded(args: argparse.Namespace) -> int:
     from gatebot.app.runner import Runner
     from gatebot.core.recording import Header, Recorder, session_hash, strategy_hashes
 
-    config = load_config(args.config, allow_live=args.live)
+    config = _load_run_config(args)
     if config.mode == "replay":
         raise ConfigError(f"{args.config}: $.mode: --record records a paper or live session, not a replay")
     plugins = _plugins(config)

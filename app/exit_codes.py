@@ -10,3 +10,6 @@ EXIT_HALTED = 3
 """The run finished but an instance halted (a damaged journal, a halt policy)."""
 EXIT_EXCHANGE = 4
 """An exchange could not be used (credentials refused, connection)."""
+EXIT_BROKEN_PIPE = 141
+"""stdout was closed by its reader (``gatebot status | head -1``): 128 + SIGPIPE, as a shell reports a tool
+that stopped on it."""

@@ -11,8 +11,10 @@ the config file, so a config means the same thing from any working directory.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -162,7 +164,21 @@ def _one_line(path: Path, exc: msgspec.ValidationError, prefix: str = "$") -> st
     unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message)
     if unknown:
         return f"{path}: {where}.{unknown.group(1)}: unknown field (not part of the schema; a typo?)"
+    field = re.sub(r"\[\d+\]$", "", where).rpartition(".")[2]
+    if message.startswith("Invalid enum value") and field in _choices():
+        return f"{path}: {where}: {message} (valid: {', '.join(map(repr, _choices()[field]))})"
     return f"{path}: {where}: {message}"
+
+
+@functools.cache
+def _choices() -> dict[str, tuple[str, ...]]:
+    """Each Literal-typed field of the config's structs by name, so an invalid enum's error lists the valid values."""
+    found: dict[str, tuple[str, ...]] = {}
+    for struct in [v for v in globals().values() if isinstance(v, type) and issubclass(v, msgspec.Struct)]:
+        for name, hint in typing.get_type_hints(struct).items():
+            if typing.get_origin(hint) is Literal:
+                found[name] = typing.get_args(hint)
+    return found
 
 
 def _refuse_secrets(path: Path, node: Any, where: str) -> None:

@@ -1,0 +1,73 @@
+"""What a newcomer meets in the first hour of the CLI: a version, quiet pipes, mistakes said plainly."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from gatebot.app.cli import _parser, main
+from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE
+from gatebot.core.config import ConfigError, load_config
+from tests.helpers import ROOT, gatebot, write_paper_session
+from tests.test_config import GOOD
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"gatebot {version('gatebot')}\n"
+
+
+def _closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI writing into a pipe whose reader has already gone (``gatebot status | head -0``)."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([sys.executable, "-m", "gatebot.app.cli", *args], cwd=ROOT, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+
+
+def test_status_and_report_into_a_closed_pipe_exit_quietly(tmp_path: Path) -> None:
+    config = write_paper_session(tmp_path, bars=5)
+    assert gatebot("run", str(config)).returncode == 0
+    for command in ("status", "report"):
+        done = _closed_pipe_run(command, str(tmp_path / "state"), *(["--no-png"] if command == "report" else []))
+        assert "BrokenPipeError" not in done.stderr and "Traceback" not in done.stderr, (command, done.stderr)
+        assert done.returncode == EXIT_BROKEN_PIPE, (command, done.returncode, done.stderr)
+
+
+def test_live_flag_with_a_config_that_is_not_live_is_refused(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_paper_session(tmp_path, bars=5)
+    assert main(["run", str(config), "--live"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--live" in err and "mode = 'paper'" in err, err
+    assert not (tmp_path / "state").exists(), "nothing started"
+    live_on_paper = tmp_path / "live.toml"
+    live_on_paper.write_text(config.read_text().replace('mode = "paper"', 'mode = "live"'))
+    assert main(["run", str(live_on_paper), "--live"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "every account of this config is a paper one" in err, err
+
+
+def test_invalid_enum_lists_the_valid_values(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.replace('mode = "replay"', 'mode = "replya"'))
+    with pytest.raises(ConfigError, match=r"\$\.mode: .*'replya'.* \(valid: 'paper', 'replay', 'live'\)"):
+        load_config(path)
+
+
+def test_verbose_before_or_after_the_subcommand() -> None:
+    parse = _parser().parse_args
+    assert parse(["-v", "status", "x"]).verbose is True
+    assert parse(["status", "x", "-v"]).verbose is True
+    assert parse(["run", "c.toml", "--verbose"]).verbose is True
+    assert parse(["status", "x"]).verbose is False
