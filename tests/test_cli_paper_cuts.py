@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from importlib.metadata import version
 from pathlib import Path
 
@@ -71,3 +72,37 @@ def test_verbose_before_or_after_the_subcommand() -> None:
     assert parse(["status", "x", "-v"]).verbose is True
     assert parse(["run", "c.toml", "--verbose"]).verbose is True
     assert parse(["status", "x"]).verbose is False
+
+
+def test_sim_prints_a_config_snippet_that_loads(tmp_path: Path) -> None:
+    """``gatebot sim`` prints the account table with its own URLs; pasted into a config, it loads."""
+    import tomllib
+
+    sim = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "sim"], cwd=ROOT, stdout=subprocess.PIPE,
+                           text=True)
+    killer = threading.Timer(60, sim.kill)  # bounds the reads below if the simulator never prints
+    killer.start()
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("secret_env"):
+            line = sim.stdout.readline()  # type: ignore[union-attr]
+            assert line, f"the simulator ended before its snippet: {lines}"
+            lines.append(line)
+    finally:
+        killer.cancel()
+        sim.terminate()
+        sim.wait(timeout=30)
+    rest = next(line.split()[1] for line in lines if line.strip().startswith("REST"))
+    snippet = "".join(lines[next(i for i, line in enumerate(lines) if line.startswith("# paste")):])
+    options = tomllib.loads(snippet)["exchanges"]["sim"]["options"]
+    assert options["rest_url"] == rest and options["ws_url"].startswith("ws://127.0.0.1:")
+    assert options["close_candles_by_clock"] is False
+    assert options["api_key_env"] == "GATEBOT_SIM_API_KEY" and options["secret_env"] == "GATEBOT_SIM_SECRET"
+    config = tmp_path / "c.toml"
+    instances = (ROOT / "examples" / "sim.toml").read_text().partition("[[instances]]")[2]
+    config.write_text(f'mode = "paper"\nstate_dir = "state"\n{snippet}\n[[instances]]{instances}')
+    assert main(["check-config", str(config)]) == 0
+
+
+def test_the_sim_example_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(ROOT / "examples" / "sim.toml")]) == 0, capsys.readouterr().err

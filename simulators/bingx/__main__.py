@@ -65,7 +65,22 @@ async def serve(options: SimOptions) -> None:
         print(f"  user ws   {sim.ws_url}?listenKey=<POST {sim.rest_url}/openApi/user/auth/userDataStream>", flush=True)
         print(f"  api key   {options.api_key}\n  secret    {options.secret}", flush=True)
         print(f"  faults    POST {sim.rest_url}/__sim/fault {{\"op\": ...}}", flush=True)
+        print(f"\n{config_snippet(sim.rest_url, sim.ws_url, options)}", flush=True)
         await stop.wait()
+
+
+KEY_ENV, SECRET_ENV = "GATEBOT_SIM_API_KEY", "GATEBOT_SIM_SECRET"
+"""The environment variables the printed snippet names for the simulator's key and secret."""
+
+
+def config_snippet(rest_url: str, ws_url: str, options: SimOptions) -> str:
+    """The account table that points a bot at this simulator, ready to paste (examples/sim.toml is one):
+    its URLs, and candles closed by the simulator's pushes rather than the local clock (its market runs at
+    ``--speed``)."""
+    return (f"# paste into a config, then: export {KEY_ENV}={options.api_key} {SECRET_ENV}={options.secret}\n"
+            f"[exchanges.sim]\ntype = \"bingx\"\n[exchanges.sim.options]\n"
+            f"rest_url = \"{rest_url}\"\nws_url = \"{ws_url}\"\nclose_candles_by_clock = false\n"
+            f"api_key_env = \"{KEY_ENV}\"\nsecret_env = \"{SECRET_ENV}\"")
 
 
 def main(argv: list[str] | None = None) -> int:
