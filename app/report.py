@@ -306,9 +306,12 @@ def evaluation_text(state_dir: str | Path, strategy_meta: dict[str, Any] | None 
 
 
 def equity_curve(journal: Journal) -> tuple[list[int], list[float], list[float]]:
-    """(times, equity, drawdown %) at the start and after each closed trade: the plotted series."""
+    """(times, equity, drawdown %) at the start and after each closed trade: the plotted series. A journal
+    without transitions has none (empty lists): a point at time 0 would stretch the chart's time axis to 1970."""
     initial = Decimal(journal.meta().get("initial_balance", "0"))
-    first = journal.conn.execute("SELECT MIN(ts) FROM transitions").fetchone()[0] or 0
+    first = journal.conn.execute("SELECT MIN(ts) FROM transitions").fetchone()[0]
+    if first is None:
+        return [], [], []
     times, equity, dd = [int(first)], [float(initial)], [0.0]
     value = peak = initial
     for t in trades(journal):

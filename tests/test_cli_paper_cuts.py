@@ -106,3 +106,23 @@ def test_sim_prints_a_config_snippet_that_loads(tmp_path: Path) -> None:
 
 def test_the_sim_example_loads(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(ROOT / "examples" / "sim.toml")]) == 0, capsys.readouterr().err
+
+
+def test_report_of_an_instance_without_trades_starts_no_series_at_1970(tmp_path: Path) -> None:
+    """Two instances, one of which never decided (too little history): the chart's time range is the
+    trading one's, read back from what the PNG was drawn from."""
+    from gatebot.app.plot import read_series
+
+    config = write_paper_session(tmp_path, bars=200)
+    idle = ('\n[[instances]]\nname = "idle"\nexchange = "paper"\nstrategy = "sma_cross"\nsymbol = "ETH-USDT"\n'
+            'interval = "5m"\nleverage = 4\nparams = { fast = 3, slow = 1000, fraction = 0.5 }\n'
+            'protection = { leveraged_sl_pct = 0.04 }\n')
+    config.write_text(config.read_text() + idle)
+    run = gatebot("run", str(config))
+    assert run.returncode == 0, run.stderr
+    done = gatebot("report", str(tmp_path / "state"))
+    assert done.returncode == 0, done.stderr
+    series = read_series(tmp_path / "state" / "report.png")
+    assert set(series) == {"kt", "idle"} and len(series["kt"]["t"]) > 1, series
+    plotted = [t for curve in series.values() for t in curve["t"]]
+    assert min(plotted) >= min(series["kt"]["t"]) > 0, "an empty series must not start at epoch 0"
