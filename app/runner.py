@@ -472,6 +472,15 @@ class Runner:
             return streams[0]
         return heapq.merge(*streams, key=lambda c: (c.open_time, c.symbol))
 
+    def _candle_total(self) -> int | None:
+        """The candles the replay will feed, for the progress line's total and ETA: the source's estimate
+        (a market recording's), else every stream's rows of the candle file or the generated market."""
+        if self.progress_total is not None or self._candle_source is not None:
+            return self.progress_total
+        market = self.config.market
+        per_stream = len(self._csv_rows) if self._csv_rows is not None else (market.bars if market else 2000)
+        return per_stream * len(dict.fromkeys((i.cfg.symbol, i.cfg.interval) for i in self.instances))
+
     async def _feed(self) -> None:
         """Drive the paper exchange(s) and the instances candle by candle."""
         market_adapters = [a for a in self.adapters.values() if isinstance(a, CandleDriven)]
@@ -485,7 +494,7 @@ class Runner:
                 streams[key] = _Stream(interval_ms(key[1]), self._resume_time(key[0]),
                                        self._history.setdefault(key, deque(maxlen=self._history_len)))
             streams[key].instances.append(inst)
-        progress = _Progress(self.progress_total) if self.progress else None
+        progress = _Progress(self._candle_total()) if self.progress else None
         n = 0
         async for candle in self._each_candle():
             n += 1
@@ -693,15 +702,21 @@ class _Progress:
         if now - self._last < 0.2:
             return
         self._last = now
-        rate = bars / max(now - self._start, 1e-9)
+        self._out.write(self.line(bars, now - self._start))
+        self._out.flush()
+
+    def line(self, bars: int, elapsed_s: float) -> str:
+        """The line after ``bars`` in ``elapsed_s``: count, rate, and when the total is known, the total,
+        a bar and the ETA."""
+        rate = bars / max(elapsed_s, 1e-9)
         line = f"\r  {bars:>10,} {self.unit}  {rate:>10,.0f}/s"
         if self.total:
             done = min(bars / self.total, 1.0)
-            eta = (self.total - bars) / rate if rate > 0 else 0.0
+            eta_s = max(self.total - bars, 0) / rate if rate > 0 else 0.0
             bar = "#" * int(done * 20)
-            line += f"  [{bar:<20}] {done:5.1%}  ETA {int(eta) // 60:d}:{int(eta) % 60:02d}"
-        self._out.write(line)
-        self._out.flush()
+            line = (f"\r  {bars:>10,} of {self.total:,} {self.unit}  {rate:>10,.0f}/s  [{bar:<20}] {done:5.1%}"
+                    f"  ETA {int(eta_s) // 60:d}:{int(eta_s) % 60:02d}")
+        return line
 
     def done(self, bars: int) -> None:
         self._out.write(f"\r  {bars:>10,} {self.unit}  done{' ' * 50}\n")

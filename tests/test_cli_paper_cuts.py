@@ -126,3 +126,20 @@ def test_report_of_an_instance_without_trades_starts_no_series_at_1970(tmp_path:
     assert set(series) == {"kt", "idle"} and len(series["kt"]["t"]) > 1, series
     plotted = [t for curve in series.values() for t in curve["t"]]
     assert min(plotted) >= min(series["kt"]["t"]) > 0, "an empty series must not start at epoch 0"
+
+
+def test_replay_progress_shows_the_total_and_an_eta(tmp_path: Path) -> None:
+    """A candle-file replay knows its total: the progress line says it, with the time left."""
+    from gatebot.app.runner import Runner, _Progress
+    from gatebot.plugins.manager import make_plugin_manager
+
+    csv = tmp_path / "c.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n"
+                   + "".join(f"{1_735_689_600_000 + i * 300_000},100,101,99,100,1\n" for i in range(1234)))
+    config = tmp_path / "replay.toml"
+    config.write_text(GOOD.replace('state_dir = "state"', f'state_dir = "{tmp_path / "state"}"'))
+    runner = Runner(load_config(config), make_plugin_manager([], []), candles_csv=csv, progress=True)
+    assert runner._candle_total() == 1234
+    line = _Progress(runner._candle_total()).line(617, 10.0)  # half done in 10 s: 10 s to go
+    assert "617 of 1,234 candles" in line and "50.0%" in line and "ETA 0:10" in line, line
+    assert "of" not in _Progress(None).line(617, 10.0)  # unknown total: count and rate only
