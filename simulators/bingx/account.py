@@ -125,22 +125,22 @@ async def listen_key_create(sim: BingXSimulator, p: Params) -> Any:
     return Bare({"listenKey": sim.streams.keys.create()})
 
 
-async def listen_key_extend(sim: BingXSimulator, p: Params) -> Any:
+def _on_listen_key(p: Params, act: Any) -> Any:
+    """PUT / DELETE of a listenKey: 204 without one, 404 when it does not exist (BingX's bare replies)."""
     key = p.get("listenKey", "")
     if not key:
         return Bare(code(0, "no request parameters"), 204)
-    if not sim.streams.keys.extend(key):
+    if not act(key):
         return Bare(code(100404, "listenKey does not exist"), 404)
     return Bare(code(0))
+
+
+async def listen_key_extend(sim: BingXSimulator, p: Params) -> Any:
+    return _on_listen_key(p, sim.streams.keys.extend)
 
 
 async def listen_key_delete(sim: BingXSimulator, p: Params) -> Any:
-    key = p.get("listenKey", "")
-    if not key:
-        return Bare(code(0, "no request parameters"), 204)
-    if not sim.streams.keys.delete(key):
-        return Bare(code(100404, "listenKey does not exist"), 404)
-    return Bare(code(0))
+    return _on_listen_key(p, sim.streams.keys.delete)
 
 
 async def commission_rate(sim: BingXSimulator, p: Params) -> Any:
