@@ -3,7 +3,7 @@
 The functional core (strategy decisions, the position state machine) is synchronous; this module is
 the imperative shell around it. Its one rule: a transition and the commands it produced are committed
 to the journal before any command is sent (write-ahead), so a crash at any instant leaves a journal
-from which :mod:`gatebot.core.recovery` can finish the job by asking the exchange about deterministic ids.
+from which recovery (:mod:`gatebot.core.recovery`) can finish the job by asking the exchange about deterministic ids.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections import deque
 from decimal import Decimal
 from typing import Any, Literal
 
-from gatebot.core import ids, recovery, routing
+from gatebot.core import ids, recovery_shell, routing
 from gatebot.core.clock import Clock
 from gatebot.core.crashpoints import crashpoint
 from gatebot.core.events import (
@@ -196,7 +196,7 @@ class Engine:
                 self._reconcile = False
                 self._unknown.clear()
                 try:
-                    resolved += await recovery.recover(self)
+                    resolved += await recovery_shell.recover(self)
                 except ExchangeError as exc:
                     if (not getattr(exc, "retryable", True) or round_ == RECOVERY_ROUNDS
                             or not self.clock.advances_alone):

@@ -1,45 +1,48 @@
-"""Recovery: the journal's state against the exchange's facts (architecture.md, recovery table).
+"""Recovery as a plan: the journal's state against the exchange's facts (architecture.md, recovery tables).
 
-It runs at every start before any entry, after every stream reconnect and whenever the engine meets
-something it did not expect. It asks the exchange about every order of the current position by its
-deterministic client id, turns what it learns into the same events the live streams would have
-delivered (fills not yet booked, stops that went live, orders that are gone), lets the engine apply
-them through the state machine, then resolves what the events cannot tell: a position that vanished,
-a stop that is missing, a quantity that differs, intents the exchange never received.
+Recovery runs at every start before any entry, after every stream reconnect and whenever the engine meets
+something it did not expect. This module is its pure half: functions of (position record, intents,
+exchange facts) that return a *plan*, the events to hand the state machine (as the live streams would have
+delivered them), the triggers to fire, the commands to send and the halts to raise, in order. It does no
+I/O and imports no engine: the shell (:mod:`gatebot.core.recovery_shell`) gathers the facts through the
+adapter and the journal, asks the functions here, and executes their plans through the engine.
 
-Before any of that it checks who owns what it sees (one owner per account and symbol): the leverage and
-margin mode are as configured (set back when changed by hand), every working order of this instance was
-sent by this journal (another epoch is another journal: a second process, or a journal set aside; this
-journal's epoch on an id it never sent means it is behind the exchange), and none of another gatebot
-instance works on the symbol. A fresh journal on an account that holds a position or orders of this
-instance starts only with ``gatebot run --adopt``, and then adopts them (journaled).
+A round asks the exchange about every order of the current position by its deterministic client id
+(:func:`questions`, :func:`answer`), sends again what was committed and never arrived
+(:func:`resend_plan`), finishes the cancels under way (:func:`canceling_plan`), then resolves what the
+events cannot tell with :data:`TABLE` (:func:`decide`, :func:`final_plan`): a position that vanished, a
+stop that is missing, a quantity that differs, intents the exchange never received. Flat, it cancels the
+journal's working orders and applies the foreign-position policy (:func:`flat_plan`, :func:`foreign_plan`);
+on a fresh journal it refuses or adopts what the account holds (:func:`fresh_plan`).
+
+Before any of that it checks who owns what it sees (one owner per account and symbol,
+:func:`probe_plan`, :func:`owners_plan`): every working order of this instance was sent by this journal
+(another epoch is another journal: a second process, or a journal set aside; this journal's epoch on an id
+it never sent means it is behind the exchange), and none of another gatebot instance works on the symbol.
+:data:`RESOLUTIONS` lists what each case resolves to (docs/architecture.md renders it; a test per row).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from gatebot.core import ids
 from gatebot.core.events import (
     ZERO,
+    AnyCommand,
+    AnyEvent,
     CancelOrder,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
+    OrderFilled,
     OrderRejected,
     Side,
 )
-from gatebot.core.exchange import OrderState, OrderUnknown
+from gatebot.core.exchange import OrderState
 from gatebot.core.position import EXITED, STATES, PositionRecord
-
-if TYPE_CHECKING:
-    from gatebot.core.engine import Engine
-
-log = logging.getLogger("gatebot.recovery")
-_SIDES: tuple[Side, ...] = ("long", "short")
 
 
 class InstanceHalted(Exception):
@@ -54,7 +57,7 @@ class AdoptionRequired(InstanceHalted):
 
 class ExchangeFacts(NamedTuple):
     """What the last step of a recovery round knows besides the position record: gathered by the shell
-    (:func:`_recover_position`) as the steps ask for them, then decided on by :func:`decide` alone."""
+    (:mod:`gatebot.core.recovery_shell`) as the steps ask for them, then decided on by :func:`decide` alone."""
 
     entry_seen: bool = True
     """False when the exchange does not know the entry's client id."""
@@ -180,233 +183,308 @@ def table_markdown() -> str:
     return "\n".join(lines)
 
 
-async def recover(engine: Engine) -> int:
-    """One round of the table; returns how many intents (orders of ours) it asked the exchange about.
-
-    Flat, the checks that may halt come first (nothing of ours is at risk); with a position, they
-    come after it is guarded again, so that a halt never leaves it without its stop. Only the probe of
-    the next ids comes first in any state: recovery itself would use them."""
-    await _probe_next_ids(engine)
-    await engine.book_missed_funding()  # first: while the journal still holds the position it was charged on
-    if engine.pos.state != "flat":
-        resolved = await _recover_position(engine)
-        await engine.verify_settings()
-        _check_owners(engine, await engine.adapter.open_orders(engine.symbol), allow_other_epochs=False)
-        return resolved
-    await engine.verify_settings()
-    orders = await engine.adapter.open_orders(engine.symbol)
-    if engine.journal.fresh():
-        return await _recover_fresh(engine, orders)
-    _check_owners(engine, orders, allow_other_epochs=False)
-    return await _recover_flat(engine, orders)
 
 
-def _check_owners(engine: Engine, orders: list[OrderState], *, allow_other_epochs: bool) -> None:
-    """Every working order on the symbol is this journal's, a sibling instance's, or no gatebot's (placed
-    by hand: left alone); anything else halts (Engine.not_ours, or another instance's order)."""
-    r = engine.pos.rec
+# --- the plan ----------------------------------------------------------------------------------------
+
+
+class Post(NamedTuple):
+    """Hand the engine an event, as the streams would have delivered it (applied at the next drain)."""
+
+    event: AnyEvent
+
+
+class Send(NamedTuple):
+    """Send a command the journal already holds, under its own id (it never reached the exchange)."""
+
+    command: AnyCommand
+
+
+class Cancel(NamedTuple):
+    """Cancel an order; ``journaled``: journal the cancel's intent first (no transition produced it)."""
+
+    client_id: str
+    journaled: bool = False
+
+
+class Fire(NamedTuple):
+    """Fire a trigger (committed with the commands it produces), send them, then drain when ``drain``;
+    ``only_in``: only when the position is in that state by then (else skipped, drain included)."""
+
+    trigger: str
+    data: Mapping[str, Any]
+    drain: bool = False
+    only_in: str | None = None
+
+
+class Settle(NamedTuple):
+    """exited_* -> flat (the engine's settle: nothing of the position is left working)."""
+
+
+class Drain(NamedTuple):
+    """Let the engine apply what was posted (and fire what the events mean) before the next action."""
+
+
+class Note(NamedTuple):
+    """A warning for the log (the shell prefixes the instance's name)."""
+
+    message: str
+
+
+class Halt(NamedTuple):
+    """The instance must not trade: raised as :class:`InstanceHalted` (:class:`AdoptionRequired` when
+    ``adoption``), nothing after it done."""
+
+    message: str
+    adoption: bool = False
+
+
+class NotOurs(NamedTuple):
+    """An order of this instance that this journal never sent: the engine's halt for it (its message names
+    the journal, which only the engine knows)."""
+
+    client_id: str
+
+
+Action = Post | Send | Cancel | Fire | Settle | Drain | Note | Halt | NotOurs
+Plan = tuple[Action, ...]
+DRAIN = Drain()
+
+
+class Owner(NamedTuple):
+    """Who recovers: the instance, its journal's epoch, its symbol and the sibling instances of its config
+    on the same account and symbol (hedge mode), whose orders are not another owner's."""
+
+    name: str
+    epoch: str
+    symbol: str
+    siblings: frozenset[str] = frozenset()
+
+
+class Held(NamedTuple):
+    """One side the exchange holds on the symbol."""
+
+    side: Side
+    qty: Decimal
+    entry_price: Decimal
+
+
+class Intent(Protocol):
+    """What recovery reads of a journaled intent (the journal's IntentRow)."""
+
+    @property
+    def command(self) -> AnyCommand: ...
+    @property
+    def status(self) -> str: ...
+
+
+def ours(who: Owner, orders: Sequence[OrderState]) -> list[OrderState]:
+    """The working orders that carry this instance's name (of any epoch)."""
+    return [o for o in orders if ids.instance_of(o.client_id) == who.name]
+
+
+# --- who owns what ------------------------------------------------------------------------------------
+
+
+def next_entry_id(who: Owner, r: PositionRecord) -> str:
+    """The entry id this journal will use next: it must be new to the exchange (:func:`probe_plan`)."""
+    return ids.make(who.name, who.epoch, r.seq + 1, "e", 1)
+
+
+def probe_plan(client_id: str, known: bool) -> Plan:
+    """The next entry id known to the exchange means the journal is behind it (restored from an older backup,
+    even when every later order is done), and using it would take that order's fills, or its refusal as a
+    duplicate, for this journal's. One query: a stop or close id the exchange knows is caught where it is
+    sent (IdTaken)."""
+    return (NotOurs(client_id),) if known else ()
+
+
+def owners_plan(who: Owner, orders: Sequence[OrderState], *, working: Sequence[str], known: frozenset[str],
+                allow_other_epochs: bool) -> Plan:
+    """Every working order on the symbol is this journal's (``working`` now, or ``known`` to the journal), a
+    sibling instance's, or no gatebot's (placed by hand: left alone); anything else halts. A fresh journal
+    (``allow_other_epochs``) lets its instance's orders of other epochs through to :func:`fresh_plan`."""
     for order in orders:
         p = ids.parse(order.client_id)
-        if p is None or p.instance in engine.siblings:
+        if p is None or p.instance in who.siblings:
             continue
-        if p.instance != engine.name:
-            raise InstanceHalted(
-                f"{engine.name}: order {order.client_id} of another gatebot instance ({p.instance}) works on "
-                f"{engine.symbol} on this account: is a second gatebot process trading this account and symbol? "
-                "Halting (one owner per account and symbol)")
-        if p.epoch != engine.epoch and allow_other_epochs:
+        if p.instance != who.name:
+            return (Halt(
+                f"{who.name}: order {order.client_id} of another gatebot instance ({p.instance}) works on "
+                f"{who.symbol} on this account: is a second gatebot process trading this account and symbol? "
+                "Halting (one owner per account and symbol)"),)
+        if p.epoch != who.epoch and allow_other_epochs:
             continue
-        if order.client_id in r.working or engine.journal.knows(order.client_id):
+        if order.client_id in working or order.client_id in known:
             continue
-        raise engine.not_ours(order.client_id)
+        return (NotOurs(order.client_id),)
+    return ()
 
 
-async def _probe_next_ids(engine: Engine) -> None:
-    """The entry id this journal will use next must be new to the exchange: one the exchange knows means the
-    journal is behind it (restored from an older backup, even when every later order is done), and using
-    it would take that order's fills, or its refusal as a duplicate, for this journal's (found by a fault
-    driver). One query: a stop or close id the exchange knows is caught where it is sent (IdTaken)."""
-    cid = ids.make(engine.name, engine.epoch, engine.pos.rec.seq + 1, "e", 1)
-    if await engine.adapter.query_order(engine.symbol, cid) is not None:
-        raise engine.not_ours(cid)
+# --- flat and fresh -----------------------------------------------------------------------------------
 
 
-async def _held(engine: Engine) -> list[tuple[Side, Decimal, Decimal]]:
-    """(side, qty, entry price) of each side the exchange holds (none on a shared symbol: not attributable)."""
-    if engine.shares_symbol:
-        return []
-    out = []
-    for side in _SIDES:
-        snap = await engine.adapter.position(engine.symbol, side)
-        if snap.qty > 0:
-            out.append((side, snap.qty, snap.entry_price))
-    return out
-
-
-async def _recover_fresh(engine: Engine, orders: list[OrderState]) -> int:
+def fresh_plan(who: Owner, orders: Sequence[OrderState], held: Sequence[Held], *, journal: str, may_adopt: bool,
+               bar: int) -> Plan:
     """A journal that never journaled anything, on an account that may hold a position or orders of this
     instance (another journal's: the user set the old one aside). Never silently: without --adopt it is
-    refused; with it, the position is adopted and protected by a stop of this journal (the old stop
-    guards until the new one is confirmed, then is canceled), other old orders are canceled, all journaled."""
-    _check_owners(engine, orders, allow_other_epochs=True)
-    old = [o for o in orders if ids.instance_of(o.client_id) == engine.name]
-    held = await _held(engine)
+    refused; with it, the position is adopted and protected by a stop of this journal (the old stop guards
+    until the new one is confirmed, then is canceled), other old orders are canceled, all journaled."""
+    old = ours(who, orders)
     if not old and not held:
-        return 0
-    what = ", ".join([*(f"a {side} position of {qty}" for side, qty, _ in held),
-                      *(f"order {o.client_id}" for o in old)])
-    if not engine.may_adopt:
-        raise AdoptionRequired(
-            f"{engine.name}: the journal {engine.journal.path} is new, but the account holds {what} on "
-            f"{engine.symbol} (another journal's?): start with `gatebot run --adopt` to adopt them into this "
-            "journal, or close them on the exchange first")
+        return ()
+    what = ", ".join([*(f"a {h.side} position of {h.qty}" for h in held), *(f"order {o.client_id}" for o in old)])
+    if not may_adopt:
+        return (Halt(
+            f"{who.name}: the journal {journal} is new, but the account holds {what} on {who.symbol} (another "
+            "journal's?): start with `gatebot run --adopt` to adopt them into this journal, or close them on the "
+            "exchange first", adoption=True),)
     if len(held) > 1:
-        raise InstanceHalted(f"{engine.name}: cannot adopt both a long and a short position on {engine.symbol}")
-    log.warning("%s: adopting %s (--adopt)", engine.name, what)
+        return (Halt(f"{who.name}: cannot adopt both a long and a short position on {who.symbol}"),)
+    plan: list[Action] = [Note(f"adopting {what} (--adopt)")]
     if held:
         side, qty, price = held[0]
         guard = next(((o.client_id, o.stop_price) for o in old if o.role == "stop" and o.side == side), None)
-        await engine.execute(engine.fire("adopt", side=side, qty=qty, entry_price=price, bar=engine.bar,
-                                         orders=[o.client_id for o in old], stop=guard,
-                                         detail={"policy": "--adopt", "orders": [o.client_id for o in old]}))
-        await engine.drain()
-        return len(old)
+        cids = [o.client_id for o in old]
+        plan.append(Fire("adopt", {"side": side, "qty": qty, "entry_price": price, "bar": bar, "orders": cids,
+                                   "stop": guard, "detail": {"policy": "--adopt", "orders": cids}}, drain=True))
+        return tuple(plan)
     for order in old:
-        await _cancel_journaled(engine, order.client_id, "adopted (--adopt) on a flat account")
-    return len(old)
+        plan += _journaled_cancel(order.client_id, "adopted (--adopt) on a flat account")
+    return tuple(plan)
 
 
-async def _cancel_journaled(engine: Engine, client_id: str, why: str) -> None:
-    cmd = CancelOrder(client_id=client_id, symbol=engine.symbol)
-    with engine.journal.transaction():
-        engine.journal.add_intent(engine.clock.now_ms(), engine.pos.rec.seq, cmd)
-    log.warning("%s: %s is working on the exchange: canceling it (%s)", engine.name, client_id, why)
-    await _cancel(engine, cmd)
+def _journaled_cancel(client_id: str, why: str) -> Plan:
+    return (Note(f"{client_id} is working on the exchange: canceling it ({why})"), Cancel(client_id, journaled=True))
 
 
-async def _recover_flat(engine: Engine, orders: list[OrderState]) -> int:
-    """flat: cancel this journal's working orders; a position we did not open follows the policy."""
-    resolved = 0
-    for order in orders:
-        if ids.instance_of(order.client_id) == engine.name:  # this journal's (_check_owners halted on others)
-            await _cancel_journaled(engine, order.client_id, "flat")
-            resolved += 1
-    for side, qty, price in await _held(engine):
-        policy = engine.foreign_policy
-        log.warning("%s: found a %s position of %s that the bot did not open (policy %s)",
-                    engine.name, side, qty, policy)
-        if policy == "halt":
-            raise InstanceHalted(f"{engine.name}: a {side} position of {qty} {engine.symbol} exists that this "
-                                 "journal did not open (on_foreign_position = 'halt'; another bot's, or one "
-                                 "opened by hand?)")
-        await engine.execute(engine.fire("adopt", side=side, qty=qty, entry_price=price,
-                                         bar=engine.bar, detail={"policy": policy}))
-        await engine.drain()
-        if policy == "flatten" and engine.pos.state == "protected":
-            await engine.execute(engine.fire("exit_signal", reason="flatten"))
-            await engine.drain()
-        break
-    return resolved
+def flat_plan(who: Owner, orders: Sequence[OrderState]) -> Plan:
+    """flat: cancel this journal's working orders (journaled intents; :func:`owners_plan` halted on others)."""
+    return tuple(a for o in ours(who, orders) for a in _journaled_cancel(o.client_id, "flat"))
 
 
-async def _recover_position(engine: Engine) -> int:
-    adapter, journal, pos = engine.adapter, engine.journal, engine.pos
-    r = pos.rec
-    symbol = engine.symbol
-    intents = journal.intents(position=r.seq)
-    entry_seen = True
-    entry_filled = r.filled_qty > 0  # known from the journal: a complete entry is not asked about again
-    resend = []
-    resolved = 0
-    orders: list[tuple[str, object, str]] = []
+def foreign_plan(who: Owner, held: Sequence[Held], *, policy: str, bar: int) -> Plan:
+    """flat, once its orders are canceled: a position this journal did not open follows ``on_foreign_position``
+    (halt; adopt: journal it and protect it; flatten: adopt it, then close it once protected)."""
+    if not held:
+        return ()
+    side, qty, price = held[0]
+    note = Note(f"found a {side} position of {qty} that the bot did not open (policy {policy})")
+    if policy == "halt":
+        return (note, Halt(f"{who.name}: a {side} position of {qty} {who.symbol} exists that this journal did not "
+                           "open (on_foreign_position = 'halt'; another bot's, or one opened by hand?)"))
+    adopt = Fire("adopt", {"side": side, "qty": qty, "entry_price": price, "bar": bar, "detail": {"policy": policy}},
+                 drain=True)
+    if policy == "flatten":
+        return (note, adopt, Fire("exit_signal", {"reason": "flatten"}, drain=True, only_in="protected"))
+    return (note, adopt)
+
+
+# --- a position: its orders asked about ----------------------------------------------------------------
+
+
+class Question(NamedTuple):
+    """An order of the position to ask the exchange about by its client id."""
+
+    client_id: str
+    command: AnyCommand | None
+    """What placed it; None for an id only ever canceled or a stop that travelled with its entry."""
+    status: str
+    """Its journaled status (``attached`` for a stop that travelled with its entry)."""
+
+
+def questions(r: PositionRecord, intents: Mapping[str, Intent]) -> list[Question]:
+    """The orders of the position whose fate matters: working, its close, or sent without a definite answer.
+    An order being canceled is asked about like the others: it may have filled before the cancel reached it
+    (a replaced stop that fired while the bot was down)."""
+    out = []
     for cid, intent in intents.items():
-        # An order being canceled is asked about like the others: it may have filled before the cancel
-        # reached it (found by the chaos suite: a replaced stop fired while the bot was down).
-        command = None if isinstance(intent.command, CancelOrder) else intent.command  # an id only canceled
-        orders.append((cid, command, intent.status))
+        command = None if isinstance(intent.command, CancelOrder) else intent.command
+        out.append(Question(cid, command, intent.status))
         stop = getattr(command, "stop", None)
-        if stop is not None and stop.client_id not in intents:  # a stop that travelled with the entry
-            orders.append((stop.client_id, None, "attached"))
-    for cid, command, status in orders:
-        relevant = cid in r.working or cid == r.close_id or status in ("pending", "unknown")
-        if not relevant:
-            continue
-        resolved += 1
-        order = await adapter.query_order(symbol, cid)
-        if order is None:
-            if cid == pos.entry_id:
-                entry_seen = False
-            elif command is None:
-                if entry_filled and cid in r.working and cid not in r.canceling:
-                    # The entry filled but its attached stop is not on the exchange: a stop canceled
-                    # before confirmation, which the table answers with a new (separate) stop.
-                    engine.post(OrderCanceled(client_id=cid, reason="attached stop missing (found by recovery)"))
-            elif cid in r.working and cid not in r.canceling:
-                resend.append(command)
-            continue
-        if cid == pos.entry_id:
-            entry_filled = entry_filled or order.filled_qty > 0
-        for fill in await adapter.order_fills(symbol, cid):
-            if not journal.is_booked(cid, fill.trade_id):
-                engine.post(fill)
-        if order.status == "rejected":
-            engine.post(OrderRejected(client_id=cid, reason="rejected (found by recovery)"))
-        elif order.status == "canceled":
-            engine.post(OrderCanceled(client_id=cid, filled_qty=order.filled_qty, reason="found by recovery"))
-        elif order.status == "expired":
-            engine.post(OrderExpired(client_id=cid, filled_qty=order.filled_qty, reason="found by recovery"))
-        elif order.working and cid == r.pending_stop_id:
-            engine.post(OrderAccepted(client_id=cid, order_id=order.order_id))
-    await engine.drain()
+        if stop is not None and stop.client_id not in intents:
+            out.append(Question(stop.client_id, None, "attached"))
+    return [q for q in out if q.client_id in r.working or q.client_id == r.close_id
+            or q.status in ("pending", "unknown")]
+
+
+class Progress(NamedTuple):
+    """What the answers so far say, carried from one answer to the next (:func:`answer`)."""
+
+    entry_seen: bool = True
+    """False once the exchange said it does not know the entry's id."""
+    entry_filled: bool = False
+    """The entry has fills (journaled, or the exchange's answer says so)."""
+    resend: tuple[AnyCommand, ...] = ()
+    """Commands committed and never received: sent again once the answers are applied (:func:`resend_plan`)."""
+
+
+_ENDS: dict[str, Callable[[OrderState], AnyEvent]] = {
+    "rejected": lambda o: OrderRejected(client_id=o.client_id, reason="rejected (found by recovery)"),
+    "canceled": lambda o: OrderCanceled(client_id=o.client_id, filled_qty=o.filled_qty, reason="found by recovery"),
+    "expired": lambda o: OrderExpired(client_id=o.client_id, filled_qty=o.filled_qty, reason="found by recovery"),
+}
+"""The event an order's end on the exchange means."""
+
+
+def answer(q: Question, r: PositionRecord, entry_id: str, progress: Progress, order: OrderState | None,
+           unbooked: Sequence[OrderFilled] = ()) -> tuple[Plan, Progress]:
+    """What the exchange's answer about one order means: its fills not booked yet (``unbooked``, asked only of
+    an order the exchange knows), its end or a stop gone live, as events; an id the exchange does not know is
+    the entry unseen, an attached stop missing (the table answers with a new stop) or a command to resend."""
+    cid = q.client_id
+    if order is None:
+        if cid == entry_id:
+            return (), progress._replace(entry_seen=False)
+        live = cid in r.working and cid not in r.canceling
+        if q.command is None:
+            if progress.entry_filled and live:
+                return (Post(OrderCanceled(client_id=cid, reason="attached stop missing (found by recovery)")),), \
+                    progress
+            return (), progress
+        if live:
+            return (), progress._replace(resend=(*progress.resend, q.command))
+        return (), progress
+    if cid == entry_id and order.filled_qty > 0:
+        progress = progress._replace(entry_filled=True)
+    plan: list[Action] = [Post(fill) for fill in unbooked]
+    end = _ENDS.get(order.status)
+    if end is not None:
+        plan.append(Post(end(order)))
+    elif order.working and cid == r.pending_stop_id:
+        plan.append(Post(OrderAccepted(client_id=cid, order_id=order.order_id)))
+    return tuple(plan), progress
+
+
+def resend_plan(resend: Sequence[AnyCommand], r: PositionRecord) -> Plan:
+    """The commands never received, sent again under their own ids while the answers applied still leave them
+    working; then their outcomes applied."""
+    plan: list[Action] = []
     for cmd in resend:
-        if cmd.client_id in pos.rec.working:
-            log.warning("%s: %s was committed but never reached the exchange: sending it again",
-                        engine.name, cmd.client_id)
-            await engine.execute([cmd])
-    await engine.drain()
+        if cmd.client_id in r.working:
+            plan += [Note(f"{cmd.client_id} was committed but never reached the exchange: sending it again"),
+                     Send(cmd)]
+    return (*plan, DRAIN)
 
-    r = pos.rec
-    for cid in list(r.canceling):
-        resolved += 1
-        order = await adapter.query_order(symbol, cid)
-        if order is not None and order.working:
-            await _cancel(engine, CancelOrder(client_id=cid, symbol=symbol))
-        else:
-            engine.post(OrderCanceled(client_id=cid, reason="already gone (found by recovery)"))
-    await engine.drain()
 
-    facts = ExchangeFacts(entry_seen=entry_seen, shares_symbol=engine.shares_symbol)
-    while True:
-        d = decide(pos.state, pos.rec, facts)
-        if d.then == ASK_POSITION:
-            assert pos.rec.side is not None
-            facts = facts._replace(exchange_qty=(await adapter.position(symbol, pos.rec.side)).qty)
-        elif d.then == ASK_STOP:
-            order = await adapter.query_order(symbol, pos.rec.stop_id)  # type: ignore[arg-type]
-            facts = facts._replace(stop_asked=True,
-                                   stop_live_qty=order.qty if order is not None and order.working else None)
-        elif d.then == BOOK_MISSED:
-            await engine.book_missed_fills()
-            facts = facts._replace(missed_booked=True)
-        else:
-            break
+def canceling_plan(client_id: str, order: OrderState | None) -> Plan:
+    """A cancel under way: sent again while the order still works, else the order is gone."""
+    if order is not None and order.working:
+        return (Cancel(client_id),)
+    return (Post(OrderCanceled(client_id=client_id, reason="already gone (found by recovery)")),)
+
+
+def final_plan(d: Decision, r: PositionRecord) -> Plan:
+    """The plan of the last step's decision (:func:`decide`, once it asks for no more facts)."""
+    assert d.then not in (ASK_POSITION, ASK_STOP, BOOK_MISSED), d.then
+    plan: list[Action] = []
     if d.then == SETTLE:
-        await engine.execute(engine.settle())
+        plan.append(Settle())
     elif d.then != NOTHING:
         if d.then == "stop_resize":
-            log.warning("%s: exchange position %s differs from the journal's %s: resizing the stop",
-                        engine.name, d.data["qty"], pos.rec.open_qty)
-        await engine.execute(engine.fire(d.then, **d.data))
+            plan.append(Note(f"exchange position {d.data['qty']} differs from the journal's {r.open_qty}: "
+                             "resizing the stop"))
+        plan.append(Fire(d.then, d.data))
     if d.drain:
-        await engine.drain()
-    return resolved
-
-
-async def _cancel(engine: Engine, cmd: CancelOrder) -> None:
-    """A cancel whose outcome recovery cannot learn now (a lost or busy reply, retried already) does not
-    abort recovery: the id is marked unknown and asked about again by the reconcile that follows."""
-    try:
-        await engine.adapter.cancel(cmd)
-    except OrderUnknown as exc:
-        log.warning("%s: %s; asking again", engine.name, exc)
-        engine.note_unknown(cmd.client_id, str(exc))
+        plan.append(DRAIN)
+    return tuple(plan)
