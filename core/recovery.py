@@ -25,6 +25,7 @@ it never sent means it is behind the exchange), and none of another gatebot inst
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
@@ -188,26 +189,30 @@ def table_markdown() -> str:
 # --- the plan ----------------------------------------------------------------------------------------
 
 
-class Post(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Post:
     """Hand the engine an event, as the streams would have delivered it (applied at the next drain)."""
 
     event: AnyEvent
 
 
-class Send(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Send:
     """Send a command the journal already holds, under its own id (it never reached the exchange)."""
 
     command: AnyCommand
 
 
-class Cancel(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Cancel:
     """Cancel an order; ``journaled``: journal the cancel's intent first (no transition produced it)."""
 
     client_id: str
     journaled: bool = False
 
 
-class Fire(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Fire:
     """Fire a trigger (committed with the commands it produces), send them, then drain when ``drain``;
     ``only_in``: only when the position is in that state by then (else skipped, drain included)."""
 
@@ -217,21 +222,25 @@ class Fire(NamedTuple):
     only_in: str | None = None
 
 
-class Settle(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Settle:
     """exited_* -> flat (the engine's settle: nothing of the position is left working)."""
 
 
-class Drain(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Drain:
     """Let the engine apply what was posted (and fire what the events mean) before the next action."""
 
 
-class Note(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Note:
     """A warning for the log (the shell prefixes the instance's name)."""
 
     message: str
 
 
-class Halt(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Halt:
     """The instance must not trade: raised as :class:`InstanceHalted` (:class:`AdoptionRequired` when
     ``adoption``), nothing after it done."""
 
@@ -239,7 +248,8 @@ class Halt(NamedTuple):
     adoption: bool = False
 
 
-class NotOurs(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class NotOurs:
     """An order of this instance that this journal never sent: the engine's halt for it (its message names
     the journal, which only the engine knows)."""
 
@@ -488,3 +498,88 @@ def final_plan(d: Decision, r: PositionRecord) -> Plan:
     if d.drain:
         plan.append(DRAIN)
     return tuple(plan)
+
+
+# --- the table of resolutions ------------------------------------------------------------------------
+
+
+class Resolution(NamedTuple):
+    """One case recovery resolves: what the journal says, what the exchange says, what follows, and the
+    planners that decide it (a test per row feeds them the case's facts and checks the plan)."""
+
+    case: str
+    journal: str
+    exchange: str
+    resolution: str
+    by: tuple[str, ...]
+
+
+RESOLUTIONS: tuple[Resolution, ...] = (
+    Resolution("behind", "any", "the entry id the journal will use next is known (one query at every round)",
+               "the journal is behind the exchange (restored from an older backup): halt, nothing touched",
+               ("probe_plan",)),
+    Resolution("never-sent", "any", "a working order of this instance the journal never sent, of its epoch",
+               "the same: halt (never a guess, never its fills booked)", ("owners_plan",)),
+    Resolution("other-epoch", "any (not fresh)", "a working order of this instance from another epoch",
+               "another journal (a second process, or one set aside): halt naming the order (with a position, "
+               "after it is guarded again)", ("owners_plan",)),
+    Resolution("other-instance", "any", "a working order of another gatebot instance on the symbol (not a sibling "
+               "of this config)", "another owner: halt with one line naming the order", ("owners_plan",)),
+    Resolution("fresh-refused", "fresh (nothing journaled)", "a position on the symbol or working orders of this "
+               "instance (any epoch)", "refused, exit 2 (`AdoptionRequired`)", ("fresh_plan",)),
+    Resolution("fresh-adopt", "fresh, `run --adopt`", "a position, old orders of this instance",
+               "`adopt` with the old orders, the old stop guarding until this journal's is confirmed, then canceled",
+               ("fresh_plan",)),
+    Resolution("fresh-adopt-flat", "fresh, `run --adopt`", "old orders of this instance, no position",
+               "the old orders canceled (journaled intents)", ("fresh_plan",)),
+    Resolution("fresh-two-sides", "fresh, `run --adopt`", "a long and a short position", "halt: one position "
+               "per instance", ("fresh_plan",)),
+    Resolution("flat", "flat", "no position, no working orders", "nothing: flat", ("flat_plan", "foreign_plan")),
+    Resolution("flat-orders", "flat", "working orders of this journal", "cancel them (journaled intents) → flat",
+               ("flat_plan",)),
+    Resolution("foreign-halt", "flat", "a position we did not open, `on_foreign_position = halt` (the default)",
+               "the instance stops with a message", ("foreign_plan",)),
+    Resolution("foreign-adopt", "flat", "a position we did not open, policy `adopt`", "`adopt`: journal it, "
+               "protect it", ("foreign_plan",)),
+    Resolution("foreign-flatten", "flat", "a position we did not open, policy `flatten`", "`adopt`, then "
+               "`exit_signal` once protected", ("foreign_plan",)),
+    Resolution("entry-lost", "entering", "entry id unknown, no position", "`entry_lost` → flat",
+               ("answer", "decide")),
+    Resolution("stop-live", "entering", "entry filled, stop live", "fills booked, `stop_confirmed` → protected",
+               ("answer",)),
+    Resolution("stop-resent", "entering", "entry filled, stop never received", "the committed stop intent is sent "
+               "again with the same id", ("answer", "resend_plan")),
+    Resolution("attached-stop-missing", "entering", "entry filled (journaled), attached stop not on the exchange",
+               "`stop_canceled` → a separate stop (next attempt id)", ("answer",)),
+    Resolution("order-ended", "any", "an order asked about was rejected, canceled or expired", "its event, "
+               "routed by the routing table", ("answer",)),
+    Resolution("stop-filled", "entering / protected", "no position, stop filled", "fills booked → exited_sl",
+               ("answer",)),
+    Resolution("position-gone", "entering / protected / exiting", "no position, none of our orders filled",
+               "`position_gone` → exited_manual, orders canceled (their missed fills asked for first)",
+               ("decide",)),
+    Resolution("stop-missing", "protected", "position, stop missing or canceled", "`stop_canceled` → a new stop "
+               "(next attempt id)", ("decide",)),
+    Resolution("qty-differs", "protected", "quantity differs from journal", "`stop_resize`: a stop for the real "
+               "quantity first, the old one canceled after", ("decide", "final_plan")),
+    Resolution("close-filled", "exiting", "close filled", "fills booked → exited_exit / exited_manual, stop "
+               "canceled", ("answer",)),
+    Resolution("close-lost", "exiting", "close lost, position open", "`close_rejected` → a new close attempt (or "
+               "back to protected when the stop guards)", ("decide",)),
+    Resolution("cancel-resent", "any", "an order being canceled still works", "the cancel sent again",
+               ("canceling_plan",)),
+    Resolution("cancel-done", "exited_*", "an order being canceled is gone", "its `OrderCanceled`: the last one "
+               "gone → settled → flat", ("canceling_plan",)),
+    Resolution("settle", "exited_*", "no order of the position left working", "settled → flat",
+               ("decide", "final_plan")),
+)
+"""What recovery resolves each case to (docs/architecture.md renders it: :func:`resolutions_markdown`)."""
+
+
+def resolutions_markdown() -> str:
+    """The resolutions as docs/architecture.md shows them (a test keeps the two identical)."""
+    lines = ["| journal says | exchange says | resolution | planned by |", "|---|---|---|---|"]
+    for row in RESOLUTIONS:
+        by = ", ".join(f"`{f}`" for f in row.by)
+        lines.append(f"| {row.journal} | {row.exchange} | {row.resolution} | {by} |")
+    return "\n".join(lines)
