@@ -82,6 +82,8 @@ async def recover(host: Host) -> int:
 
 
 async def _check_owners(host: Host, who: r.Owner, orders: list[OrderState], *, allow_other_epochs: bool) -> None:
+    """Halt on a working order of another owner (:func:`~gatebot.core.recovery.owners_plan`); the journal is
+    asked which ids it sent, once per order."""
     known = frozenset(o.client_id for o in orders if host.journal.knows(o.client_id))
     await execute(host, r.owners_plan(who, orders, working=host.pos.rec.working, known=known,
                                       allow_other_epochs=allow_other_epochs))
@@ -100,6 +102,9 @@ async def _held(host: Host) -> list[r.Held]:
 
 
 async def _recover_position(host: Host) -> int:
+    """A round with a position: its orders asked about one by one (each answer's events posted before the next
+    query, as the streams would have posted them), applied; resends; the cancels under way; then the last
+    step's table, asking the facts its rows name until one answers. Returns the orders asked about."""
     adapter, journal, pos, symbol = host.adapter, host.journal, host.pos, host.symbol
     rec, entry_id = pos.rec, pos.entry_id
     asked = r.questions(rec, journal.intents(position=rec.seq))
