@@ -201,6 +201,8 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
             print(f"error: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"{runner.bars} candles processed ({config.mode})")
+    for spacing in runner.spacing:
+        print(candle_file_line(runner.candle_file_summary(spacing.interval)))
     errors: list[str] = []
     for summary in report_dir(config.state_dir, errors):
         print(format_summary(summary))
@@ -214,6 +216,16 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
     for name, reason in runner.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     return EXIT_HALTED if runner.halted else 0
+
+
+def candle_file_line(c: dict[str, Any]) -> str:
+    """The candle file's quality in one line: gaps (and the longest), missing candles, repeated rows dropped."""
+    longest = ""
+    if c["longest_after_ms"] is not None:
+        at = datetime.fromtimestamp(c["longest_after_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        longest = f", the longest {c['longest']} after {at}"
+    return (f"candle file {c['path']} ({c['interval']}): {c['candles']} candles, {c['gaps']} gap(s) "
+            f"({c['missing']} missing candle(s){longest}), {c['duplicates']} duplicate row(s) dropped")
 
 
 def journal_paths(state_dir: Path) -> list[Path]:
