@@ -279,3 +279,17 @@ def test_a_file_of_another_kind_is_refused_not_overwritten(tmp_path: Path, capsy
     assert capsys.readouterr().err == (f"error: {out}: line 1: not a timestamp,open,high,low,close,volume file "
                                        "('time,rate'); not overwritten\n")
     assert out.read_text() == "time,rate\n1700000000000,0.0001\n"
+
+
+def test_the_same_seed_serves_the_same_candles(tmp_path: Path) -> None:
+    files = [tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.csv"]
+
+    async def body(out: Path, sim: BingXSimulator, rest: RestClient) -> None:
+        await download_candles(rest, "BTC-USDT", "5m", *history_span(sim), out)
+
+    for out, seed in zip(files, (9, 9, 10), strict=True):
+        run(lambda out=out, seed=seed: with_sim(SimOptions(history_bars=200, seed=seed),  # type: ignore[misc]
+                                                lambda sim, rest: body(out, sim, rest)))
+    a, b, c = (load_csv(f)[:, 1:] for f in files)
+    np.testing.assert_array_equal(a, b)
+    assert len(a) == 200 and not np.array_equal(a, c)
