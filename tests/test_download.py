@@ -150,7 +150,7 @@ def test_funding_history_in_windows_interrupted_and_resumed(tmp_path: Path) -> N
         result = await download_funding(rest, "BTC-USDT", since, until, whole)
         assert result.requests == -(-(until - since) // FUNDING_WINDOW_MS) == 3
         times, got = load_rates(whole)
-        expected = [t for t in rates if since <= t <= until]
+        expected = [t for t in rates if since <= t < until]  # --until is exclusive
         assert times == expected and got == [rates[t] for t in expected]
 
         def exchange_fails(pages: int) -> None:
@@ -229,6 +229,14 @@ def test_cli_downloads_a_file_replay_accepts_and_refuses_it_under_another_interv
             "(1 request(s))\n")
         assert main(args) == 0
         assert capsys.readouterr().out.startswith(f"{out}: 0 BTC-USDT 5m candles added to 300 already there")
+        failing = tmp_path / "failing.csv"
+        sim.faults.fail_next(C.KLINES, "5xx", count=4)  # the first try and its three retries
+        assert main([*args[:-4], "--out", str(failing), *args[-2:]]) == 4
+        assert capsys.readouterr().err == (f"error: download-candles: GET {C.KLINES}: HTTP 500; {failing} holds 0 "
+                                           "row(s); the same command continues from there\n")
+        assert main([*args[:-4], "--out", str(failing), *args[-2:]]) == 0
+        assert failing.read_bytes() == out.read_bytes()
+        capsys.readouterr()
         assert main([*args[:4], "15m", *args[5:]]) == 2
         assert capsys.readouterr().err == (f"error: {out}: its candles are not 15m apart: not continued with 15m "
                                            "candles (another --out, or its interval)\n")
@@ -245,7 +253,7 @@ def test_cli_downloads_a_file_replay_accepts_and_refuses_it_under_another_interv
 def test_cli_funding_file_is_what_the_paper_exchange_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "f.csv"
     with sim_in_thread(SimOptions(history_bars=20, funding=FundingOptions(rate=Decimal("0.0001")))) as sim:
-        since = sim.market_time_ms - 3 * 86_400_000
+        since = sim.market_time_ms - 3 * 86_400_000 + 60_000  # 9 funding times, whatever the hour
         assert main(["download-funding", "--symbol", "BTC-USDT", "--since", utc(since), "--out", str(out),
                      "--rest", sim.rest_url]) == 0
     assert capsys.readouterr().out.startswith(f"{out}: 9 BTC-USDT funding rates added to 0 already there, ")
