@@ -5,18 +5,20 @@ cut points are replaced by seeded noise, and every decision and exposed feature 
 stay what it was, through the replay's batch path and the live rolling path (gatebot.core.lookahead).
 
 Exit status 0: no look-ahead; 1: look-ahead found (one line per strategy: the first offending candle, its
-time, path and feature or decision); 2: bad input (config, candle file).
+time, path and feature or decision); 2: bad input (config, candle file, or candles in which a strategy
+decided nothing and exposed no feature: a pass there would prove nothing).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK
 from gatebot.core.config import ConfigError, load_config
-from gatebot.core.lookahead import Finding, check
+from gatebot.core.lookahead import Finding, check, trace
 from gatebot.core.market import load_csv
 from gatebot.core.strategy import StrategyContext
 
@@ -58,11 +60,19 @@ def run(args: argparse.Namespace) -> int:
         found = check(make, rows, cuts=args.cuts, seed=args.seed, symbol=inst.symbol,  # type: ignore[arg-type]
                       interval=inst.interval)
         name = f"instance {inst.name} ({inst.strategy})"
+        compared = sum(any(d is not None for d in decisions) or bool(features)  # a pass on no output proves nothing
+                       for decisions, features in trace(make, rows, batch=True, symbol=inst.symbol,  # type: ignore[arg-type]
+                                                        interval=inst.interval))
         if found:
             print(f"look-ahead: {name}: {describe(found[0])} ({len(found)} finding(s))")
             status = EXIT_DIVERGED
+        elif not compared:
+            print(f"error: {name}: nothing to compare: it decided nothing and exposed no feature in {len(rows)} "
+                  "candles (a longer --bars?)", file=sys.stderr)
+            status = status if status == EXIT_DIVERGED else EXIT_BAD_INPUT  # a look-ahead found says more
         else:
-            print(f"{name}: no look-ahead ({len(rows)} candles, {args.cuts} cut points, batch and rolling paths)")
+            print(f"{name}: no look-ahead ({len(rows)} candles, {args.cuts} cut points, batch and rolling paths; "
+                  f"{compared} candles with a decision or feature)")
     return status if config.instances else EXIT_BAD_INPUT
 
 

@@ -106,3 +106,13 @@ def test_cli_bad_candle_file_is_bad_input(tmp_path: Path, capsys: pytest.Capture
     bad.write_text("time,o\n1,2\n")
     assert main(["check-lookahead", str(ROOT / "examples" / "paper_replay.toml"), "--candles", str(bad)]) == 2
     assert "bad.csv: line 1" in capsys.readouterr().err
+
+
+def test_a_strategy_that_never_decides_is_not_passed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_candles(tmp_path / "c.csv", 100)
+    config = tmp_path / "peek.toml"
+    config.write_text(PEEKING.format(state=tmp_path / "state", peek_at_ms=1, expose="true"))  # no candle opens then
+    assert main(["check-lookahead", str(config), "--candles", str(tmp_path / "c.csv"), "--cuts", "4"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("error: instance peek (peeking): nothing to compare: it decided nothing and exposed no "
+                            "feature in 100 candles (a longer --bars?)\n") and captured.out == ""
