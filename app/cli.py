@@ -1,4 +1,5 @@
-"""``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants.
+"""``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants,
+check-lookahead, download-candles, download-funding.
 
 One parser; each subcommand is bound to the function that runs it whole (``set_defaults(func=...)``), which
 returns the exit status (app/exit_codes.py); the errors every command may meet are mapped to a status here.
@@ -27,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from gatebot.app import check_invariants
+from gatebot.app import check_invariants, check_lookahead, download
 from gatebot.app.embedded import EmbeddedSimulators
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
@@ -84,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_sim)
     check_invariants.add_parser(sub)
+    check_lookahead.add_parser(sub)
+    download.add_parser(sub)
     parser.add_argument("--version", action="version", version=f"gatebot {version('gatebot')}")
     parser.add_argument("-v", "--verbose", action="store_true")
     for name, command in sub.choices.items():  # -v after the subcommand too (SUPPRESS: absent keeps the top's)
@@ -199,6 +202,8 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
             print(f"error: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"{runner.bars} candles processed ({config.mode})")
+    for spacing in runner.spacing:
+        print(candle_file_line(runner.candle_file_summary(spacing.interval)))
     errors: list[str] = []
     for summary in report_dir(config.state_dir, errors):
         print(format_summary(summary))
@@ -212,6 +217,16 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
     for name, reason in runner.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     return EXIT_HALTED if runner.halted else 0
+
+
+def candle_file_line(c: dict[str, Any]) -> str:
+    """The candle file's quality in one line: gaps (and the longest), missing candles, repeated rows dropped."""
+    longest = ""
+    if c["longest_after_ms"] is not None:
+        at = datetime.fromtimestamp(c["longest_after_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        longest = f", the longest {c['longest']} after {at}"
+    return (f"candle file {c['path']} ({c['interval']}): {c['candles']} candles, {c['gaps']} gap(s) "
+            f"({c['missing']} missing candle(s){longest}), {c['duplicates']} duplicate row(s) dropped")
 
 
 def journal_paths(state_dir: Path) -> list[Path]:

@@ -21,10 +21,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from gatebot.app.embedded import EmbeddedSimulators, for_embedded
 from gatebot.core import ids
 from gatebot.core.clock import Clock, LiveClock, VirtualClock
-from gatebot.core.config import Config, InstanceConfig, config_hash
+from gatebot.core.config import Config, InstanceConfig, MarketConfig, config_hash
 from gatebot.core.engine import AdoptionRequired, Engine, InstanceHalted
 from gatebot.core.events import (
     AnyEvent,
@@ -46,7 +48,7 @@ from gatebot.core.exchange import (
 )
 from gatebot.core.intervals import interval_ms
 from gatebot.core.journal import Journal, JournalError, JournalUnwritable, StateDirLock, check_state_dir
-from gatebot.core.market import array_candles, generate, load_csv
+from gatebot.core.market import array_candles, check_spacing, generate, read_candles
 from gatebot.core.position import Protection
 from gatebot.core.strategy import EvaluationMeta, JournalMeta, Prepares, StrategyContext
 
@@ -107,6 +109,8 @@ class Instance:
                       "mode": r.config.mode}
             if "initial_balance" not in meta:
                 values["initial_balance"] = str(await adapter.balance())
+            if r.candle_file is not None:  # what the report may show of the data's quality
+                values["candle_file"] = msgspec.json.encode(r.candle_file_summary(cfg.interval)).decode()
             journal.set_meta(values)
             self.meta_written = True
         strategy_cls = r.plugins.strategies()[cfg.strategy]
@@ -281,7 +285,12 @@ class Runner:
         self.state_dir = Path(config.state_dir)
         self.config_hash = config_hash(config)
         csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)
-        self._csv_rows = load_csv(csv) if csv else None  # a bad file is refused before anything starts
+        self.candle_file = read_candles(csv) if csv else None  # a bad file is refused before anything starts
+        self.spacing = [check_spacing(self.candle_file, interval, config.market.max_gap_candles if config.market
+                                      else MarketConfig().max_gap_candles)
+                        for interval in dict.fromkeys(i.interval for i in config.instances)] if self.candle_file else []
+        """The candle file's gaps per interval traded (a wrong spacing or too long a gap was refused)."""
+        self._csv_rows = self.candle_file.rows if self.candle_file else None
         self.market_rows = self._csv_rows
         """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.evaluation_meta: dict[str, dict[str, Any]] = {}
@@ -306,6 +315,13 @@ class Runner:
         self.bars = 0
 
     # --- wiring ------------------------------------------------------------------------------
+
+    def candle_file_summary(self, interval: str) -> dict[str, Any]:
+        """The candle file's counts for one interval: candles, repeated rows dropped, gaps, missing candles."""
+        assert self.candle_file is not None
+        spacing = next(s for s in self.spacing if s.interval == interval)
+        return {"path": self.candle_file.path, "duplicates": self.candle_file.duplicates,
+                **msgspec.structs.asdict(spacing)}
 
     def _make_adapters(self) -> None:
         if self._given_adapters is not None:

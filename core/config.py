@@ -69,6 +69,9 @@ class MarketConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     volatility: Annotated[float, msgspec.Meta(gt=0, le=0.2)] = 0.002
     speed: Annotated[float, msgspec.Meta(ge=0)] = 0.0
     """Paper mode: candles per candle-interval of wall time (0 = as fast as possible)."""
+    max_gap_candles: Annotated[int, msgspec.Meta(ge=0)] = 10
+    """A candle file (``csv`` or ``replay --candles``) missing more than this many candles in a row is refused;
+    smaller gaps (and exactly repeated rows, dropped) are counted in the replay's output and journal meta."""
 
 
 class ExchangeConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):

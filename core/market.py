@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import numpy as np
 
 from gatebot.core.events import CandleClosed
@@ -23,10 +26,41 @@ class CandleFileError(Exception):
     """A candle file that cannot be used; the message names the file, the line and the problem."""
 
 
+class CandleFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A candle file's rows (an (n, 6) float64 array, times in ms) and the repeated rows dropped from it."""
+
+    path: str
+    rows: Any
+    duplicates: int = 0
+    """Rows that repeated the row before them exactly (same time, same values): dropped, counted."""
+
+
+class Spacing(msgspec.Struct, frozen=True, kw_only=True):
+    """A candle file's spacing against an interval: the gaps it has (none refused) and their size."""
+
+    interval: str
+    candles: int
+    gaps: int = 0
+    missing: int = 0
+    """Candles missing in all gaps together."""
+    longest: int = 0
+    """Missing candles in the longest gap."""
+    longest_after_ms: int | None = None
+    """The open time of the candle before the longest gap."""
+
+
 def load_csv(path: str | Path) -> np.ndarray:
     """Read ``timestamp,open,high,low,close,volume`` (timestamp = open time, UTC; ISO-8601, or epoch
     seconds or ms) into an (n, 6) float64 array with times in ms, checking order and OHLC consistency.
-    Errors name the file and the first bad line."""
+    Errors name the file and the first bad line; a repeated row is one too (:func:`read_candles` drops and
+    counts them)."""
+    found = read_candles(path, refuse_duplicates=True)
+    return found.rows  # type: ignore[no-any-return]
+
+
+def read_candles(path: str | Path, *, refuse_duplicates: bool = False) -> CandleFile:
+    """:func:`load_csv`, except that a row repeating the one before it exactly is dropped and counted (a row
+    repeating only its time, with other values, is always refused: which one is right cannot be known)."""
     path = Path(path)
     try:
         lines = path.read_text().splitlines()
@@ -48,11 +82,58 @@ def load_csv(path: str | Path) -> np.ndarray:
     if bad.any():
         i = int(np.argmax(bad))
         raise CandleFileError(f"{path}: line {numbers[i]}: inconsistent OHLC {lines[numbers[i] - 1]!r}")
-    unordered = np.diff(rows[:, 0]) <= 0
+    step = np.diff(rows[:, 0])
+    repeated = np.concatenate(([False], (step == 0) & (rows[1:] == rows[:-1]).all(axis=1)))
+    unordered = (step <= 0) & ~repeated[1:]
+    if refuse_duplicates:
+        unordered |= step <= 0
     if unordered.any():
         i = int(np.argmax(unordered)) + 1
         raise CandleFileError(f"{path}: line {numbers[i]}: timestamps are not strictly increasing")
-    return rows
+    return CandleFile(path=str(path), rows=rows[~repeated], duplicates=int(repeated.sum()))
+
+
+def check_spacing(found: CandleFile, interval: str, max_gap_candles: int) -> Spacing:
+    """The file's candles must be ``interval`` apart: another typical spacing (a 15m file under a 5m config),
+    a candle off the interval's grid, or a gap of more than ``max_gap_candles`` missing candles is refused
+    (CandleFileError, one line naming the file and the spacing, time or gap); smaller gaps are counted."""
+    step_ms = interval_ms(interval)
+    rows = found.rows
+    if len(rows) < 2:
+        return Spacing(interval=interval, candles=len(rows))
+    diffs = np.diff(rows[:, 0]).astype(np.int64)
+    values, counts = np.unique(diffs, return_counts=True)
+    typical = int(values[np.argmax(counts)])
+    if typical != step_ms:
+        raise CandleFileError(f"{found.path}: candles are {_duration(typical)} apart, but the config trades "
+                              f"{interval}: use a {interval} candle file (or a {_duration(typical)} interval)")
+    off = diffs % step_ms != 0
+    if off.any():
+        i = int(np.argmax(off)) + 1
+        raise CandleFileError(f"{found.path}: the candle at {_utc(int(rows[i, 0]))} is not on the {interval} grid "
+                              f"of the one before it ({_duration(int(diffs[i - 1]))} after it)")
+    missing = diffs // step_ms - 1
+    worst = int(np.argmax(missing))
+    spacing = Spacing(interval=interval, candles=len(rows), gaps=int((missing > 0).sum()),
+                      missing=int(missing.sum()), longest=int(missing[worst]),
+                      longest_after_ms=int(rows[worst, 0]) if missing[worst] else None)
+    if spacing.longest > max_gap_candles:
+        raise CandleFileError(f"{found.path}: a gap of {spacing.longest} missing {interval} candles "
+                              f"({_duration(spacing.longest * step_ms)}) after the candle at "
+                              f"{_utc(int(rows[worst, 0]))}; more than max_gap_candles = {max_gap_candles} "
+                              "([market] in the config)")
+    return spacing
+
+
+def _duration(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0 and ms >= size:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _rows_fast(lines: list[str]) -> np.ndarray | None:

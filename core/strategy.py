@@ -91,3 +91,11 @@ class EvaluationMeta(Protocol):
     """The ``strategy_meta`` of a replay's evaluation text (the model card)."""
 
     def evaluation_meta(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class ExposesFeatures(Protocol):
+    """This candle's features by name (after :meth:`Strategy.on_candle`, before or after :meth:`Strategy.decide`,
+    changing neither): ``gatebot check-lookahead`` proves each of them causal, not only the decisions."""
+
+    def features(self) -> dict[str, float]: ...

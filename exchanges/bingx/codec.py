@@ -128,6 +128,14 @@ class Kline(Checked, kw_only=True):
     """Open time (ms)."""
 
 
+class FundingRate(Checked, kw_only=True):
+    """A row of ``quote/fundingRate`` (the funding-rate history): the rate settled at ``fundingTime`` (ms)."""
+
+    symbol: str = ""
+    fundingRate: Num
+    fundingTime: int
+
+
 class PositionMode(msgspec.Struct):
     dualSidePosition: str | bool
 

@@ -30,6 +30,8 @@ LISTEN_KEY: Final = "/openApi/user/auth/userDataStream"
 RECV_WINDOW_MS: Final = 5000
 LISTEN_KEY_RENEW_S: Final = 1800
 KLINE_LIMIT: Final = 1440
+FUNDING_RATE_LIMIT: Final = 1000
+"""The most rows one ``quote/fundingRate`` request returns (default 100)."""
 
 RATE_LIMITS: Final[dict[str, tuple[float, float]]] = {
     # group: (requests per second, burst). BingX's own numbers are ambiguous (protocol page §4), so

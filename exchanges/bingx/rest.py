@@ -92,8 +92,8 @@ class RestClient:
 
     async def start(self) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False,
-                                                  headers={"X-BX-APIKEY": self._key})
+            self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False,  # no key: public only
+                                                  headers={"X-BX-APIKEY": self._key} if self._key else {})
         await self.sync_time()
 
     async def close(self) -> None:

@@ -220,6 +220,15 @@ class OpportunityGating:
                 self._row32[0] = self._row
         return self._row
 
+    def features(self) -> dict[str, float]:
+        """This candle's feature row and entry probabilities by name (empty while warming up), for the
+        look-ahead check: the batch path's prepared rows must be what the rolling window computes."""
+        row = self._features()
+        if row is None:
+            return {}
+        p_long, p_short = self._entry_probs()
+        return {**dict(zip(F.FEATURES, row.tolist(), strict=True)), "p_long": p_long, "p_short": p_short}
+
     def _entry_probs(self) -> tuple[float, float]:
         if self._i is not None:
             return float(self._p_long[self._i]), float(self._p_short[self._i])
