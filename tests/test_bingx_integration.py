@@ -358,7 +358,7 @@ async def fired_stop(options: SimOptions, events: list[Any]) -> AsyncIterator[An
         await adapter.rest.start()
         adapter._sink = events.append
         try:
-            price = (await adapter.klines(SYMBOL, "5m", 0, 2**62))[-1].close
+            price = (await adapter.klines(SYMBOL, "5m", *_last_day(adapter)))[-1].close
             await adapter.submit(SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01")))
             stop_price = (Decimal(repr(price)) * Decimal("0.99")).quantize(Decimal("0.1"))
             await adapter.submit(SubmitStop(client_id="c-1-s1", symbol=SYMBOL, side="long", qty=Decimal("0.01"),
@@ -612,7 +612,7 @@ def test_a_duplicate_id_of_a_dead_stop_is_never_taken_for_a_live_one(monkeypatch
             first, restarted = adapters
             first._sink = restarted._sink = events.append
             try:
-                price = (await first.klines(SYMBOL, "5m", 0, 2**62))[-1].close
+                price = (await first.klines(SYMBOL, "5m", *_last_day(first)))[-1].close
                 await first.submit(SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01")))
                 stop = SubmitStop(client_id="c-1-s1", symbol=SYMBOL, side="long", qty=Decimal("0.01"),
                                   stop_price=(Decimal(repr(price)) * Decimal("0.99")).quantize(Decimal("0.1")))
@@ -724,3 +724,37 @@ def test_check_invariants_reports_two_journals_that_claim_one_position(tmp_path:
                 assert "claim one long BTC-USDT" in v.detail, v
 
     run(go())
+
+
+def _last_day(adapter: Any) -> tuple[int, int]:
+    """The open-time range [now - 1 day, now] of the latest candles (the gap filler asks one page per window)."""
+    now_ms = adapter.clock.now_ms()
+    return now_ms - 86_400_000, now_ms
+
+
+def test_gap_filler_keeps_every_candle_of_a_range_longer_than_one_page() -> None:
+    """BingX answers a range longer than one page with one end of it (the simulator: the newest 1440); the gap
+    filler must still return every candle of the range, in order, none twice."""
+    from gatebot.core.clock import LiveClock
+    from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from gatebot.exchanges.bingx.rest import RestClient
+
+    step_ms = 300_000
+
+    async def fetch() -> tuple[list[int], int, int]:
+        options = SimOptions(mode="manual", history_bars=3200)
+        async with BingXSimulator(options) as sim:
+            adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url), hedge_mode=False, clock=LiveClock())
+            adapter.rest = RestClient(adapter.rest_url, options.api_key, options.secret, clock=adapter.clock)
+            await adapter.rest.start()
+            try:
+                now_ms = adapter.clock.now_ms()
+                end_ms = now_ms - now_ms % step_ms - step_ms
+                start_ms = end_ms - 3000 * step_ms
+                candles = await adapter.klines(SYMBOL, "5m", start_ms, end_ms)
+            finally:
+                await adapter.rest.close()
+        return [c.open_time for c in candles], start_ms, end_ms
+
+    times, start_ms, end_ms = run(fetch())
+    assert times == list(range(start_ms, end_ms, step_ms))

@@ -301,20 +301,23 @@ class BingXAdapter:
         return candles[:-1][-bars:]
 
     async def klines(self, symbol: str, interval: str, start: int, end: int) -> list[CandleClosed]:
-        """Closed candles with open time in [start, end), ascending (the gap filler of the stream)."""
+        """Closed candles with open time in [start, end), ascending (the gap filler of the stream).
+
+        Asked in windows that hold at most one page: BingX keeps one end of a longer range (the simulator the
+        newest), so a cursor moved to the last row received would skip the rest without an error. An empty
+        window (an outage) is passed over, not taken for the end."""
         step = interval_ms(interval)
+        window_ms = constants.KLINE_LIMIT * step
         out: list[CandleClosed] = []
         cursor = start
         while cursor < end:
+            window_end = min(end, cursor + window_ms)
             rows = await self._rest.public(constants.KLINES, {"symbol": symbol, "interval": interval,
-                                                              "startTime": cursor, "endTime": end - 1,
+                                                              "startTime": cursor, "endTime": window_end - 1,
                                                               "limit": constants.KLINE_LIMIT}, list[codec.Kline])
-            batch = sorted((_kline(symbol, interval, k) for k in rows if cursor <= k.time < end),
-                           key=lambda c: c.open_time)
-            if not batch:
-                break
-            out.extend(batch)
-            cursor = batch[-1].open_time + step
+            out.extend(sorted((_kline(symbol, interval, k) for k in rows if cursor <= k.time < window_end),
+                              key=lambda c: c.open_time))
+            cursor = window_end
         return out
 
     def start_market(self, streams: dict[tuple[str, str], int | None], on_candle: Any) -> MarketStream:
