@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from importlib.metadata import version
@@ -26,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from gatebot.app import check_invariants, operator
+from gatebot.app import check_invariants, logs, operator
 from gatebot.app.embedded import EmbeddedSimulators
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
@@ -95,8 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(args.verbose)
     try:
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
@@ -158,6 +156,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.record is not None:
         return _run_recorded(args)
     config = _load_run_config(args)
+    check_state_dir(config.state_dir, create=True)  # the log file goes there: a bad folder is refused first
+    logs.for_run(config.state_dir)
     return _run(config, candles=None, adopt=args.adopt)
 
 
@@ -239,6 +239,8 @@ def _run_recorded(args: argparse.Namespace) -> int:
     config = _load_run_config(args)
     if config.mode == "replay":
         raise ConfigError(f"{args.config}: $.mode: --record records a paper or live session, not a replay")
+    check_state_dir(config.state_dir, create=True)
+    logs.for_run(config.state_dir)
     plugins = _plugins(config)
     header = Header(kind="session", config_hash=session_hash(config), models=strategy_hashes(config, plugins),
                     meta={"mode": config.mode})
