@@ -439,7 +439,7 @@ async def serve(runner: Runner) -> Api:
     tmp = state_dir / (URL_FILE + ".new")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, state_dir / URL_FILE)
-    log.warning("control API on %s (token: %s)", url, "the env " + TOKEN_ENV if token.where == "env"
+    log.info("control API on %s (token: %s)", url, "the env " + TOKEN_ENV if token.where == "env"
                 else token.file)
     return api
 

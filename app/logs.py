@@ -14,6 +14,8 @@ from pathlib import Path
 import msgspec
 
 TRADE = "gatebot.trade"
+OPERATOR = frozenset((TRADE, "gatebot.api", "gatebot.control"))
+"""Loggers whose INFO lines the terminal shows by default: trades, the API's address, operators' commands."""
 LOG_FILE = "gatebot.log.jsonl"
 MAX_BYTES = 10_000_000
 BACKUPS = 5
@@ -22,14 +24,14 @@ _enc = msgspec.json.Encoder()
 
 
 class _Terminal(logging.Filter):
-    """Warnings and worse; the trade lines; everything when verbose."""
+    """Warnings and worse; the operator's lines; everything when verbose."""
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()
         self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.verbose or record.levelno >= logging.WARNING or record.name == TRADE
+        return self.verbose or record.levelno >= logging.WARNING or record.name in OPERATOR
 
 
 class JsonLines(logging.Formatter):
@@ -57,6 +59,8 @@ def setup(verbose: bool) -> None:
     handler._gatebot = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     logging.getLogger(TRADE).setLevel(logging.WARNING)  # off but for run: a replay's millions of lines
+    for name in OPERATOR - {TRADE}:
+        logging.getLogger(name).setLevel(logging.INFO)
     quiet = logging.getLogger("transitions")
     quiet.setLevel(logging.CRITICAL + 1)
     quiet.propagate = False

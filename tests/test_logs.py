@@ -24,7 +24,8 @@ def test_run_says_each_transition_order_and_fill_in_one_line_and_keeps_json_line
     assert any(" kt: order stop kt-" in line and " @ " in line for line in trade)
     assert any(" kt: fill kt-" in line for line in trade)
     if not verbose:
-        assert all(" gatebot.trade: " in line or " WARNING " in line or " ERROR " in line for line in lines), lines
+        assert all(" gatebot.trade: " in line or " WARNING " in line or " ERROR " in line or " gatebot.api: " in line
+                   for line in lines), lines
     assert not any("transitions" in line.split(": ")[0] for line in lines), "the transitions library's chatter"
     path = tmp_path / "state" / "gatebot.log.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()]
