@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import stat
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -453,6 +454,10 @@ async def serve(runner: Runner) -> Api:
     os.replace(tmp, state_dir / URL_FILE)
     log.info("control API on %s (token: %s)", url, "the env " + TOKEN_ENV if token.where == "env"
                 else token.file)
+    if token.where == "generated":  # the operator cannot know it otherwise: on the terminal, never in a log
+        print(f"dashboard: {url}/#token={token.value}", file=sys.stderr, flush=True)
+    else:
+        print(f"dashboard: {url}/#token=<your token>", file=sys.stderr, flush=True)
     return api
 
 

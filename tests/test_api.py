@@ -224,3 +224,21 @@ def test_the_incremental_views_agree_with_the_report_read_whole(tmp_path: Path) 
         assert all(t["side"] in ("long", "short") for t in v.trades())
     finally:
         journal.close()
+
+
+def test_a_token_made_for_the_run_is_shown_on_the_terminal_only_and_removed_at_the_end(tmp_path: Path) -> None:
+    import re
+
+    from tests.helpers import write_paper_session
+
+    config = write_paper_session(tmp_path, bars=120)
+    config.write_text(config.read_text().replace("[[instances]]", "[api]\nenabled = true\nport = 0\n[[instances]]"))
+    out = gatebot("run", str(config), env={"GATEBOT_API_TOKEN": ""})
+    assert out.returncode == 0, out.stderr
+    found = re.search(r"dashboard: http://127\.0\.0\.1:\d+/#token=([\w-]{32,})", out.stderr)
+    assert found, out.stderr
+    token = found.group(1)
+    state = tmp_path / "state"
+    assert token not in (state / "gatebot.log.jsonl").read_text(), "never in the log file"
+    assert out.stderr.count(token) == 1 and token not in out.stdout
+    assert not (state / "api.token").exists() and not (state / "api.json").exists()
