@@ -21,6 +21,7 @@ import os
 import secrets
 import stat
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -466,3 +467,18 @@ async def unserve(api: Api, state_dir: Path) -> None:
     (state_dir / URL_FILE).unlink(missing_ok=True)
     if api.token.where == "generated" and api.token.file:
         Path(api.token.file).unlink(missing_ok=True)
+
+
+async def serve_read_only(state_dir: Path, port: int, stop: asyncio.Event) -> None:
+    """``gatebot dashboard STATE_DIR``: the same reads from a stopped bot's journals, on loopback, until ``stop``."""
+    token = load_token(ApiConfig(port=port), state_dir)
+    api = Api(JournalBackend(state_dir), token, started_ms=int(time.time() * 1000))
+    url = await api.start("127.0.0.1", port)
+    shown = token.value if token.where == "generated" else "<your token>"
+    print(f"dashboard (read-only): {url}/#token={shown}", file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await api.stop()
+        if token.where == "generated" and token.file:
+            Path(token.file).unlink(missing_ok=True)
