@@ -49,8 +49,11 @@ from gatebot.core.routing import ExecutionEvent
 from gatebot.core.strategy import Enter, Exit, PositionView, Strategy
 
 log = logging.getLogger("gatebot.engine")
+trade_log = logging.getLogger("gatebot.trade")
+"""One line per transition, order and fill (on the terminal during ``gatebot run``: app/logs.py)."""
 
 ForeignPolicy = Literal["adopt", "flatten", "halt"]
+TradingState = Literal["active", "reducing", "halted"]
 _ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "exit", CancelOrder: "cancel"}
 _NOT_OURS = "!"
 """What _role says of an order of this instance that this journal never sent."""
@@ -123,6 +126,10 @@ class Engine:
         self._settings_checked = False
         self._halt: InstanceHalted | None = None
         """Another owner's order seen in an event: the instance halts as soon as its position is at rest."""
+        self.trading_state: TradingState = journal.trading_state()  # type: ignore[assignment]
+        """The operator's gate (app/control.py journals it): ``active`` trades; ``reducing`` takes no new
+        entry (exits, stops and recovery go on); ``halted`` takes no decision at all (the exchange stops
+        stay, and a position left unguarded is still protected or closed by the state table)."""
 
     @property
     def shares_symbol(self) -> bool:
@@ -296,13 +303,14 @@ class Engine:
         again on the same candle (a reversal). Never after a stop-out or an emergency close: an entry
         refused or unprotected must not be retried in a loop on one candle."""
         state = self.pos.state
-        if state not in ("flat", "protected"):
+        if state not in ("flat", "protected") or self.trading_state == "halted":
             return False
         decision = self.strategy.decide(self.view())
         if decision is None:
             return False
         if isinstance(decision, Enter) and state == "flat":
-            await self._enter(decision)
+            if self.trading_state == "active":  # paused (reducing): no new entry
+                await self._enter(decision)
         elif isinstance(decision, Exit) and state == "protected":
             await self.execute(self.fire("exit_signal", reason=decision.reason,
                                            detail={"reason": decision.reason, **decision.info}))
@@ -587,6 +595,8 @@ class Engine:
                                            dst=pos.state, record=pos.rec)
             if fill is not None:
                 self.plugins.notify_fill(instance=self.name, fill=fill)
+        if trade_log.isEnabledFor(logging.INFO):
+            self._tell(src, trigger, fill, commands)
         if trigger == "entry_filled":
             crashpoint("fill_journaled")
         r = pos.rec
@@ -604,6 +614,20 @@ class Engine:
         elif trigger == "settled":
             self._balance_stale = True
         return commands
+
+    def _tell(self, src: str, trigger: str, fill: OrderFilled | None, commands: list[AnyCommand]) -> None:
+        """The trade lines of one committed transition: the fill it booked, the move, the orders it sends."""
+        name = self.name
+        if fill is not None:
+            trade_log.info("%s: fill %s %s @ %s (fee %s)", name, fill.client_id, fill.qty, fill.price, fill.fee)
+        trade_log.info("%s: %s --%s--> %s", name, src, trigger, self.pos.state)
+        for cmd in commands:
+            if isinstance(cmd, CancelOrder):
+                trade_log.info("%s: order cancel %s", name, cmd.client_id)
+            else:
+                price = f" @ {cmd.stop_price}" if isinstance(cmd, SubmitStop) else ""
+                trade_log.info("%s: order %s %s %s %s%s", name, _ROLE_OF[type(cmd)], cmd.client_id, cmd.side,
+                               cmd.qty, price)
 
     def settle(self) -> list[AnyCommand]:
         """exited_* -> flat, once no order of the position is left working."""
