@@ -66,6 +66,21 @@ def test_invalid_enum_lists_the_valid_values(tmp_path: Path) -> None:
         load_config(path)
 
 
+@pytest.mark.parametrize(("field", "bad", "sentence"), [
+    ("symbol", "BTCUSDT", "symbol 'BTCUSDT' must be BASE-QUOTE in capital letters and digits, like BTC-USDT"),
+    ("name", "btc-1", "name 'btc-1' must be 1 to 20 lowercase letters, digits or _ (no -)"),
+])
+def test_a_bad_pattern_is_said_as_a_sentence_with_an_example(tmp_path: Path, field: str, bad: str,
+                                                              sentence: str) -> None:
+    path = tmp_path / "bad.toml"
+    good = {"symbol": 'symbol = "BTC-USDT"', "name": 'name = "one"'}[field]
+    path.write_text(GOOD.replace(good, f'{field} = "{bad}"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"$.instances[0].{field}: {sentence}" in str(err.value)
+    assert "regex" not in str(err.value) and "^[" not in str(err.value)
+
+
 def test_verbose_before_or_after_the_subcommand() -> None:
     parse = _parser().parse_args
     assert parse(["-v", "status", "x"]).verbose is True
