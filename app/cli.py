@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from gatebot.app import check_invariants
-from gatebot.app.embedded import EmbeddedSimulators
+from gatebot.app.embedded import EmbeddedSimulators, simulator_table
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
 from gatebot.core.config import Config, ConfigError, load_config
@@ -189,6 +189,24 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return _run(config, candles=args.candles)
 
 
+EXCHANGE_NAMES = {"bingx": "BingX"}
+"""How the summary line names an exchange type."""
+
+
+def run_label(config: Config) -> str:
+    """The mode, and where the instances traded unless only on the paper exchange: ``paper, on the embedded
+    BingX simulator`` (the demo), ``live, on BingX``."""
+
+    venues = []
+    for name in dict.fromkeys(i.exchange for i in config.instances):
+        ex = config.exchanges[name]
+        if ex.type == "paper":
+            continue
+        shown = EXCHANGE_NAMES.get(ex.type, ex.type)
+        venues.append(f"the embedded {shown} simulator" if simulator_table(ex.options) is not None else shown)
+    return ", ".join([config.mode, *(f"on {v}" for v in dict.fromkeys(venues))])
+
+
 def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
     from gatebot.app.runner import Runner
     plugins = _plugins(config)
@@ -198,7 +216,7 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
         for reason in runner.refused.values():
             print(f"error: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"{runner.bars} candles processed ({config.mode})")
+    print(f"{runner.bars} candles processed ({run_label(config)})")
     errors: list[str] = []
     for summary in report_dir(config.state_dir, errors):
         print(format_summary(summary))

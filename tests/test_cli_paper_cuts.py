@@ -158,3 +158,17 @@ def test_replay_progress_shows_the_total_and_an_eta(tmp_path: Path) -> None:
     line = _Progress(runner._candle_total()).line(617, 10.0)  # half done in 10 s: 10 s to go
     assert "617 of 1,234 candles" in line and "50.0%" in line and "ETA 0:10" in line, line
     assert "of" not in _Progress(None).line(617, 10.0)  # unknown total: count and rate only
+
+
+def test_the_demo_names_its_exchange_and_each_symbol_trades_near_its_own_price() -> None:
+    from gatebot.app.cli import run_label
+    from gatebot.simulators.bingx import BingXSimulator, SimOptions
+
+    demo = load_config(ROOT / "examples" / "demo.toml")
+    assert run_label(demo) == "paper, on the embedded BingX simulator"
+    assert run_label(load_config(ROOT / "examples" / "sim.toml")).startswith("paper, on BingX")
+    sim = BingXSimulator(SimOptions(symbols=["BTC-USDT", "ETH-USDT"], history_bars=5, bars=5))
+    assert 30_000 < sim.markets["BTC-USDT"].price < 120_000
+    assert 1_500 < sim.markets["ETH-USDT"].price < 6_000
+    one = BingXSimulator(SimOptions(symbols=["ETH-USDT"], start_price=100.0, start_prices={"SOL-USDT": 1.0}))
+    assert 50 < one.markets["ETH-USDT"].price < 200  # an explicit start_price still sets every symbol

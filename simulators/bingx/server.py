@@ -63,7 +63,7 @@ class BingXSimulator:
         self.markets: dict[str, SymbolMarket] = {
             s: build_market(s, interval=opts.interval, first_live_ms=first_live, history_bars=opts.history_bars,
                             bars=opts.bars, source=opts.source, csv=opts.csv, seed=opts.seed,
-                            start_price=opts.start_price, volatility=opts.volatility)
+                            start_price=opts.start_price_of(s), volatility=opts.volatility)
             for s in opts.symbols
         }
         self.meta: dict[int, OrderMeta] = {}
