@@ -182,10 +182,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if config.mode == "live":
         raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
     from gatebot.app.replayer import on_paper
+    from gatebot.app.runner import check_replay_target
 
     # candles replay on the paper exchange: each other account becomes a paper one (as for a
     # market recording), never the exchange or simulator the config trades on
     config = on_paper(msgspec.structs.replace(config, mode="replay"))
+    check_replay_target(config)
     return _run(config, candles=args.candles)
 
 
@@ -317,6 +319,9 @@ def _replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
     config = msgspec.structs.replace(config, mode="replay")
     Recording(args.recording)  # a file that is no recording at all is refused before anything starts
+    from gatebot.app.runner import check_replay_target
+
+    check_replay_target(config)
     try:
         result = asyncio.run(replay(config, _plugins(config), args.recording, progress=sys.stderr.isatty()))
     except RecordingError as exc:  # damage further in: the records before it were replayed and journaled

@@ -434,20 +434,14 @@ class Runner:
         previous replay's journal is replaced; any other file in the way halts that instance."""
         for inst in self.instances:
             path = inst.journal_path
-            if path.exists():
-                try:
-                    journal = Journal(path, readonly=True)
-                    try:
-                        mode = journal.meta().get("mode")
-                    finally:
-                        journal.close()
-                except JournalError as exc:
-                    inst.halt(exc)
-                    continue
-                if mode != "replay":
-                    inst.halt(JournalError(f"journal {path} was written by a {mode or 'unknown'} session; a replay "
-                                           "does not overwrite it (choose another state_dir)"))
-                    continue
+            try:
+                refusal = replay_refusal(path)
+            except JournalError as exc:
+                inst.halt(exc)
+                continue
+            if refusal is not None:
+                inst.halt(JournalError(refusal))
+                continue
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
 
@@ -669,6 +663,31 @@ class Runner:
             await inst.engine.drain()
         except Exception as exc:  # isolation: one instance's failure must not stop the others
             inst.on_error(exc, candle.open_time)
+
+
+def replay_refusal(path: Path) -> str | None:
+    """Why a replay may not replace the journal at ``path``: it was written by a paper or live session (None:
+    absent, or a replay's own). A damaged journal is a JournalError."""
+    if not path.exists():
+        return None
+    journal = Journal(path, readonly=True)
+    try:
+        mode = journal.meta().get("mode")
+    finally:
+        journal.close()
+    if mode == "replay":
+        return None
+    return (f"journal {path} was written by a {mode or 'unknown'} session; a replay does not overwrite it "
+            "(choose another state_dir)")
+
+
+def check_replay_target(config: Config) -> None:
+    """Refuse a replay into a state folder holding another session's journals before anything runs: one line
+    (JournalError, exit status 2) rather than a replay of nothing with that session's summary."""
+    state_dir = Path(config.state_dir)
+    refusals = [r for i in config.instances if (r := replay_refusal(state_dir / f"{i.name}.sqlite")) is not None]
+    if refusals:
+        raise JournalError("; ".join(refusals))
 
 
 class _Stream:

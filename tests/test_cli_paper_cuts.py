@@ -172,3 +172,25 @@ def test_the_demo_names_its_exchange_and_each_symbol_trades_near_its_own_price()
     assert 1_500 < sim.markets["ETH-USDT"].price < 6_000
     one = BingXSimulator(SimOptions(symbols=["ETH-USDT"], start_price=100.0, start_prices={"SOL-USDT": 1.0}))
     assert 50 < one.markets["ETH-USDT"].price < 200  # an explicit start_price still sets every symbol
+
+
+def test_a_replay_into_a_paper_sessions_state_dir_is_refused_once_with_status_2(tmp_path: Path) -> None:
+    from gatebot.app.replayer import import_candles
+    from gatebot.core.market import generate
+
+    config = write_paper_session(tmp_path, bars=10)
+    assert gatebot("run", str(config)).returncode == 0
+    journal = tmp_path / "state" / "kt.sqlite"
+    before = journal.read_bytes()
+    csv = tmp_path / "candles.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{c.open_time},{c.open},{c.high},{c.low},{c.close},{c.volume}\n"
+        for c in generate(seed=1, symbol="BTC-USDT", interval="5m", bars=10)))
+    import_candles(csv, tmp_path / "market.rec")
+    done = gatebot("replay", str(config), str(tmp_path / "market.rec"))
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: journal {journal} was written by a paper session; a replay does not overwrite it "
+        "(choose another state_dir)"]
+    assert done.stdout == "", "no 'candles replayed' line and no summary of the paper journal"
+    assert journal.read_bytes() == before
