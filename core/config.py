@@ -254,7 +254,7 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
     if config.mode == "live" and not allow_live:
         raise fail("$.mode", f"mode = \"live\" trades real money: start it with the explicit flag {LIVE_FLAG}")
     try:
-        plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
+        plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable, folders=[base])
         exchange_types = plugins.exchanges()
         strategies = plugins.strategies()
     except PluginError as exc:

@@ -194,3 +194,40 @@ def test_a_replay_into_a_paper_sessions_state_dir_is_refused_once_with_status_2(
         "(choose another state_dir)"]
     assert done.stdout == "", "no 'candles replayed' line and no summary of the paper journal"
     assert journal.read_bytes() == before
+
+
+BESIDE_PLUGIN = '''
+from gatebot.plugins.hookspecs import hookimpl
+from gatebot.strategies.sma_cross.strategy import SmaCross
+
+
+class Beside(SmaCross):
+    pass
+
+
+@hookimpl
+def gatebot_strategies():
+    return {"beside": Beside}
+'''
+
+
+def test_a_plugin_module_beside_the_config_loads_without_pythonpath(tmp_path: Path) -> None:
+    (tmp_path / "my_beside_plugin.py").write_text(BESIDE_PLUGIN)
+    config = tmp_path / "beside.toml"
+    config.write_text(GOOD.replace('strategy = "sma_cross"', 'strategy = "beside"')
+                      .replace('state_dir = "state"', 'state_dir = "state"\n[plugins]\nmodules = ["my_beside_plugin"]'))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-m", "gatebot.app.cli", "check-config", str(config)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_missing_plugin_module_says_where_it_was_looked_for_and_how_to_fix_it(tmp_path: Path) -> None:
+    config = tmp_path / "missing.toml"
+    config.write_text(GOOD.replace('state_dir = "state"', 'state_dir = "state"\n[plugins]\nmodules = ["no_such_plugin_here"]'))
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    message = str(err.value)
+    assert "$.plugins: plugin module 'no_such_plugin_here' cannot be imported" in message
+    assert f"nor in the config's folder {tmp_path}" in message
+    assert "put no_such_plugin_here.py (or a no_such_plugin_here/ package) beside the config" in message
