@@ -224,7 +224,8 @@ def test_a_plugin_module_beside_the_config_loads_without_pythonpath(tmp_path: Pa
 
 def test_a_missing_plugin_module_says_where_it_was_looked_for_and_how_to_fix_it(tmp_path: Path) -> None:
     config = tmp_path / "missing.toml"
-    config.write_text(GOOD.replace('state_dir = "state"', 'state_dir = "state"\n[plugins]\nmodules = ["no_such_plugin_here"]'))
+    config.write_text(GOOD.replace('state_dir = "state"',
+                                   'state_dir = "state"\n[plugins]\nmodules = ["no_such_plugin_here"]'))
     with pytest.raises(ConfigError) as err:
         load_config(config)
     message = str(err.value)
