@@ -232,3 +232,18 @@ def test_a_missing_plugin_module_says_where_it_was_looked_for_and_how_to_fix_it(
     assert "$.plugins: plugin module 'no_such_plugin_here' cannot be imported" in message
     assert f"nor in the config's folder {tmp_path}" in message
     assert "put no_such_plugin_here.py (or a no_such_plugin_here/ package) beside the config" in message
+
+
+def test_a_failing_run_leaves_no_unclosed_session_noise(tmp_path: Path) -> None:
+    import socket
+
+    config = write_paper_session(tmp_path, bars=5)
+    assert gatebot("run", str(config)).returncode == 0
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = gatebot("check-invariants", str(tmp_path / "state"), "--rest", f"http://127.0.0.1:{port}",
+                   "--api-key-env", "K", "--secret-env", "S", env={"K": "k", "S": "s"})
+    assert done.returncode == 4, done.stderr
+    assert "Cannot connect to host" in done.stderr
+    assert "Unclosed" not in done.stderr, done.stderr

@@ -91,10 +91,16 @@ class RestClient:
         return f"RestClient({self.base_url!r})"
 
     async def start(self) -> None:
+        """Open the session and measure the server clock; a start that fails closes the session again (left
+        open, aiohttp says "Unclosed client session" after the error at exit)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False,
                                                   headers={"X-BX-APIKEY": self._key})
-        await self.sync_time()
+        try:
+            await self.sync_time()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._session is not None:
