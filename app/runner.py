@@ -292,7 +292,9 @@ class Runner:
         self.progress = progress
         self.progress_total: int | None = None
         """How many candles the replay will have (for the ETA), when known."""
-        self.clock: Clock = clock or (VirtualClock() if config.mode == "replay" else LiveClock())
+        self.clock: Clock = clock or (VirtualClock() if config.mode == "replay" else
+                                      VirtualClock(self._embedded.start_ms) if self._embedded.lockstep else LiveClock())
+        """A replay's and a lockstep simulator's (the demo's) time is virtual: the market's, not the wall's."""
         if recorder is not None:
             recorder.clock = self.clock
         self.adapters: dict[str, ExchangeAdapter] = {}
@@ -355,6 +357,8 @@ class Runner:
             return self.epochs[instance]
         if self.config.mode == "replay":
             return ids.new_epoch(0, random.Random(f"replay:{instance}"))
+        if self._embedded.lockstep is not None and self._given_adapters is None:  # the demo repeats itself too
+            return ids.new_epoch(self.clock.now_ms(), random.Random(f"lockstep:{self._embedded.seed()}:{instance}"))
         return ids.new_epoch(self.clock.now_ms(), random.SystemRandom())
 
     def history(self, symbol: str, interval: str) -> list[CandleClosed]:
@@ -393,7 +397,7 @@ class Runner:
         started: list[ExchangeAdapter] = []
         try:
             if self._given_adapters is None:
-                await self._embedded.start(self.adapters)
+                await self._embedded.start(self.adapters, self.clock)
             for name, adapter in self.adapters.items():
                 await adapter.start(self._router(name))
                 started.append(adapter)
@@ -558,6 +562,10 @@ class Runner:
                 runs[inst.cfg.name] = self._spawn(inst)
         ticker = asyncio.create_task(self._tick())
         finished = [getattr(a, "finished", None) for a in live.values()]
+        driver = self._embedded.drive()  # a lockstep simulator's market moves as the bot gets through it
+        if driver is not None:
+            driver.add_done_callback(lambda t: None if t.cancelled() or t.exception() is None
+                                     else self.fatal(t.exception()))  # type: ignore[arg-type]
         try:
             while not self._stopping:
                 if queue.empty() and finished and all(f is not None and f.is_set() for f in finished):
@@ -579,6 +587,8 @@ class Runner:
             await self._settle_engines()
         finally:
             ticker.cancel()
+            if driver is not None:
+                driver.cancel()
             for task in runs.values():
                 task.cancel()
             for task in runs.values():

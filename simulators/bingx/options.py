@@ -41,6 +41,8 @@ START_PRICES = {"BTC": 60000.0, "ETH": 3000.0, "SOL": 150.0, "BNB": 600.0}
 """A generated market's start by base asset when the options name none, so that ETH-USDT trades near an ETH
 price, not BTC's; other bases start at 100."""
 OTHER_START_PRICE = 100.0
+LOCKSTEP_START_MS = 1_735_689_600_000
+"""2025-01-01 00:00 UTC: where a lockstep market starts unless ``start_ms`` says otherwise."""
 
 
 class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -64,8 +66,13 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """Candles already in the past at start (served by REST klines)."""
     bars: int = 100_000
     """Live candles played after the history; then the market stops."""
-    mode: Literal["manual", "auto"] = "manual"
-    """manual: tests call ``advance()``; auto: a task plays candles at ``speed``."""
+    mode: Literal["manual", "auto", "lockstep"] = "manual"
+    """manual: tests call ``advance()``; auto: a task plays candles at ``speed``; lockstep (embedded in the
+    bot's process only, app/embedded.py): the market moves on the bot's virtual clock, one symbol's path point
+    at a time, once the bot has handled everything it was sent, so a seeded run repeats itself exactly."""
+    start_ms: int | None = None
+    """Market time at start (ms): the first live candle opens then, floored to the interval. None: now (wall
+    time), except in lockstep: ``LOCKSTEP_START_MS``."""
     speed: float = 300.0
     """Auto mode: market time runs ``speed`` x wall time (300 -> a 5m candle per second)."""
     hedge_mode: bool = False
