@@ -303,7 +303,7 @@ def _run_recorded(args: argparse.Namespace) -> int:
         for reason in runner.refused.values():
             print(f"error: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"{runner.bars} candles processed ({config.mode}); {recorder.count:,} records in {args.record}")
+    print(f"{runner.bars} candles processed ({run_label(config)}); {recorder.count:,} records in {args.record}")
     for summary in report_dir(config.state_dir):
         print(format_summary(summary))
     for name, reason in runner.halted.items():

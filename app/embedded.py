@@ -14,7 +14,6 @@ as ``auto`` at its ``speed``.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -26,7 +25,6 @@ from gatebot.exchanges.bingx.replay import quiesce
 if TYPE_CHECKING:
     from gatebot.simulators.bingx import BingXSimulator, SimOptions
 
-log = logging.getLogger("gatebot.embedded")
 IO_WAIT_S = 0.0005
 """Lockstep: how long the driver lets the selector wait for frames and replies still on the loopback."""
 SETTLE_LIMIT_S = 60.0
