@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from gatebot.app import check_invariants, check_lookahead, download, logs, operator
-from gatebot.app.embedded import EmbeddedSimulators
+from gatebot.app.embedded import EmbeddedSimulators, simulator_table
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
 from gatebot.core.config import Config, ConfigError, load_config
@@ -187,11 +187,31 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if config.mode == "live":
         raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
     from gatebot.app.replayer import on_paper
+    from gatebot.app.runner import check_replay_target
 
     # candles replay on the paper exchange: each other account becomes a paper one (as for a
     # market recording), never the exchange or simulator the config trades on
     config = on_paper(msgspec.structs.replace(config, mode="replay"))
+    check_replay_target(config)
     return _run(config, candles=args.candles)
+
+
+EXCHANGE_NAMES = {"bingx": "BingX"}
+"""How the summary line names an exchange type."""
+
+
+def run_label(config: Config) -> str:
+    """The mode, and where the instances traded unless only on the paper exchange: ``paper, on the embedded
+    BingX simulator`` (the demo), ``live, on BingX``."""
+
+    venues = []
+    for name in dict.fromkeys(i.exchange for i in config.instances):
+        ex = config.exchanges[name]
+        if ex.type == "paper":
+            continue
+        shown = EXCHANGE_NAMES.get(ex.type, ex.type)
+        venues.append(f"the embedded {shown} simulator" if simulator_table(ex.options) is not None else shown)
+    return ", ".join([config.mode, *(f"on {v}" for v in dict.fromkeys(venues))])
 
 
 def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
@@ -203,7 +223,7 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
         for reason in runner.refused.values():
             print(f"error: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"{runner.bars} candles processed ({config.mode})")
+    print(f"{runner.bars} candles processed ({run_label(config)})")
     for spacing in runner.spacing:
         print(candle_file_line(runner.candle_file_summary(spacing.interval)))
     errors: list[str] = []
@@ -271,7 +291,7 @@ def _run_recorded(args: argparse.Namespace) -> int:
         for reason in runner.refused.values():
             print(f"error: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(f"{runner.bars} candles processed ({config.mode}); {recorder.count:,} records in {args.record}")
+    print(f"{runner.bars} candles processed ({run_label(config)}); {recorder.count:,} records in {args.record}")
     for summary in report_dir(config.state_dir):
         print(format_summary(summary))
     for name, reason in runner.halted.items():
@@ -287,6 +307,9 @@ def _replay(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
     config = msgspec.structs.replace(config, mode="replay")
     Recording(args.recording)  # a file that is no recording at all is refused before anything starts
+    from gatebot.app.runner import check_replay_target
+
+    check_replay_target(config)
     try:
         result = asyncio.run(replay(config, _plugins(config), args.recording, progress=sys.stderr.isatty()))
     except RecordingError as exc:  # damage further in: the records before it were replayed and journaled

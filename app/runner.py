@@ -303,7 +303,9 @@ class Runner:
         self.progress = progress
         self.progress_total: int | None = None
         """How many candles the replay will have (for the ETA), when known."""
-        self.clock: Clock = clock or (VirtualClock() if config.mode == "replay" else LiveClock())
+        self.clock: Clock = clock or (VirtualClock() if config.mode == "replay" else
+                                      VirtualClock(self._embedded.start_ms) if self._embedded.lockstep else LiveClock())
+        """A replay's and a lockstep simulator's (the demo's) time is virtual: the market's, not the wall's."""
         if recorder is not None:
             recorder.clock = self.clock
         self.adapters: dict[str, ExchangeAdapter] = {}
@@ -373,6 +375,8 @@ class Runner:
             return self.epochs[instance]
         if self.config.mode == "replay":
             return ids.new_epoch(0, random.Random(f"replay:{instance}"))
+        if self._embedded.lockstep is not None and self._given_adapters is None:  # the demo repeats itself too
+            return ids.new_epoch(self.clock.now_ms(), random.Random(f"lockstep:{self._embedded.seed()}:{instance}"))
         return ids.new_epoch(self.clock.now_ms(), random.SystemRandom())
 
     def instance(self, name: str) -> Instance:
@@ -423,7 +427,7 @@ class Runner:
 
                 api = await serve(self)  # before the instances build: the operator sees them recover
             if self._given_adapters is None:
-                await self._embedded.start(self.adapters)
+                await self._embedded.start(self.adapters, self.clock)
             for name, adapter in self.adapters.items():
                 await adapter.start(self._router(name))
                 started.append(adapter)
@@ -468,20 +472,14 @@ class Runner:
         previous replay's journal is replaced; any other file in the way halts that instance."""
         for inst in self.instances:
             path = inst.journal_path
-            if path.exists():
-                try:
-                    journal = Journal(path, readonly=True)
-                    try:
-                        mode = journal.meta().get("mode")
-                    finally:
-                        journal.close()
-                except JournalError as exc:
-                    inst.halt(exc)
-                    continue
-                if mode != "replay":
-                    inst.halt(JournalError(f"journal {path} was written by a {mode or 'unknown'} session; a replay "
-                                           "does not overwrite it (choose another state_dir)"))
-                    continue
+            try:
+                refusal = replay_refusal(path)
+            except JournalError as exc:
+                inst.halt(exc)
+                continue
+            if refusal is not None:
+                inst.halt(JournalError(refusal))
+                continue
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
 
@@ -598,6 +596,10 @@ class Runner:
                 runs[inst.cfg.name] = self._spawn(inst)
         ticker = asyncio.create_task(self._tick())
         finished = [getattr(a, "finished", None) for a in live.values()]
+        driver = self._embedded.drive()  # a lockstep simulator's market moves as the bot gets through it
+        if driver is not None:
+            driver.add_done_callback(lambda t: None if t.cancelled() or t.exception() is None
+                                     else self.fatal(t.exception()))  # type: ignore[arg-type]
         try:
             while not self._stopping:
                 if queue.empty() and finished and all(f is not None and f.is_set() for f in finished):
@@ -619,6 +621,8 @@ class Runner:
             await self._settle_engines()
         finally:
             ticker.cancel()
+            if driver is not None:
+                driver.cancel()
             for task in runs.values():
                 task.cancel()
             for task in runs.values():
@@ -703,6 +707,31 @@ class Runner:
             await inst.engine.drain()
         except Exception as exc:  # isolation: one instance's failure must not stop the others
             inst.on_error(exc, candle.open_time)
+
+
+def replay_refusal(path: Path) -> str | None:
+    """Why a replay may not replace the journal at ``path``: it was written by a paper or live session (None:
+    absent, or a replay's own). A damaged journal is a JournalError."""
+    if not path.exists():
+        return None
+    journal = Journal(path, readonly=True)
+    try:
+        mode = journal.meta().get("mode")
+    finally:
+        journal.close()
+    if mode == "replay":
+        return None
+    return (f"journal {path} was written by a {mode or 'unknown'} session; a replay does not overwrite it "
+            "(choose another state_dir)")
+
+
+def check_replay_target(config: Config) -> None:
+    """Refuse a replay into a state folder holding another session's journals before anything runs: one line
+    (JournalError, exit status 2) rather than a replay of nothing with that session's summary."""
+    state_dir = Path(config.state_dir)
+    refusals = [r for i in config.instances if (r := replay_refusal(state_dir / f"{i.name}.sqlite")) is not None]
+    if refusals:
+        raise JournalError("; ".join(refusals))
 
 
 class _Stream:

@@ -30,6 +30,13 @@ LIVE_FLAG = "--live"
 
 _SECRET_KEY = re.compile(r"(secret|api_?key|password|passphrase|private_?key|token)", re.IGNORECASE)
 _SECRET_REFERENCE = re.compile(r"_(env|file)$")
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,10}$"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_]{0,19}$"
+_PATTERN_SENTENCES = {
+    SYMBOL_PATTERN: "must be BASE-QUOTE in capital letters and digits, like BTC-USDT",
+    NAME_PATTERN: "must be 1 to 20 lowercase letters, digits or _ (no -), starting with a letter or digit, like btc_5m",
+}
+"""What each pattern of the schema means, said to a user instead of the regular expression."""
 
 
 class ConfigError(Exception):
@@ -99,12 +106,12 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_]{0,19}$")]
+    name: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
     """Prefixes every client order id (``<name>-<epoch>-<seq>-<role><attempt>``, core/ids.py), hence short,
     plain and without ``-``."""
     exchange: str
     strategy: str
-    symbol: Annotated[str, msgspec.Meta(pattern=r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,10}$")]
+    symbol: Annotated[str, msgspec.Meta(pattern=SYMBOL_PATTERN)]
     interval: Interval
     leverage: Annotated[int, msgspec.Meta(ge=1, le=125)]
     params: Any = {}
@@ -170,14 +177,21 @@ def load_config(path: str | Path, *, allow_live: bool = False) -> Config:
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_one_line(path, exc)) from exc
+        raise ConfigError(_one_line(path, exc, raw=raw)) from exc
     return _resolve(path, config, allow_live)
 
 
-def _one_line(path: Path, exc: msgspec.ValidationError, prefix: str = "$") -> str:
-    """msgspec says "Expected `int`, got `str` - at `$.instances[0].leverage`"; we say the path first."""
+def _one_line(path: Path, exc: msgspec.ValidationError, prefix: str = "$", raw: Any = None) -> str:
+    """msgspec says "Expected `int`, got `str` - at `$.instances[0].leverage`"; we say the path first, and a
+    pattern's meaning (with the value, from ``raw``) rather than its regular expression."""
     message, _, at = str(exc).partition(" - at `$")
     where = prefix + at.rstrip("`")
+    pattern = re.fullmatch(r"Expected `str` matching regex '(.*)'", message)
+    if pattern and pattern.group(1) in _PATTERN_SENTENCES:
+        field = where.rpartition(".")[2]
+        value = _at_path(raw, at.rstrip("`"))
+        shown = f"{field} {value!r}" if isinstance(value, str) else field
+        return f"{path}: {where}: {shown} {_PATTERN_SENTENCES[pattern.group(1)]}"
     unknown = re.fullmatch(r"Object contains unknown field `(.*)`", message)
     if unknown:
         return f"{path}: {where}.{unknown.group(1)}: unknown field (not part of the schema; a typo?)"
@@ -185,6 +199,16 @@ def _one_line(path: Path, exc: msgspec.ValidationError, prefix: str = "$") -> st
     if message.startswith("Invalid enum value") and field in _choices():
         return f"{path}: {where}: {message} (valid: {', '.join(map(repr, _choices()[field]))})"
     return f"{path}: {where}: {message}"
+
+
+def _at_path(node: Any, at: str) -> Any:
+    """The value at a msgspec path tail (``.instances[0].symbol``) of the decoded TOML, or None."""
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", at):
+        try:
+            node = node[key] if key else node[int(index)]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
 
 
 @functools.cache
@@ -247,7 +271,7 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
     if config.mode == "live" and not allow_live:
         raise fail("$.mode", f"mode = \"live\" trades real money: start it with the explicit flag {LIVE_FLAG}")
     try:
-        plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
+        plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable, folders=[base])
         exchange_types = plugins.exchanges()
         strategies = plugins.strategies()
     except PluginError as exc:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from collections.abc import Iterable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -82,8 +85,39 @@ class PluginManager:
         return None
 
 
-def make_plugin_manager(modules: Iterable[str] = (), disable: Iterable[str] = ()) -> PluginManager:
-    """Entry points of group ``gatebot``, the built-ins, then the dotted ``modules``; minus ``disable``."""
+def import_plugin(dotted: str, folders: Iterable[Path] = ()) -> ModuleType:
+    """Import ``dotted`` as Python would, else from ``folders`` (the config's folder), appended to ``sys.path`` for
+    good: a plugin module beside the config loads without PYTHONPATH (its own imports of modules beside it too,
+    whenever they happen), and never shadows an installed module of the same name."""
+    top = dotted.partition(".")[0]
+    searched = [str(f) for f in folders]
+    found = _import(dotted)
+    if isinstance(found, ModuleNotFoundError) and found.name == top and searched:
+        sys.path.extend(f for f in searched if f not in sys.path)
+        found = _import(dotted)
+    if isinstance(found, ModuleType):
+        return found
+    if found.name != top:  # the plugin itself imports something that is missing
+        raise PluginError(f"plugin module {dotted!r} cannot be imported: {found}") from found
+    beside = f" nor in the config's folder {', '.join(searched)}" if searched else ""
+    raise PluginError(f"plugin module {dotted!r} cannot be imported: it is not installed{beside}; put {top}.py "
+                      f"(or a {top}/ package) beside the config, install it, or add its folder to PYTHONPATH"
+                      ) from found
+
+
+def _import(dotted: str) -> ModuleType | ModuleNotFoundError:
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError as exc:
+        return exc
+    except ImportError as exc:
+        raise PluginError(f"plugin module {dotted!r} cannot be imported: {exc}") from exc
+
+
+def make_plugin_manager(modules: Iterable[str] = (), disable: Iterable[str] = (),
+                        folders: Iterable[Path] = ()) -> PluginManager:
+    """Entry points of group ``gatebot``, the built-ins, then the dotted ``modules`` (also looked for in
+    ``folders``); minus ``disable``."""
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in disable:
@@ -93,10 +127,7 @@ def make_plugin_manager(modules: Iterable[str] = (), disable: Iterable[str] = ()
     for dotted in (*builtin, *modules):
         if pm.is_blocked(dotted):
             continue
-        try:
-            module = importlib.import_module(dotted)
-        except ImportError as exc:
-            raise PluginError(f"plugin module {dotted!r} cannot be imported: {exc}") from exc
+        module = import_plugin(dotted, folders)
         if not pm.is_registered(module):
             pm.register(module, name=dotted)
     return PluginManager(pm)

@@ -66,6 +66,21 @@ def test_invalid_enum_lists_the_valid_values(tmp_path: Path) -> None:
         load_config(path)
 
 
+@pytest.mark.parametrize(("field", "bad", "sentence"), [
+    ("symbol", "BTCUSDT", "symbol 'BTCUSDT' must be BASE-QUOTE in capital letters and digits, like BTC-USDT"),
+    ("name", "btc-1", "name 'btc-1' must be 1 to 20 lowercase letters, digits or _ (no -)"),
+])
+def test_a_bad_pattern_is_said_as_a_sentence_with_an_example(tmp_path: Path, field: str, bad: str,
+                                                              sentence: str) -> None:
+    path = tmp_path / "bad.toml"
+    good = {"symbol": 'symbol = "BTC-USDT"', "name": 'name = "one"'}[field]
+    path.write_text(GOOD.replace(good, f'{field} = "{bad}"'))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert f"$.instances[0].{field}: {sentence}" in str(err.value)
+    assert "regex" not in str(err.value) and "^[" not in str(err.value)
+
+
 def test_verbose_before_or_after_the_subcommand() -> None:
     parse = _parser().parse_args
     assert parse(["-v", "status", "x"]).verbose is True
@@ -143,3 +158,92 @@ def test_replay_progress_shows_the_total_and_an_eta(tmp_path: Path) -> None:
     line = _Progress(runner._candle_total()).line(617, 10.0)  # half done in 10 s: 10 s to go
     assert "617 of 1,234 candles" in line and "50.0%" in line and "ETA 0:10" in line, line
     assert "of" not in _Progress(None).line(617, 10.0)  # unknown total: count and rate only
+
+
+def test_the_demo_names_its_exchange_and_each_symbol_trades_near_its_own_price() -> None:
+    from gatebot.app.cli import run_label
+    from gatebot.simulators.bingx import BingXSimulator, SimOptions
+
+    demo = load_config(ROOT / "examples" / "demo.toml")
+    assert run_label(demo) == "paper, on the embedded BingX simulator"
+    assert run_label(load_config(ROOT / "examples" / "sim.toml")).startswith("paper, on BingX")
+    sim = BingXSimulator(SimOptions(symbols=["BTC-USDT", "ETH-USDT"], history_bars=5, bars=5))
+    assert 30_000 < sim.markets["BTC-USDT"].price < 120_000
+    assert 1_500 < sim.markets["ETH-USDT"].price < 6_000
+    one = BingXSimulator(SimOptions(symbols=["ETH-USDT"], start_price=100.0, start_prices={"SOL-USDT": 1.0}))
+    assert 50 < one.markets["ETH-USDT"].price < 200  # an explicit start_price still sets every symbol
+
+
+def test_a_replay_into_a_paper_sessions_state_dir_is_refused_once_with_status_2(tmp_path: Path) -> None:
+    from gatebot.app.replayer import import_candles
+    from gatebot.core.market import generate
+
+    config = write_paper_session(tmp_path, bars=10)
+    assert gatebot("run", str(config)).returncode == 0
+    journal = tmp_path / "state" / "kt.sqlite"
+    before = journal.read_bytes()
+    csv = tmp_path / "candles.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{c.open_time},{c.open},{c.high},{c.low},{c.close},{c.volume}\n"
+        for c in generate(seed=1, symbol="BTC-USDT", interval="5m", bars=10)))
+    import_candles(csv, tmp_path / "market.rec")
+    done = gatebot("replay", str(config), str(tmp_path / "market.rec"))
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: journal {journal} was written by a paper session; a replay does not overwrite it "
+        "(choose another state_dir)"]
+    assert done.stdout == "", "no 'candles replayed' line and no summary of the paper journal"
+    assert journal.read_bytes() == before
+
+
+BESIDE_PLUGIN = '''
+from gatebot.plugins.hookspecs import hookimpl
+from gatebot.strategies.sma_cross.strategy import SmaCross
+
+
+class Beside(SmaCross):
+    pass
+
+
+@hookimpl
+def gatebot_strategies():
+    return {"beside": Beside}
+'''
+
+
+def test_a_plugin_module_beside_the_config_loads_without_pythonpath(tmp_path: Path) -> None:
+    (tmp_path / "my_beside_plugin.py").write_text(BESIDE_PLUGIN)
+    config = tmp_path / "beside.toml"
+    config.write_text(GOOD.replace('strategy = "sma_cross"', 'strategy = "beside"')
+                      .replace('state_dir = "state"', 'state_dir = "state"\n[plugins]\nmodules = ["my_beside_plugin"]'))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-m", "gatebot.app.cli", "check-config", str(config)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_missing_plugin_module_says_where_it_was_looked_for_and_how_to_fix_it(tmp_path: Path) -> None:
+    config = tmp_path / "missing.toml"
+    config.write_text(GOOD.replace('state_dir = "state"',
+                                   'state_dir = "state"\n[plugins]\nmodules = ["no_such_plugin_here"]'))
+    with pytest.raises(ConfigError) as err:
+        load_config(config)
+    message = str(err.value)
+    assert "$.plugins: plugin module 'no_such_plugin_here' cannot be imported" in message
+    assert f"nor in the config's folder {tmp_path}" in message
+    assert "put no_such_plugin_here.py (or a no_such_plugin_here/ package) beside the config" in message
+
+
+def test_a_failing_run_leaves_no_unclosed_session_noise(tmp_path: Path) -> None:
+    import socket
+
+    config = write_paper_session(tmp_path, bars=5)
+    assert gatebot("run", str(config)).returncode == 0
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = gatebot("check-invariants", str(tmp_path / "state"), "--rest", f"http://127.0.0.1:{port}",
+                   "--api-key-env", "K", "--secret-env", "S", env={"K": "k", "S": "s"})
+    assert done.returncode == 4, done.stderr
+    assert "Cannot connect to host" in done.stderr
+    assert "Unclosed" not in done.stderr, done.stderr

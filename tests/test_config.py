@@ -75,7 +75,7 @@ BAD = [
     ("unknown exchange type", GOOD.replace('type = "paper"', 'type = "kraken"'), "$.exchanges.paper.type",
      "unknown exchange type 'kraken'"),
     ("bad instance name", GOOD.replace('name = "one"', 'name = "One-Bot"'), "$.instances[0].name",
-     "matching regex"),
+     "lowercase letters, digits or _"),
     ("bad interval", GOOD.replace('interval = "5m"', 'interval = "7m"'), "$.instances[0].interval", "Invalid enum"),
     ("bad mode", GOOD.replace('mode = "replay"', 'mode = "yolo"'), "$.mode", "Invalid enum"),
     ("no instances", GOOD.split("[[instances]]")[0], "$", "instances"),

@@ -281,6 +281,13 @@ class BingXAdapter:
             self._sink(StreamUp(stream="user", symbol=symbol))
 
     @property
+    def busy(self) -> tuple[int, int]:
+        """(frames read off both streams, requests in flight): what an embedded lockstep simulator compares with
+        the frames it sent before it moves the market."""
+        frames = (self.user.frames_read if self.user else 0) + (self.market.frames_read if self.market else 0)
+        return frames, (self.rest.in_flight if self.rest else 0)
+
+    @property
     def entries_blocked(self) -> str | None:
         """Why the engine must not open new positions on this account (None: it may); see UserStream."""
         return None if self.user is None else self.user.entries_blocked

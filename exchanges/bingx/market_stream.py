@@ -188,6 +188,8 @@ class MarketStream:
         """Set once every subscription is acknowledged; cleared when the connection is lost."""
         self.connections = 0
         self.bad_frames = 0
+        self.frames_read = 0
+        """Frames read off the socket and handled (an embedded lockstep simulator waits for them)."""
         """Frames that could not be read (broken gzip, not JSON, wrong shape): counted, logged, skipped."""
         self._pending: dict[str, str] = {}
 
@@ -212,6 +214,7 @@ class MarketStream:
                         delay = 0.1
                         async for frame in ws:
                             await self._handle(ws, frame)
+                            self.frames_read += 1
                 except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
                     log.warning("market stream lost (%s); reconnecting", type(exc).__name__)
                 self.connected.clear()

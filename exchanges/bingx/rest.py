@@ -82,6 +82,8 @@ class RestClient:
         self.offset_ms = 0
         """Server time minus the local monotonic reading (ms), measured by :meth:`sync_time`."""
         self._session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+        """Requests sent whose reply is not read yet (an embedded lockstep simulator waits for them)."""
         budgets = {group: (rate, burst) for group, (rate, burst) in RATE_LIMITS.items()}
         for group, rate in (rate_limits or {}).items():
             budgets[group] = (rate, max(rate, budgets[group][1]))
@@ -91,10 +93,16 @@ class RestClient:
         return f"RestClient({self.base_url!r})"
 
     async def start(self) -> None:
+        """Open the session and measure the server clock; a start that fails closes the session again (left
+        open, aiohttp says "Unclosed client session" after the error at exit)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout, trust_env=False,  # no key: public only
                                                   headers={"X-BX-APIKEY": self._key} if self._key else {})
-        await self.sync_time()
+        try:
+            await self.sync_time()
+        except BaseException:
+            await self.close()
+            raise
 
     async def close(self) -> None:
         if self._session is not None:
@@ -164,6 +172,7 @@ class RestClient:
 
     async def _send(self, method: str, url: str, path: str) -> bytes:
         assert self._session is not None, "RestClient.start() first"
+        self.in_flight += 1
         try:
             async with self._session.request(method, url) as resp:
                 body = await resp.read()
@@ -174,6 +183,8 @@ class RestClient:
             if self.recorder is not None:
                 self.recorder.record(REST, request_key(method, url, self.base_url), f"{type(exc).__name__}", -1)
             raise TransportError(f"{method} {path}: {type(exc).__name__} {exc}".strip()) from exc
+        finally:
+            self.in_flight -= 1
 
     @staticmethod
     def check_status(method: str, path: str, status: int, body: bytes) -> bytes:

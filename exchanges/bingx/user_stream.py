@@ -159,6 +159,8 @@ class UserStream:
         self.unreadable_limit = unreadable_limit
         self.bad_frames = 0
         """Frames that could not be read (broken gzip, not JSON, unknown shape): counted, logged, skipped."""
+        self.frames_read = 0
+        """Frames read off the socket and handled (an embedded lockstep simulator waits for them)."""
         self.unreadable = 0
         """Of those, the ones that may have been events (all but a server's answer without ``"e"``)."""
         self.entries_blocked: str | None = None
@@ -224,7 +226,9 @@ class UserStream:
 
     async def _read(self, ws: websockets.ClientConnection) -> None:
         async for frame in ws:
-            if not await self.handle(ws, frame):
+            handled = await self.handle(ws, frame)
+            self.frames_read += 1
+            if not handled:
                 return
 
     async def handle(self, ws: Any, frame: bytes | str) -> bool:

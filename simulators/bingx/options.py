@@ -37,6 +37,13 @@ class Switches(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 Wire = Literal["numeric", "string", "mixed"]
 
+START_PRICES = {"BTC": 60000.0, "ETH": 3000.0, "SOL": 150.0, "BNB": 600.0}
+"""A generated market's start by base asset when the options name none, so that ETH-USDT trades near an ETH
+price, not BTC's; other bases start at 100."""
+OTHER_START_PRICE = 100.0
+LOCKSTEP_START_MS = 1_735_689_600_000
+"""2025-01-01 00:00 UTC: where a lockstep market starts unless ``start_ms`` says otherwise."""
+
 
 class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     api_key: str = "sim-key"
@@ -50,14 +57,22 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     csv: str | None = None
     """A candle CSV (core.market.load_csv); its candles are re-timed onto the simulator's clock."""
     seed: int = 42
-    start_price: float = 60000.0
+    start_price: float | None = None
+    """Where every generated market starts; None: each symbol's typical price (``START_PRICES``)."""
+    start_prices: dict[str, float] = msgspec.field(default_factory=dict)
+    """Per symbol, where its generated market starts (over ``start_price``)."""
     volatility: float = 0.002
     history_bars: int = 500
     """Candles already in the past at start (served by REST klines)."""
     bars: int = 100_000
     """Live candles played after the history; then the market stops."""
-    mode: Literal["manual", "auto"] = "manual"
-    """manual: tests call ``advance()``; auto: a task plays candles at ``speed``."""
+    mode: Literal["manual", "auto", "lockstep"] = "manual"
+    """manual: tests call ``advance()``; auto: a task plays candles at ``speed``; lockstep (embedded in the
+    bot's process only, app/embedded.py): the market moves on the bot's virtual clock, one symbol's path point
+    at a time, once the bot has handled everything it was sent, so a seeded run repeats itself exactly."""
+    start_ms: int | None = None
+    """Market time at start (ms): the first live candle opens then, floored to the interval. None: now (wall
+    time), except in lockstep: ``LOCKSTEP_START_MS``."""
     speed: float = 300.0
     """Auto mode: market time runs ``speed`` x wall time (300 -> a 5m candle per second)."""
     hedge_mode: bool = False
@@ -78,6 +93,13 @@ class SimOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     funding: FundingOptions = FundingOptions()
     """Funding settled at every funding time of market time (pushed as ACCOUNT_UPDATE ``m=FUNDING_FEE``,
     listed in the income history, its rates in the funding-rate history)."""
+    def start_price_of(self, symbol: str) -> float:
+        if symbol in self.start_prices:
+            return self.start_prices[symbol]
+        if self.start_price is not None:
+            return self.start_price
+        return START_PRICES.get(symbol.partition("-")[0], OTHER_START_PRICE)
+
     # --- additions beyond the contract (all with defaults) ---
     price_precision: int = 1
     quantity_precision: int = 4

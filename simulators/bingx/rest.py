@@ -203,7 +203,7 @@ def build_app(sim: BingXSimulator) -> web.Application:
         fail = sim.faults.take_failure(path)
         if fail is not None and not fail[1]:
             return await failure(path, fail[0])
-        if not buckets.take(path):
+        if not sim.lockstep and not buckets.take(path):  # lockstep: the bot's pace is the market's
             return rate_limited(path)
         form = body if request.content_type == "application/x-www-form-urlencoded" else ""
         params = dict(parse_qsl(form, keep_blank_values=True))
@@ -211,7 +211,7 @@ def build_app(sim: BingXSimulator) -> web.Application:
         try:
             if auth != "public":
                 check(sim.options, api_key=request.headers.get("X-BX-APIKEY"), params=params, query=raw_query,
-                      body=form, key_only=auth == "key")
+                      body=form, key_only=auth == "key", now_ms=sim.now_ms())
             result = await handler(sim, params)
             reply = (respond(path, result.body, result.status) if isinstance(result, Bare)
                      else respond(path, code(0, data=result)))

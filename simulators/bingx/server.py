@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from gatebot.core.clock import Clock
 from gatebot.core.events import AnyEvent
 from gatebot.core.instrument import Instrument
 from gatebot.core.intervals import interval_ms
@@ -27,7 +28,7 @@ from gatebot.exchanges.paper.matching import Account, MatchingCore, Order
 from gatebot.simulators.bingx.events import EventMapper
 from gatebot.simulators.bingx.faults import Faults
 from gatebot.simulators.bingx.market import SymbolMarket, Tick, build_market
-from gatebot.simulators.bingx.options import SimOptions
+from gatebot.simulators.bingx.options import LOCKSTEP_START_MS, SimOptions
 from gatebot.simulators.bingx.rest import build_app
 from gatebot.simulators.bingx.streams import StreamServer
 from gatebot.simulators.bingx.views import Dialect
@@ -47,8 +48,13 @@ class OrderMeta(msgspec.Struct, kw_only=True):
 
 
 class BingXSimulator:
-    def __init__(self, options: SimOptions | None = None) -> None:
+    def __init__(self, options: SimOptions | None = None, clock: Clock | None = None) -> None:
         self.options = opts = options or SimOptions()
+        self.clock = clock
+        """The bot's virtual clock in lockstep (market time is then the clock's time); None: wall time."""
+        self.lockstep = opts.mode == "lockstep"
+        self._start_ms = opts.start_ms if opts.start_ms is not None or not self.lockstep else LOCKSTEP_START_MS
+        self._next_symbol = 0
         self.step_ms = interval_ms(opts.interval)
         tick = Decimal(1).scaleb(-opts.price_precision)
         step = Decimal(1).scaleb(-opts.quantity_precision)
@@ -59,11 +65,11 @@ class BingXSimulator:
                                  fee_rate=opts.fee_rate, orphan_stops=opts.switches.orphan_stops,
                                  default_leverage=opts.default_leverage, stop_slippage_bps=opts.stop_slippage_bps,
                                  funding=self.funding)
-        first_live = self.now_ms() // self.step_ms * self.step_ms
+        first_live = (self._start_ms if self._start_ms is not None else self.now_ms()) // self.step_ms * self.step_ms
         self.markets: dict[str, SymbolMarket] = {
             s: build_market(s, interval=opts.interval, first_live_ms=first_live, history_bars=opts.history_bars,
                             bars=opts.bars, source=opts.source, csv=opts.csv, seed=opts.seed,
-                            start_price=opts.start_price, volatility=opts.volatility)
+                            start_price=opts.start_price_of(s), volatility=opts.volatility)
             for s in opts.symbols
         }
         self.meta: dict[int, OrderMeta] = {}
@@ -132,9 +138,9 @@ class BingXSimulator:
     def market_time_ms(self) -> int:
         return next(iter(self.markets.values())).market_time
 
-    @staticmethod
-    def now_ms() -> int:
-        return int(time.time() * 1000)
+    def now_ms(self) -> int:
+        """Event, order and reply times: the shared virtual clock in lockstep, else wall time."""
+        return self.clock.now_ms() if self.clock is not None else int(time.time() * 1000)
 
     # --- the market ----------------------------------------------------------------------------
 
@@ -163,19 +169,43 @@ class BingXSimulator:
             await self.streams.flush()
         self.finished.set()
 
+    def next_due_ms(self) -> int | None:
+        """Lockstep: the market time of the next path point :meth:`step` plays (None: the market has ended)."""
+        quarter = self.step_ms // 4
+        for k in range(len(self.markets)):
+            m = list(self.markets.values())[(self._next_symbol + k) % len(self.markets)]
+            if m.current is not None:
+                return m.current[0] + (m.stage + 1) * quarter
+        return None
+
+    def step(self) -> bool:
+        """Lockstep: the next path point of one symbol (symbols take turns), its pushes held until released
+        (``StreamServer.release``); False once every market has ended."""
+        markets = list(self.markets.values())
+        for _ in range(len(markets)):
+            m = markets[self._next_symbol]
+            self._next_symbol = (self._next_symbol + 1) % len(markets)
+            if self._tick_one(m):
+                return True
+        self.finished.set()
+        return False
+
     def _tick(self) -> bool:
         """One path point for every symbol: core first (stops fire), then the market pushes."""
         played = False
         for m in self.markets.values():
-            t = m.advance()
-            if t is None:
-                continue
-            played = True
-            if m.stage == 0:  # a new candle opens: the funding due at its open time settles first
-                self.emit(self.core.settle_funding(m.symbol, t.open_time, self.now_ms()))
-            self.emit(self.core.on_candle(t.segment, self.now_ms()))
-            self.push_market(t)
+            played = self._tick_one(m) or played
         return played
+
+    def _tick_one(self, m: SymbolMarket) -> bool:
+        t = m.advance()
+        if t is None:
+            return False
+        if m.stage == 0:  # a new candle opens: the funding due at its open time settles first
+            self.emit(self.core.settle_funding(m.symbol, t.open_time, self.now_ms()))
+        self.emit(self.core.on_candle(t.segment, self.now_ms()))
+        self.push_market(t)
+        return True
 
     def push_market(self, t: Tick, mark: float | None = None) -> None:
         now = self.now_ms()

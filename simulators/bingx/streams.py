@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,8 +33,11 @@ MAX_MISSED_PONGS = 3
 
 
 class Conn:
-    def __init__(self, ws: ServerConnection, kind: Kind, listen_key: str = "") -> None:
+    def __init__(self, ws: ServerConnection, kind: Kind, listen_key: str = "",
+                 held: deque[tuple[Conn, bytes]] | None = None) -> None:
         self.ws = ws
+        self.held = held
+        """Lockstep: where frames wait until the driver releases them (``StreamServer.release``)."""
         self.kind = kind
         self.listen_key = listen_key
         self.subs: set[str] = set()
@@ -48,7 +52,10 @@ class Conn:
     def send(self, frame: bytes) -> None:
         if self.frozen or (self.silent and frame is not PING):
             return
-        self.outbox.put_nowait(frame)
+        if self.held is not None:
+            self.held.append((self, frame))
+        else:
+            self.outbox.put_nowait(frame)
 
 
 class ListenKeys:
@@ -109,6 +116,10 @@ class StreamServer:
         self.conns: set[Conn] = set()
         self.keys = ListenKeys(self)
         self.stalled_until = 0.0
+        self.held: deque[tuple[Conn, bytes]] | None = deque() if sim.lockstep else None
+        """Lockstep: every frame, in the order made, until released."""
+        self.released = 0
+        """Lockstep: frames released to the sockets so far (the driver compares it with the frames the bot read)."""
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -134,6 +145,22 @@ class StreamServer:
         return task
 
     # --- publishing ----------------------------------------------------------------------------
+
+    def release(self) -> int:
+        """Lockstep: hand the held frames of the oldest one's connection, up to a frame of another, to that
+        socket (one socket keeps its order; two would race). Returns how many (0: none held)."""
+        held = self.held
+        if not held:
+            return 0
+        conn = held[0][0]
+        n = 0
+        while held and held[0][0] is conn:
+            frame = held.popleft()[1]
+            if conn in self.conns:
+                conn.outbox.put_nowait(frame)
+                n += 1
+        self.released += n
+        return n or self.release()
 
     def publish_market(self, topic: str, obj: dict[str, Any]) -> None:
         subscribers = [c for c in self.conns if c.kind == "market" and topic in c.subs]
@@ -202,13 +229,16 @@ class StreamServer:
         if key and not self.keys.valid(key):
             await ws.close(1008, "listenKey does not exist")
             return
-        conn = Conn(ws, "user" if key else "market", key)
+        conn = Conn(ws, "user" if key else "market", key, self.held)
         self.conns.add(conn)
-        tasks = [self._spawn(self._writer(conn)), self._spawn(self._pinger(conn))]
+        tasks = [self._spawn(self._writer(conn))]
+        if not self.sim.lockstep:  # lockstep: the bot's pace, not the wall clock's, so no timed frames
+            tasks.append(self._spawn(self._pinger(conn)))
         if conn.kind == "user":
             for push in self.sim.config_pushes():
                 conn.send(gzip_frame(encoder.encode(push)))
-            tasks.append(self._spawn(self._config_pusher(conn)))
+            if not self.sim.lockstep:
+                tasks.append(self._spawn(self._config_pusher(conn)))
         try:
             async for message in ws:
                 self._on_message(conn, message)
