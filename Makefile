@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit chaos chaos-loaded lint bench clean
+.PHONY: demo test unit chaos chaos-loaded lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -18,7 +18,16 @@ demo: $(STAMP)
 	rm -rf state/demo
 	$(BIN)/gatebot run examples/demo.toml
 
-test: $(STAMP)
+# The browser test's Chromium is Debian's (playwright drives /usr/bin/chromium, never a browser of its own):
+# installed here when absent and apt-get can (root); otherwise tests/test_browser.py says it is missing.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	fi
+
+test: $(STAMP) chromium
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 

@@ -1,4 +1,5 @@
-"""``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants.
+"""``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants,
+dashboard.
 
 One parser; each subcommand is bound to the function that runs it whole (``set_defaults(func=...)``), which
 returns the exit status (app/exit_codes.py); the errors every command may meet are mapped to a status here.
@@ -27,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from gatebot.app import check_invariants
+from gatebot.app import check_invariants, dashboard
 from gatebot.app.embedded import EmbeddedSimulators
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
@@ -84,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_sim)
     check_invariants.add_parser(sub)
+    dashboard.add_parser(sub)
     parser.add_argument("--version", action="version", version=f"gatebot {version('gatebot')}")
     parser.add_argument("-v", "--verbose", action="store_true")
     for name, command in sub.choices.items():  # -v after the subcommand too (SUPPRESS: absent keeps the top's)
