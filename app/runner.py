@@ -90,6 +90,8 @@ class Instance:
         """The outage was said; "writable again" is said once the instance stayed up JOURNAL_RETRY_S[1]."""
         self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
         self.meta_written = False
+        self.close_asked: int | None = None
+        """The position an operator's close was posted for (app/control.py: asked twice, sent once)."""
 
     async def build(self) -> Engine:
         r = self.runner
@@ -104,7 +106,7 @@ class Instance:
         if not self.meta_written:  # once per process: this run's config
             meta = journal.meta()
             values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy,
-                      "mode": r.config.mode}
+                      "mode": r.config.mode, "exchange": cfg.exchange, "symbol": cfg.symbol}
             if "initial_balance" not in meta:
                 values["initial_balance"] = str(await adapter.balance())
             journal.set_meta(values)
@@ -357,6 +359,13 @@ class Runner:
             return ids.new_epoch(0, random.Random(f"replay:{instance}"))
         return ids.new_epoch(self.clock.now_ms(), random.SystemRandom())
 
+    def instance(self, name: str) -> Instance:
+        """The instance named ``name`` (KeyError when there is none)."""
+        for inst in self.instances:
+            if inst.cfg.name == name:
+                return inst
+        raise KeyError(name)
+
     def history(self, symbol: str, interval: str) -> list[CandleClosed]:
         return list(self._history.get((symbol, interval), ()))
 
@@ -391,7 +400,12 @@ class Runner:
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
                 loop.add_signal_handler(sig, self.stop)
         started: list[ExchangeAdapter] = []
+        api = None
         try:
+            if self.config.api.enabled and self.config.mode != "replay":
+                from gatebot.app.api import serve
+
+                api = await serve(self)  # before the instances build: the operator sees them recover
             if self._given_adapters is None:
                 await self._embedded.start(self.adapters)
             for name, adapter in self.adapters.items():
@@ -420,6 +434,10 @@ class Runner:
             else:
                 await self._feed()
         finally:
+            if api is not None:
+                from gatebot.app.api import unserve
+
+                await unserve(api, self.state_dir)
             for adapter in started:
                 await adapter.stop()
             await self._embedded.stop()

@@ -1,136 +1,116 @@
-"""The operator's read model: what the API and the dashboard show of an instance, as the plain JSON payloads of
-/work's API contract (decimals as strings, times as integer epoch ms named ``*_ms``), read from its journal.
+"""What the operator sees of an instance, derived from its journal alone (API_CONTRACT.md's shapes).
 
-A running bot adds what only it knows (the mark price, its candles, the trading state it holds in memory) by
-passing them in; ``gatebot dashboard STATE_DIR`` passes none, so a position shows no mark and no unrealized
-PnL there, and the candle series is empty (journals hold no candles). One module for both, so the page reads
-the same shapes from the bot and from the journals.
+One place for the views that the bot's API (app/api.py, which adds what only the live process knows: the
+mark price, unrealized PnL, candles) and a read-only server or ``gatebot status`` on a stopped bot share.
+Decimals are strings, times integer epoch milliseconds named ``*_ms``.
 """
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
-from gatebot.app.report import trades
+from gatebot.app.report import trades as closed_trades
 from gatebot.core import ids
-from gatebot.core.events import ZERO
+from gatebot.core.events import ZERO, OrderFilled, SubmitStop
 from gatebot.core.journal import Journal
 from gatebot.core.position import PositionRecord
 
-_record = msgspec.json.Decoder(PositionRecord)
-
-TRADE_KINDS = {"entry": "entry", "close": "exit", "stop": "stop", "take_profit": "exit"}
-"""A fill's kind on the chart by the role in its client id (a stop that filled is an exit by the stop)."""
+_fill = msgspec.json.Decoder(OrderFilled)
+KIND_OF_ROLE = {"e": "entry", "x": "exit", "s": "stop"}
 
 
 def _s(value: Decimal | None) -> str | None:
-    """A decimal as a plain string: no exponent (an average entry of 20000 / 0.2 is 1.0000E+5 to Decimal), no
-    trailing zeros of a division."""
-    return None if value is None else format(value.normalize(), "f")
+    return None if value is None else str(value)
 
 
-def unrealized(side: str, qty: Decimal, entry: Decimal, mark: Decimal) -> Decimal:
-    """Gross price PnL of ``qty`` held at ``entry`` were it closed at ``mark`` (no fees)."""
-    return (mark - entry) * qty if side == "long" else (entry - mark) * qty
-
-
-def position_view(rec: PositionRecord | None, mark: Decimal | None = None) -> dict[str, Any] | None:
-    """The open position of ``rec`` (None when nothing is held), its stop as the exchange holds it."""
-    if rec is None or rec.side is None or rec.open_qty <= 0:
-        return None
-    entry = rec.avg_entry
-    return {
-        "side": rec.side, "qty": _s(rec.open_qty), "entry_price": _s(entry), "opened_ms": rec.opened_at,
-        "mark_price": _s(mark),
-        "unrealized_pnl": None if mark is None else _s(unrealized(rec.side, rec.open_qty, entry, mark)),
-        "stop": None if rec.stop_id is None else {"price": _s(rec.stop_price), "client_id": rec.stop_id},
-    }
-
-
-def trading_state(journal: Journal) -> str:
-    """active | reducing | halted, as the journal last recorded it (an instance the bot halted is halted)."""
-    meta = journal.meta()
-    state = meta.get("trading_state")
-    if state in ("active", "reducing", "halted"):
-        return state
-    return "halted" if "halted" in meta else "active"
-
-
-def instance_view(journal: Journal, *, exchange: str = "", symbol: str = "", mark: Decimal | None = None,
-                  state: str | None = None) -> dict[str, Any]:
-    """One Instance of ``GET /api/instances``; ``state`` is the running bot's trading state (else the journal's)."""
-    meta = journal.meta()
-    rec = journal.fold()
+def balance(journal: Journal) -> Decimal:
+    """The instance's balance from its journal: the initial balance plus what its fills and funding booked."""
+    initial = Decimal(journal.meta().get("initial_balance", "0"))
     pnl, fees = journal.realized()
-    funding = journal.funding_total()
-    initial = Decimal(meta.get("initial_balance", "0"))
-    return {
-        "name": meta.get("instance", journal.path.stem), "strategy": meta.get("strategy", ""),
-        "exchange": exchange or meta.get("exchange", ""), "symbol": symbol or (rec.symbol if rec else ""),
-        "position_state": rec.state if rec else "flat", "trading_state": state or trading_state(journal),
-        "position": position_view(rec, mark),
-        "balance": _s(initial + pnl - fees - funding), "realized_pnl": _s(pnl), "fees": _s(fees),
-        "funding": _s(funding),
-    }
+    return initial + pnl - fees - journal.funding_total()
 
 
-def working_orders(journal: Journal) -> list[dict[str, Any]]:
-    """The orders of the current position that the journal knows to be working (its stop, a close)."""
-    rec = journal.fold()
+def position(rec: PositionRecord, mark: Decimal | None = None) -> dict[str, Any] | None:
+    """The open position of ``rec`` (None when nothing is open); with ``mark``, its unrealized PnL."""
+    if rec.side is None or rec.open_qty <= 0:
+        return None
+    qty = rec.open_qty
+    pnl = None
+    if mark is not None:
+        pnl = (mark - rec.avg_entry) * qty * (1 if rec.side == "long" else -1)
+    stop = None if rec.stop_id is None else {"price": _s(rec.stop_price), "client_id": rec.stop_id}
+    return {"side": rec.side, "qty": str(qty), "entry_price": str(rec.avg_entry), "opened_ms": rec.opened_at,
+            "mark_price": _s(mark), "unrealized_pnl": _s(pnl), "stop": stop}
+
+
+def instance(journal: Journal, *, rec: PositionRecord | None = None, trading_state: str | None = None,
+             mark: Decimal | None = None) -> dict[str, Any]:
+    """The contract's Instance; ``rec``, ``trading_state`` and ``mark`` from a live engine when there is one."""
+    meta = journal.meta()
     if rec is None:
-        return []
+        rec = journal.fold() or PositionRecord()
+    pnl, fees = journal.realized()
+    return {"name": meta.get("instance", journal.path.stem), "strategy": meta.get("strategy", ""),
+            "exchange": meta.get("exchange", ""), "symbol": meta.get("symbol", rec.symbol),
+            "position_state": rec.state, "trading_state": trading_state or journal.trading_state(),
+            "position": position(rec, mark), "balance": str(balance(journal)), "realized_pnl": str(pnl),
+            "fees": str(fees), "funding": str(journal.funding_total())}
+
+
+def working_orders(journal: Journal, rec: PositionRecord) -> list[dict[str, Any]]:
+    """The orders of the current position still working, as the journal sent them."""
+    intents = journal.intents(rec.seq) if rec.working else {}
     out = []
-    for cid, row in journal.intents(rec.seq).items():
-        if cid not in rec.working and cid != rec.stop_id:
-            continue
-        cmd = row.command
-        parsed = ids.parse(cid)
-        out.append({"client_id": cid, "kind": ids.ROLES.get(parsed.role, "") if parsed else "",
-                    "side": getattr(cmd, "side", None), "qty": _s(getattr(cmd, "qty", None)),
-                    "price": _s(getattr(cmd, "stop_price", None))})
+    for cid in rec.working:
+        row = intents.get(cid)
+        cmd = row.command if row is not None else None
+        p = ids.parse(cid)
+        price = cmd.stop_price if isinstance(cmd, SubmitStop) else rec.stop_price if p and p.role == "s" else None
+        out.append({"client_id": cid, "kind": KIND_OF_ROLE.get(p.role, "?") if p else "?",
+                    "side": getattr(cmd, "side", rec.side), "qty": _s(getattr(cmd, "qty", None)),
+                    "price": _s(price)})
     return out
 
 
-def trade_marks(journal: Journal) -> list[dict[str, Any]]:
-    """Every fill, as a chart marker: entries in the position's side, exits and stops against it."""
-    sides: dict[int, str] = {}
-    for pos, record in journal.conn.execute("SELECT position, record FROM transitions ORDER BY seq"):
-        side = _record.decode(record).side
-        if side:
-            sides[pos] = side
+def transitions(journal: Journal, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest transitions, oldest first."""
+    rows = journal.conn.execute("SELECT ts, src, dst, trigger, detail FROM transitions ORDER BY seq DESC LIMIT ?",
+                                (limit,)).fetchall()
+    return [{"time_ms": ts, "from": src, "to": dst, "trigger": trigger, "detail": json.loads(detail or "{}")}
+            for ts, src, dst, trigger, detail in reversed(rows)]
+
+
+def trades(journal: Journal) -> list[dict[str, Any]]:
+    """Every fill as a chart marker: entry, exit or stop, at the exchange's time of the fill when it gave one
+    (the market's, which the candles are on), else when the journal booked it."""
+    sides = {cid: getattr(row.command, "side", None) for cid, row in journal.intents().items()}
     out = []
-    for ts, pos, cid, qty, price in journal.conn.execute(
-            "SELECT ts, position, client_id, qty, price FROM fills ORDER BY seq"):
-        parsed = ids.parse(cid)
-        kind = TRADE_KINDS.get(ids.ROLES.get(parsed.role, "") if parsed else "", "exit")
-        side = sides.get(pos, "")
-        if kind != "entry" and side:
-            side = "short" if side == "long" else "long"
-        out.append({"time_ms": ts, "kind": kind, "side": side, "price": price, "qty": qty})
+    for ts, cid, qty, price, raw in journal.conn.execute(
+            "SELECT ts, client_id, qty, price, fill FROM fills ORDER BY seq"):
+        p = ids.parse(cid)
+        fill_ts = _fill.decode(raw).ts if raw else 0
+        side = sides.get(cid)
+        if side is None and p is not None:  # an attached stop: its entry carried it
+            side = sides.get(ids.make(p.instance, p.epoch, p.seq, "e", 1))
+        out.append({"time_ms": fill_ts or ts, "kind": KIND_OF_ROLE.get(p.role, "exit") if p else "exit",
+                    "side": side, "price": price, "qty": qty})
     return out
 
 
 def equity(journal: Journal) -> list[dict[str, Any]]:
-    """Equity (initial balance plus each closed trade's net) and drawdown from its peak (%, a string)."""
+    """Equity at the first transition and after each closed trade, with the drawdown from its peak (a share)."""
     first = journal.conn.execute("SELECT MIN(ts) FROM transitions").fetchone()[0]
     if first is None:
         return []
     value = peak = Decimal(journal.meta().get("initial_balance", "0"))
-    out = [{"time_ms": int(first), "equity": _s(value), "drawdown": "0"}]
-    for t in trades(journal):
+    out = [{"time_ms": int(first), "equity": str(value), "drawdown": "0"}]
+    for t in closed_trades(journal):
         value += t.net
         peak = max(peak, value)
-        dd = (peak - value) / peak * 100 if peak > 0 else ZERO
-        out.append({"time_ms": t.closed_at, "equity": _s(value), "drawdown": _s(round(dd, 4))})
+        dd = (peak - value) / peak if peak > 0 else ZERO
+        out.append({"time_ms": t.closed_at, "equity": str(value), "drawdown": str(dd.quantize(Decimal("1e-6")))})
     return out
-
-
-def transitions(journal: Journal, limit: int = 100) -> list[dict[str, Any]]:
-    """The last ``limit`` transitions, oldest first."""
-    rows = journal.conn.execute(
-        "SELECT ts, src, dst, trigger, detail FROM transitions ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-    return [{"time_ms": ts, "from": src, "to": dst, "trigger": trigger,
-             "detail": msgspec.json.decode(detail) if detail else {}} for ts, src, dst, trigger, detail in rows[::-1]]

@@ -109,6 +109,19 @@ class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=T
     protection: ProtectionConfig = ProtectionConfig()
 
 
+class ApiConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The operator's control API inside the bot process (app/api.py)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8787
+    """0: any free port (the URL the runner writes to ``<state_dir>/api.json`` says which)."""
+    token_file: str | None = None
+    """A file (mode 0600) holding the token; else the env GATEBOT_API_TOKEN; else one is made per run."""
+    allow_remote: bool = False
+    """Required (with a token from the env or token_file) to bind anything but loopback."""
+
+
 class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     mode: Mode = "paper"
     state_dir: str = "state"
@@ -117,6 +130,7 @@ class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     market: MarketConfig | None = None
     exchanges: dict[str, ExchangeConfig] = {}
     instances: Annotated[list[InstanceConfig], msgspec.Meta(min_length=1)]
+    api: ApiConfig = ApiConfig()
 
     @property
     def journal_synchronous(self) -> Synchronous:
@@ -300,5 +314,8 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
             raise fail("$.market.csv", f"no such file: {csv}")
         market = msgspec.structs.replace(market, csv=str(csv))
     state_dir = relative("$.state_dir", config.state_dir).resolve()
+    api = config.api
+    if api.token_file:
+        api = msgspec.structs.replace(api, token_file=str(relative("$.api.token_file", api.token_file)))
     return msgspec.structs.replace(config, state_dir=str(state_dir), exchanges=exchanges, instances=instances,
-                                   market=market)
+                                   market=market, api=api)

@@ -51,6 +51,7 @@ from gatebot.core.strategy import Enter, Exit, PositionView, Strategy
 log = logging.getLogger("gatebot.engine")
 
 ForeignPolicy = Literal["adopt", "flatten", "halt"]
+TradingState = Literal["active", "reducing", "halted"]
 _ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "exit", CancelOrder: "cancel"}
 _NOT_OURS = "!"
 """What _role says of an order of this instance that this journal never sent."""
@@ -123,6 +124,10 @@ class Engine:
         self._settings_checked = False
         self._halt: InstanceHalted | None = None
         """Another owner's order seen in an event: the instance halts as soon as its position is at rest."""
+        self.trading_state: TradingState = journal.trading_state()  # type: ignore[assignment]
+        """The operator's gate (app/control.py journals it): ``active`` trades; ``reducing`` takes no new
+        entry (exits, stops and recovery go on); ``halted`` takes no decision at all (the exchange stops
+        stay, and a position left unguarded is still protected or closed by the state table)."""
 
     @property
     def shares_symbol(self) -> bool:
@@ -296,13 +301,14 @@ class Engine:
         again on the same candle (a reversal). Never after a stop-out or an emergency close: an entry
         refused or unprotected must not be retried in a loop on one candle."""
         state = self.pos.state
-        if state not in ("flat", "protected"):
+        if state not in ("flat", "protected") or self.trading_state == "halted":
             return False
         decision = self.strategy.decide(self.view())
         if decision is None:
             return False
         if isinstance(decision, Enter) and state == "flat":
-            await self._enter(decision)
+            if self.trading_state == "active":  # paused (reducing): no new entry
+                await self._enter(decision)
         elif isinstance(decision, Exit) and state == "protected":
             await self.execute(self.fire("exit_signal", reason=decision.reason,
                                            detail={"reason": decision.reason, **decision.info}))

@@ -450,6 +450,40 @@ class Journal:
             return False
         return True
 
+    def add_control(self, ts: int, command: str, source: str, reason: str, outcome: str,
+                    trading_state: str) -> None:
+        """Journal an operator's command (what, when, from where, why, and the trading state it leaves)
+        before it acts. The ``controls`` table is made by its first row (journals without one read as
+        never commanded: no schema version change)."""
+        with self.transaction():
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS controls (seq INTEGER PRIMARY KEY, ts INTEGER, command TEXT, "
+                "source TEXT, reason TEXT, outcome TEXT, trading_state TEXT)")
+            self.conn.execute(
+                "INSERT INTO controls(ts, command, source, reason, outcome, trading_state) VALUES (?,?,?,?,?,?)",
+                (ts, command, source, reason, outcome, trading_state))
+
+    def _has_controls(self) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'controls'"
+                                 ).fetchone() is not None
+
+    def trading_state(self) -> str:
+        """The trading state the operator's last command left (active when never commanded): it outlives
+        the process, so a paused or halted instance restarts paused or halted."""
+        if not self._has_controls():
+            return "active"
+        row = self.conn.execute("SELECT trading_state FROM controls ORDER BY seq DESC LIMIT 1").fetchone()
+        return "active" if row is None else str(row[0])
+
+    def controls(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The operator's latest commands, oldest first."""
+        if not self._has_controls():
+            return []
+        rows = self.conn.execute("SELECT ts, command, source, reason, outcome, trading_state FROM controls "
+                                 "ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        keys = ("ts_ms", "command", "source", "reason", "outcome", "trading_state")
+        return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+
     # --- reading ---------------------------------------------------------------------------
 
     def fold(self) -> PositionRecord | None:
@@ -616,8 +650,10 @@ class Journal:
     def dump(self) -> bytes:
         """The journal's contents in a canonical form: equal journals give equal bytes."""
         parts = []
-        for table in ("meta", "transitions", "rejections", "intents", "fills", "funding"):
+        for table in ("meta", "transitions", "rejections", "intents", "fills", "funding", "controls"):
             if table == "funding" and not self._has_funding():
+                continue
+            if table == "controls" and not self._has_controls():
                 continue
             rows = self.conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
             parts.append(_enc.encode([table, rows]))

@@ -17,11 +17,16 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gatebot.app import views
-from gatebot.app.dashboard import READ_ONLY, STATIC_DIR, read_only_app, token_from
+from gatebot.app.api import READ_ONLY, STATIC_DIR, Api, JournalBackend, Token
 from gatebot.core.journal import Journal
 from tests.helpers import ROOT, gatebot, write_paper_session
 
 TOKEN = "s3cret-token-for-tests"
+
+
+def read_only_app(state_dir: Path) -> Any:
+    """What ``gatebot dashboard`` serves: the API over the journals."""
+    return Api(JournalBackend(state_dir), Token(TOKEN, "env"), started_ms=0).app
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +41,7 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def call(state_dir: Path, requests: list[tuple[str, str, dict[str, str]]]) -> list[tuple[int, Any]]:
     """Each (method, path, headers) against the read-only app on a loopback port: (status, JSON body)."""
     async def go() -> list[tuple[int, Any]]:
-        async with TestClient(TestServer(read_only_app(state_dir, TOKEN), host="127.0.0.1")) as client:
+        async with TestClient(TestServer(read_only_app(state_dir), host="127.0.0.1")) as client:
             out = []
             for method, path, headers in requests:
                 resp = await client.request(method, path, headers=headers)
@@ -86,19 +91,19 @@ def test_every_get_of_the_contract_from_the_journals(state_dir: Path) -> None:
     assert len(transitions[1]) == 3 and set(transitions[1][0]) == {"time_ms", "from", "to", "trigger", "detail"}
 
 
-def test_a_position_held_shows_side_entry_and_stop() -> None:
-    """The position view of an open record: qty, entry, the stop, unrealized PnL from a mark (short and long)."""
+def test_a_position_held_shows_side_entry_stop_and_unrealized_pnl() -> None:
+    """What the table shows of an open short: qty, entry, the stop, unrealized PnL from a mark (numbers exact)."""
     from gatebot.core.position import PositionRecord
 
     rec = PositionRecord(state="protected", seq=3, symbol="BTC-USDT", side="short", filled_qty=Decimal("0.2"),
                          entry_cost=Decimal("20000"), stop_id="kt-3-s1", stop_price=Decimal("101000.5"),
                          opened_at=1_700_000_000_000)
-    view = views.position_view(rec, Decimal("99000"))
-    assert view == {"side": "short", "qty": "0.2", "entry_price": "100000", "opened_ms": 1_700_000_000_000,
-                    "mark_price": "99000", "unrealized_pnl": "200",
-                    "stop": {"price": "101000.5", "client_id": "kt-3-s1"}}
-    assert views.unrealized("long", Decimal("0.2"), Decimal("100000"), Decimal("99000")) == Decimal("-200.0")
-    assert views.position_view(PositionRecord()) is None
+    view = views.position(rec, Decimal("99000"))
+    assert view is not None and view["side"] == "short" and view["opened_ms"] == 1_700_000_000_000
+    assert [Decimal(view[k]) for k in ("qty", "entry_price", "mark_price", "unrealized_pnl")] == [
+        Decimal("0.2"), Decimal("100000"), Decimal("99000"), Decimal("200")]
+    assert view["stop"] == {"price": "101000.5", "client_id": "kt-3-s1"}
+    assert views.position(PositionRecord()) is None
 
 
 def test_posts_are_refused_and_unknown_instances_404(state_dir: Path) -> None:
@@ -129,7 +134,7 @@ def test_the_page_and_its_assets_are_served(state_dir: Path) -> None:
     assert chart[0] == 200 and "TradingView Lightweight Charts" in chart[1]
     assert notice[0] == 200 and "TradingView, Inc." in notice[1]
     # nothing on the page is fetched from elsewhere: it works offline
-    assert "http" not in (STATIC_DIR / "app.js").read_text().replace("HTTP ", "")
+    assert "http" not in (STATIC_DIR / "static" / "app.js").read_text().replace("HTTP ", "")
     assert all(src.startswith("/static/") for src in _sources((STATIC_DIR / "index.html").read_text()))
 
 
@@ -141,7 +146,7 @@ def _sources(html: str) -> Iterator[str]:
 
 def test_the_event_stream_sends_a_snapshot(state_dir: Path) -> None:
     async def go() -> str:
-        async with TestClient(TestServer(read_only_app(state_dir, TOKEN), host="127.0.0.1")) as client:
+        async with TestClient(TestServer(read_only_app(state_dir), host="127.0.0.1")) as client:
             resp = await client.get(f"/api/events?token={TOKEN}")
             assert resp.status == 200 and resp.content_type == "text/event-stream"
             head = b""
@@ -151,18 +156,6 @@ def test_the_event_stream_sends_a_snapshot(state_dir: Path) -> None:
             return head.decode()
     text = asyncio.run(go())
     assert text.startswith("event: snapshot\ndata: [") and '"name":"kt"' in text
-
-
-def test_token_file_must_be_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("GATEBOT_API_TOKEN", raising=False)
-    f = tmp_path / "token"
-    f.write_text("abc\n")
-    f.chmod(0o644)
-    with pytest.raises(ValueError, match="readable by others"):
-        token_from(f)
-    f.chmod(0o600)
-    assert token_from(f) == "abc"
-    assert token_from(None) is None
 
 
 def test_the_command_serves_on_loopback_until_stopped(state_dir: Path) -> None:
