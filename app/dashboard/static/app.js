@@ -25,7 +25,8 @@ function say(text, error = false) {
 }
 
 const sec = (ms) => Math.floor(ms / 1000);
-const fmt = (v) => (v === null || v === undefined) ? "-" : String(v);
+// Decimals arrive as strings, exact; one written with an exponent (Decimal's 1.0000E+5) is shown plainly.
+const fmt = (v) => (v === null || v === undefined) ? "-" : /e/i.test(String(v)) ? String(Number(v)) : String(v);
 const signClass = (v) => (v === null || v === undefined) ? "" : Number(v) >= 0 ? "pos" : "neg";
 
 function cell(text, cls = "") {
@@ -46,10 +47,10 @@ function renderTable(instances) {
     tr.dataset.instance = inst.name;
     tr.append(cell(inst.name, "text"), cell(inst.symbol, "text"), cell(inst.position_state, "text position-state"),
               cell(inst.trading_state, "text trading-state"), cell(p ? p.side : "-", p ? `text ${p.side}` : "text"),
-              cell(p ? p.qty : "-", "qty"), cell(p ? p.entry_price : "-", "entry"),
+              cell(p ? fmt(p.qty) : "-", "qty"), cell(p ? fmt(p.entry_price) : "-", "entry"),
               cell(p ? fmt(p.mark_price) : "-", "mark"),
               cell(p ? fmt(p.unrealized_pnl) : "-", `upnl ${p ? signClass(p.unrealized_pnl) : ""}`),
-              cell(p && p.stop ? p.stop.price : "-", "stop"), cell(inst.balance, "balance"));
+              cell(p && p.stop ? fmt(p.stop.price) : "-", "stop"), cell(fmt(inst.balance), "balance"));
     const controls = document.createElement("td");
     for (const [command, label] of Object.entries(COMMANDS)) {
       const b = document.createElement("button");
@@ -131,6 +132,8 @@ async function loadDetail(name) {
   c.el.dataset.markers = String(markers.length);
   c.equity.setData(byTime(equity.map((e) => ({time: sec(e.time_ms), value: +e.equity}))));
   c.drawdown.setData(byTime(equity.map((e) => ({time: sec(e.time_ms), value: -Number(e.drawdown)}))));
+  c.chart.timeScale().fitContent();
+  c.eq.timeScale().fitContent();
   const log = c.el.querySelector(".log");
   log.replaceChildren(...transitions.slice().reverse().map((t) => {
     const li = document.createElement("li");
@@ -200,7 +203,7 @@ async function confirmed(ev) {
       say(Object.entries(r.results).map(([n, x]) => `${n}: ${x.ok ? x.message : x.error}`).join("; "));
     } else {
       const r = await api(`/api/instances/${encodeURIComponent(instance)}/${command}`, {method: "POST", body});
-      say(`${instance}: ${r.message}`);
+      say(r.message);
     }
   } catch (e) {
     say(`${instance || "flatten"}: ${e.message}`, true);
