@@ -28,6 +28,7 @@ import msgspec
 from aiohttp import web
 
 from gatebot.app import control, views
+from gatebot.app.operator import TOKEN_ENV, URL_FILE
 from gatebot.core.config import ApiConfig, ConfigError
 from gatebot.core.instrument import to_decimal
 from gatebot.core.journal import Journal, JournalError
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gatebot.api")
 
-TOKEN_ENV = "GATEBOT_API_TOKEN"
-URL_FILE = "api.json"
-"""In the state dir while the bot serves: its URL and where its token is (never the token), for the CLI."""
 TOKEN_FILE = "api.token"
 """A token made for this run (none configured), mode 0600, in the state dir."""
 STATIC_DIR = Path(__file__).parent / "dashboard"
@@ -443,7 +441,7 @@ async def serve(runner: Runner) -> Api:
     tmp = state_dir / (URL_FILE + ".new")
     tmp.write_text(json.dumps(info))
     os.replace(tmp, state_dir / URL_FILE)
-    log.warning("control API on %s (token: %s)", url, "the env " + TOKEN_ENV if token.where == "env"
+    log.info("control API on %s (token: %s)", url, "the env " + TOKEN_ENV if token.where == "env"
                 else token.file)
     return api
 

@@ -1,5 +1,5 @@
 """``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants,
-dashboard.
+dashboard; and to a running bot: close, pause, resume, halt, flatten.
 
 One parser; each subcommand is bound to the function that runs it whole (``set_defaults(func=...)``), which
 returns the exit status (app/exit_codes.py); the errors every command may meet are mapped to a status here.
@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import logging
 import os
 import sys
-from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from gatebot.app import check_invariants, dashboard
+from gatebot.app import check_invariants, dashboard, logs, operator
 from gatebot.app.embedded import EmbeddedSimulators
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
@@ -74,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="folder for report.json and report.png (default: STATE_DIR)")
     p.add_argument("--no-png", action="store_true")
     p.set_defaults(func=lambda args: report(args.state_dir, args.out, png=not args.no_png))
-    p = sub.add_parser("status", help="each instance's state, read from the journals alone")
+    p = sub.add_parser("status", help="each instance's state, position and last transitions (from the running "
+                                      "bot's API, else from the journals)")
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p.set_defaults(func=lambda args: _status(args.state_dir))
     p = sub.add_parser("check-config", help="validate CONFIG and exit")
@@ -85,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_sim)
     check_invariants.add_parser(sub)
+    operator.add_parsers(sub)
     dashboard.add_parser(sub)
     parser.add_argument("--version", action="version", version=f"gatebot {version('gatebot')}")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -96,8 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(args.verbose)
     try:
         status = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
@@ -159,6 +157,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.record is not None:
         return _run_recorded(args)
     config = _load_run_config(args)
+    check_state_dir(config.state_dir, create=True)  # the log file goes there: a bad folder is refused first
+    logs.for_run(config.state_dir)
     return _run(config, candles=None, adopt=args.adopt)
 
 
@@ -228,40 +228,9 @@ def journal_paths(state_dir: Path) -> list[Path]:
 
 
 def _status(state_dir: Path) -> int:
-    damaged = 0
-    for path in journal_paths(state_dir):
-        try:
-            journal = Journal(path, readonly=True)
-        except JournalError as exc:
-            print(f"{path.stem}: ERROR {exc}")
-            damaged += 1
-            continue
-        try:
-            rec = journal.fold()
-            if rec is None:
-                print(f"{path.stem}: flat (no transitions yet)")
-            else:
-                pos = f"{rec.side} {rec.open_qty} @ {rec.avg_entry:.2f}" if rec.side else "none"
-                print(f"{path.stem}: {rec.state}  position {rec.seq}: {pos}  stop {rec.stop_price or '-'}"
-                      f" ({rec.stop_id or 'none'})")
-            for t in journal.last_transitions(5):
-                print(f"    #{t['seq']} pos {t['position']}: {t['src']} --{t['trigger']}--> {t['dst']}")
-            print(f"    {_reconciled_line(journal.meta().get('reconciled'))}")
-        except JournalError as exc:
-            print(f"{path.stem}: ERROR {exc}")
-            damaged += 1
-        finally:
-            journal.close()
-    return EXIT_BAD_INPUT if damaged else 0
+    from gatebot.app.operator import status_cmd
 
-
-def _reconciled_line(row: str | None) -> str:
-    """When recovery last made every intent definite (the engine's meta row ``reconciled``)."""
-    if row is None:
-        return "not reconciled yet"
-    r = json.loads(row)
-    at = datetime.fromtimestamp(r["ts_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"reconciled {at} ({r['state']}; {r['intents']} intents in {r['rounds']} round(s), {r['took_ms']} ms)"
+    return status_cmd(state_dir, journal_paths(state_dir))
 
 
 def _run_recorded(args: argparse.Namespace) -> int:
@@ -271,6 +240,8 @@ def _run_recorded(args: argparse.Namespace) -> int:
     config = _load_run_config(args)
     if config.mode == "replay":
         raise ConfigError(f"{args.config}: $.mode: --record records a paper or live session, not a replay")
+    check_state_dir(config.state_dir, create=True)
+    logs.for_run(config.state_dir)
     plugins = _plugins(config)
     header = Header(kind="session", config_hash=session_hash(config), models=strategy_hashes(config, plugins),
                     meta={"mode": config.mode})

@@ -69,7 +69,7 @@ def apply(runner: Runner, name: str, command: str, *, source: str, reason: str =
         engine.trading_state = target  # type: ignore[assignment]
     if outcome == "unchanged":
         return f"{name}: {ALREADY[target]}"
-    log.warning("%s: %s by %s (%s): trading state %s -> %s", name, command, source, reason or "no reason given",
+    log.info("%s: %s by %s (%s): trading state %s -> %s", name, command, source, reason or "no reason given",
                 state, target)
     return f"{name}: {state} -> {target}"
 
@@ -86,13 +86,14 @@ def _close(inst: Instance, state: str, *, source: str, reason: str, now_ms: int)
     refusal = CLOSE_REFUSED.get(pos.state)
     if refusal is not None:
         raise Refused(refusal)
-    if pos.state != "protected" or inst.close_asked == pos.rec.seq:
+    asked = (id(engine), pos.rec.seq)  # a rebuilt engine lost its inbox: a close posted to the old one is asked again
+    if pos.state != "protected" or inst.close_asked == asked:
         why = pos.rec.exit_reason or "manual"
         return f"{name}: position {pos.rec.seq} is closing already ({why})"
     engine.journal.add_control(now_ms, "close", source, reason, "done", state)  # before it acts
-    inst.close_asked = pos.rec.seq
+    inst.close_asked = asked
     engine.post(ManualClose(ts=now_ms, reason=reason or "operator"))
-    log.warning("%s: close of position %d by %s (%s)", name, pos.rec.seq, source, reason or "no reason given")
+    log.info("%s: close of position %d by %s (%s)", name, pos.rec.seq, source, reason or "no reason given")
     return f"{name}: closing position {pos.rec.seq} ({pos.rec.side} {pos.rec.open_qty}) at market"
 
 

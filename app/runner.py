@@ -90,8 +90,8 @@ class Instance:
         """The outage was said; "writable again" is said once the instance stayed up JOURNAL_RETRY_S[1]."""
         self.journal_path = runner.state_dir / f"{cfg.name}.sqlite"
         self.meta_written = False
-        self.close_asked: int | None = None
-        """The position an operator's close was posted for (app/control.py: asked twice, sent once)."""
+        self.close_asked: tuple[int, int] | None = None
+        """(engine, position) an operator's close was posted to (app/control.py: asked twice, posted once)."""
 
     async def build(self) -> Engine:
         r = self.runner

@@ -49,6 +49,8 @@ from gatebot.core.routing import ExecutionEvent
 from gatebot.core.strategy import Enter, Exit, PositionView, Strategy
 
 log = logging.getLogger("gatebot.engine")
+trade_log = logging.getLogger("gatebot.trade")
+"""One line per transition, order and fill (on the terminal during ``gatebot run``: app/logs.py)."""
 
 ForeignPolicy = Literal["adopt", "flatten", "halt"]
 TradingState = Literal["active", "reducing", "halted"]
@@ -593,6 +595,8 @@ class Engine:
                                            dst=pos.state, record=pos.rec)
             if fill is not None:
                 self.plugins.notify_fill(instance=self.name, fill=fill)
+        if trade_log.isEnabledFor(logging.INFO):
+            self._tell(src, trigger, fill, commands)
         if trigger == "entry_filled":
             crashpoint("fill_journaled")
         r = pos.rec
@@ -610,6 +614,20 @@ class Engine:
         elif trigger == "settled":
             self._balance_stale = True
         return commands
+
+    def _tell(self, src: str, trigger: str, fill: OrderFilled | None, commands: list[AnyCommand]) -> None:
+        """The trade lines of one committed transition: the fill it booked, the move, the orders it sends."""
+        name = self.name
+        if fill is not None:
+            trade_log.info("%s: fill %s %s @ %s (fee %s)", name, fill.client_id, fill.qty, fill.price, fill.fee)
+        trade_log.info("%s: %s --%s--> %s", name, src, trigger, self.pos.state)
+        for cmd in commands:
+            if isinstance(cmd, CancelOrder):
+                trade_log.info("%s: order cancel %s", name, cmd.client_id)
+            else:
+                price = f" @ {cmd.stop_price}" if isinstance(cmd, SubmitStop) else ""
+                trade_log.info("%s: order %s %s %s %s%s", name, _ROLE_OF[type(cmd)], cmd.client_id, cmd.side,
+                               cmd.qty, price)
 
     def settle(self) -> list[AnyCommand]:
         """exited_* -> flat, once no order of the position is left working."""

@@ -183,6 +183,7 @@ def test_kill_9_while_paused_restarts_paused_with_the_invariants_holding() -> No
     """The chaos driver's bot in a child process: paused through the CLI, killed (SIGKILL), restarted on the same
     journal: still paused (through the API and the journal), no entry while candles play, I1-I5 hold."""
     from tests.chaos.driver import INSTANCE, Chaos
+    from tests.chaos.simthread import wait_for
 
     workdir = Path(tempfile.mkdtemp(prefix="gatebot-paused-"))
     chaos = Chaos(workdir, seed=5, attached=False)
@@ -203,13 +204,21 @@ def test_kill_9_while_paused_restarts_paused_with_the_invariants_holding() -> No
         assert chaos.recovered(chaos.spawn(None)), chaos.result.violations
         assert Journal(chaos.journal, readonly=True).trading_state() == "reducing"
         info = json.loads((state_dir / "api.json").read_text())
-        req = urllib.request.Request(info["url"] + "/api/instances", headers={"Authorization": f"Bearer {TOKEN}"})
-        assert json.loads(urllib.request.urlopen(req, timeout=10).read())[0]["trading_state"] == "reducing"
+
+        def get(path: str) -> Any:
+            req = urllib.request.Request(info["url"] + path, headers={"Authorization": f"Bearer {TOKEN}"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return json.loads(resp.read())
+
+        assert get("/api/instances")[0]["trading_state"] == "reducing"
         journal = Journal(chaos.journal, readonly=True)
         entries = journal.conn.execute("SELECT count(*) FROM transitions WHERE trigger = 'enter'").fetchone()[0]
         journal.close()
-        for _ in range(8):
+        for _ in range(8):  # the scripted strategy would enter every other candle: each one seen by the bot
+            last = get(f"/api/instances/{INSTANCE}/candles?limit=1")[-1]["time_ms"]
             chaos.sim.advance(1)
+            assert wait_for(lambda last=last: get(f"/api/instances/{INSTANCE}/candles?limit=1")[-1]["time_ms"] > last,
+                            30), "the candle reached the bot"
         chaos.kill()
         assert chaos.recovered(chaos.spawn(None)), chaos.result.violations
         journal = Journal(chaos.journal, readonly=True)
@@ -219,6 +228,7 @@ def test_kill_9_while_paused_restarts_paused_with_the_invariants_holding() -> No
         finally:
             journal.close()
         assert after == entries, "no entry while paused"
+        assert [str(v) for v in chaos.sim.violations(chaos.journal, instance=INSTANCE, symbol=SYMBOL)] == []
         assert chaos.result.violations == [] and chaos.result.unexpected_exits == []
     finally:
         os.environ.pop("GATEBOT_API_TOKEN", None)
