@@ -135,7 +135,7 @@ def test_the_page_and_its_assets_are_served(state_dir: Path) -> None:
     assert notice[0] == 200 and "TradingView, Inc." in notice[1]
     # nothing on the page is fetched from elsewhere: it works offline
     assert "http" not in (STATIC_DIR / "static" / "app.js").read_text().replace("HTTP ", "")
-    assert all(src.startswith("/static/") for src in _sources((STATIC_DIR / "index.html").read_text()))
+    assert all(src.startswith(("/static/", "data:")) for src in _sources((STATIC_DIR / "index.html").read_text()))
 
 
 def _sources(html: str) -> Iterator[str]:
