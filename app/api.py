@@ -443,6 +443,8 @@ async def serve(runner: Runner) -> Api:
     os.replace(tmp, state_dir / URL_FILE)
     log.info("control API on %s (token: %s)", url, "the env " + TOKEN_ENV if token.where == "env"
                 else token.file)
+    # the operator's own terminal, never a log: the page reads the token from the fragment, which no browser sends
+    print(f"dashboard: {url}/#token={token.value}", flush=True)
     return api
 
 

@@ -65,7 +65,7 @@ def demo_config(tmp: Path) -> Path:
     text = (ROOT / "examples" / "demo.toml").read_text()
     text = re.sub(r'(?m)^state_dir = .*$', f'state_dir = "{tmp / "state"}"', text)
     text = re.sub(r'(?m)^speed = [0-9.]+', f"speed = {DEMO_SPEED}", text)
-    text = text.replace("[exchanges.sim]", '[api]\nenabled = true\nport = 0\n\n[exchanges.sim]', 1)
+    text = re.sub(r'(?m)^port = 8787', "port = 0", text)
     path = tmp / "demo.toml"
     path.write_text(text)
     return path
@@ -85,6 +85,7 @@ def test_the_demo_bot_in_a_browser_shows_both_instances_and_closes_from_the_page
     monkeypatch.setenv("GATEBOT_API_TOKEN", TOKEN)
     ARTIFACTS.mkdir(exist_ok=True)
     config = load_config(demo_config(tmp_path))
+    assert config.api.enabled and config.api.port == 0  # the demo serves its dashboard; here on a free port
     runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable))
 
     async def go() -> None:

@@ -175,7 +175,11 @@ async function apply(instances) {
 function listen() {
   const live = $("#live");
   const source = new EventSource(`/api/events?token=${encodeURIComponent(token)}`);
-  source.addEventListener("open", () => { live.textContent = "live"; live.className = "badge ok"; });
+  source.addEventListener("open", () => {  // again after a reconnect: the bot may have stopped (or started)
+    live.textContent = "live";
+    live.className = "badge ok";
+    api("/api/health").then(showMode, () => {});
+  });
   source.addEventListener("error", () => { live.textContent = "disconnected"; live.className = "badge off"; });
   source.addEventListener("snapshot", (ev) => { apply(JSON.parse(ev.data)); });
 }
@@ -217,13 +221,16 @@ document.addEventListener("click", (ev) => {
 $("#confirm-cancel").addEventListener("click", () => { pending = null; $("#confirm").hidden = true; say("cancelled"); });
 $("#confirm-form").addEventListener("submit", confirmed);
 
+function showMode(health) {
+  readOnly = health.read_only;
+  $("#mode").textContent = readOnly ? "read-only (bot not running)" : "bot running";
+  for (const b of document.querySelectorAll("button[data-command]")) b.disabled = readOnly;
+}
+
 async function start() {
   if (!token) { say("no token: open the URL the bot printed (it ends in #token=...)", true); return; }
   try {
-    const health = await api("/api/health");
-    readOnly = health.read_only;
-    $("#mode").textContent = readOnly ? "read-only (bot not running)" : "bot running";
-    $("#flatten").disabled = readOnly;
+    showMode(await api("/api/health"));
     await apply(await api("/api/instances"));
   } catch (e) {
     say(e.message, true);
