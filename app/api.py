@@ -32,6 +32,7 @@ from gatebot.app.operator import TOKEN_ENV, URL_FILE
 from gatebot.core.config import ApiConfig, ConfigError
 from gatebot.core.instrument import to_decimal
 from gatebot.core.journal import Journal, JournalError
+from gatebot.core.position import PositionRecord
 
 if TYPE_CHECKING:
     from gatebot.app.runner import Runner
@@ -112,6 +113,15 @@ class LiveBackend:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+        self._views: dict[str, views.JournalViews] = {}
+
+    def views(self, name: str) -> views.JournalViews:
+        """The incremental views of ``name``'s open journal (made again when the journal was reopened)."""
+        journal = self._journal(name)
+        v = self._views.get(name)
+        if v is None or v.journal is not journal:
+            v = self._views[name] = views.JournalViews(journal)
+        return v
 
     def names(self) -> list[str]:
         return [i.cfg.name for i in self.runner.instances]
@@ -131,10 +141,11 @@ class LiveBackend:
         rec = engine.pos.rec if engine is not None else None
         mark = to_decimal(engine.last_close) if engine is not None and engine.last_close else None
         trading = "halted" if inst.halted is not None else engine.trading_state if engine is not None else None
-        out = views.instance(journal, rec=rec, trading_state=trading, mark=mark)
+        v = self.views(name)
+        out = v.instance(rec=rec, trading_state=trading, mark=mark)
         out |= {"name": name, "strategy": inst.cfg.strategy, "exchange": inst.cfg.exchange, "symbol": inst.cfg.symbol}
         if detail:
-            out["working_orders"] = views.working_orders(journal, rec or journal.fold() or views.PositionRecord())
+            out["working_orders"] = v.working_orders(rec or journal.fold() or PositionRecord())
         return out
 
     def candles(self, name: str, limit: int) -> list[dict[str, Any]]:
@@ -144,9 +155,9 @@ class LiveBackend:
                  "low": str(to_decimal(c.low)), "close": str(to_decimal(c.close)),
                  "volume": str(to_decimal(c.volume))} for c in rows]
 
-    def journal_view(self, name: str, view: Callable[[Journal], Any]) -> Any:
+    def journal_view(self, name: str, view: Callable[[views.JournalViews], Any]) -> Any:
         self.runner.instance(name)
-        return view(self._journal(name))
+        return view(self.views(name))
 
     def command(self, name: str, command: str, source: str, reason: str) -> str:
         return control.apply(self.runner, name, command, source=source, reason=reason)
@@ -179,18 +190,18 @@ class JournalBackend:
             raise KeyError(name)
         return Journal(path, readonly=True)
 
-    def journal_view(self, name: str, view: Callable[[Journal], Any]) -> Any:
+    def journal_view(self, name: str, view: Callable[[views.JournalViews], Any]) -> Any:
         journal = self._open(name)
         try:
-            return view(journal)
+            return view(views.JournalViews(journal))
         finally:
             journal.close()
 
     def instance(self, name: str, *, detail: bool = False) -> dict[str, Any]:
-        def one(journal: Journal) -> dict[str, Any]:
-            out = views.instance(journal)
+        def one(v: views.JournalViews) -> dict[str, Any]:
+            out = v.instance()
             if detail:
-                out["working_orders"] = views.working_orders(journal, journal.fold() or views.PositionRecord())
+                out["working_orders"] = v.working_orders(v.journal.fold() or PositionRecord())
             return out
 
         return self.journal_view(name, one)  # type: ignore[no-any-return]
@@ -240,8 +251,8 @@ class Api:
         app.router.add_get("/api/instances", self._instances)
         app.router.add_get("/api/instances/{name}", self._instance)
         app.router.add_get("/api/instances/{name}/candles", self._candles)
-        app.router.add_get("/api/instances/{name}/trades", self._view(views.trades))
-        app.router.add_get("/api/instances/{name}/equity", self._view(views.equity))
+        app.router.add_get("/api/instances/{name}/trades", self._view(views.JournalViews.trades))
+        app.router.add_get("/api/instances/{name}/equity", self._view(views.JournalViews.equity))
         app.router.add_get("/api/instances/{name}/transitions", self._transitions)
         app.router.add_post("/api/instances/{name}/{command}", self._command)
         app.router.add_post("/api/flatten", self._flatten)
@@ -323,9 +334,10 @@ class Api:
         limit = _limit(request, 50)
         if isinstance(limit, web.Response):
             return limit
-        return _json(self.backend.journal_view(request.match_info["name"], lambda j: views.transitions(j, limit)))
+        return _json(self.backend.journal_view(request.match_info["name"],
+                                               lambda v: views.transitions(v.journal, limit)))
 
-    def _view(self, view: Callable[[Journal], Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def _view(self, view: Callable[[views.JournalViews], Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             return _json(self.backend.journal_view(request.match_info["name"], view))
 

@@ -200,3 +200,27 @@ def test_the_read_only_server_serves_the_journals_and_refuses_every_command(
             await api.stop()
 
     asyncio.run(go())
+
+
+def test_the_incremental_views_agree_with_the_report_read_whole(tmp_path: Path) -> None:
+    from gatebot.app import report, views
+    from gatebot.core.journal import Journal
+    from tests.helpers import write_paper_session
+
+    assert gatebot("run", str(write_paper_session(tmp_path, bars=600))).returncode == 0
+    journal = Journal(tmp_path / "state" / "kt.sqlite", readonly=True)
+    try:
+        v = views.JournalViews(journal)
+        curve = v.equity()
+        times, equity, _ = report.equity_curve(journal)
+        assert len(curve) > 3 and [p["time_ms"] for p in curve] == times
+        assert [round(float(p["equity"]), 6) for p in curve] == [round(e, 6) for e in equity]
+        pnl, fees = journal.realized()
+        inst = v.instance()
+        assert (inst["realized_pnl"], inst["fees"]) == (str(pnl), str(fees))
+        assert v.equity() == curve and v.trades() == views.JournalViews(journal).trades(), "read again: the same"
+        kinds = {t["kind"] for t in v.trades()}
+        assert {"entry"} <= kinds <= {"entry", "exit", "stop"}
+        assert all(t["side"] in ("long", "short") for t in v.trades())
+    finally:
+        journal.close()
