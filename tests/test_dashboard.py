@@ -180,3 +180,18 @@ def test_the_command_serves_on_loopback_until_stopped(state_dir: Path) -> None:
 def test_the_command_refuses_a_folder_without_journals(tmp_path: Path) -> None:
     result = gatebot("dashboard", str(tmp_path), "--port", "0")
     assert result.returncode == 2 and f"no journals in {tmp_path}" in result.stderr
+
+
+def test_every_file_of_the_page_ships_in_the_package() -> None:
+    """``pip install .`` takes the page's files as package data: each one matches its folder's glob."""
+    import fnmatch
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    files = [p for p in STATIC_DIR.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert len(files) >= 6
+    for path in files:
+        package = ".".join(("gatebot", *path.parent.relative_to(ROOT).parts))
+        assert package in project["packages"], f"{package} is not listed in pyproject's packages"
+        globs = project["package-data"].get(package, [])
+        assert any(fnmatch.fnmatch(path.name, g) for g in globs), f"{path} is not package data"
