@@ -14,12 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,train,plot]'
 	touch $(STAMP)
 
-# The bot serves its dashboard while the demo's market plays (the URL it prints, with #token=). In a terminal,
+# The bot serves its dashboard while the demo's market plays (the URL printed first, with #token=). In a terminal,
 # the same URL then stays served read-only from the journals (gatebot dashboard) until Ctrl-C; scripted (no
 # terminal), make demo ends with the run and its exit status.
 demo: $(STAMP)
 	rm -rf state/demo
 	@token=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))'); \
+	echo "the demo's dashboard: http://127.0.0.1:8787/#token=$$token"; \
 	GATEBOT_API_TOKEN=$$token $(BIN)/gatebot run examples/demo.toml; status=$$?; \
 	if [ -t 0 ] && [ -t 1 ] && [ $$status -eq 0 ]; then \
 		echo "the demo's market has ended; its dashboard stays at the same address, read-only (Ctrl-C ends it)"; \

@@ -20,6 +20,8 @@ import logging
 import os
 import secrets
 import stat
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -455,8 +457,10 @@ async def serve(runner: Runner) -> Api:
     os.replace(tmp, state_dir / URL_FILE)
     log.info("control API on %s (token: %s)", url, "the env " + TOKEN_ENV if token.where == "env"
                 else token.file)
-    # the operator's own terminal, never a log: the page reads the token from the fragment, which no browser sends
-    print(f"dashboard: {url}/#token={token.value}", flush=True)
+    if token.where == "generated":  # the operator cannot know it otherwise: on the terminal, never in a log
+        print(f"dashboard: {url}/#token={token.value}", file=sys.stderr, flush=True)
+    else:
+        print(f"dashboard: {url}/#token=<your token>", file=sys.stderr, flush=True)
     return api
 
 
@@ -465,3 +469,18 @@ async def unserve(api: Api, state_dir: Path) -> None:
     (state_dir / URL_FILE).unlink(missing_ok=True)
     if api.token.where == "generated" and api.token.file:
         Path(api.token.file).unlink(missing_ok=True)
+
+
+async def serve_read_only(state_dir: Path, port: int, stop: asyncio.Event) -> None:
+    """``gatebot dashboard STATE_DIR``: the same reads from a stopped bot's journals, on loopback, until ``stop``."""
+    token = load_token(ApiConfig(port=port), state_dir)
+    api = Api(JournalBackend(state_dir), token, started_ms=int(time.time() * 1000))
+    url = await api.start("127.0.0.1", port)
+    shown = token.value if token.where == "generated" else "<your token>"
+    print(f"dashboard (read-only): {url}/#token={shown}", file=sys.stderr, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await api.stop()
+        if token.where == "generated" and token.file:
+            Path(token.file).unlink(missing_ok=True)

@@ -45,6 +45,11 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
         p.add_argument("--reason", default="", help="why (journaled with the command)")
         p.set_defaults(func=lambda args, command=command: command_cmd(args, command))
+    p = sub.add_parser("dashboard", help="serve the dashboard and API read-only from STATE_DIR's journals (the bot "
+                                         "not running), on 127.0.0.1, until Ctrl-C")
+    p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
+    p.add_argument("--port", type=int, default=8787, help="0: any free port")
+    p.set_defaults(func=dashboard_cmd)
     p = sub.add_parser("flatten", help="pause every instance and close its position (the bot must be running)")
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p.add_argument("--reason", default="")
@@ -203,3 +208,33 @@ def _print_instance(stem: str, journal: Journal, live: dict[str, dict[str, Any]]
         print(f"    {_when(c['ts_ms'])}  {c['command']} by {c['source']} ({c['reason'] or 'no reason'}): "
               f"{c['trading_state']}")
     print(f"    {_reconciled_line(journal.meta().get('reconciled'))}")
+
+
+def dashboard_cmd(args: argparse.Namespace) -> int:
+    """The read-only server; refused (2) on a state dir a running bot serves (its own API is the live one)."""
+    import asyncio
+    import signal
+
+    from gatebot.app.api import serve_read_only
+
+    state_dir: Path = args.state_dir
+    if not state_dir.is_dir() or not any(state_dir.glob("*.sqlite")):
+        print(f"error: no journals in {state_dir}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if (state_dir / URL_FILE).exists():
+        try:
+            call(state_dir, "GET", "/api/health")
+            print(f"error: a running gatebot serves {state_dir}: open its own dashboard", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        except NotServing:
+            pass  # left by a bot that was killed
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_read_only(state_dir, args.port, stop)
+
+    asyncio.run(go())
+    return 0

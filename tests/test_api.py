@@ -224,3 +224,56 @@ def test_the_incremental_views_agree_with_the_report_read_whole(tmp_path: Path) 
         assert all(t["side"] in ("long", "short") for t in v.trades())
     finally:
         journal.close()
+
+
+def test_a_token_made_for_the_run_is_shown_on_the_terminal_only_and_removed_at_the_end(tmp_path: Path) -> None:
+    import re
+
+    from tests.helpers import write_paper_session
+
+    config = write_paper_session(tmp_path, bars=120)
+    config.write_text(config.read_text().replace("[[instances]]", "[api]\nenabled = true\nport = 0\n[[instances]]"))
+    out = gatebot("run", str(config), env={"GATEBOT_API_TOKEN": ""})
+    assert out.returncode == 0, out.stderr
+    found = re.search(r"dashboard: http://127\.0\.0\.1:\d+/#token=([\w-]{32,})", out.stderr)
+    assert found, out.stderr
+    token = found.group(1)
+    state = tmp_path / "state"
+    assert token not in (state / "gatebot.log.jsonl").read_text(), "never in the log file"
+    assert out.stderr.count(token) == 1 and token not in out.stdout
+    assert not (state / "api.token").exists() and not (state / "api.json").exists()
+
+
+def test_gatebot_dashboard_serves_a_stopped_bots_journals_read_only(tmp_path: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.helpers import ROOT, write_paper_session
+
+    assert gatebot("run", str(write_paper_session(tmp_path, bars=200))).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "GATEBOT_API_TOKEN"}
+    proc = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "dashboard", str(tmp_path / "state"),
+                             "--port", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        found = re.search(r"dashboard \(read-only\): (http://127\.0\.0\.1:\d+)/#token=([\w-]+)", line)
+        assert found, line
+        url, token = found.groups()
+        headers = {"Authorization": f"Bearer {token}"}
+        with urllib.request.urlopen(urllib.request.Request(url + "/api/health", headers=headers), timeout=10) as r:
+            assert json.loads(r.read())["read_only"] is True
+        with urllib.request.urlopen(urllib.request.Request(url + "/api/instances/kt/equity", headers=headers),
+                                    timeout=10) as r:
+            assert len(json.loads(r.read())) >= 1
+        req = urllib.request.Request(url + "/api/instances/kt/pause", data=b"{}", method="POST", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(req, timeout=10)
+        assert refused.value.code == 409
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0

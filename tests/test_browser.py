@@ -191,11 +191,11 @@ def test_the_read_only_dashboard_in_a_browser(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     env = {**os.environ, "GATEBOT_API_TOKEN": TOKEN}
     proc = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "dashboard", str(tmp_path / "state"),
-                             "--port", "0"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+                             "--port", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
+        line = proc.stderr.readline()  # type: ignore[union-attr]
         assert line.startswith("dashboard (read-only): http://127.0.0.1:"), line
-        url = line.split(": ", 1)[1].strip()
+        url = line.split(": ", 1)[1].split("/#")[0] + f"/#token={TOKEN}"
 
         async def go() -> None:
             async with browser(tmp_path) as (page, errors):

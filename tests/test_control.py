@@ -179,6 +179,7 @@ def test_flatten_pauses_every_instance_and_closes_its_position(tmp_path: Path, m
 # --- kill -9 while paused ---------------------------------------------------------------------------
 
 
+@pytest.mark.chaos
 def test_kill_9_while_paused_restarts_paused_with_the_invariants_holding() -> None:
     """The chaos driver's bot in a child process: paused through the CLI, killed (SIGKILL), restarted on the same
     journal: still paused (through the API and the journal), no entry while candles play, I1-I5 hold."""

@@ -159,19 +159,24 @@ def test_the_event_stream_sends_a_snapshot(state_dir: Path) -> None:
 
 
 def test_the_command_serves_on_loopback_until_stopped(state_dir: Path) -> None:
-    """``gatebot dashboard STATE_DIR --port 0`` prints its URL with the token in the fragment, then serves."""
+    """``gatebot dashboard STATE_DIR --port 0`` says where it serves, then serves the page and the reads."""
     env = {**os.environ, "GATEBOT_API_TOKEN": TOKEN}
     proc = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "dashboard", str(state_dir), "--port", "0"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("dashboard (read-only): http://127.0.0.1:") and line.rstrip().endswith(f"#token={TOKEN}")
+        line = proc.stderr.readline()  # type: ignore[union-attr]
+        assert line.startswith("dashboard (read-only): http://127.0.0.1:"), line
+        assert TOKEN not in line  # a token of the operator's own is not shown
         base = line.split(": ", 1)[1].split("/#")[0]
 
-        async def health() -> Any:
-            async with aiohttp.ClientSession() as s, s.get(f"{base}/api/health", headers=AUTH) as r:
-                return await r.json()
-        assert asyncio.run(health())["read_only"] is True
+        async def get() -> tuple[Any, str]:
+            async with aiohttp.ClientSession() as s:
+                async with s.get(f"{base}/api/health", headers=AUTH) as r:
+                    health = await r.json()
+                async with s.get(f"{base}/") as r:
+                    return health, await r.text()
+        health, page = asyncio.run(get())
+        assert health["read_only"] is True and "/static/app.js" in page
     finally:
         proc.terminate()
         proc.wait(10)
