@@ -203,8 +203,10 @@ def test_the_read_only_dashboard_in_a_browser(tmp_path: Path) -> None:
                 await page.wait_for_selector("body[data-ready='1']")
                 assert await page.inner_text("#mode") == "read-only (bot not running)"
                 assert await row(page, "kt", "position-state") != ""
-                await page.wait_for_function(
-                    "() => +document.querySelector(\".card[data-instance='kt']\").dataset.markers > 0")
+                await page.wait_for_function(  # trade markers, the equity curve past its start, the transitions
+                    """() => { const c = document.querySelector(".card[data-instance='kt']");
+                               return +c.dataset.markers > 0 && +c.dataset.equity > 1
+                                      && c.querySelectorAll('.log li').length > 0; }""")
                 assert await page.is_disabled("#instances tr[data-instance='kt'] button[data-command='close']")
                 assert await page.is_disabled("#flatten")
                 await page.wait_for_selector("#live.ok")  # the event stream is open

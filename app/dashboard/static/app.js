@@ -130,8 +130,10 @@ async function loadDetail(name) {
   c.series.setMarkers(markers);
   c.el.dataset.candles = String(candles.length);
   c.el.dataset.markers = String(markers.length);
+  c.el.dataset.equity = String(equity.length);
   c.equity.setData(byTime(equity.map((e) => ({time: sec(e.time_ms), value: +e.equity}))));
-  c.drawdown.setData(byTime(equity.map((e) => ({time: sec(e.time_ms), value: -Number(e.drawdown)}))));
+  // drawdown is a share of the peak (0.0123 = 1.23 %), drawn below zero
+  c.drawdown.setData(byTime(equity.map((e) => ({time: sec(e.time_ms), value: -100 * Number(e.drawdown)}))));
   c.chart.timeScale().fitContent();
   c.eq.timeScale().fitContent();
   const log = c.el.querySelector(".log");
