@@ -9,6 +9,7 @@ const $ = (sel) => document.querySelector(sel);
 const cards = new Map();  // instance name -> {el, chart, series, stopLine, equity, drawdown}
 let readOnly = true;
 let lastSnapshot = [];
+let applying = Promise.resolve();
 
 async function api(path, options = {}) {
   const resp = await fetch(path, {...options, headers: {"Authorization": `Bearer ${token}`,
@@ -51,6 +52,7 @@ function renderTable(instances) {
               cell(p ? fmt(p.mark_price) : "-", "mark"),
               cell(p ? fmt(p.unrealized_pnl) : "-", `upnl ${p ? signClass(p.unrealized_pnl) : ""}`),
               cell(p && p.stop ? fmt(p.stop.price) : "-", "stop"), cell(fmt(inst.balance), "balance"));
+    if (p && p.stop) tr.querySelector("td.stop").title = `stop order ${p.stop.client_id} (on the exchange)`;
     const controls = document.createElement("td");
     for (const [command, label] of Object.entries(COMMANDS)) {
       const b = document.createElement("button");
@@ -183,7 +185,8 @@ function listen() {
     api("/api/health").then(showMode, () => {});
   });
   source.addEventListener("error", () => { live.textContent = "disconnected"; live.className = "badge off"; });
-  source.addEventListener("snapshot", (ev) => { apply(JSON.parse(ev.data)); });
+  // one snapshot applied at a time (a card's reload awaits the API): a later one waits for the one before
+  source.addEventListener("snapshot", (ev) => { applying = applying.then(() => apply(JSON.parse(ev.data))); });
 }
 
 // The confirmation step: every control names what it will do and asks for a reason before it is sent.
