@@ -111,6 +111,7 @@ def test_the_demo_bot_in_a_browser_shows_both_instances_and_closes_from_the_page
                 await page.screenshot(path=str(ARTIFACTS / "dashboard-demo.png"), full_page=True)
                 await close_from_the_page(page, runner)
                 await page.screenshot(path=str(ARTIFACTS / "dashboard-demo-closed.png"), full_page=True)
+                await pause_resume_flatten_from_the_page(page, runner)
                 assert errors == []
         finally:
             runner.stop()
@@ -217,3 +218,34 @@ def test_the_read_only_dashboard_in_a_browser(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def command(page: Any, selector: str, expect: str) -> None:
+    """Click a control, confirm it, and wait for the bot's answer on the page (an error fails)."""
+    await page.click(selector)
+    await page.wait_for_selector("#confirm:not([hidden])")
+    await page.click("#confirm-ok")
+    await page.wait_for_function("e => document.querySelector('#message').textContent.includes(e)", arg=expect)
+    assert await page.get_attribute("#message", "class") != "error", await page.inner_text("#message")
+
+
+async def pause_resume_flatten_from_the_page(page: Any, runner: Runner) -> None:
+    """Pause and resume eth from its row (the engine's trading state and the table follow), then flatten all."""
+    engine = runner.instance("eth").engine
+    assert engine is not None
+    state_cell = "#instances tr[data-instance='eth'] td.trading-state"
+    await command(page, "#instances tr[data-instance='eth'] button[data-command='pause']", "eth:")
+    assert engine.trading_state == "reducing"
+    await page.wait_for_function(f"() => document.querySelector(\"{state_cell}\").textContent === 'reducing'")
+    await command(page, "#instances tr[data-instance='eth'] button[data-command='resume']", "eth:")
+    assert engine.trading_state == "active"
+    await page.wait_for_function(f"() => document.querySelector(\"{state_cell}\").textContent === 'active'")
+    await command(page, "#flatten", "btc:")
+    assert await page.inner_text("#message") != "" and "eth:" in await page.inner_text("#message")
+    for name in ("btc", "eth"):  # flatten pauses every instance (and closes what it holds)
+        assert runner.instance(name).engine.trading_state == "reducing"  # type: ignore[union-attr]
+        await page.wait_for_function(
+            f"() => document.querySelector(\"#instances tr[data-instance='{name}'] td.trading-state\")"
+            ".textContent === 'reducing'")
+    await until(lambda: all(runner.instance(n).engine.pos.state in ("flat", "exited_manual")  # type: ignore[union-attr]
+                            for n in ("btc", "eth")), "both instances flat after flatten", timeout=60)
