@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Literal
 
 from gatebot.core.events import ManualClose
+from gatebot.core.journal import JournalUnwritable
 
 if TYPE_CHECKING:
     from gatebot.app.runner import Instance, Runner
@@ -44,8 +45,15 @@ class Refused(Exception):
 
 
 def apply(runner: Runner, name: str, command: str, *, source: str, reason: str = "") -> str:
-    """Carry out ``command`` on instance ``name``; the message of what was done, or :class:`Refused`.
-    Raises KeyError for an unknown instance."""
+    """Carry out ``command`` on instance ``name``; the message of what was done, or :class:`Refused` (a journal
+    that cannot take the command's row included: nothing is done unjournaled). KeyError: no such instance."""
+    try:
+        return _apply(runner, name, command, source=source, reason=reason)
+    except JournalUnwritable as exc:
+        raise Refused(f"{exc}; nothing done") from None
+
+
+def _apply(runner: Runner, name: str, command: str, *, source: str, reason: str) -> str:
     inst = runner.instance(name)
     if command not in COMMANDS:
         raise Refused(f"unknown command {command!r} (known: {', '.join(COMMANDS)})")
@@ -70,7 +78,7 @@ def apply(runner: Runner, name: str, command: str, *, source: str, reason: str =
     if outcome == "unchanged":
         return f"{name}: {ALREADY[target]}"
     log.info("%s: %s by %s (%s): trading state %s -> %s", name, command, source, reason or "no reason given",
-                state, target)
+             state, target)
     return f"{name}: {state} -> {target}"
 
 
@@ -109,7 +117,7 @@ def flatten(runner: Runner, *, source: str, reason: str = "") -> dict[str, tuple
             state = engine.trading_state if engine is not None else None
             if state != "halted":
                 done.append(apply(runner, name, "pause", source=source, reason=reason or "flatten"))
-            if engine is None or engine.pos.state == "flat":
+            if engine is not None and engine.pos.state == "flat":
                 done.append(f"{name}: flat")
             else:
                 done.append(apply(runner, name, "close", source=source, reason=reason or "flatten"))

@@ -19,7 +19,7 @@ import pytest
 from gatebot.app import control
 from gatebot.app.runner import Runner
 from gatebot.core.config import load_config
-from gatebot.core.journal import Journal
+from gatebot.core.journal import Journal, JournalUnwritable
 from gatebot.plugins.manager import make_plugin_manager
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.test_bingx_integration import CONFIG, SYMBOL, Session
@@ -172,6 +172,15 @@ def test_flatten_pauses_every_instance_and_closes_its_position(tmp_path: Path, m
             assert s.engine.trading_state == "reducing"
             assert control.flatten(s.runner, source="test") == {"it": (True, "it: paused already (no new entries); "
                                                                        "it: flat")}
+
+
+            def refused(*args: Any) -> None:
+                raise JournalUnwritable("journal it.sqlite cannot be written (disk full)")
+
+            monkeypatch.setattr(s.runner.journals["it"], "add_control", refused)
+            with pytest.raises(control.Refused, match=r"cannot be written \(disk full\); nothing done"):
+                control.apply(s.runner, "it", "resume", source="test")
+            assert s.engine.trading_state == "reducing", "nothing done unjournaled"
 
     asyncio.run(go())
 
