@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test unit chaos chaos-loaded lint bench clean
+.PHONY: demo test unit chaos chaos-loaded lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,11 +14,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,train,plot]'
 	touch $(STAMP)
 
+# The bot serves its dashboard while the demo's market plays (the URL printed first, with #token=). In a terminal,
+# the same URL then stays served read-only from the journals (gatebot dashboard) until Ctrl-C; scripted (no
+# terminal), make demo ends with the run and its exit status.
 demo: $(STAMP)
 	rm -rf state/demo
-	$(BIN)/gatebot run examples/demo.toml
+	@token=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))'); \
+	echo "the demo's dashboard: http://127.0.0.1:8787/#token=$$token"; \
+	GATEBOT_API_TOKEN=$$token $(BIN)/gatebot run examples/demo.toml; status=$$?; \
+	if [ -t 0 ] && [ -t 1 ] && [ $$status -eq 0 ]; then \
+		echo "the demo's market has ended; its dashboard stays at the same address, read-only (Ctrl-C ends it)"; \
+		GATEBOT_API_TOKEN=$$token $(BIN)/gatebot dashboard state/demo --port 8787; \
+	fi; exit $$status
 
-test: $(STAMP)
+# The browser test's Chromium is Debian's (playwright drives /usr/bin/chromium, never a browser of its own):
+# installed here when absent and apt-get can (root); otherwise tests/test_browser.py says it is missing.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	fi
+
+test: $(STAMP) chromium
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 

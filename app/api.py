@@ -292,6 +292,8 @@ class Api:
     @web.middleware
     async def _auth(self, request: web.Request,
                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if request.method == "GET" and (request.path == "/" or request.path.startswith("/static/")):
+            return await handler(request)  # the page holds no data: the browser opens /#token=..., the page sends it
         given = ""
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):

@@ -137,7 +137,7 @@ def test_no_token_or_a_wrong_one_is_refused_everywhere(tmp_path: Path, monkeypat
     async def go() -> None:
         async with bot(tmp_path, monkeypatch) as s, aiohttp.ClientSession() as http:
             base = json.loads((tmp_path / "state" / "api.json").read_text())["url"]
-            for url in [*GETS, "/api/events", "/"]:
+            for url in [*GETS, "/api/events"]:  # the page and its assets hold no data: served to all (test_dashboard)
                 for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
                     async with http.get(base + url, headers=headers) as r:
                         body = await r.json()
