@@ -62,9 +62,12 @@ async def browser(tmp: Path) -> AsyncIterator[Any]:
 
 
 def demo_config(tmp: Path) -> Path:
-    """examples/demo.toml with its journals in ``tmp``, its market slower, and the API on a free port."""
+    """examples/demo.toml with its journals in ``tmp``, its market on the wall clock and slower (in lockstep it
+    runs as fast as the bot gets through it: a position would not wait for a click), and the API on a free
+    port."""
     text = (ROOT / "examples" / "demo.toml").read_text()
     text = re.sub(r'(?m)^state_dir = .*$', f'state_dir = "{tmp / "state"}"', text)
+    text = re.sub(r'(?m)^mode = "lockstep"', 'mode = "auto"', text)
     text = re.sub(r'(?m)^speed = [0-9.]+', f"speed = {DEMO_SPEED}", text)
     text = re.sub(r'(?m)^port = 8787', "port = 0", text)
     path = tmp / "demo.toml"
