@@ -156,8 +156,12 @@ class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
 
 def config_hash(config: Config) -> str:
-    """Identifies the configuration a journal was written under (stored in its ``meta``)."""
-    return hashlib.sha256(msgspec.json.encode(config)).hexdigest()[:16]
+    """Identifies the configuration a journal was written under (stored in its ``meta``). The operator plane's
+    ``[api]`` is left out: where the dashboard listens says nothing about how the bot trades, and a session
+    recorded with the API on replays as the same configuration with it off."""
+    fields = msgspec.to_builtins(config)
+    fields.pop("api", None)
+    return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()[:16]
 
 
 def load_config(path: str | Path, *, allow_live: bool = False) -> Config:
