@@ -22,8 +22,8 @@ from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
 from gatebot.exchanges.bingx.market_stream import MarketStream
 from gatebot.exchanges.bingx.rest import RestClient
 from gatebot.exchanges.bingx.user_stream import OrderBook, translate
+from tests.helpers import CAPTURES
 
-CAPTURES = Path(__file__).parent / "captures"
 FILES = sorted(CAPTURES.rglob("*.json"))
 TYPES: dict[str, Any] = {
     "ServerTime": codec.ServerTime, "Contract[]": list[codec.Contract], "Kline[]": list[codec.Kline],

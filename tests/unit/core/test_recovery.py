@@ -1,7 +1,7 @@
 """The last step of a recovery round (core.recovery.TABLE, decided by core.recovery.decide): the one
 docs/architecture.md shows, and every row reached by facts of its own and answering what the row says.
 
-    python -m tests.test_recovery_table     # rewrite the table in docs/architecture.md from the code
+    python -m tests.unit.core.test_recovery     # rewrite the table in docs/architecture.md from the code
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from gatebot.core.position import EXITED, STATES, PositionRecord
 from gatebot.core.recovery import ACTIONS, TABLE, ExchangeFacts, Step, decide, table_markdown
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
 BLOCK = re.compile(r"(<!-- recovery-table:begin -->\n)(.*?)(<!-- recovery-table:end -->)", re.DOTALL)
 S, X = "sma-ab1cd-3-s1", "sma-ab1cd-3-x1"
 Q = Decimal("0.02")
@@ -62,7 +62,7 @@ EXAMPLES: dict[str, tuple[str, PositionRecord, ExchangeFacts]] = {
 def test_the_documented_recovery_table_is_the_code_table() -> None:
     match = BLOCK.search(DOC.read_text())
     assert match, f"{DOC} has lost its recovery-table markers"
-    assert match.group(2).strip() == table_markdown().strip(), "run: python -m tests.test_recovery_table"
+    assert match.group(2).strip() == table_markdown().strip(), "run: python -m tests.unit.core.test_recovery"
 
 
 def test_every_row_has_an_example_and_no_example_is_stale() -> None:

@@ -155,7 +155,7 @@ def test_good_config_is_typed_and_paths_resolve_against_its_folder(tmp_path: Pat
     assert main(["check-config", str(sub / "c.toml")]) == 0
 
 
-@pytest.mark.parametrize("example", sorted((Path(__file__).parents[1] / "examples").glob("*.toml")),
+@pytest.mark.parametrize("example", sorted((Path(__file__).parents[3] / "examples").glob("*.toml")),
                          ids=lambda p: p.name)
 def test_every_example_is_valid(example: Path) -> None:
     config = load_config(example)

@@ -193,7 +193,7 @@ def test_the_journal_books_a_payment_once_and_a_version_1_journal_gains_the_tabl
 
 def test_the_paper_core_settles_funding_only_for_times_the_account_lived_through() -> None:
     from gatebot.exchanges.paper.matching import Account, MatchingCore
-    from tests.test_paper_matching import instrument
+    from tests.unit.exchanges.paper.test_matching import instrument
 
     core = MatchingCore(Account(balance=D(10000)), {"BTC-USDT": instrument()}, fee_rate=D(0),
                         funding=FundingSchedule(FundingOptions(rate=D("0.001"))))

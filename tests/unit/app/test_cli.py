@@ -15,7 +15,7 @@ from gatebot.app.cli import _parser, main
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE
 from gatebot.core.config import ConfigError, load_config
 from tests.helpers import ROOT, gatebot, write_paper_session
-from tests.test_config import GOOD
+from tests.unit.core.test_config import GOOD
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

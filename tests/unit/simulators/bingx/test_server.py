@@ -17,7 +17,6 @@ import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from gatebot.exchanges.bingx import constants as C
 from gatebot.exchanges.bingx.auth import signed_query
 from gatebot.simulators.bingx import BingXSimulator, SimOptions, Switches
+from tests.helpers import CAPTURES
 
 D = Decimal
 SL = "/openApi/swap/v2/trade/order"
@@ -493,7 +493,6 @@ def test_each_wire_dialect_speaks_one_era_per_message(wire: Any) -> None:
     assert (seen[2]["rest_eras"], seen[2]["push_eras"]) != (out["rest_eras"], out["push_eras"])
 
 
-CAPTURES = Path(__file__).parent / "captures"
 ERA_CAPTURES: dict[str, dict[str, str]] = {
     "numeric": {"place": "rest/place-wrapped-numbers-jkorf", "query": "rest/query-numbers-pending-jkorf",
                 "open": "rest/open_orders-jkorf", "cancel": "rest/cancel-jkorf",

@@ -19,7 +19,7 @@ from gatebot.core.invariants import check, shared_claims
 from gatebot.core.journal import Journal
 from gatebot.core.strategy import Enter, Exit
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-from tests.test_engine import SYMBOL, Bench, _exchange_with, run
+from tests.bench import SYMBOL, Bench, _exchange_with, run
 
 A, B = "aaaaa", "bbbbb"
 

@@ -1,7 +1,7 @@
 """The routing table (core/routing.py): docs/architecture.md shows the one the engine routes by, and every
 row is reached by an event of its own and answers what the row says.
 
-    python -m tests.test_routing     # rewrite the table in docs/architecture.md from core.routing.TABLE
+    python -m tests.unit.core.test_routing     # rewrite the table in docs/architecture.md from core.routing.TABLE
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gatebot.core.events import OrderAccepted, OrderCanceled, OrderExpired, Orde
 from gatebot.core.position import PositionRecord
 from gatebot.core.routing import ACTIONS, TABLE, Facts, Rule, route, table_markdown
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
 BLOCK = re.compile(r"(<!-- routing-table:begin -->\n)(.*?)(<!-- routing-table:end -->)", re.DOTALL)
 
 E, S, X, OLD = "sma-ab1cd-3-e1", "sma-ab1cd-3-s1", "sma-ab1cd-3-x1", "sma-ab1cd-2-s1"
@@ -98,7 +98,7 @@ EXAMPLES: dict[str, tuple[Any, str | None, PositionRecord, str, dict[str, Any]]]
 def test_the_documented_routing_table_is_the_code_table() -> None:
     match = BLOCK.search(DOC.read_text())
     assert match, f"{DOC} has lost its routing-table markers"
-    assert match.group(2).strip() == table_markdown().strip(), "run: python -m tests.test_routing"
+    assert match.group(2).strip() == table_markdown().strip(), "run: python -m tests.unit.core.test_routing"
 
 
 def test_every_row_has_an_example_and_no_example_is_stale() -> None:

@@ -31,7 +31,7 @@ from gatebot.exchanges.bingx.rest import RestClient, TokenBucket
 from gatebot.plugins.manager import make_plugin_manager
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import gatebot, write_paper_session
-from tests.test_bingx_integration import CONFIG, SYMBOL, Session
+from tests.integration.test_bingx_sim import CONFIG, SYMBOL, Session
 
 # --- the simulator for a child process: its own loop in a thread ------------------------------------
 
@@ -490,8 +490,8 @@ def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path
     from gatebot.core.events import CancelOrder, SubmitEntry, SubmitStop
     from gatebot.core.exchange import OrderUnknown
     from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-    from tests.test_engine import SYMBOL as ENGINE_SYMBOL
-    from tests.test_engine import Bench, candle
+    from tests.bench import SYMBOL as ENGINE_SYMBOL
+    from tests.bench import Bench, candle
 
     class BusyOnce(PaperExchange):
         refused = 0
@@ -531,8 +531,8 @@ def test_a_wall_clock_stepped_back_does_not_delay_the_protection_timeout(tmp_pat
     from gatebot.core.events import SubmitClose, SubmitEntry, SubmitStop
     from gatebot.core.strategy import Enter
     from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-    from tests.test_engine import SYMBOL as ENGINE_SYMBOL
-    from tests.test_engine import Bench
+    from tests.bench import SYMBOL as ENGINE_SYMBOL
+    from tests.bench import Bench
 
     class LosingStops(PaperExchange):
         async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:

@@ -14,7 +14,7 @@ from gatebot.core.instrument import Instrument
 from gatebot.core.position import Position, Protection
 from gatebot.core.strategy import Enter
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-from tests.test_engine import SYMBOL, Bench, run
+from tests.bench import SYMBOL, Bench, run
 
 D = Decimal
 INSTRUMENT = Instrument(symbol="BTC-USDT", tick=D("0.1"), step=D("0.0001"), min_qty=D("0.0001"), min_notional=D("2"))
