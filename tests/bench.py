@@ -130,3 +130,15 @@ async def _exchange_with(position_qty: str, *, side: str = "long", extra_stop: s
         await ex.submit(SubmitStop(client_id=extra_stop, symbol=SYMBOL, side=side, qty=Decimal(position_qty),
                                    stop_price=Decimal(90)))
     return ex
+
+
+class Deaf(PaperExchange):
+    """A paper exchange whose user stream can go deaf: events are applied on its books but never pushed."""
+
+    deaf = False
+
+    def _deliver(self, events: list[Any]) -> None:
+        if self.deaf:
+            self._save()
+        else:
+            super()._deliver(events)

@@ -7,26 +7,20 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgspec
-import pytest
-
-from gatebot.core.engine import InstanceHalted
 from gatebot.core.events import (
     CancelOrder,
     FundingPaid,
     OrderExpired,
     OrderFilled,
-    StreamUp,
     SubmitClose,
     SubmitEntry,
     SubmitStop,
-    Timer,
 )
 from gatebot.core.strategy import Enter, Exit
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 from gatebot.plugins.hookspecs import hookimpl
 from gatebot.plugins.manager import make_plugin_manager
-from tests.bench import STEP_MS, SYMBOL, Bench, _exchange_with, candle, exact, run
+from tests.bench import STEP_MS, SYMBOL, Bench, Deaf, candle, exact, run
 
 
 def test_a_command_is_sent_only_after_its_intent_is_committed(tmp_path: Path) -> None:
@@ -328,83 +322,6 @@ def test_every_pair_outside_the_table_is_refused_and_journaled_by_the_engine(tmp
     assert bench.transitions() == []
 
 
-def test_recovery_adopts_a_foreign_position_and_protects_it(tmp_path: Path) -> None:
-    async def go() -> Bench:
-        bench = Bench(tmp_path, {}, exchange=await _exchange_with("3"), sent=("t-0-x1",))
-        await bench.start()
-        r = bench.engine.pos.rec
-        assert bench.engine.pos.state == "protected" and r.side == "long" and r.open_qty == 3
-        assert r.stop_price == Decimal(99)
-        assert await bench.violations() == []
-        return bench
-
-    bench = run(go())
-    assert bench.transitions()[0] == ("flat", "adopt", "entering")
-
-
-def test_recovery_flattens_a_foreign_position_when_told_to(tmp_path: Path) -> None:
-    async def go() -> None:
-        ex = await _exchange_with("3", side="short")
-        engine = await Bench(tmp_path, {}, exchange=ex, foreign_policy="flatten", sent=("t-0-x1",)).start()
-        assert engine.pos.state == "flat"
-        assert (await ex.position(SYMBOL, "short")).qty == 0 and await ex.open_orders(SYMBOL) == []
-
-    run(go())
-
-
-def test_recovery_halts_on_a_foreign_position_when_told_to(tmp_path: Path) -> None:
-    async def go() -> None:
-        ex = await _exchange_with("3")
-        with pytest.raises(InstanceHalted, match="this journal did not open"):
-            await Bench(tmp_path, {}, exchange=ex, foreign_policy="halt", sent=("t-0-x1",)).start()
-        assert (await ex.position(SYMBOL, "long")).qty == 3, "halt touches nothing"
-
-    run(go())
-
-
-def test_recovery_cancels_leftover_orders_of_ours_when_flat(tmp_path: Path) -> None:
-    async def go() -> None:
-        ex = await _exchange_with("3", extra_stop="t-7-s1")
-        ex._deliver(ex.core.close_by_hand(SYMBOL, "long", 0))  # the position went; our stop stayed
-        bench = Bench(tmp_path, {}, exchange=ex, sent=("t-7-s1",))
-        await bench.start()
-        assert await ex.open_orders(SYMBOL) == []
-        assert bench.engine.pos.state == "flat"
-
-    run(go())
-
-
-def test_recovery_resizes_the_stop_when_the_exchange_quantity_differs(tmp_path: Path) -> None:
-    async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)})
-        await bench.start()
-        await bench.bars(100.0, 100.0)
-        bench.exchange.close_by_hand(SYMBOL, "long", Decimal(50))  # a partial close in the exchange's UI
-        await bench.engine.drain()
-        r = bench.engine.pos.rec
-        assert bench.engine.pos.state == "protected" and r.stop_id == "t-1-s2"
-        (stop,) = await bench.exchange.open_orders(SYMBOL)
-        assert stop.client_id == "t-1-s2" and stop.qty == Decimal(150)
-        assert r.open_qty == Decimal(150) and r.avg_entry == Decimal(100)
-        assert await bench.violations() == []
-        return bench
-
-    bench = run(go())
-    assert ("protected", "stop_resize", "protected") in bench.transitions()
-
-
-class Deaf(PaperExchange):
-    """A paper exchange whose user stream can go deaf: events are applied on its books but never pushed."""
-
-    deaf = False
-
-    def _deliver(self, events: list[Any]) -> None:
-        if self.deaf:
-            self._save()
-        else:
-            super()._deliver(events)
-
-
 def test_a_stop_fill_whose_push_was_lost_is_booked_when_the_close_is_refused(tmp_path: Path) -> None:
     """Chaos run: the stop fired while the user stream was down; the next exit's close was refused (nothing
     to close), the position was taken for one closed by hand and the stop's losing fill was never booked
@@ -426,118 +343,6 @@ def test_a_stop_fill_whose_push_was_lost_is_booked_when_the_close_is_refused(tmp
     bench = run(go())
     assert ("exiting", "stop_filled", "exited_sl") in bench.transitions()
     assert ("exiting", "position_gone", "exited_manual") not in bench.transitions()
-
-
-def test_a_decision_that_arrives_during_recovery_waits_for_it(tmp_path: Path) -> None:
-    """Chaos run: recovery (after a stream reconnect) drained its inbox between asking for the orders and
-    for the position; a candle in it sent an exit whose close filled unheard, and recovery then saw no
-    position and called it closed by hand: the close's fill was never booked (I5). Decisions now wait
-    until recovery has finished, and a position found empty has its own orders' fills booked first."""
-    order: list[str] = []
-
-    class Interrupting(Deaf):
-        bench: Bench
-
-        async def query_order(self, symbol: str, client_id: str) -> Any:
-            if client_id == "t-1-s1" and not order:
-                order.append("recovery asks")
-                self.bench.i += 1
-                self.bench.clock.advance_to(self.bench.i * STEP_MS + STEP_MS)
-                self.bench.engine.post(candle(self.bench.i, 101.0))  # the exit's candle arrives meanwhile
-            return await super().query_order(symbol, client_id)
-
-        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
-            if isinstance(command, SubmitClose):
-                order.append("close sent")
-                self.deaf = True  # its fill is never pushed
-            await super().submit(command)
-
-    async def go() -> Bench:
-        exchange = Interrupting(exact())
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 3: Exit(reason="signal")}, exchange=exchange)
-        exchange.bench = bench
-        await bench.start()
-        await bench.bars(100.0, 100.0)
-        bench.engine.post(StreamUp(stream="user"))  # a reconnect: recovery runs
-        await bench.engine.drain()
-        assert order == ["recovery asks", "close sent"]
-        assert bench.engine.pos.state == "exiting"  # the close filled unheard; the next reconcile books it
-        exchange.deaf = False
-        bench.engine.post(StreamUp(stream="user"))
-        await bench.engine.drain()
-        assert bench.engine.pos.state == "flat"
-        assert await bench.violations() == []
-        return bench
-
-    bench = run(go())
-    assert ("exiting", "close_filled", "exited_exit") in bench.transitions()
-    assert ("exiting", "position_gone", "exited_manual") not in bench.transitions()
-
-
-def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_without_its_stop(tmp_path: Path) -> None:
-    """Fault soak: the stop's submission timed out, then the instance failed and was rebuilt (repeatedly);
-    each new engine forgot the protection deadline, and the position went without a stop for 20 s against
-    a 5 s timeout. The deadline now counts from the journal's last move of the position."""
-    class LosingStops(PaperExchange):
-        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
-            if not isinstance(command, SubmitStop):
-                await super().submit(command)
-
-        async def query_order(self, symbol: str, client_id: str) -> Any:
-            return None if "-s" in client_id else await super().query_order(symbol, client_id)
-
-    async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(exact()),
-                      timeout_ms=60_000)
-        await bench.start()
-        await bench.bars(100.0, 100.0)
-        assert bench.engine.pos.state == "entering" and bench.engine.pos.rec.entry_complete
-        filled_at = bench.clock.now_ms()
-        bench.engine.close()  # the instance fails; a new engine is built on the same journal
-        await bench.start()
-        bench.clock.advance_to(filled_at + 59_000)
-        bench.engine.post(Timer(ts=bench.clock.now_ms(), name="tick"))
-        await bench.engine.drain()
-        assert bench.engine.pos.state == "entering"
-        bench.clock.advance_to(filled_at + 60_000)
-        bench.engine.post(Timer(ts=bench.clock.now_ms(), name="tick"))
-        await bench.engine.drain()
-        assert bench.engine.pos.state == "flat"
-        return bench
-
-    bench = run(go())
-    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
-
-
-def test_a_restart_finds_the_filled_entry_s_attached_stop_missing_and_places_a_new_one(tmp_path: Path) -> None:
-    """Attached stops: the entry filled and its fill was journaled, but its stop never reached the exchange
-    (or was removed before its confirmation). A restart must place a new stop, as it does when the crash
-    came before the fill was booked, not leave the position to the protection timeout's market close."""
-
-    class DroppingAttachedStops(PaperExchange):
-        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
-            if isinstance(command, SubmitEntry):
-                command = msgspec.structs.replace(command, stop=None)
-            await super().submit(command)
-
-    async def go() -> Bench:
-        exchange = DroppingAttachedStops(exact(attached_stop=True))
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=exchange, attached=True,
-                      timeout_ms=60_000)
-        await bench.start()
-        await bench.bars(100.0, 100.0)
-        engine = bench.engine
-        assert engine.pos.state == "entering" and engine.pos.rec.entry_complete
-        assert engine.pos.rec.pending_stop_id == "t-1-s1" and await exchange.open_orders(SYMBOL) == []
-        engine.close()
-        await bench.start()  # the restart, within the protection timeout
-        assert bench.engine.pos.state == "protected" and bench.engine.pos.rec.stop_id == "t-1-s2"
-        assert await bench.violations() == []
-        return bench
-
-    bench = run(go())
-    assert ("entering", "stop_canceled", "entering") in bench.transitions()
-    assert ("entering", "protection_timeout", "exiting") not in bench.transitions()
 
 
 def test_a_replaced_stop_that_fired_before_its_cancel_reached_the_exchange_is_booked(tmp_path: Path) -> None:
@@ -598,27 +403,6 @@ def test_funding_is_booked_once_on_the_position_held_at_its_time_and_i5_compares
     # the paper account charged none of it: I5 says so
     [violation] = run(bench.violations())
     assert violation.invariant == "I5" and "journal funding 1.25, exchange funding 0" in violation.detail
-
-
-def test_recovery_books_the_funding_the_exchange_charged_while_nobody_listened(tmp_path: Path) -> None:
-    charged: list[FundingPaid] = []
-
-    class Charging(PaperExchange):
-        async def funding(self, symbol: str, since_ms: int = 0) -> list[FundingPaid]:
-            return [p for p in charged if p.symbol == symbol and p.funding_time >= since_ms]
-
-    async def go() -> Bench:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=Charging(exact()))
-        await bench.start()
-        await bench.bars(100.0, 100.0, 100.0)
-        charged.append(FundingPaid(symbol=SYMBOL, funding_time=3 * STEP_MS, paid=Decimal("0.7"), side="long"))
-        bench.engine.post(StreamUp(stream="user"))  # a reconnect: pushes may have been missed
-        await bench.engine.drain()
-        return bench
-
-    bench = run(go())
-    assert bench.journal.funding_total() == Decimal("0.7") and bench.journal.funding_count() == 1
-    assert run(bench.violations()) == []
 
 
 def test_on_a_shared_symbol_funding_is_booked_only_when_it_names_this_position_alone(tmp_path: Path) -> None:

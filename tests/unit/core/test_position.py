@@ -267,3 +267,88 @@ def test_random_trigger_sequences_never_leave_a_filled_position_without_a_stop_o
         if pos.state == "protected":
             assert pos.rec.stop_id or pos.rec.pending_stop_id
     pos.release()
+
+
+# --- regressions the chaos suite found (tests/chaos/driver.py), each reduced to its core ---------------------
+
+
+def _fill(trade: str, qty: str, cum: str, *, final: bool) -> OrderFilled:
+    return OrderFilled(client_id="a-1-e1", trade_id=trade, qty=D(qty), price=D("60000"), cum_qty=D(cum), final=final)
+
+
+def test_a_final_entry_fill_that_arrives_before_the_partial_ones_does_not_size_the_stop_to_a_part() -> None:
+    """Chaos run, cycle 15: an entry filled in four trades; the last (``final``, 0.0001) reached the bot
+    first (reordered pushes), the stop was placed for 0.0001 and never resized: a 0.3337 position guarded
+    by a 0.0001 stop (I1). The entry is complete only once every fill up to the final one is booked."""
+    pos = Position("a", "BTC-USDT", PROT)
+    pos.fire("enter", side="long", qty=D("0.3337"), ref_price=D("60000"), bar=1)
+    assert pos.fire("entry_filled", fill=_fill("4", "0.0001", "0.3337", final=True)) == []
+    assert not pos.rec.entry_complete
+    assert pos.fire("entry_filled", fill=_fill("1", "0.1112", "0.1112", final=False)) == []
+    assert pos.fire("entry_filled", fill=_fill("2", "0.1112", "0.2224", final=False)) == []
+    (stop,) = pos.fire("entry_filled", fill=_fill("3", "0.1112", "0.3336", final=False))
+    assert isinstance(stop, SubmitStop) and stop.qty == D("0.3337")
+    assert pos.rec.entry_complete
+
+
+def test_fills_in_order_still_protect_at_the_final_one() -> None:
+    pos = Position("a", "BTC-USDT", PROT)
+    pos.fire("enter", side="long", qty=D("0.3"), ref_price=D("60000"), bar=1)
+    assert pos.fire("entry_filled", fill=_fill("1", "0.1", "0.1", final=False)) == []
+    (stop,) = pos.fire("entry_filled", fill=_fill("2", "0.15", "0.25", final=True))  # the exchange ended it at 0.25
+    assert isinstance(stop, SubmitStop) and stop.qty == D("0.25")
+
+
+def test_an_attached_stop_confirmed_before_the_entry_fill_leaves_the_position_protected() -> None:
+    """Chaos run with attached stops: BingX reported the attached stop live before the entry's fill; the
+    fill completed the entry but nothing moved it on from ``entering`` (a stop confirmation was the only
+    way to ``protected``), so the bot neither managed the position nor resized the stop after a partial
+    close by hand (I4), and the protection timeout would have closed a guarded position at market."""
+    attached = Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"), attached_stop=True)
+    pos = Position("a", "BTC-USDT", attached)
+    (entry,) = pos.fire("enter", side="long", qty=D("0.3"), ref_price=D("60000"), bar=1)
+    assert entry.stop is not None
+    assert pos.fire("stop_confirmed", client_id=entry.stop.client_id) == []
+    assert pos.state == "entering"
+    assert pos.fire("entry_filled", fill=_fill("1", "0.1", "0.1", final=False)) == []
+    assert pos.state == "entering"
+    assert pos.fire("entry_filled", fill=_fill("2", "0.2", "0.3", final=True)) == []
+    assert pos.state == "protected" and pos.rec.stop_id == entry.stop.client_id
+
+
+def _protected(qty: str) -> Position:
+    pos = Position("a", "BTC-USDT", PROT)
+    pos.fire("enter", side="long", qty=D(qty), ref_price=D("60000"), bar=1)
+    pos.fire("entry_filled", fill=_fill("1", qty, qty, final=True))
+    pos.fire("stop_confirmed", client_id="a-1-s1")
+    assert pos.state == "protected"
+    return pos
+
+
+def _exit_fill(cid: str, trade: str, qty: str, cum: str, pnl: str, *, final: bool) -> OrderFilled:
+    return OrderFilled(client_id=cid, trade_id=trade, qty=D(qty), price=D("60100"), cum_qty=D(cum), final=final,
+                       realized_pnl=D(pnl), fee=D("0.1"))
+
+
+def test_a_close_whose_final_part_arrives_first_ends_the_lifecycle_only_with_its_last_part() -> None:
+    """Fault soak (partial fills, reordered pushes): the close filled in three parts, the final one reached
+    the bot first and ended the lifecycle; the two earlier parts came after the position was settled and
+    were booked as strays, so the trade's own PnL missed two thirds of its exit."""
+    pos = _protected("0.3")
+    pos.fire("exit_signal", reason="signal")
+    assert pos.fire("close_filled", fill=_exit_fill("a-1-x1", "9", "0.1", "0.3", "10", final=True)) == []
+    assert pos.state == "exiting"
+    pos.fire("close_filled", fill=_exit_fill("a-1-x1", "7", "0.1", "0.1", "10", final=False))
+    assert pos.state == "exiting"
+    commands = pos.fire("close_filled", fill=_exit_fill("a-1-x1", "8", "0.1", "0.2", "10", final=False))
+    assert pos.state == "exited_exit"
+    assert pos.rec.realized_pnl == D(30)
+    assert [type(c).__name__ for c in commands] == ["CancelOrder"]  # the stop, now that nothing is open
+
+
+def test_a_stop_smaller_than_the_position_that_fills_in_full_is_replaced_for_the_rest() -> None:
+    pos = _protected("0.3")
+    pos.rec.filled_qty = D("0.5")  # the position grew outside the bot before a resize
+    (stop,) = pos.fire("stop_filled", fill=_exit_fill("a-1-s1", "5", "0.3", "0.3", "-20", final=True))
+    assert pos.state == "protected"
+    assert isinstance(stop, SubmitStop) and stop.qty == D("0.2")
