@@ -12,7 +12,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,10 @@ from gatebot.exchanges.bingx.rest import RestClient, TokenBucket
 from gatebot.plugins.manager import make_plugin_manager
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import gatebot, write_paper_session
-from tests.integration.test_bingx_sim import CONFIG, SYMBOL, Session
+from tests.integration.sessions import SYMBOL, BingXSession, bingx_config
+
+HOLD = "{ enter_on = 1, exit_on = 0 }"
+
 
 # --- the simulator for a child process: its own loop in a thread ------------------------------------
 
@@ -63,16 +66,8 @@ def sim_in_thread(**options: Any) -> Iterator[BingXSimulator]:
 
 
 def _bingx_config(tmp: Path, sim: BingXSimulator, *, options: str = "", protection: str = "") -> Path:
-    path = tmp / "bot.toml"
-    text = CONFIG.format(state=tmp / "state", hedge="false", rest=sim.rest_url, ws=sim.ws_url, attached="false",
-                         params="{ enter_on = 1, exit_on = 0 }")
-    anchors = ('secret_env = "SIM_BINGX_SECRET"\n', "protection_timeout_s = 5 }")
-    assert all(a in text for a in anchors), "the integration config changed: update these anchors"
-    text = text.replace(anchors[0], f"{anchors[0]}{options}")
-    if protection:
-        text = text.replace(anchors[1], f"protection_timeout_s = 5, {protection} }}")
-    path.write_text(text)
-    return path
+    """The faults' bot: separate stops, enters on the first candle and holds."""
+    return bingx_config(tmp, sim, attached=False, params=HOLD, options=options, protection=protection)
 
 
 # --- start-up ----------------------------------------------------------------------------------------
@@ -280,32 +275,11 @@ def test_an_order_refused_for_its_timestamp_is_sent_again_on_the_exchange_clock(
 # --- the bot on the simulator ---------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def bot(tmp: Path, monkeypatch: pytest.MonkeyPatch, *, options: str = "", protection: str = "",
-              sim_options: dict[str, Any] | None = None) -> AsyncIterator[Session]:
-    sim_opts = SimOptions(mode="manual", history_bars=120, **(sim_options or {}))
-    async with BingXSimulator(sim_opts) as sim:
-        monkeypatch.setenv("SIM_BINGX_KEY", sim_opts.api_key)
-        monkeypatch.setenv("SIM_BINGX_SECRET", sim_opts.secret)
-        config = load_config(_bingx_config(tmp, sim, options=options, protection=protection))
-        runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable))
-        task = asyncio.create_task(runner.run())
-        s = Session(sim, runner, task, tmp / "state" / "it.sqlite")
-        try:
-            await s.until(lambda: s.engine is not None and s.engine.status == "running", "the bot to start")
-            await s.until(lambda: runner.adapters["bx"].market is not None
-                          and runner.adapters["bx"].market.connected.is_set(), "the market stream")
-            yield s
-        finally:
-            runner.stop()
-            await asyncio.wait_for(task, timeout=15)
-
-
 @pytest.mark.parametrize("fault", ["silence_user_streams", "freeze_user_streams"])
 def test_a_user_stream_without_data_is_reconnected_and_reconciled_within_the_push_cadence(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str) -> None:
+        bingx_session: BingXSession, fault: str) -> None:
     async def go() -> None:
-        async with bot(tmp_path, monkeypatch, options="user_stream_silence_s = 1.5\n",
+        async with bingx_session(attached=False, params=HOLD, options="user_stream_silence_s = 1.5\n",
                        sim_options={"config_push_interval_s": 0.5, "ping_interval_s": 0.5}) as s:
             user = s.runner.adapters["bx"].user
             before = user.connections
@@ -320,10 +294,10 @@ def test_a_user_stream_without_data_is_reconnected_and_reconciled_within_the_pus
 
 
 def test_an_entry_whose_fill_report_never_comes_is_asked_about_and_protected(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bingx_session: BingXSession) -> None:
     async def go() -> None:
         # the stream watch off: only the entry's own deadline can notice the lost fill
-        async with bot(tmp_path, monkeypatch, options="user_stream_silence_s = 0\n",
+        async with bingx_session(attached=False, params=HOLD, options="user_stream_silence_s = 0\n",
                        protection="fill_timeout_s = 0.5") as s:
             s.sim.faults.silence_user_streams()  # pings go on, the fill push is lost
             before = s.runner.bars
@@ -335,9 +309,9 @@ def test_an_entry_whose_fill_report_never_comes_is_asked_about_and_protected(
     asyncio.run(go())
 
 
-def test_a_busy_reply_to_a_recovery_query_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_busy_reply_to_a_recovery_query_is_retried(bingx_session: BingXSession) -> None:
     async def go() -> None:
-        async with bot(tmp_path, monkeypatch) as s:
+        async with bingx_session(attached=False, params=HOLD) as s:
             await s.candles_until(lambda: s.state == "protected", "protected")
             engine = s.engine
             s.sim.faults.fail_next(constants.ORDER, "busy")  # 100500 to recovery's first order query
@@ -462,9 +436,9 @@ def test_a_full_disk_that_loses_a_replays_grouped_commits_halts_the_instance_nam
 
 
 def test_live_an_instance_suspended_on_its_journal_comes_back_by_itself_within_seconds(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        bingx_session: BingXSession) -> None:
     async def go() -> None:
-        async with bot(tmp_path, monkeypatch) as s:
+        async with bingx_session(attached=False, params=HOLD) as s:
             inst = s.runner.instances[0]
             off, on = FAULTS["read-only"]
             journal = s.runner.journals["it"]

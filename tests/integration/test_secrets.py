@@ -14,7 +14,7 @@ import pytest
 from gatebot.core.journal import Journal
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import gatebot
-from tests.integration.test_bingx_sim import session
+from tests.integration.sessions import session
 
 KEY = "KEY-b7f3c1d9e2a4-known"
 SECRET = "SECRET-9a8b7c6d5e4f-known"

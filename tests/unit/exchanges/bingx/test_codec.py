@@ -180,3 +180,45 @@ def test_every_reply_and_push_the_adapter_reads_has_a_capture_or_is_listed_as_un
     captured = {load(f)["endpoint"] for f in FILES}
     assert ADAPTER_TRAFFIC - set(UNCAPTURED) <= captured, ADAPTER_TRAFFIC - set(UNCAPTURED) - captured
     assert not set(UNCAPTURED) & captured, "a capture arrived: take it off UNCAPTURED (and out of the docs' list)"
+
+
+def test_a_push_whose_optional_id_is_not_an_id_is_refused_not_misread() -> None:
+    good = '{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTC-USDT","i":"7","S":"BUY","o":"MARKET","x":"NEW","X":"NEW",' \
+           '"ps":"BOTH","ti":%s}}'
+    assert codec.user_event_decoder.decode(good % '""').o.trigger_id == 0
+    assert codec.user_event_decoder.decode(good % '"1809841379603398657"').o.trigger_id == 1809841379603398657
+    with pytest.raises(msgspec.ValidationError):
+        codec.user_event_decoder.decode(good % '"12x"')
+
+
+@pytest.mark.parametrize(("raw", "read"), [
+    ('"1809841379603398656"', 1809841379603398656), ("1809841379603398656", 1809841379603398656),
+    ('"18446744073709551615"', 2**64 - 1), ('"1.0"', 1), ("1.0", 1),
+    ('"1.5"', None), ("1.5", None), ("1.8098413796033987e18", None), ('""', None), ("true", None), ('" 12"', None)])
+def test_lax_decoding_reads_an_id_exactly_or_refuses_it(raw: str, read: int | None) -> None:
+    """What msgspec's strict=False does to an id: digits (as a number or a string) exactly, a whole number in
+    another spelling as that number, and anything not exactly an integer (a fraction, a float that lost digits,
+    a bool, padding) refused: never a rounded id."""
+    body = ('{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTC-USDT","i":' + raw
+            + ',"S":"BUY","o":"MARKET","x":"NEW","X":"NEW","ps":"BOTH"}}')
+    if read is None:
+        with pytest.raises(msgspec.ValidationError):
+            codec.user_event_decoder.decode(body)
+    else:
+        got = codec.user_event_decoder.decode(body).o.i
+        assert got == read and type(got) is int
+
+
+@pytest.mark.parametrize("value", ['"0x10"', '"NaN"', '"Infinity"', '"1,5"', '"abc"'])
+def test_a_number_that_is_not_a_finite_number_makes_the_payload_unreadable(value: str) -> None:
+    from gatebot.exchanges.bingx.errors import UnreadableReply
+    from gatebot.exchanges.bingx.rest import RestClient
+
+    push = ('{"e":"ORDER_TRADE_UPDATE","E":1,"o":{"s":"BTC-USDT","c":"a-1-e1","i":5,"S":"BUY","o":"MARKET",'
+            '"x":"TRADE","X":"FILLED","ps":"LONG","z":' + value + '}}')
+    with pytest.raises(msgspec.ValidationError):
+        codec.user_event_decoder.decode(push)
+    reply = ('{"code":0,"data":[{"symbol":"BTC-USDT","positionSide":"LONG","positionAmt":"1","avgPrice":'
+             + value + '}]}')
+    with pytest.raises(UnreadableReply):
+        RestClient._decode(reply.encode(), "/p", list[codec.Position])
