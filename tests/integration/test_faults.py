@@ -13,7 +13,6 @@ import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,9 @@ import pytest
 
 from gatebot.app.cli import main
 from gatebot.app.runner import YIELD_EVERY, Runner
-from gatebot.core.clock import LiveClock
 from gatebot.core.config import load_config
-from gatebot.core.journal import Journal, JournalUnwritable
 from gatebot.core.market import generate
-from gatebot.exchanges.bingx import codec, constants
-from gatebot.exchanges.bingx.errors import Busy, Refused, TimestampError, error_for
-from gatebot.exchanges.bingx.rest import RestClient, TokenBucket
+from gatebot.exchanges.bingx import constants
 from gatebot.plugins.manager import make_plugin_manager
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.helpers import gatebot, write_paper_session
@@ -185,93 +180,6 @@ def test_a_signal_stops_a_replay_within_a_few_hundred_candles(tmp_path: Path, si
     assert sent_at <= runner.bars <= sent_at + 5 * YIELD_EVERY <= 2_000, runner.bars  # of 20,000
 
 
-# --- REST: retryable replies, the exchange clock, the monotonic budget ------------------------------
-
-
-def test_codes_bingx_uses_for_two_things_are_told_apart_by_their_message() -> None:
-    assert isinstance(error_for(100421, "Null timestamp or timestamp mismatch"), TimestampError)
-    restricted = error_for(100421, "This pair is restricted from API trading")
-    assert isinstance(restricted, Refused) and not restricted.retryable
-    assert isinstance(error_for(80012, "System busy, please try again later"), Busy)
-    assert isinstance(error_for(80012, "The margin is not enough"), Refused)
-
-
-class SteppedClock(LiveClock):
-    """Wall time that a test steps (NTP, a user setting the clock); the monotonic reading does not step."""
-
-    def __init__(self) -> None:
-        self.step_ms = 0
-
-    def now_ms(self) -> int:
-        return super().now_ms() + self.step_ms
-
-
-@pytest.mark.parametrize("step_s", [-3600, -30, -8, 8, 30, 3600])
-def test_a_stepped_wall_clock_neither_gets_requests_refused_nor_blocks_the_budget(step_s: int) -> None:
-    async def go() -> None:
-        async with BingXSimulator(SimOptions(mode="manual", history_bars=10)) as sim:
-            clock = SteppedClock()
-            rest = RestClient(sim.rest_url, "sim-key", "sim-secret", clock=clock, timeout_s=2, query_retries=0)
-            await rest.start()
-            try:
-                clock.step_ms = step_s * 1000
-                for _ in range(3):  # signed, and through the budget: no 100421, no wait for the step
-                    await asyncio.wait_for(rest.query(constants.BALANCE, {}, list[codec.Balance]), 5)
-            finally:
-                await rest.close()
-
-    asyncio.run(go())
-
-
-class FakeClock:
-    """A wall clock that steps back an hour after the first request, a monotonic one that does not."""
-
-    def __init__(self) -> None:
-        self.wall_ms = 10_000_000
-        self.mono_ms = 0
-        self.slept: list[float] = []
-
-    def now_ms(self) -> int:
-        return self.wall_ms
-
-    def monotonic_ms(self) -> int:
-        return self.mono_ms
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.mono_ms += round(seconds * 1000)
-        self.wall_ms += round(seconds * 1000)
-
-
-def test_the_request_budget_counts_monotonic_time() -> None:
-    async def go() -> None:
-        clock = FakeClock()
-        bucket = TokenBucket(10.0, 1.0, clock)
-        await bucket.take()
-        clock.wall_ms -= 3_600_000  # the wall clock steps back an hour
-        await bucket.take()
-        assert sum(clock.slept) <= 0.11, clock.slept  # one token's wait (0.1 s), not the hour
-
-    asyncio.run(go())
-
-
-def test_an_order_refused_for_its_timestamp_is_sent_again_on_the_exchange_clock() -> None:
-    async def go() -> None:
-        async with BingXSimulator(SimOptions(mode="manual", history_bars=10)) as sim:
-            rest = RestClient(sim.rest_url, "sim-key", "sim-secret", clock=LiveClock(), timeout_s=2)
-            await rest.start()
-            try:
-                rest.offset_ms -= 20_000  # the measured offset went stale (the exchange's clock drifted)
-                reply = await rest.write("POST", constants.ORDER, {
-                    "symbol": SYMBOL, "side": "BUY", "positionSide": "BOTH", "type": "MARKET",
-                    "quantity": Decimal("0.001"), "clientOrderId": "ts-1-e1"}, codec.OrderReply)
-                assert reply.order.orderId  # placed, after one refusal and a re-measured clock
-            finally:
-                await rest.close()
-
-    asyncio.run(go())
-
-
 # --- the bot on the simulator ---------------------------------------------------------------------------
 
 
@@ -335,27 +243,6 @@ FAULTS = {"read-only": ("PRAGMA query_only = ON", "PRAGMA query_only = OFF"),
 write a readonly database") and as a full disk does (SQLITE_FULL, "database or disk is full": the file may
 not grow by a page): root ignores file modes, and no filesystem can be filled here safely. Both reach the
 bot through the same seam a real disk's refusal does (sqlite3.OperationalError from the journal's write)."""
-
-
-def test_the_journal_seam_turns_refused_writes_into_journal_unwritable(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite")
-    try:
-        journal.set_meta({"a": "1"})
-        journal.conn.execute("PRAGMA query_only = ON")
-        with pytest.raises(JournalUnwritable, match="readonly"):
-            journal.set_meta({"a": "2"})
-        with pytest.raises(JournalUnwritable):
-            journal.add_status(1, 1, "x-1-e1", "acked")
-        assert not journal.probe_write()
-        journal.conn.execute("PRAGMA query_only = OFF")
-        assert journal.probe_write() and journal.meta()["a"] == "1" and "write_probe" not in journal.meta()
-        pages = journal.conn.execute("PRAGMA page_count").fetchone()[0]
-        journal.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
-        with pytest.raises(JournalUnwritable, match="full"), journal.transaction():
-            journal.conn.execute("INSERT INTO meta(key, value) VALUES ('big', ?)", ("x" * 100_000,))
-        assert "big" not in journal.meta() and not journal.conn.in_transaction
-    finally:
-        journal.close()
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
@@ -458,77 +345,3 @@ def test_live_an_instance_suspended_on_its_journal_comes_back_by_itself_within_s
     asyncio.run(go())
 
 
-def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from gatebot.core.engine import Engine
-    from gatebot.core.events import CancelOrder, SubmitEntry, SubmitStop
-    from gatebot.core.exchange import OrderUnknown
-    from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-    from tests.bench import SYMBOL as ENGINE_SYMBOL
-    from tests.bench import Bench, candle
-
-    class BusyOnce(PaperExchange):
-        refused = 0
-
-        async def cancel(self, command: CancelOrder) -> None:
-            if not self.refused:
-                self.refused += 1
-                raise OrderUnknown(command.client_id, "cancel: BingX 100500: busy")  # as the adapter says it
-            await super().cancel(command)
-
-    async def go() -> None:
-        bench = Bench(tmp_path, {}, exchange=BusyOnce(PaperOptions()), sent=("t-7-s1",))
-        ex = bench.exchange
-        await ex.start(lambda _e: None)
-        ex.on_candle(candle(0, 60000.0))
-        await ex.submit(SubmitEntry(client_id="zz-1-e1", symbol=ENGINE_SYMBOL, side="long", qty=Decimal("0.01")))
-        await ex.submit(SubmitStop(client_id="t-7-s1", symbol=ENGINE_SYMBOL, side="long", qty=Decimal("0.01"),
-                                   stop_price=Decimal("50000")))  # an order the journal sent left working, flat
-        assert [o.client_id for o in await ex.open_orders(ENGINE_SYMBOL)] == ["t-7-s1"]
-        real_start = Engine.start
-
-        async def start(self: Engine) -> None:
-            self.siblings = frozenset({"zz"})  # the position under the stop is instance zz's: left alone
-            await real_start(self)
-
-        monkeypatch.setattr(Engine, "start", start)
-        engine = await bench.start()  # recovery's cancel is answered "unknown": recovery goes on
-        assert engine.status == "running" and ex.refused == 1
-        await bench.bars(60000.0)  # the next event reconciles: the cancel is sent again
-        assert "t-7-s1" not in [o.client_id for o in await ex.open_orders(ENGINE_SYMBOL)]
-
-    asyncio.run(go())
-
-
-def test_a_wall_clock_stepped_back_does_not_delay_the_protection_timeout(tmp_path: Path) -> None:
-    from gatebot.core.clock import VirtualClock
-    from gatebot.core.events import SubmitClose, SubmitEntry, SubmitStop
-    from gatebot.core.strategy import Enter
-    from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-    from tests.bench import SYMBOL as ENGINE_SYMBOL
-    from tests.bench import Bench
-
-    class LosingStops(PaperExchange):
-        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
-            if not isinstance(command, SubmitStop):
-                await super().submit(command)
-
-    class WallSteps(VirtualClock):
-        step_ms = 0
-
-        def now_ms(self) -> int:
-            return super().now_ms() + self.step_ms
-
-    async def go() -> None:
-        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
-                      timeout_ms=60_000)
-        bench.clock = bench.exchange.clock = clock = WallSteps(0)
-        await bench.start()
-        await bench.bars(100.0, 100.0)
-        assert bench.engine.pos.state == "entering"  # filled, its stop lost
-        clock.step_ms = -3_600_000  # the wall clock steps back an hour
-        await bench.bars(100.0)  # five minutes later: past the one-minute protection timeout
-        assert bench.engine.pos.state == "flat"
-        assert (await bench.exchange.position(ENGINE_SYMBOL, "long")).qty == 0
-
-    asyncio.run(go())

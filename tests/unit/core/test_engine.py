@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -423,3 +424,37 @@ def test_on_a_shared_symbol_funding_is_booked_only_when_it_names_this_position_a
     bench = run(go())
     # no side (BingX's income row), the other side, the sum of two instances' longs: not attributable
     assert bench.journal.conn.execute("SELECT funding_time FROM funding").fetchall() == [(6 * STEP_MS,)]
+
+
+def test_a_wall_clock_stepped_back_does_not_delay_the_protection_timeout(tmp_path: Path) -> None:
+    from gatebot.core.clock import VirtualClock
+    from gatebot.core.events import SubmitStop
+    from gatebot.core.strategy import Enter
+    from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
+    from tests.bench import SYMBOL as ENGINE_SYMBOL
+    from tests.bench import Bench
+
+    class LosingStops(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if not isinstance(command, SubmitStop):
+                await super().submit(command)
+
+    class WallSteps(VirtualClock):
+        step_ms = 0
+
+        def now_ms(self) -> int:
+            return super().now_ms() + self.step_ms
+
+    async def go() -> None:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(PaperOptions()),
+                      timeout_ms=60_000)
+        bench.clock = bench.exchange.clock = clock = WallSteps(0)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering"  # filled, its stop lost
+        clock.step_ms = -3_600_000  # the wall clock steps back an hour
+        await bench.bars(100.0)  # five minutes later: past the one-minute protection timeout
+        assert bench.engine.pos.state == "flat"
+        assert (await bench.exchange.position(ENGINE_SYMBOL, "long")).qty == 0
+
+    asyncio.run(go())

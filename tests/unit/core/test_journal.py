@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gatebot.core.events import OrderFilled, SubmitEntry
-from gatebot.core.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked
+from gatebot.core.journal import SCHEMA_VERSION, Journal, JournalError, JournalLocked, JournalUnwritable
 from gatebot.core.position import PositionRecord
 
 D = Decimal
@@ -182,3 +182,24 @@ def test_a_cancel_keeps_the_command_that_placed_the_order_and_its_attached_stop(
     assert rows["a-1-e1"].command == entry and rows["a-1-e1"].status == "pending"
     assert isinstance(rows["a-1-x9"].command, CancelOrder)
     j.close()
+
+
+def test_the_journal_seam_turns_refused_writes_into_journal_unwritable(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "j.sqlite")
+    try:
+        journal.set_meta({"a": "1"})
+        journal.conn.execute("PRAGMA query_only = ON")
+        with pytest.raises(JournalUnwritable, match="readonly"):
+            journal.set_meta({"a": "2"})
+        with pytest.raises(JournalUnwritable):
+            journal.add_status(1, 1, "x-1-e1", "acked")
+        assert not journal.probe_write()
+        journal.conn.execute("PRAGMA query_only = OFF")
+        assert journal.probe_write() and journal.meta()["a"] == "1" and "write_probe" not in journal.meta()
+        pages = journal.conn.execute("PRAGMA page_count").fetchone()[0]
+        journal.conn.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full
+        with pytest.raises(JournalUnwritable, match="full"), journal.transaction():
+            journal.conn.execute("INSERT INTO meta(key, value) VALUES ('big', ?)", ("x" * 100_000,))
+        assert "big" not in journal.meta() and not journal.conn.in_transaction
+    finally:
+        journal.close()

@@ -397,3 +397,45 @@ def test_recovery_books_the_funding_the_exchange_charged_while_nobody_listened(t
     bench = run(go())
     assert bench.journal.funding_total() == Decimal("0.7") and bench.journal.funding_count() == 1
     assert run(bench.violations()) == []
+
+
+def test_a_cancel_whose_reply_is_lost_during_recovery_does_not_abort_it(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from gatebot.core.engine import Engine
+    from gatebot.core.events import SubmitEntry, SubmitStop
+    from gatebot.core.exchange import OrderUnknown
+    from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
+    from tests.bench import SYMBOL as ENGINE_SYMBOL
+    from tests.bench import Bench, candle
+
+    class BusyOnce(PaperExchange):
+        refused = 0
+
+        async def cancel(self, command: CancelOrder) -> None:
+            if not self.refused:
+                self.refused += 1
+                raise OrderUnknown(command.client_id, "cancel: BingX 100500: busy")  # as the adapter says it
+            await super().cancel(command)
+
+    async def go() -> None:
+        bench = Bench(tmp_path, {}, exchange=BusyOnce(PaperOptions()), sent=("t-7-s1",))
+        ex = bench.exchange
+        await ex.start(lambda _e: None)
+        ex.on_candle(candle(0, 60000.0))
+        await ex.submit(SubmitEntry(client_id="zz-1-e1", symbol=ENGINE_SYMBOL, side="long", qty=Decimal("0.01")))
+        await ex.submit(SubmitStop(client_id="t-7-s1", symbol=ENGINE_SYMBOL, side="long", qty=Decimal("0.01"),
+                                   stop_price=Decimal("50000")))  # an order the journal sent left working, flat
+        assert [o.client_id for o in await ex.open_orders(ENGINE_SYMBOL)] == ["t-7-s1"]
+        real_start = Engine.start
+
+        async def start(self: Engine) -> None:
+            self.siblings = frozenset({"zz"})  # the position under the stop is instance zz's: left alone
+            await real_start(self)
+
+        monkeypatch.setattr(Engine, "start", start)
+        engine = await bench.start()  # recovery's cancel is answered "unknown": recovery goes on
+        assert engine.status == "running" and ex.refused == 1
+        await bench.bars(60000.0)  # the next event reconciles: the cancel is sent again
+        assert "t-7-s1" not in [o.client_id for o in await ex.open_orders(ENGINE_SYMBOL)]
+
+    asyncio.run(go())

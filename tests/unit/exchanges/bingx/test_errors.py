@@ -186,3 +186,11 @@ def test_a_refused_setting_is_raised_at_once() -> None:
     adapter, _ = adapter_with(_settings("false", "CROSSED", 4, Refused(101400, "not allowed")))
     with pytest.raises(SettingsRefused, match="not allowed"):  # the instance halts: waiting will not heal it
         asyncio.run(adapter.configure("BTC-USDT", 4, False))
+
+
+def test_codes_bingx_uses_for_two_things_are_told_apart_by_their_message() -> None:
+    assert isinstance(error_for(100421, "Null timestamp or timestamp mismatch"), TimestampError)
+    restricted = error_for(100421, "This pair is restricted from API trading")
+    assert isinstance(restricted, Refused) and not restricted.retryable
+    assert isinstance(error_for(80012, "System busy, please try again later"), Busy)
+    assert isinstance(error_for(80012, "The margin is not enough"), Refused)
