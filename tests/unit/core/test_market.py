@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from gatebot.core.market import CandleFileError, array_candles, generate, load_csv
 from tests.helpers import SHARED_5M
@@ -57,25 +55,6 @@ def test_a_bad_file_is_refused_naming_the_file_and_line(tmp_path: Path, text: st
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CandleFileError, match="cannot read"):
         load_csv(tmp_path / "none.csv")
-
-
-_price = st.decimals(min_value="0.1", max_value="1000000", places=1, allow_nan=False, allow_infinity=False)
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.lists(st.tuples(_price, _price, _price, _price), min_size=1, max_size=40))
-def test_parsing_is_exact_for_any_valid_file(tmp_path_factory: pytest.TempPathFactory,
-                                             quads: list[tuple]) -> None:
-    lines, expected = [], []
-    for i, quad in enumerate(quads):
-        o, c, a, b = quad
-        h, lo = max(o, c, a, b), min(o, c, a, b)
-        t = 1_700_000_000_000 + i * 300_000
-        lines.append(f"{t},{o},{h},{lo},{c},1.5")
-        expected.append([t, float(o), float(h), float(lo), float(c), 1.5])
-    path = tmp_path_factory.mktemp("p") / "c.csv"
-    path.write_text(HEADER + "\n".join(lines) + "\n")
-    assert load_csv(path).tolist() == expected
 
 
 def test_generated_market_is_seeded_and_consistent() -> None:
