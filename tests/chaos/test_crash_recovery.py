@@ -9,14 +9,15 @@ import pytest
 
 from gatebot.core.crashpoints import POINTS
 from gatebot.core.journal import Journal
-from tests.helpers import gatebot, paper_violations, write_paper_session
+from tests.conftest import PaperSession
+from tests.helpers import gatebot, paper_violations
 
 pytestmark = pytest.mark.chaos
 
 
 @pytest.mark.parametrize("point", POINTS)
-def test_kill_at_each_step_then_recover(tmp_path: Path, point: str) -> None:
-    config = write_paper_session(tmp_path)
+def test_kill_at_each_step_then_recover(tmp_path: Path, point: str, paper_session: PaperSession) -> None:
+    config = paper_session()
     killed = gatebot("run", str(config), env={"GATEBOT_CRASH_AT": f"{point}:2"})
     assert killed.returncode == -9, f"the crash point {point} was not reached:\n{killed.stdout}\n{killed.stderr}"
     journal = Journal(tmp_path / "state" / "kt.sqlite", readonly=True)
@@ -36,8 +37,8 @@ def test_kill_at_each_step_then_recover(tmp_path: Path, point: str) -> None:
         journal.close()
 
 
-def test_a_clean_run_holds_the_invariants(tmp_path: Path) -> None:
-    config = write_paper_session(tmp_path)
+def test_a_clean_run_holds_the_invariants(tmp_path: Path, paper_session: PaperSession) -> None:
+    config = paper_session()
     done = gatebot("run", str(config))
     assert done.returncode == 0, done.stderr
     assert "trades" in done.stdout

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from gatebot.core.journal import Journal, JournalError
-from tests.helpers import ROOT, paper_violations, write_paper_session
+from tests.conftest import PaperSession
+from tests.helpers import ROOT, paper_violations
 
 pytestmark = pytest.mark.chaos
 
@@ -38,8 +39,9 @@ def wait_for_state(journal_path: Path, state: str, proc: subprocess.Popen[str], 
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_stops_the_session_and_the_stop_stays_on_the_exchange(tmp_path: Path, sig: int) -> None:
-    config = write_paper_session(tmp_path, bars=100_000, speed=6000)  # 0.05 s per 5m candle
+def test_a_signal_stops_the_session_and_the_stop_stays_on_the_exchange(tmp_path: Path, sig: int,
+        paper_session: PaperSession) -> None:
+    config = paper_session(bars=100_000, speed=6000)  # 0.05 s per 5m candle
     env = {k: v for k, v in os.environ.items() if k != "GATEBOT_CRASH_AT"}
     proc = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "run", str(config)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import gatebot, write_paper_session
+from tests.conftest import PaperSession
+from tests.helpers import gatebot
 
 pytestmark = pytest.mark.chaos
 
 
 @pytest.mark.parametrize(("point", "state"), [("entry_sent", "entering"), ("stop_confirmed", "protected"),
                                               ("exit_sent", "exiting")])
-def test_status_after_a_kill(tmp_path: Path, point: str, state: str) -> None:
-    config = write_paper_session(tmp_path)
+def test_status_after_a_kill(tmp_path: Path, point: str, state: str, paper_session: PaperSession) -> None:
+    config = paper_session()
     assert gatebot("run", str(config), env={"GATEBOT_CRASH_AT": point}).returncode == -9
     out = gatebot("status", str(tmp_path / "state"))
     assert out.returncode == 0, out.stderr
@@ -26,16 +27,16 @@ def test_status_after_a_kill(tmp_path: Path, point: str, state: str) -> None:
     assert "--enter--> entering" in out.stdout
 
 
-def test_status_flat(tmp_path: Path) -> None:
-    config = write_paper_session(tmp_path, bars=5)  # too little history for a decision
+def test_status_flat(tmp_path: Path, paper_session: PaperSession) -> None:
+    config = paper_session(bars=5)  # too little history for a decision
     assert gatebot("run", str(config)).returncode == 0
     out = gatebot("status", str(tmp_path / "state"))
     assert out.stdout.startswith("kt: flat"), out.stdout
     assert "    reconciled " in out.stdout and "(flat; 0 intents in 1 round(s)" in out.stdout, out.stdout
 
 
-def test_status_flat_after_a_trade(tmp_path: Path) -> None:
-    config = write_paper_session(tmp_path)
+def test_status_flat_after_a_trade(tmp_path: Path, paper_session: PaperSession) -> None:
+    config = paper_session()
     assert gatebot("run", str(config), env={"GATEBOT_CRASH_AT": "entry_intent_committed:2"}).returncode == -9
     out = gatebot("status", str(tmp_path / "state"))
     assert "--settled--> flat" in out.stdout and out.stdout.startswith("kt: entering"), out.stdout

@@ -20,7 +20,8 @@ import pytest
 
 from gatebot.core.journal import Journal
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
-from tests.helpers import ROOT, gatebot, paper_violations, write_paper_session
+from tests.conftest import PaperSession
+from tests.helpers import ROOT, gatebot, paper_violations
 
 
 def _orders(tmp: Path) -> int:
@@ -91,9 +92,10 @@ CASES: dict[str, tuple[Callable[[Path], None], str]] = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_damaged_journal_ends_with_a_clear_message_and_no_trading(tmp_path: Path, case: str) -> None:
+def test_a_damaged_journal_ends_with_a_clear_message_and_no_trading(tmp_path: Path, case: str,
+        paper_session: PaperSession) -> None:
     damage, message = CASES[case]
-    config = write_paper_session(tmp_path, bars=200)
+    config = paper_session(bars=200)
     first = gatebot("run", str(config))
     assert first.returncode == 0, first.stderr
     journal = tmp_path / "state" / "kt.sqlite"
@@ -101,7 +103,7 @@ def test_a_damaged_journal_ends_with_a_clear_message_and_no_trading(tmp_path: Pa
     assert orders_before > 0, "the first session traded"
     _drop_wal(journal)
     damage(journal)
-    write_paper_session(tmp_path, bars=400)  # 200 more candles to trade on, if anything would
+    paper_session(bars=400)  # 200 more candles to trade on, if anything would
     second = gatebot("run", str(config))
     assert second.returncode in (2, 3), (second.returncode, second.stdout, second.stderr)
     assert str(journal) in second.stderr, second.stderr
@@ -114,8 +116,9 @@ def test_a_damaged_journal_ends_with_a_clear_message_and_no_trading(tmp_path: Pa
     assert status.returncode == 2 and "kt: ERROR" in status.stdout, status.stdout
 
 
-def test_a_second_process_on_the_same_state_directory_refuses_and_the_first_keeps_running(tmp_path: Path) -> None:
-    config = write_paper_session(tmp_path, bars=80, speed=3000.0)  # 0.1 s a candle: ~8 s
+def test_a_second_process_on_the_same_state_directory_refuses_and_the_first_keeps_running(tmp_path: Path,
+        paper_session: PaperSession) -> None:
+    config = paper_session(bars=80, speed=3000.0)  # 0.1 s a candle: ~8 s
     env = {k: v for k, v in os.environ.items() if k != "GATEBOT_CRASH_AT"}
     first = subprocess.Popen([sys.executable, "-m", "gatebot.app.cli", "run", str(config)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -159,11 +162,12 @@ def _has_transitions(path: Path) -> bool:
         return False
 
 
-def test_a_new_journal_on_a_used_paper_account_is_refused_until_run_adopt(tmp_path: Path) -> None:
+def test_a_new_journal_on_a_used_paper_account_is_refused_until_run_adopt(tmp_path: Path,
+        paper_session: PaperSession) -> None:
     """Finding 1 on the paper exchange: killed with a position open and its stop working, the state folder
     set aside, started again: the new journal used to take over the old one's orders and ids. Now the start
     is refused with one line and exit status 2, nothing traded; ``run --adopt`` adopts and protects it."""
-    config = write_paper_session(tmp_path, bars=200)
+    config = paper_session(bars=200)
     killed = gatebot("run", str(config), env={"GATEBOT_CRASH_AT": "stop_confirmed"})
     assert killed.returncode == -9, killed.stderr
     (tmp_path / "state").rename(tmp_path / "state.bak")

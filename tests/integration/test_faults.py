@@ -25,7 +25,8 @@ from gatebot.core.market import generate
 from gatebot.exchanges.bingx import constants
 from gatebot.plugins.manager import make_plugin_manager
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
-from tests.helpers import gatebot, write_paper_session
+from tests.conftest import PaperSession
+from tests.helpers import gatebot
 from tests.integration.sessions import SYMBOL, BingXSession, bingx_config
 
 HOLD = "{ enter_on = 1, exit_on = 0 }"
@@ -94,8 +95,8 @@ def _mutable(path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["a-file", "read-only"])
 def test_a_state_dir_that_cannot_be_written_is_refused_in_one_line_with_exit_status_2(
-        tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_paper_session(tmp_path, bars=20)
+        tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str], paper_session: PaperSession) -> None:
+    config = paper_session(bars=20)
     state = tmp_path / "state"
     if kind == "a-file":
         state.write_text("not a folder")
@@ -117,7 +118,8 @@ def test_a_state_dir_that_cannot_be_written_is_refused_in_one_line_with_exit_sta
 
 
 def test_status_and_report_exit_2_on_no_journals_and_on_a_damaged_one(tmp_path: Path,
-                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                                      capsys: pytest.CaptureFixture[str],
+        paper_session: PaperSession) -> None:
     state = tmp_path / "state"
     for command in (["status"], ["report", "--no-png"]):
         assert main([command[0], str(state), *command[1:]]) == 2, f"{command} of a missing folder"
@@ -126,7 +128,7 @@ def test_status_and_report_exit_2_on_no_journals_and_on_a_damaged_one(tmp_path: 
     for command in (["status"], ["report", "--no-png"]):
         assert main([command[0], str(state), *command[1:]]) == 2, f"{command} of an empty folder"
         assert "no journals" in capsys.readouterr().err
-    config = write_paper_session(tmp_path, bars=60)
+    config = paper_session(bars=60)
     assert main(["run", str(config)]) == 0
     capsys.readouterr()
     assert main(["status", str(state)]) == 0

@@ -14,7 +14,8 @@ import pytest
 from gatebot.app.cli import _parser, main
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE
 from gatebot.core.config import ConfigError, load_config
-from tests.helpers import ROOT, gatebot, write_paper_session
+from tests.conftest import PaperSession
+from tests.helpers import ROOT, gatebot
 from tests.unit.core.test_config import GOOD
 
 
@@ -36,8 +37,8 @@ def _closed_pipe_run(*args: str) -> subprocess.CompletedProcess[str]:
         os.close(write)
 
 
-def test_status_and_report_into_a_closed_pipe_exit_quietly(tmp_path: Path) -> None:
-    config = write_paper_session(tmp_path, bars=5)
+def test_status_and_report_into_a_closed_pipe_exit_quietly(tmp_path: Path, paper_session: PaperSession) -> None:
+    config = paper_session(bars=5)
     assert gatebot("run", str(config)).returncode == 0
     for command in ("status", "report"):
         done = _closed_pipe_run(command, str(tmp_path / "state"), *(["--no-png"] if command == "report" else []))
@@ -46,8 +47,9 @@ def test_status_and_report_into_a_closed_pipe_exit_quietly(tmp_path: Path) -> No
 
 
 def test_live_flag_with_a_config_that_is_not_live_is_refused(tmp_path: Path,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
-    config = write_paper_session(tmp_path, bars=5)
+                                                             capsys: pytest.CaptureFixture[str],
+        paper_session: PaperSession) -> None:
+    config = paper_session(bars=5)
     assert main(["run", str(config), "--live"]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--live" in err and "mode = 'paper'" in err, err
@@ -108,12 +110,13 @@ def test_the_sim_example_loads(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(ROOT / "examples" / "sim.toml")]) == 0, capsys.readouterr().err
 
 
-def test_report_of_an_instance_without_trades_starts_no_series_at_1970(tmp_path: Path) -> None:
+def test_report_of_an_instance_without_trades_starts_no_series_at_1970(tmp_path: Path,
+        paper_session: PaperSession) -> None:
     """Two instances, one of which never decided (too little history): the chart's time range is the
     trading one's, read back from what the PNG was drawn from."""
     from gatebot.app.plot import read_series
 
-    config = write_paper_session(tmp_path, bars=200)
+    config = paper_session(bars=200)
     idle = ('\n[[instances]]\nname = "idle"\nexchange = "paper"\nstrategy = "sma_cross"\nsymbol = "ETH-USDT"\n'
             'interval = "5m"\nleverage = 4\nparams = { fast = 3, slow = 1000, fraction = 0.5 }\n'
             'protection = { leveraged_sl_pct = 0.04 }\n')
