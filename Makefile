@@ -28,7 +28,7 @@ demo: $(STAMP)
 	fi; exit $$status
 
 # The browser test's Chromium is Debian's (playwright drives /usr/bin/chromium, never a browser of its own):
-# installed here when absent and apt-get can (root); otherwise tests/test_browser.py says it is missing.
+# installed here when absent and apt-get can (root); otherwise tests/browser/test_dashboard_page.py says it is missing.
 CHROMIUM := /usr/bin/chromium
 chromium:
 	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \

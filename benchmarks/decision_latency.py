@@ -43,7 +43,7 @@ CONFIG = """
 mode = "paper"
 state_dir = "{state}"
 [plugins]
-modules = ["benchmarks.bench_plugins"]
+modules = ["gatebot.strategies.scripted"]
 [exchanges.bx]
 type = "bingx"
 [exchanges.bx.options]
@@ -57,7 +57,7 @@ secret_env = "BENCH_BINGX_SECRET"
 [[instances]]
 name = "lat"
 exchange = "bx"
-strategy = "repeat"
+strategy = "scripted"
 symbol = "BTC-USDT"
 interval = "5m"
 leverage = 4

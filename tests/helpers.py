@@ -19,6 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GATEBOT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 """The project's shared candle files (never copied into the repo); tests that need them skip without."""
 SHARED_5M = SHARED_DATA / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
+CAPTURES = ROOT / "tests" / "captures"
+"""Real BingX traffic (docs/bingx-wire.md): read by the codec tests and matched by the simulator's tests."""
+CONFIGS = ROOT / "tests" / "configs"
+"""The configs several tests share, as templates: ``{name}`` placeholders, ``{{ }}`` for TOML's literal braces."""
+
+
+def config_text(name: str, **values: object) -> str:
+    """``tests/configs/<name>.toml`` with its placeholders filled."""
+    return (CONFIGS / f"{name}.toml").read_text().format(**values)
 
 
 async def until(condition: Callable[[], bool], what: str, *, task: asyncio.Task[Any] | None = None,
@@ -34,40 +43,12 @@ async def until(condition: Callable[[], bool], what: str, *, task: asyncio.Task[
             raise AssertionError(f"timed out waiting for: {what}" + (f" ({detail()})" if detail else ""))
         await asyncio.sleep(0.002)
 
-PAPER_SESSION = """
-mode = "paper"
-state_dir = "{state}"
-
-[market]
-source = "generated"
-seed = {seed}
-bars = {bars}
-volatility = 0.004
-speed = {speed}
-
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-state_file = "{account}"
-
-[[instances]]
-name = "kt"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = {{ fast = 3, slow = 8, fraction = 0.5 }}
-protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 30 }}
-"""
-
 
 def write_paper_session(tmp: Path, *, seed: int = 3, bars: int = 300, speed: float = 0.0) -> Path:
     """A paper session of ``bars`` generated candles; ``speed`` > 0 paces them (candles per interval)."""
     path = tmp / "session.toml"
-    path.write_text(PAPER_SESSION.format(state=tmp / "state", account=tmp / "account.json", seed=seed, bars=bars,
-                                         speed=speed))
+    path.write_text(config_text("paper_session", state=tmp / "state", account=tmp / "account.json", seed=seed,
+                                bars=bars, speed=speed))
     return path
 
 

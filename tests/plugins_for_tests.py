@@ -1,14 +1,16 @@
-"""A plugin module the tests load by dotted path from a TOML `[plugins]` table."""
+"""A plugin module the tests load by dotted path from a TOML `[plugins]` table: ``broken``, ``scripted``
+(gatebot.strategies.scripted, the one the benchmarks load too) and ``peeking`` (a planted look-ahead)."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import msgspec
 
 from gatebot.core.events import CandleClosed
-from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext
+from gatebot.core.strategy import Decision, Enter, PositionView, StrategyContext
 from gatebot.plugins.hookspecs import hookimpl
+from gatebot.strategies.scripted import Scripted
 
 
 class BrokenParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -28,52 +30,6 @@ class Broken:
         raise RuntimeError(self.message)
 
     def decide(self, view: PositionView) -> Decision:
-        return None
-
-
-
-
-class ScriptParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    side: Literal["long", "short"] = "long"
-    enter_on: int = 1
-    """Enter on the n-th live candle (1 = the first after warm-up)."""
-    exit_on: int = 0
-    """Exit signal on the n-th live candle (0 = never)."""
-    fraction: float = 0.5
-    every: int = 0
-    """> 0: repeat: enter on candles 1, 1+every, ... and exit one candle after each entry."""
-
-
-class Scripted:
-    """A strategy that does what its parameters say, on chosen candles: for integration tests."""
-
-    Params: ClassVar[type[msgspec.Struct]] = ScriptParams
-    history = 1
-
-    def __init__(self, params: ScriptParams, context: StrategyContext) -> None:
-        self.p = params
-        self.live = 0
-        self._seen = -1
-        self._candles = 0
-
-    def on_candle(self, candle: CandleClosed) -> None:
-        self._candles += 1
-
-    def decide(self, view: PositionView) -> Decision:
-        if self._candles != self._seen:
-            self._seen = self._candles
-            self.live += 1
-        p, n = self.p, self.live
-        if p.every:
-            if view.state == "flat" and (n - p.enter_on) % p.every == 0:
-                return Enter(side=p.side, fraction=p.fraction)
-            if view.state == "protected" and view.bars_held >= 1:
-                return Exit(reason="scripted")
-            return None
-        if view.state == "flat" and n == p.enter_on:
-            return Enter(side=p.side, fraction=p.fraction)
-        if view.state == "protected" and p.exit_on and n == p.exit_on:
-            return Exit(reason="scripted")
         return None
 
 
