@@ -71,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="trades, equity, drawdown, exits, fees, protection gaps: text, JSON, PNG")
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p.add_argument("--out", type=Path, help="folder for report.json and report.png (default: STATE_DIR)")
+    p.add_argument("--candles", type=Path, help="candle CSV to mark equity at (default: the file a replay "
+                   "recorded in the journal, when still there)")
     p.add_argument("--no-png", action="store_true")
-    p.set_defaults(func=lambda args: report(args.state_dir, args.out, png=not args.no_png))
+    p.set_defaults(func=lambda args: report(args.state_dir, args.out, png=not args.no_png, candles=args.candles))
     p = sub.add_parser("status", help="each instance's state, read from the journals alone")
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p.set_defaults(func=lambda args: _status(args.state_dir))
@@ -199,16 +201,15 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
             print(f"error: {reason}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(f"{runner.bars} candles processed ({config.mode})")
-    errors: list[str] = []
-    for summary in report_dir(config.state_dir, errors):
-        print(format_summary(summary))
-    for error in errors:
-        print(f"error: {error}", file=sys.stderr)
-    if config.mode == "replay" and runner.evaluation_meta:
-        meta = dict(next(iter(runner.evaluation_meta.values())))
-        if runner.first_open is not None and runner.last_close is not None:
-            meta |= {"start_ms": runner.first_open, "end_ms": runner.last_close}
-        print(evaluation_text(config.state_dir, meta))
+    if config.mode == "replay":  # the evaluation, out of sample first; the report files refreshed
+        print(evaluation_text(config.state_dir, candles))
+        write_report(Path(config.state_dir), None, quiet=True)
+    else:
+        errors: list[str] = []
+        for summary in report_dir(config.state_dir, errors):
+            print(format_summary(summary))
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
     for name, reason in runner.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     return EXIT_HALTED if runner.halted else 0
@@ -311,6 +312,7 @@ def _replay(args: argparse.Namespace) -> int:
     print(f"{result.bars} candles from {result.frames:,} frames replayed ({result.kind} recording)")
     for summary in report_dir(config.state_dir):
         print(format_summary(summary))
+    write_report(Path(config.state_dir), None, quiet=True)  # never a report of an earlier run beside these journals
     for name, reason in result.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     if result.divergence is not None:
@@ -321,8 +323,14 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_HALTED if result.halted else 0
 
 
-def report(state_dir: Path, out: Path | None, *, png: bool = True) -> int:
+def report(state_dir: Path, out: Path | None, *, png: bool = True, candles: Path | None = None) -> int:
+    return write_report(state_dir, out, png=png, candles=candles)
 
+
+def write_report(state_dir: Path, out: Path | None, *, png: bool = True, candles: Path | None = None,
+                 quiet: bool = False) -> int:
+    """report.json and report.png of every journal (``quiet``: after a replay, which printed the evaluation
+    already: only the paths); a stale PNG is removed when no new one can be drawn."""
     paths = journal_paths(state_dir)  # none: JournalError, exit status 2 (as for status)
     reports, errors = [], []
     for path in paths:
@@ -332,23 +340,29 @@ def report(state_dir: Path, out: Path | None, *, png: bool = True) -> int:
             errors.append(str(exc))
             continue
         try:
-            reports.append(report_data(journal))
+            reports.append(report_data(journal, candles=candles))
         finally:
             journal.close()
-    for r in reports:
-        print(format_report(r))
+    if not quiet:
+        for r in reports:
+            print(format_report(r))
     out = out or state_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_bytes(msgspec.json.format(msgspec.json.encode({"instances": reports})))
     print(f"metrics: {out / 'report.json'}")
+    chart = out / "report.png"
+    drawn = False
     if png and reports:
         from gatebot.app.plot import PlotUnavailable, plot_report
 
         try:
-            plot_report(reports, out / "report.png")
-            print(f"chart: {out / 'report.png'}")
+            plot_report(reports, chart)
+            drawn = True
+            print(f"chart: {chart}")
         except PlotUnavailable as exc:
             print(f"note: {exc}", file=sys.stderr)
+    if not drawn:
+        chart.unlink(missing_ok=True)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return EXIT_BAD_INPUT if errors else 0

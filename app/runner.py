@@ -52,6 +52,16 @@ from gatebot.core.strategy import EvaluationMeta, JournalMeta, Prepares, Strateg
 
 log = logging.getLogger("gatebot.runner")
 
+
+def training_window(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """(first, last) open time of the candles a strategy was trained on, from its evaluation meta: a
+    ``training_period`` of its own or its model card's (``start_ms``, ``end_ms``); None when it declares none."""
+    card = meta.get("model_card") or {}
+    period = meta.get("training_period") or (card.get("training_period") if isinstance(card, dict) else None)
+    if not period or "start_ms" not in period or "end_ms" not in period:
+        return None
+    return int(period["start_ms"]), int(period["end_ms"])
+
 MAX_BACKOFF_CANDLES = 64
 YIELD_EVERY = 256
 """A replay hands the loop a turn every this many candles (nothing in it waits otherwise): SIGINT and
@@ -106,14 +116,21 @@ class Instance:
             values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy,
                       "mode": r.config.mode}
             if "initial_balance" not in meta:
-                values["initial_balance"] = str(await adapter.balance())
+                values["initial_balance"] = str(await r.start_balance(cfg.exchange))
+            if r.candles_csv is not None:
+                values["candles_csv"] = r.candles_csv
             journal.set_meta(values)
             self.meta_written = True
         strategy_cls = r.plugins.strategies()[cfg.strategy]
         strategy = strategy_cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol,
                                                             interval=cfg.interval, leverage=cfg.leverage))
+        evaluation = {"interval_ms": str(interval_ms(cfg.interval)), "warmup_candles": str(strategy.history)}
         if isinstance(strategy, EvaluationMeta):
             r.evaluation_meta[cfg.name] = strategy.evaluation_meta()
+            window = training_window(r.evaluation_meta[cfg.name])
+            if window is not None:
+                evaluation |= {"training_start_ms": str(window[0]), "training_end_ms": str(window[1])}
+        journal.set_meta(evaluation)  # what the evaluation needs beside the trades (app/evaluation.py)
         if isinstance(strategy, JournalMeta):
             journal.set_meta(strategy.journal_meta())  # e.g. the sha256 of each model file the decisions come from
         if isinstance(strategy, Prepares) and r.market_rows is not None:
@@ -282,6 +299,9 @@ class Runner:
         self.config_hash = config_hash(config)
         csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)
         self._csv_rows = load_csv(csv) if csv else None  # a bad file is refused before anything starts
+        self.candles_csv = str(Path(csv).resolve()) if csv else None
+        """The candle file replayed (journal meta, so that a report marks equity at its closes)."""
+        self._start_balances: dict[str, Decimal] = {}
         self.market_rows = self._csv_rows
         """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.evaluation_meta: dict[str, dict[str, Any]] = {}
@@ -345,6 +365,14 @@ class Runner:
                         inst.engine.post(ev)
 
         return sink
+
+    async def start_balance(self, account: str) -> Decimal:
+        """The account's balance when this process first asked, read once per account: a fresh journal of
+        an instance built later on a shared account (another instance's margin in use) gets the same base,
+        not whatever is available then."""
+        if account not in self._start_balances:
+            self._start_balances[account] = await self.adapters[account].balance()
+        return self._start_balances[account]
 
     def epoch_for(self, instance: str) -> str:
         """The epoch a new journal of ``instance`` gets: drawn from the clock and the system's randomness,

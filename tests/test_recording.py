@@ -282,10 +282,13 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
             "SELECT COUNT(*) FROM transitions WHERE dst LIKE 'exited_%' AND src NOT LIKE 'exited_%'").fetchone()[0]
     finally:
         journal.close()
-    assert len(plotted["equity"]) == n_trades + 1 == data["trades"] + 1
+    ev = data["evaluation"]
+    assert ev["whole"]["trades"] == n_trades and ev["marks"] == "entries and trade closes"  # no candle file
     assert plotted["equity"][0] == float(initial)
-    assert plotted["equity"][-1] == pytest.approx(float(initial + pnl - fees), abs=1e-6)
-    assert max(plotted["drawdown_pct"]) == pytest.approx(data["max_drawdown_pct"])
+    opened = Decimal(ev["open_position"]["net"]) if ev["open_position"] else Decimal(0)
+    assert abs(Decimal(ev["final_equity"]) - (initial + pnl - fees + opened)) <= Decimal("0.01")  # each to the cent
+    assert plotted["equity"][-1] == pytest.approx(float(initial + pnl - fees + opened), abs=0.01)
+    assert max(plotted["drawdown_pct"]) == pytest.approx(ev["whole"]["max_drawdown_pct"])
 
 
 def test_gatebot_replay_of_a_recording_damaged_midway_says_what_was_replayed_before_it(
