@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from gatebot.app import check_invariants
+from gatebot.app import baseline, check_invariants
 from gatebot.app.embedded import EmbeddedSimulators
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("sim_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_sim)
     check_invariants.add_parser(sub)
+    baseline.add_parser(sub)
     parser.add_argument("--version", action="version", version=f"gatebot {version('gatebot')}")
     parser.add_argument("-v", "--verbose", action="store_true")
     for name, command in sub.choices.items():  # -v after the subcommand too (SUPPRESS: absent keeps the top's)

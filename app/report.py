@@ -171,6 +171,7 @@ def report_data(journal: Journal, *, candles: Path | None = None) -> dict[str, A
     gaps = protection_gaps(journal)
     pnl, fees = journal.realized()
     return {
+        "baseline": _baseline(journal.path.parent / "baseline.json", s.instance, ev),
         "instance": s.instance, "state": s.state, "exits": s.exits,
         "realized_pnl_from_fills": str(pnl), "fees_from_fills": str(fees),
         "funding_booked": str(journal.funding_total()), "funding_payments": journal.funding_count(),
@@ -183,12 +184,34 @@ def report_data(journal: Journal, *, candles: Path | None = None) -> dict[str, A
     }
 
 
+def _baseline(path: Path, instance: str, ev: dict[str, Any]) -> dict[str, Any] | None:
+    """The random-entry baseline (``gatebot evaluate``) beside the journal, when it is of this very run (its
+    strategy figure is this journal's): a file of an earlier run is not shown as this one's."""
+    try:
+        b = msgspec.json.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return None
+    if not isinstance(b, dict) or b.get("instance") != instance:
+        return None
+    mine = ev["parts"][0]["compound_return_pct"]
+    if abs(float(b.get("strategy_return_pct", float("nan"))) - mine) > 1e-9:
+        return {"stale": True}
+    return b
+
+
 def format_report(data: dict[str, Any], *, max_rows: int = 20) -> str:
     """The evaluation first (out of sample first), then what only the report shows, then the trades."""
     lines = [f"== {data['instance']} ({data['state']}) ==", format_evaluation(data["evaluation"]),
              f"funding: {data['funding_payments']} payments booked, {Decimal(data['funding_booked']):+.4f} USDT in "
              "all (positive = paid)",
              "exits by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(data["exits"].items())) or "none")]
+    b = data.get("baseline")
+    if b is not None and b.get("stale"):
+        lines.append("random-entry baseline: baseline.json is of another run (gatebot evaluate again)")
+    elif b is not None:
+        n = len(b["random_returns_pct"])
+        lines.append(f"random-entry baseline ({n} runs, {b['part']}): strategy {b['strategy_return_pct']:+.2f}%, "
+                     f"percentile {b['percentile']:.1f}, p-value {b['p_value']:.3f} ({b['method']})")
     g = data["protection_gap_ms"]
     lines.append(f"protection gap (entry fill -> stop confirmed): {g['count']} positions, median {g['median']} ms, "
                  f"p95 {g['p95']} ms, max {g['max']} ms")
