@@ -301,7 +301,7 @@ class Runner:
         self._csv_rows = load_csv(csv) if csv else None  # a bad file is refused before anything starts
         self.candles_csv = str(Path(csv).resolve()) if csv else None
         """The candle file replayed (journal meta, so that a report marks equity at its closes)."""
-        self._start_balances: dict[str, Decimal] = {}
+        self._start_balances: dict[str, asyncio.Future[Decimal]] = {}
         self.market_rows = self._csv_rows
         """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.evaluation_meta: dict[str, dict[str, Any]] = {}
@@ -370,9 +370,9 @@ class Runner:
         """The account's balance when this process first asked, read once per account: a fresh journal of
         an instance built later on a shared account (another instance's margin in use) gets the same base,
         not whatever is available then."""
-        if account not in self._start_balances:
-            self._start_balances[account] = await self.adapters[account].balance()
-        return self._start_balances[account]
+        if account not in self._start_balances:  # one read even when instances build concurrently (live)
+            self._start_balances[account] = asyncio.ensure_future(self.adapters[account].balance())
+        return await asyncio.shield(self._start_balances[account])
 
     def epoch_for(self, instance: str) -> str:
         """The epoch a new journal of ``instance`` gets: drawn from the clock and the system's randomness,

@@ -3,13 +3,18 @@ their own lines, the open position at the last mark, non-overlapping 5-day windo
 
 from __future__ import annotations
 
+from decimal import Decimal
 from decimal import Decimal as D
+from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
+from gatebot.app.cli import main
 from gatebot.app.evaluation import WINDOW_MS, JournalFacts, TradeRow, evaluate, format_evaluation
 from gatebot.core.position import PositionRecord
+from tests.helpers import SHARED_5M
 
 STEP = 300_000  # 5m
 DAY = 86_400_000
@@ -109,3 +114,111 @@ def test_slippage_is_a_line_of_its_own() -> None:
     ev = evaluate(facts([stop]), candles([100.0] * 100))
     assert ev["whole"]["slippage"] == "1.50"
     assert "slippage +1.50 USDT" in format_evaluation(ev)
+
+
+# --- on the shared 5m file: replay leads with out of sample; report, JSON and PNG agree to the cent --------
+
+SHARED_TOML_STATE = 'state_dir = "../state/opportunity_gating"'
+
+
+def test_replay_of_the_shared_file_leads_with_out_of_sample_and_every_view_agrees(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not SHARED_5M.exists():
+        pytest.skip(f"shared candle file {SHARED_5M} is absent")
+    pytest.importorskip("matplotlib")
+    cfg = tmp_path / "og.toml"
+    example = (Path(__file__).resolve().parents[1] / "examples" / "opportunity_gating.toml").read_text()
+    assert SHARED_TOML_STATE in example
+    cfg.write_text(example.replace(SHARED_TOML_STATE, f'state_dir = "{tmp_path / "state"}"'))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "report.json").write_text('{"instances": []}')  # an earlier run's, to be refreshed
+    assert main(["replay", str(cfg), "--candles", str(SHARED_5M)]) == 0
+    replay_out = capsys.readouterr().out.splitlines()
+    figures = [line for line in replay_out if "USDT" in line or "%" in line]
+    assert figures[0].startswith("  out of sample: "), figures[:2]
+    assert any(line.startswith("  IN SAMPLE") for line in figures)
+    data = msgspec.json.decode((tmp_path / "state" / "report.json").read_bytes())["instances"]
+    assert len(data) == 1, "the replay refreshed report.json"
+    assert main(["report", str(tmp_path / "state"), "--out", str(tmp_path / "r")]) == 0
+    report_out = capsys.readouterr().out
+    ev = msgspec.json.decode((tmp_path / "r" / "report.json").read_bytes())["instances"][0]["evaluation"]
+    assert ev == data[0]["evaluation"]
+    oos = ev["parts"][0]
+    assert oos["kind"] == "out_of_sample" and oos["trades"] > 0
+    for p in ev["parts"]:
+        line = f"{p['trades']} trades"
+        net = f"net {Decimal(p['net']):+.2f} USDT, compounded return {p['compound_return_pct']:+.2f}%, max drawdown " \
+              f"{p['max_drawdown_pct']:.2f}%"
+        for text in ("\n".join(replay_out), report_out):
+            assert f"{p['label']}: {line}" in text and net in text
+            assert f"fees {Decimal(p['fees']):.2f} USDT, funding {Decimal(p['funding']):+.2f} USDT, slippage " \
+                   f"{Decimal(p['slippage']):+.2f} USDT" in text
+    # the trades' nets add up to the parts' nets, to the cent
+    rows = ev["trades_table"]
+    for p in ev["parts"]:
+        assert sum((Decimal(r["net"]) for r in rows if r["sample"] == p["kind"]), Decimal(0)) == \
+            pytest.approx(Decimal(p["net"]), abs=Decimal("0.01") * len(rows))
+    from gatebot.app.plot import read_series
+
+    plotted = read_series(tmp_path / "r" / "report.png")["og"]
+    assert plotted == ev["equity_curve"]
+    assert round(plotted["equity"][-1], 2) == pytest.approx(float(ev["final_equity"]), abs=0.01)
+    assert max(plotted["drawdown_pct"]) == pytest.approx(ev["whole"]["max_drawdown_pct"])
+
+
+def test_instances_on_one_account_share_its_balance_at_first_start_and_a_bad_base_is_no_percentage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each fresh journal's initial balance is the account's balance when the process first asked, not what is
+    available when its own instance happens to start (another instance's margin in use: once -2417.89)."""
+    import asyncio
+
+    from gatebot.app.report import format_summary, report_dir
+    from gatebot.app.runner import Runner
+    from gatebot.core.config import load_config
+    from gatebot.core.journal import Journal
+    from gatebot.exchanges.paper.exchange import PaperExchange
+    from gatebot.plugins.manager import make_plugin_manager
+
+    reads = iter([D("10000"), D("-2417.89"), D("5")])
+
+    async def balance(self: PaperExchange) -> D:
+        return next(reads)
+
+    monkeypatch.setattr(PaperExchange, "balance", balance)
+    cfg = tmp_path / "two.toml"
+    cfg.write_text(f"""
+mode = "replay"
+state_dir = "{tmp_path / 'state'}"
+[market]
+source = "generated"
+bars = 300
+[exchanges.paper]
+type = "paper"
+[[instances]]
+name = "btc"
+exchange = "paper"
+strategy = "sma_cross"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+[[instances]]
+name = "eth"
+exchange = "paper"
+strategy = "sma_cross"
+symbol = "ETH-USDT"
+interval = "5m"
+leverage = 4
+""")
+    config = load_config(cfg)
+    asyncio.run(Runner(config, make_plugin_manager()).run())
+    bases = []
+    for name in ("btc", "eth"):
+        j = Journal(tmp_path / "state" / f"{name}.sqlite", readonly=True)
+        bases.append(j.meta()["initial_balance"])
+        j.close()
+    assert bases == ["10000", "10000"]
+    bad = Journal(tmp_path / "state" / "eth.sqlite")
+    bad.set_meta({"initial_balance": "-2417.89"})
+    bad.close()
+    line = next(format_summary(s) for s in report_dir(tmp_path / "state") if s.instance == "eth")
+    assert "return n/a: the initial balance -2417.89 is not positive" in line and "% of -2417.89" not in line
