@@ -374,10 +374,12 @@ def _days(ms: int) -> str:
     return f"{ms / 86_400_000:.1f} days"
 
 
-def format_part(p: dict[str, Any], initial_valid: bool = True) -> list[str]:
+def format_part(p: dict[str, Any], initial_valid: bool = True, marked: bool = True) -> list[str]:
     exits = ", ".join(f"{k} {v}" for k, v in p["exits"].items()) or "none"
     ret = f"compounded return {p['compound_return_pct']:+.2f}%" if initial_valid else "return n/a"
-    opened = f" (+{p['open_positions']} open, valued at the last mark)" if p["open_positions"] else ""
+    valued = "valued at the last mark" if marked else "valued at its entry price: no candles to mark it"
+    opened = f" (+{p['open_positions']} open, {valued})" if p["open_positions"] else ""
+    dd = "marked to market" if marked else "at entries and trade closes only"
     w = p["windows"]
     if w["count"]:
         windows = (f"mean return per 5-day window {w['mean_return_pct']:+.2f}% over {w['count']} non-overlapping "
@@ -387,7 +389,7 @@ def format_part(p: dict[str, Any], initial_valid: bool = True) -> list[str]:
         span = _days(int(w["longest_span_days"] * 86_400_000))
         windows = f"5-day windows: none (the period after the warm-up is {span}, shorter than one window)"
     return [f"  {p['label']}: {p['trades']} trades{opened}, net {Decimal(p['net']):+.2f} USDT, {ret}, "
-            f"max drawdown {p['max_drawdown_pct']:.2f}% (marked to market)",
+            f"max drawdown {p['max_drawdown_pct']:.2f}% ({dd})",
             f"    win rate {p['win_rate']:.1%}, average win {p['avg_win_pct']:+.2f}%, average loss "
             f"{p['avg_loss_pct']:+.2f}% of the balance, average hold {p['avg_hold_ms'] / 60_000:.0f} min; "
             f"exits: {exits}",
@@ -408,12 +410,14 @@ def format_evaluation(ev: dict[str, Any]) -> str:
         fmt = [datetime.fromtimestamp(ev["training"][k] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
                for k in ("start_ms", "end_ms")]
         lines.append(f"  training window (declared by the strategy): candles {fmt[0]} .. {fmt[1]} UTC")
+    marked = ev["marks"] == "candle closes"
     for p in ev["parts"]:
-        lines += format_part(p, ev["initial_balance_valid"])
+        lines += format_part(p, ev["initial_balance_valid"], marked)
     if ev["training"] is not None:
-        lines += format_part(ev["whole"], ev["initial_balance_valid"])[:1]
+        lines += format_part(ev["whole"], ev["initial_balance_valid"], marked)[:1]
     o = ev["open_position"]
     if o is not None:
+        at = "at the last mark" if marked else "at its entry price (no candles to mark it; fees counted)"
         lines.append(f"  open position {o['position']}: {o['side']} {o['qty']} @ {Decimal(o['entry_price']):.2f}, "
-                     f"valued at the last mark {Decimal(o['exit_price']):.2f}: {Decimal(o['net']):+.2f} USDT")
+                     f"valued {at} {Decimal(o['exit_price']):.2f}: {Decimal(o['net']):+.2f} USDT")
     return "\n".join(lines)

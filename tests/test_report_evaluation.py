@@ -54,6 +54,8 @@ def test_compounding_and_drawdown_marked_to_market_see_the_dip_inside_a_trade() 
     assert ev["marks"] == "candle closes"
     without = evaluate(facts([trade(1, 10, 10, 100.0, 110.0, qty="10", fees="2")]))
     assert without["whole"]["max_drawdown_pct"] == 0.0 and without["marks"] == "entries and trade closes"
+    text = format_evaluation(without)
+    assert "(at entries and trade closes only)" in text and "marked to market" not in text
 
 
 def test_out_of_sample_comes_first_and_the_training_window_is_its_own_part() -> None:
