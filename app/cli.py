@@ -1,4 +1,4 @@
-"""``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants.
+"""``gatebot``: run, replay, record, import-candles, report, evaluate, status, check-config, sim, check-invariants.
 
 One parser; each subcommand is bound to the function that runs it whole (``set_defaults(func=...)``), which
 returns the exit status (app/exit_codes.py); the errors every command may meet are mapped to a status here.
@@ -74,7 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--candles", type=Path, help="candle CSV to mark equity at (default: the file a replay "
                    "recorded in the journal, when still there)")
     p.add_argument("--no-png", action="store_true")
-    p.set_defaults(func=lambda args: report(args.state_dir, args.out, png=not args.no_png, candles=args.candles))
+    p.set_defaults(func=lambda args: write_report(args.state_dir, args.out, png=not args.no_png,
+                                                  candles=args.candles))
     p = sub.add_parser("status", help="each instance's state, read from the journals alone")
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p.set_defaults(func=lambda args: _status(args.state_dir))
@@ -322,10 +323,6 @@ def _replay(args: argparse.Namespace) -> int:
     if result.kind == "session":
         print("replay repeated every live command")
     return EXIT_HALTED if result.halted else 0
-
-
-def report(state_dir: Path, out: Path | None, *, png: bool = True, candles: Path | None = None) -> int:
-    return write_report(state_dir, out, png=png, candles=candles)
 
 
 def write_report(state_dir: Path, out: Path | None, *, png: bool = True, candles: Path | None = None,
