@@ -55,6 +55,7 @@ class TradeRow(msgspec.Struct, kw_only=True):
     fees: Decimal
     entry_fees: Decimal
     funding: Decimal
+    funding_payments: int = 0
     stop_price: Decimal | None = None
     exit_decided_at: int | None = None
     """When the strategy asked for the exit (a market close), ms."""
@@ -107,9 +108,8 @@ def read_journal(journal: Journal) -> JournalFacts:
     exit_asked: dict[int, int] = {}
     trades: list[TradeRow] = []
     funding: dict[int, list[tuple[int, Decimal]]] = {}
-    if journal._has_funding():
-        for pos, t, paid in journal.conn.execute("SELECT position, funding_time, paid FROM funding ORDER BY seq"):
-            funding.setdefault(pos, []).append((int(t), Decimal(paid)))
+    for pos, t, paid in journal.funding_payments():
+        funding.setdefault(pos, []).append((t, paid))
     for pos, ts, src, trigger, dst, raw in journal.conn.execute(
             "SELECT position, ts, src, trigger, dst, record FROM transitions ORDER BY seq"):
         if trigger == "enter" or trigger == "adopt":
@@ -127,6 +127,7 @@ def read_journal(journal: Journal) -> JournalFacts:
                 opened_at=entries.get(pos, ts), filled_at=fills.get(pos, ts), closed_at=ts,
                 exit_reason=dst.removeprefix("exited_"), realized_pnl=r.realized_pnl, fees=r.fees,
                 entry_fees=entry_fees.get(pos, r.fees), funding=sum((p for _, p in funding.get(pos, [])), ZERO),
+                funding_payments=len(funding.get(pos, [])),
                 stop_price=r.stop_price, exit_decided_at=exit_asked.get(pos)))
         elif trigger in ("entry_filled", "entry_completed", "adopt") and pos not in fills and dst not in EXITED:
             fills[pos] = ts
@@ -209,6 +210,7 @@ def evaluate(facts: JournalFacts, candles: np.ndarray | None = None) -> dict[str
             position=r.seq, side=r.side or "", qty=r.open_qty, entry_price=r.avg_entry, exit_price=price,
             opened_at=r.opened_at, filled_at=filled, closed_at=last_mark_t or r.opened_at, exit_reason="open",
             realized_pnl=r.realized_pnl + unreal, fees=r.fees, entry_fees=r.fees, funding=funding,
+            funding_payments=len(facts.funding_times.get(r.seq, [])),
             stop_price=r.stop_price))
     balance = facts.initial_balance
     for t in trades:
@@ -333,6 +335,7 @@ def _part_figures(label: str, kind: str, sel: list[TradeRow], times: list[int], 
         "avg_hold_ms": sum(held) // len(held) if held else 0,
         "fees": _money(sum((t.fees for t in sel), ZERO)),
         "funding": _money(sum((t.funding for t in sel), ZERO)),
+        "funding_payments": sum(t.funding_payments for t in sel),
         "slippage": _money(sum((t.slippage for t in sel), ZERO)),
         "exits": dict(sorted(Counter(t.exit_reason for t in closed).items())),
         "windows": _windows(closed, spans, warmup_end),
@@ -393,8 +396,11 @@ def format_part(p: dict[str, Any], initial_valid: bool = True, marked: bool = Tr
             f"    win rate {p['win_rate']:.1%}, average win {p['avg_win_pct']:+.2f}%, average loss "
             f"{p['avg_loss_pct']:+.2f}% of the balance, average hold {p['avg_hold_ms'] / 60_000:.0f} min; "
             f"exits: {exits}",
-            f"    fees {Decimal(p['fees']):.2f} USDT, funding {Decimal(p['funding']):+.2f} USDT, slippage "
-            f"{Decimal(p['slippage']):+.2f} USDT (all inside net)",
+            f"    fees {Decimal(p['fees']):.2f} USDT (inside net)",
+            f"    funding {Decimal(p['funding']):+.2f} USDT over {p['funding_payments']} payments (positive = paid; "
+            + ("inside net)" if p["funding_payments"] else "none booked: this account charged no funding)"),
+            f"    slippage {Decimal(p['slippage']):+.2f} USDT (fills against the decision candle's close, stops "
+            "against their trigger; inside net)",
             f"    {windows}"]
 
 

@@ -153,8 +153,10 @@ def test_replay_of_the_shared_file_leads_with_out_of_sample_and_every_view_agree
               f"{p['max_drawdown_pct']:.2f}%"
         for text in ("\n".join(replay_out), report_out):
             assert f"{p['label']}: {line}" in text and net in text
-            assert f"fees {Decimal(p['fees']):.2f} USDT, funding {Decimal(p['funding']):+.2f} USDT, slippage " \
-                   f"{Decimal(p['slippage']):+.2f} USDT" in text
+            for cost in (f"\n    fees {Decimal(p['fees']):.2f} USDT",
+                         f"\n    funding {Decimal(p['funding']):+.2f} USDT",
+                         f"\n    slippage {Decimal(p['slippage']):+.2f} USDT"):
+                assert cost in text, cost
     # the trades' nets add up to the parts' nets, to the cent
     rows = ev["trades_table"]
     for p in ev["parts"]:
