@@ -72,8 +72,10 @@ def plot_report(reports: list[dict[str, Any]], out: Path) -> None:
         for ax in (ax_px, ax_eq, ax_dd):
             ax.grid(alpha=0.3)
         series[r["instance"]] = c
-    fig.suptitle("gatebot: out of sample outside the shaded training window")
-    fig.tight_layout()
+    trained = any(r["evaluation"]["training"] is not None for r in reports)
+    fig.suptitle("gatebot: the shaded span is the training window (in sample); the rest is out of sample" if trained
+                 else "gatebot: no training window declared (all out of sample)")
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(out, format="png", dpi=80, metadata={"gatebot-series": json.dumps(series)})
     plt.close(fig)
 
