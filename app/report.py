@@ -239,10 +239,14 @@ def evaluation_text(state_dir: str | Path, candles: Path | None = None) -> str:
     """The evaluation of every readable journal in ``state_dir`` (the replay prints it)."""
     out = []
     for path in sorted(Path(state_dir).glob("*.sqlite")):
-        journal = Journal(path, readonly=True)
         try:
-            facts = read_journal(journal)
-        finally:
-            journal.close()
+            journal = Journal(path, readonly=True)
+            try:
+                facts = read_journal(journal)
+            finally:
+                journal.close()
+        except JournalError as exc:  # named in the line; the other journals are still evaluated
+            out.append(f"error: {exc}")
+            continue
         out.append(format_evaluation(evaluate(facts, journal_candles(facts, candles))))
     return "\n".join(out)
