@@ -205,7 +205,7 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
     print(f"{runner.bars} candles processed ({config.mode})")
     if config.mode == "replay":  # the evaluation, out of sample first; the report files refreshed
         print(evaluation_text(config.state_dir, candles))
-        write_report(Path(config.state_dir), None, quiet=True)
+        _refresh_report(Path(config.state_dir))
     else:
         errors: list[str] = []
         for summary in report_dir(config.state_dir, errors):
@@ -314,7 +314,7 @@ def _replay(args: argparse.Namespace) -> int:
     print(f"{result.bars} candles from {result.frames:,} frames replayed ({result.kind} recording)")
     for summary in report_dir(config.state_dir):
         print(format_summary(summary))
-    write_report(Path(config.state_dir), None, quiet=True)  # never a report of an earlier run beside these journals
+    _refresh_report(Path(config.state_dir))
     for name, reason in result.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     if result.divergence is not None:
@@ -323,6 +323,15 @@ def _replay(args: argparse.Namespace) -> int:
     if result.kind == "session":
         print("replay repeated every live command")
     return EXIT_HALTED if result.halted else 0
+
+
+def _refresh_report(state_dir: Path) -> None:
+    """After a replay: report.json and report.png of these journals, never an earlier run's beside them."""
+    if any(state_dir.glob("*.sqlite")):
+        write_report(state_dir, None, quiet=True)
+    else:
+        for name in ("report.json", "report.png"):
+            (state_dir / name).unlink(missing_ok=True)
 
 
 def write_report(state_dir: Path, out: Path | None, *, png: bool = True, candles: Path | None = None,
