@@ -312,8 +312,7 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"note: {args.recording} was recorded under another configuration (config hash differs)",
               file=sys.stderr)
     print(f"{result.bars} candles from {result.frames:,} frames replayed ({result.kind} recording)")
-    for summary in report_dir(config.state_dir):
-        print(format_summary(summary))
+    print(evaluation_text(config.state_dir))
     _refresh_report(Path(config.state_dir))
     for name, reason in result.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)

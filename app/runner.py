@@ -117,8 +117,8 @@ class Instance:
                       "mode": r.config.mode}
             if "initial_balance" not in meta:
                 values["initial_balance"] = str(await r.start_balance(cfg.exchange))
-            if r.candles_csv is not None:
-                values["candles_csv"] = r.candles_csv
+            if r.candles_csv is not None or r._marks is not None:
+                values["candles_csv"] = r.candles_csv or str(r.marks_path(cfg.symbol, cfg.interval).resolve())
             journal.set_meta(values)
             self.meta_written = True
         strategy_cls = r.plugins.strategies()[cfg.strategy]
@@ -302,6 +302,9 @@ class Runner:
         self.candles_csv = str(Path(csv).resolve()) if csv else None
         """The candle file replayed (journal meta, so that a report marks equity at its closes)."""
         self._start_balances: dict[str, asyncio.Future[Decimal]] = {}
+        self._marks: dict[tuple[str, str], list[str]] | None = {} if config.mode == "replay" and csv is None else None
+        """A replay without a candle file (a generated market, a market recording): its candles, written beside
+        the journals at the end (``marks_path``), so that the evaluation marks equity at every candle."""
         self.market_rows = self._csv_rows
         """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.evaluation_meta: dict[str, dict[str, Any]] = {}
@@ -457,9 +460,21 @@ class Runner:
             for journal in self.journals.values():
                 journal.close()
 
+    def marks_path(self, symbol: str, interval: str) -> Path:
+        return self.state_dir / f"candles-{symbol}-{interval}.csv"
+
+    def _write_marks(self) -> None:
+        for (symbol, interval), rows in (self._marks or {}).items():
+            path = self.marks_path(symbol, interval)
+            path.with_suffix(".new").write_text("timestamp,open,high,low,close,volume\n" + "".join(rows))
+            path.with_suffix(".new").replace(path)
+
     def _fresh_journals(self) -> None:
         """A replay is a pure function of its inputs: it starts from empty journals every time. Only a
         previous replay's journal is replaced; any other file in the way halts that instance."""
+        if self._marks is not None:  # an earlier replay's candles are not this one's
+            for inst in self.instances:
+                self.marks_path(inst.cfg.symbol, inst.cfg.interval).unlink(missing_ok=True)
         for inst in self.instances:
             path = inst.journal_path
             if path.exists():
@@ -533,6 +548,7 @@ class Runner:
             await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
         if progress is not None:
             progress.done(self.bars)
+        self._write_marks()
 
     async def _each_candle(self) -> AsyncIterator[CandleClosed]:
         """The replay's candles: the given source (a market recording's), else the config's files."""
@@ -546,6 +562,10 @@ class Runner:
     async def _feed_one(self, candle: CandleClosed, streams: dict[tuple[str, str], _Stream], clock: Clock,
                         virtual: bool, speed: float, market_adapters: list[Any], progress: _Progress | None) -> None:
         stream = streams[(candle.symbol, candle.interval)]
+        if self._marks is not None:
+            c = candle
+            self._marks.setdefault((c.symbol, c.interval), []).append(
+                f"{c.open_time},{c.open!r},{c.high!r},{c.low!r},{c.close!r},{c.volume!r}\n")
         if stream.resume is not None and candle.open_time <= stream.resume:
             stream.history.append(candle)  # the exchange lived through it before a restart: warm-up only
             for inst in stream.instances:

@@ -264,7 +264,7 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "state"), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "protection gap" in text and "exits by reason" in text and "5-day windows" in text
+    assert "protection gap" in text and "exits by reason" in text and "5-day window" in text
     data = msgspec.json.decode((out / "report.json").read_bytes())["instances"][0]
     from gatebot.app.plot import read_series
 
@@ -283,7 +283,9 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
     finally:
         journal.close()
     ev = data["evaluation"]
-    assert ev["whole"]["trades"] == n_trades and ev["marks"] == "entries and trade closes"  # no candle file
+    # a market recording has no candle file: the replay wrote its candles beside the journals, to mark equity at
+    assert ev["whole"]["trades"] == n_trades and ev["marks"] == "candle closes"
+    assert len(plotted["equity"]) == len((tmp_path / "state" / "candles-BTC-USDT-5m.csv").read_text().splitlines()) - 1
     assert plotted["equity"][0] == float(initial)
     opened = Decimal(ev["open_position"]["net"]) if ev["open_position"] else Decimal(0)
     assert abs(Decimal(ev["final_equity"]) - (initial + pnl - fees + opened)) <= Decimal("0.01")  # each to the cent

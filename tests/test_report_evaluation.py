@@ -226,3 +226,30 @@ leverage = 4
     bad.close()
     line = next(format_summary(s) for s in report_dir(tmp_path / "state") if s.instance == "eth")
     assert "return n/a: the initial balance -2417.89 is not positive" in line and "% of -2417.89" not in line
+
+
+def test_a_replay_without_a_candle_file_keeps_its_candles_to_mark_equity_at(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "gen.toml"
+    cfg.write_text(f"""
+mode = "replay"
+state_dir = "{tmp_path / 'state'}"
+[market]
+source = "generated"
+bars = 300
+[exchanges.paper]
+type = "paper"
+[[instances]]
+name = "sma"
+exchange = "paper"
+strategy = "sma_cross"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+""")
+    assert main(["replay", str(cfg)]) == 0
+    assert "equity marked at candle closes" in capsys.readouterr().out
+    marks = tmp_path / "state" / "candles-BTC-USDT-5m.csv"
+    assert len(marks.read_text().splitlines()) == 301
+    ev = msgspec.json.decode((tmp_path / "state" / "report.json").read_bytes())["instances"][0]["evaluation"]
+    assert ev["marks"] == "candle closes" and len(ev["equity_curve"]["t"]) == 300
