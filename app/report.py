@@ -179,8 +179,6 @@ def report_data(journal: Journal, *, candles: Path | None = None) -> dict[str, A
                               "p95": _pct(gaps, 0.95), "mean": (sum(gaps) / len(gaps)) if gaps else 0.0},
         "evaluation": ev,
         "price": price,
-        "equity_curve": ev["equity_curve"],
-        "trades_table": ev["trades_table"],
     }
 
 
@@ -215,7 +213,7 @@ def format_report(data: dict[str, Any], *, max_rows: int = 20) -> str:
     g = data["protection_gap_ms"]
     lines.append(f"protection gap (entry fill -> stop confirmed): {g['count']} positions, median {g['median']} ms, "
                  f"p95 {g['p95']} ms, max {g['max']} ms")
-    rows = data["trades_table"]
+    rows = data["evaluation"]["trades_table"]
     if rows:
         lines.append(f"{'pos':>5} {'side':<5} {'opened (UTC)':<16} {'closed (UTC)':<16} {'hold':>6} {'entry':>10} "
                      f"{'exit':>10} {'how':<8} {'fees':>8} {'funding':>8} {'net':>10} sample")

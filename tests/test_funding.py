@@ -106,7 +106,8 @@ def test_short_positions_receive_and_trades_carry_their_own_funding_in_the_repor
         # the evaluation's funding line and trades table carry the same payments, to the cent
         whole = data["evaluation"]["whole"]
         assert D(whole["funding"]) == sum((t.funding for t in ts), D(0)).quantize(D("0.01")) != 0
-        assert [D(r["funding"]) for r in data["trades_table"]] == [t.funding.quantize(D("0.01")) for t in ts]
+        rows = data["evaluation"]["trades_table"]
+        assert [D(r["funding"]) for r in rows] == [t.funding.quantize(D("0.01")) for t in ts]
         assert f"funding {D(whole['funding']):+.2f} USDT" in text
         assert asyncio.run(check(journal, runner.adapters["paper"], instance="fu", symbol="BTC-USDT")) == []
     finally:

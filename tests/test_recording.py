@@ -269,7 +269,7 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
     from gatebot.app.plot import read_series
 
     plotted = read_series(out / "report.png")["sma"]
-    assert plotted == data["equity_curve"]
+    assert plotted == data["evaluation"]["equity_curve"]
     journal = Journal(tmp_path / "state" / "sma.sqlite", readonly=True)
     try:
         closed = {p for (p,) in journal.conn.execute("SELECT position FROM transitions WHERE dst LIKE 'exited_%'")}
