@@ -113,13 +113,13 @@ def rates(journal: Journal, ev: dict[str, Any], *, candles: int, step_ms: int, w
 # --- running ----------------------------------------------------------------------------------------------
 
 
-def _config(path: Path, state: Path, instances: list[tuple[str, str, Any]]) -> Config:
-    """CONFIG with its first instance's account copied once per (name, strategy, params): each its own."""
+def _config(path: Path, state: Path, template: str, instances: list[tuple[str, str, Any]]) -> Config:
+    """CONFIG with instance ``template`` and its account copied once per (name, strategy, params): each its own."""
     from gatebot.app.replayer import on_paper
 
     base = load_config(path)
     config = on_paper(msgspec.structs.replace(base, mode="replay"))
-    first = config.instances[0]
+    first = next(i for i in config.instances if i.name == template)
     account = config.exchanges[first.exchange]
     exchanges: dict[str, ExchangeConfig] = {}
     out: list[InstanceConfig] = []
@@ -131,12 +131,12 @@ def _config(path: Path, state: Path, instances: list[tuple[str, str, Any]]) -> C
                                    plugins=msgspec.structs.replace(config.plugins, modules=modules))
 
 
-def _run(path: Path, csv: Path, state: Path, instances: list[tuple[str, str, Any]]) -> None:
+def _run(path: Path, csv: Path, state: Path, template: str, instances: list[tuple[str, str, Any]]) -> None:
     """One process: these instances over the candles (their journals in ``state``)."""
     from gatebot.app.runner import Runner
     from gatebot.plugins.manager import make_plugin_manager
 
-    config = _config(path, state, instances)
+    config = _config(path, state, template, instances)
     plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
     asyncio.run(Runner(config, plugins, candles_csv=csv).run())
 
@@ -183,9 +183,9 @@ class Baseline(msgspec.Struct, kw_only=True):
 
 
 def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, seed: int = 0,
-                 state: Path | None = None, strategy_dir: Path | None = None) -> Baseline:
-    """Replay CONFIG's first instance (into ``strategy_dir``, default a temporary folder), then ``n``
-    random-entry runs with its rates; compare."""
+                 state: Path | None = None, strategy_dir: Path | None = None, instance: str | None = None) -> Baseline:
+    """Replay CONFIG's instance ``instance`` (default the first; into ``strategy_dir``, default a temporary
+    folder), then ``n`` random-entry runs with its rates; compare."""
     import time
 
     from gatebot.core.market import load_csv
@@ -194,9 +194,15 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
     rows = load_csv(csv)
     with tempfile.TemporaryDirectory(prefix="gatebot-baseline-") as tmp:
         root = state or Path(tmp)
-        first = load_config(path).instances[0]
+        instances = load_config(path).instances
+        first = next((i for i in instances if i.name == instance), None) if instance else instances[0]
+        if first is None:
+            from gatebot.core.config import ConfigError
+
+            raise ConfigError(f"{path}: evaluate --instance: no instance {instance!r} (there are "
+                              f"{', '.join(i.name for i in instances)})")
         mine_dir = strategy_dir or root / "strategy"
-        _run(path, csv, mine_dir, [(first.name, first.strategy, first.params)])
+        _run(path, csv, mine_dir, first.name, [(first.name, first.strategy, first.params)])
         ev, meta = _evaluate(mine_dir, first.name, rows)
         journal = Journal(mine_dir / f"{first.name}.sqlite", readonly=True)
         try:
@@ -212,10 +218,10 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
         k = max(1, min(workers or os.cpu_count() or 1, n))
         dirs = [root / f"random{i}" for i in range(k)]  # one state folder per process (each holds its lock)
         if k == 1:
-            _run(path, csv, dirs[0], runs)
+            _run(path, csv, dirs[0], first.name, runs)
         else:
             with ProcessPoolExecutor(k) as pool:
-                list(pool.map(_run, [path] * k, [csv] * k, dirs, [runs[i::k] for i in range(k)]))
+                list(pool.map(_run, [path] * k, [csv] * k, dirs, [first.name] * k, [runs[i::k] for i in range(k)]))
         randoms = [figure(_evaluate(dirs[i % k], name, rows, training)[0]) for i, name in enumerate(names)]
     mine = figure(ev)
     beats = sum(1.0 if r < mine else 0.5 if r == mine else 0.0 for r in randoms)
@@ -264,8 +270,8 @@ def cmd_evaluate(args: Any) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "baseline.json").unlink(missing_ok=True)  # never one of an earlier run beside the new journal
     b = run_baseline(args.config, args.candles, args.baseline, workers=args.workers, seed=args.seed,
-                     strategy_dir=out)
-    print(evaluation_text(out, args.candles))
+                     strategy_dir=out, instance=args.instance)
+    print(evaluation_text(out, args.candles, only=b.instance))
     print(b.text())
     (out / "baseline.json").write_bytes(msgspec.json.format(msgspec.json.encode(b)))
     print(f"baseline: {out / 'baseline.json'}")
@@ -283,4 +289,5 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--baseline", type=int, default=100, help="random runs (default 100)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random runs")
+    p.add_argument("--instance", help="the instance to evaluate (default: the config's first)")
     p.set_defaults(func=cmd_evaluate)

@@ -233,10 +233,10 @@ def _utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
-def evaluation_text(state_dir: str | Path, candles: Path | None = None) -> str:
-    """The evaluation of every readable journal in ``state_dir`` (the replay prints it)."""
+def evaluation_text(state_dir: str | Path, candles: Path | None = None, *, only: str | None = None) -> str:
+    """The evaluation of every readable journal in ``state_dir`` (the replay prints it), or of instance ``only``."""
     out = []
-    for path in sorted(Path(state_dir).glob("*.sqlite")):
+    for path in sorted(Path(state_dir).glob("*.sqlite" if only is None else f"{only}.sqlite")):
         try:
             journal = Journal(path, readonly=True)
             try:

@@ -163,3 +163,13 @@ def test_a_baseline_of_another_run_is_not_shown_as_this_ones(tmp_path: Path,
     assert main(["report", str(tmp_path / "state"), "--no-png"]) == 0
     out = capsys.readouterr().out
     assert "baseline.json is of another run" in out and "random-entry baseline (3 runs" not in out
+
+
+def test_evaluate_refuses_an_unknown_instance_and_a_baseline_below_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = write_candles(tmp_path / "c.csv")
+    cfg = config(tmp_path, "planted_edge")
+    assert main(["evaluate", str(cfg), "--candles", str(csv), "--baseline", "2", "--instance", "nope"]) == 2
+    assert "evaluate --instance: no instance 'nope' (there are x)" in capsys.readouterr().err
+    assert main(["evaluate", str(cfg), "--candles", str(csv), "--baseline", "0"]) == 2
+    assert "--baseline must be at least 1" in capsys.readouterr().err
