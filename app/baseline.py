@@ -141,6 +141,16 @@ def _run(path: Path, csv: Path, state: Path, template: str, instances: list[tupl
     asyncio.run(Runner(config, plugins, candles_csv=csv).run())
 
 
+def _run_and_judge(path: Path, csv: Path, state: Path, template: str, instances: list[tuple[str, str, Any]],
+                   training: tuple[int, int] | None) -> list[float]:
+    """One process: run these instances, then evaluate each (split as the strategy's was): their figures."""
+    from gatebot.core.market import load_csv
+
+    _run(path, csv, state, template, instances)
+    rows = load_csv(csv)
+    return [figure(_evaluate(state, name, rows, training)[0]) for name, _, _ in instances]
+
+
 def _evaluate(state: Path, name: str, rows: np.ndarray,
               training: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The evaluation of one run (with ``training``: split as the strategy's was) and its journal's meta."""
@@ -217,12 +227,16 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
                 for i, name in enumerate(names)]
         k = max(1, min(workers or os.cpu_count() or 1, n))
         dirs = [root / f"random{i}" for i in range(k)]  # one state folder per process (each holds its lock)
+        chunks = [runs[i::k] for i in range(k)]
         if k == 1:
-            _run(path, csv, dirs[0], first.name, runs)
+            figures = [_run_and_judge(path, csv, dirs[0], first.name, runs, training)]
         else:
             with ProcessPoolExecutor(k) as pool:
-                list(pool.map(_run, [path] * k, [csv] * k, dirs, [first.name] * k, [runs[i::k] for i in range(k)]))
-        randoms = [figure(_evaluate(dirs[i % k], name, rows, training)[0]) for i, name in enumerate(names)]
+                figures = list(pool.map(_run_and_judge, [path] * k, [csv] * k, dirs, [first.name] * k, chunks,
+                                        [training] * k))
+        by_name = {name: f for chunk, got in zip(chunks, figures, strict=True)
+                   for (name, _, _), f in zip(chunk, got, strict=True)}
+        randoms = [by_name[name] for name in names]
     mine = figure(ev)
     beats = sum(1.0 if r < mine else 0.5 if r == mine else 0.0 for r in randoms)
     at_least = sum(1 for r in randoms if r >= mine)

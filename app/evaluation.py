@@ -261,28 +261,29 @@ def _equity(facts: JournalFacts, trades: list[TradeRow], closes: dict[int, float
             values.append(values[-1] + float(trades[-1].net))
         return times, values
     times = sorted(closes)
-    values = []
-    by_fill = sorted(trades, key=lambda t: t.filled_at)
-    fill_t = [t.filled_at for t in by_fill]
-    for c in times:
-        k = bisect_right(closed_t, c)
-        value = initial + (closed_cum[k - 1] if k else 0.0)
-        i = bisect_right(fill_t, c) - 1
-        if i >= 0:
-            t = by_fill[i]
-            if t.filled_at <= c < t.closed_at or (t.open and c >= t.filled_at):
-                value += t.sign * float(t.qty) * (closes[c] - float(t.entry_price)) - float(t.entry_fees)
-                value -= sum(float(p) for ft, p in facts.funding_times.get(t.position, []) if ft <= c)
-        values.append(value)
-    return times, values
+    t_arr = np.array(times, dtype=np.int64)
+    close = np.array([closes[c] for c in times])
+    k = np.searchsorted(np.array(closed_t, dtype=np.int64), t_arr, side="right")
+    values = initial + np.concatenate([[0.0], np.array(closed_cum)])[k]
+    for t in trades:  # one position at a time: each held span valued at its closes
+        i0 = int(np.searchsorted(t_arr, t.filled_at, side="left"))
+        i1 = len(times) if t.open else int(np.searchsorted(t_arr, t.closed_at, side="left"))
+        if i1 <= i0:
+            continue
+        values[i0:i1] += t.sign * float(t.qty) * (close[i0:i1] - float(t.entry_price)) - float(t.entry_fees)
+        for ft, paid in facts.funding_times.get(t.position, []):
+            j = max(i0, int(np.searchsorted(t_arr, ft, side="left")))
+            values[j:i1] -= float(paid)
+    return times, values.tolist()
 
 
 def _drawdown_series(equity: list[float]) -> list[float]:
-    out, peak = [], float("-inf")
-    for v in equity:
-        peak = max(peak, v)
-        out.append((peak - v) / peak * 100 if peak > 0 else 0.0)
-    return out
+    if not equity:
+        return []
+    v = np.array(equity)
+    peak = np.maximum.accumulate(v)
+    safe = np.where(peak > 0, peak, 1.0)
+    return np.where(peak > 0, (peak - v) / safe * 100, 0.0).tolist()
 
 
 def _max_drawdown(equity: list[float]) -> float:
