@@ -5,7 +5,7 @@ random-entry runs through the same engine and costs, in parallel processes (``ga
 
 CSV defaults to the shared BingX 5m file; without it the benchmark says so and exits 0 without a RESULT. Prints
 ``RESULT n=… seconds=… workers=… strategy_return_pct=… percentile=… p_value=…``. Target: N = 100 under 120 s on
-the 2-core machine.
+the 2-core machine (measured: 51 s at a load of 4).
 """
 
 from __future__ import annotations
