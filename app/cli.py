@@ -1,4 +1,4 @@
-"""``gatebot``: run, replay, record, import-candles, report, status, check-config, sim, check-invariants,
+"""``gatebot``: run, replay, record, import-candles, report, evaluate, status, check-config, sim, check-invariants,
 check-lookahead, download-candles, download-funding, dashboard; and to a running bot: close, pause, resume, halt,
 flatten.
 
@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from gatebot.app import check_invariants, check_lookahead, download, logs, operator
+from gatebot.app import baseline, check_invariants, check_lookahead, download, logs, operator
 from gatebot.app.embedded import EmbeddedSimulators, simulator_table
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
@@ -71,8 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="trades, equity, drawdown, exits, fees, protection gaps: text, JSON, PNG")
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
     p.add_argument("--out", type=Path, help="folder for report.json and report.png (default: STATE_DIR)")
+    p.add_argument("--candles", type=Path, help="candle CSV to mark equity at (default: the file a replay "
+                   "recorded in the journal, when still there)")
     p.add_argument("--no-png", action="store_true")
-    p.set_defaults(func=lambda args: report(args.state_dir, args.out, png=not args.no_png))
+    p.set_defaults(func=lambda args: write_report(args.state_dir, args.out, png=not args.no_png,
+                                                  candles=args.candles))
     p = sub.add_parser("status", help="each instance's state, position and last transitions (from the running "
                                       "bot's API, else from the journals)")
     p.add_argument("state_dir", type=Path, nargs="?", default=Path("state"))
@@ -88,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     check_lookahead.add_parser(sub)
     download.add_parser(sub)
     operator.add_parsers(sub)
+    baseline.add_parser(sub)
     parser.add_argument("--version", action="version", version=f"gatebot {version('gatebot')}")
     parser.add_argument("-v", "--verbose", action="store_true")
     for name, command in sub.choices.items():  # -v after the subcommand too (SUPPRESS: absent keeps the top's)
@@ -226,16 +230,15 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
     print(f"{runner.bars} candles processed ({run_label(config)})")
     for spacing in runner.spacing:
         print(candle_file_line(runner.candle_file_summary(spacing.interval)))
-    errors: list[str] = []
-    for summary in report_dir(config.state_dir, errors):
-        print(format_summary(summary))
-    for error in errors:
-        print(f"error: {error}", file=sys.stderr)
-    if config.mode == "replay" and runner.evaluation_meta:
-        meta = dict(next(iter(runner.evaluation_meta.values())))
-        if runner.first_open is not None and runner.last_close is not None:
-            meta |= {"start_ms": runner.first_open, "end_ms": runner.last_close}
-        print(evaluation_text(config.state_dir, meta))
+    if config.mode == "replay":  # the evaluation, out of sample first; the report files refreshed
+        print(evaluation_text(config.state_dir, candles))
+        _refresh_report(Path(config.state_dir))
+    else:
+        errors: list[str] = []
+        for summary in report_dir(config.state_dir, errors):
+            print(format_summary(summary))
+        for error in errors:
+            print(f"error: {error}", file=sys.stderr)
     for name, reason in runner.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     return EXIT_HALTED if runner.halted else 0
@@ -320,8 +323,8 @@ def _replay(args: argparse.Namespace) -> int:
         print(f"note: {args.recording} was recorded under another configuration (config hash differs)",
               file=sys.stderr)
     print(f"{result.bars} candles from {result.frames:,} frames replayed ({result.kind} recording)")
-    for summary in report_dir(config.state_dir):
-        print(format_summary(summary))
+    print(evaluation_text(config.state_dir))
+    _refresh_report(Path(config.state_dir))
     for name, reason in result.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     if result.divergence is not None:
@@ -332,8 +335,19 @@ def _replay(args: argparse.Namespace) -> int:
     return EXIT_HALTED if result.halted else 0
 
 
-def report(state_dir: Path, out: Path | None, *, png: bool = True) -> int:
+def _refresh_report(state_dir: Path) -> None:
+    """After a replay: report.json and report.png of these journals, never an earlier run's beside them."""
+    if any(state_dir.glob("*.sqlite")):
+        write_report(state_dir, None, quiet=True)
+    else:
+        for name in ("report.json", "report.png"):
+            (state_dir / name).unlink(missing_ok=True)
 
+
+def write_report(state_dir: Path, out: Path | None, *, png: bool = True, candles: Path | None = None,
+                 quiet: bool = False) -> int:
+    """report.json and report.png of every journal (``quiet``: after a replay, which printed the evaluation
+    already: only the paths); a stale PNG is removed when no new one can be drawn."""
     paths = journal_paths(state_dir)  # none: JournalError, exit status 2 (as for status)
     reports, errors = [], []
     for path in paths:
@@ -343,23 +357,29 @@ def report(state_dir: Path, out: Path | None, *, png: bool = True) -> int:
             errors.append(str(exc))
             continue
         try:
-            reports.append(report_data(journal))
+            reports.append(report_data(journal, candles=candles))
         finally:
             journal.close()
-    for r in reports:
-        print(format_report(r))
+    if not quiet:
+        for r in reports:
+            print(format_report(r))
     out = out or state_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_bytes(msgspec.json.format(msgspec.json.encode({"instances": reports})))
     print(f"metrics: {out / 'report.json'}")
+    chart = out / "report.png"
+    drawn = False
     if png and reports:
         from gatebot.app.plot import PlotUnavailable, plot_report
 
         try:
-            plot_report(reports, out / "report.png")
-            print(f"chart: {out / 'report.png'}")
+            plot_report(reports, chart)
+            drawn = True
+            print(f"chart: {chart}")
         except PlotUnavailable as exc:
             print(f"note: {exc}", file=sys.stderr)
+    if not drawn:
+        chart.unlink(missing_ok=True)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
     return EXIT_BAD_INPUT if errors else 0

@@ -54,6 +54,16 @@ from gatebot.core.strategy import EvaluationMeta, JournalMeta, Prepares, Strateg
 
 log = logging.getLogger("gatebot.runner")
 
+
+def training_window(meta: dict[str, Any]) -> tuple[int, int] | None:
+    """(first, last) open time of the candles a strategy was trained on, from its evaluation meta: a
+    ``training_period`` of its own or its model card's (``start_ms``, ``end_ms``); None when it declares none."""
+    card = meta.get("model_card") or {}
+    period = meta.get("training_period") or (card.get("training_period") if isinstance(card, dict) else None)
+    if not period or "start_ms" not in period or "end_ms" not in period:
+        return None
+    return int(period["start_ms"]), int(period["end_ms"])
+
 MAX_BACKOFF_CANDLES = 64
 YIELD_EVERY = 256
 """A replay hands the loop a turn every this many candles (nothing in it waits otherwise): SIGINT and
@@ -110,16 +120,23 @@ class Instance:
             values = {"config_hash": r.config_hash, "instance": cfg.name, "strategy": cfg.strategy,
                       "mode": r.config.mode, "exchange": cfg.exchange, "symbol": cfg.symbol}
             if "initial_balance" not in meta:
-                values["initial_balance"] = str(await adapter.balance())
+                values["initial_balance"] = str(await r.start_balance(cfg.exchange))
             if r.candle_file is not None:  # what the report may show of the data's quality
                 values["candle_file"] = msgspec.json.encode(r.candle_file_summary(cfg.interval)).decode()
+            if r.candles_csv is not None or r._marks is not None:
+                values["candles_csv"] = r.candles_csv or str(r.marks_path(cfg.symbol, cfg.interval).resolve())
             journal.set_meta(values)
             self.meta_written = True
         strategy_cls = r.plugins.strategies()[cfg.strategy]
         strategy = strategy_cls(cfg.params, StrategyContext(instance=cfg.name, symbol=cfg.symbol,
                                                             interval=cfg.interval, leverage=cfg.leverage))
+        evaluation = {"interval_ms": str(interval_ms(cfg.interval)), "warmup_candles": str(strategy.history)}
         if isinstance(strategy, EvaluationMeta):
             r.evaluation_meta[cfg.name] = strategy.evaluation_meta()
+            window = training_window(r.evaluation_meta[cfg.name])
+            if window is not None:
+                evaluation |= {"training_start_ms": str(window[0]), "training_end_ms": str(window[1])}
+        journal.set_meta(evaluation)  # what the evaluation needs beside the trades (app/evaluation.py)
         if isinstance(strategy, JournalMeta):
             journal.set_meta(strategy.journal_meta())  # e.g. the sha256 of each model file the decisions come from
         if isinstance(strategy, Prepares) and r.market_rows is not None:
@@ -293,6 +310,12 @@ class Runner:
                         for interval in dict.fromkeys(i.interval for i in config.instances)] if self.candle_file else []
         """The candle file's gaps per interval traded (a wrong spacing or too long a gap was refused)."""
         self._csv_rows = self.candle_file.rows if self.candle_file else None
+        self.candles_csv = str(Path(csv).resolve()) if csv else None
+        """The candle file replayed (journal meta, so that a report marks equity at its closes)."""
+        self._start_balances: dict[str, asyncio.Future[Decimal]] = {}
+        self._marks: dict[tuple[str, str], list[str]] | None = {} if config.mode == "replay" and csv is None else None
+        """A replay without a candle file (a generated market, a market recording): its candles, written beside
+        the journals at the end (``marks_path``), so that the evaluation marks equity at every candle."""
         self.market_rows = self._csv_rows
         """The whole candle series when it is known in advance (a CSV replay): strategies may prepare on it."""
         self.evaluation_meta: dict[str, dict[str, Any]] = {}
@@ -365,6 +388,14 @@ class Runner:
                         inst.engine.post(ev)
 
         return sink
+
+    async def start_balance(self, account: str) -> Decimal:
+        """The account's balance when this process first asked, read once per account: a fresh journal of
+        an instance built later on a shared account (another instance's margin in use) gets the same base,
+        not whatever is available then."""
+        if account not in self._start_balances:  # one read even when instances build concurrently (live)
+            self._start_balances[account] = asyncio.ensure_future(self.adapters[account].balance())
+        return await asyncio.shield(self._start_balances[account])
 
     def epoch_for(self, instance: str) -> str:
         """The epoch a new journal of ``instance`` gets: drawn from the clock and the system's randomness,
@@ -467,9 +498,21 @@ class Runner:
             for journal in self.journals.values():
                 journal.close()
 
+    def marks_path(self, symbol: str, interval: str) -> Path:
+        return self.state_dir / f"candles-{symbol}-{interval}.csv"
+
+    def _write_marks(self) -> None:
+        for (symbol, interval), rows in (self._marks or {}).items():
+            path = self.marks_path(symbol, interval)
+            path.with_suffix(".new").write_text("timestamp,open,high,low,close,volume\n" + "".join(rows))
+            path.with_suffix(".new").replace(path)
+
     def _fresh_journals(self) -> None:
         """A replay is a pure function of its inputs: it starts from empty journals every time. Only a
         previous replay's journal is replaced; any other file in the way halts that instance."""
+        if self._marks is not None:  # an earlier replay's candles are not this one's
+            for inst in self.instances:
+                self.marks_path(inst.cfg.symbol, inst.cfg.interval).unlink(missing_ok=True)
         for inst in self.instances:
             path = inst.journal_path
             try:
@@ -537,6 +580,7 @@ class Runner:
             await self._feed_one(candle, streams, clock, virtual, speed, market_adapters, progress)
         if progress is not None:
             progress.done(self.bars)
+        self._write_marks()
 
     async def _each_candle(self) -> AsyncIterator[CandleClosed]:
         """The replay's candles: the given source (a market recording's), else the config's files."""
@@ -550,6 +594,10 @@ class Runner:
     async def _feed_one(self, candle: CandleClosed, streams: dict[tuple[str, str], _Stream], clock: Clock,
                         virtual: bool, speed: float, market_adapters: list[Any], progress: _Progress | None) -> None:
         stream = streams[(candle.symbol, candle.interval)]
+        if self._marks is not None:
+            c = candle
+            self._marks.setdefault((c.symbol, c.interval), []).append(
+                f"{c.open_time},{c.open!r},{c.high!r},{c.low!r},{c.close!r},{c.volume!r}\n")
         if stream.resume is not None and candle.open_time <= stream.resume:
             stream.history.append(candle)  # the exchange lived through it before a restart: warm-up only
             for inst in stream.instances:

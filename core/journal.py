@@ -590,6 +590,13 @@ class Journal:
     def funding_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM funding").fetchone()[0] if self._has_funding() else 0
 
+    def funding_payments(self) -> list[tuple[int, int, Decimal]]:
+        """(position seq, funding time ms, paid) of every payment, in booking order."""
+        if not self._has_funding():
+            return []
+        return [(pos, int(t), Decimal(paid)) for pos, t, paid in self.conn.execute(
+            "SELECT position, funding_time, paid FROM funding ORDER BY seq")]
+
     def funding_by_position(self) -> dict[int, Decimal]:
         """Funding paid per position seq."""
         out: dict[int, Decimal] = {}

@@ -184,8 +184,8 @@ class OpportunityGating:
         return out
 
     def evaluation_meta(self) -> dict[str, Any]:
-        """The ``strategy_meta`` for :func:`gatebot.app.report.evaluation_text`: the model card, so the
-        evaluation reports the out-of-sample part separately."""
+        """The model card: its ``training_period`` is the training window the evaluation holds apart as in
+        sample (the runner journals it as ``training_start_ms`` / ``training_end_ms``)."""
         return {"model_card": self.models.card,
                 "interval_ms": int(self.models.card.get("source", {}).get("interval_ms") or 300_000)}
 

@@ -203,7 +203,9 @@ def test_the_read_only_server_serves_the_journals_and_refuses_every_command(
 
 
 def test_the_incremental_views_agree_with_the_report_read_whole(tmp_path: Path) -> None:
-    from gatebot.app import report, views
+    from decimal import Decimal
+
+    from gatebot.app import evaluation, views
     from gatebot.core.journal import Journal
     from tests.helpers import write_paper_session
 
@@ -212,9 +214,14 @@ def test_the_incremental_views_agree_with_the_report_read_whole(tmp_path: Path) 
     try:
         v = views.JournalViews(journal)
         curve = v.equity()
-        times, equity, _ = report.equity_curve(journal)
-        assert len(curve) > 3 and [p["time_ms"] for p in curve] == times
-        assert [round(float(p["equity"]), 6) for p in curve] == [round(e, 6) for e in equity]
+        facts = evaluation.read_journal(journal)  # the report's reading of the same journal, whole
+        closed = [t for t in facts.trades if not t.open]
+        expected, value = [facts.initial_balance], facts.initial_balance
+        for t in closed:
+            value += t.net
+            expected.append(value)
+        assert len(curve) > 3 and [p["time_ms"] for p in curve[1:]] == [t.closed_at for t in closed]
+        assert [Decimal(p["equity"]) for p in curve] == expected
         pnl, fees = journal.realized()
         inst = v.instance()
         assert (inst["realized_pnl"], inst["fees"]) == (str(pnl), str(fees))

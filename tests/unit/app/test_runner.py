@@ -166,7 +166,7 @@ def test_the_replay_command_reads_a_candle_file_and_reports(tmp_path: Path) -> N
     done = gatebot("replay", str(config), "--candles", str(csv))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("600 candles processed (replay)")
-    assert "sma: " in done.stdout and " trades" in done.stdout
+    assert "evaluation of sma" in done.stdout and " trades" in done.stdout
     config.write_text(SMA.format(state=tmp_path / "other"))
     missing = gatebot("replay", str(config), "--candles", str(tmp_path / "none.csv"))
     assert missing.returncode == 2 and "none.csv: cannot read" in missing.stderr

@@ -264,12 +264,12 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
     out = tmp_path / "report"
     assert main(["report", str(tmp_path / "state"), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "protection gap" in text and "exits by reason" in text and "5-day windows" in text
+    assert "protection gap" in text and "exits by reason" in text and "5-day window" in text
     data = msgspec.json.decode((out / "report.json").read_bytes())["instances"][0]
     from gatebot.app.plot import read_series
 
     plotted = read_series(out / "report.png")["sma"]
-    assert plotted == data["equity_curve"]
+    assert plotted == data["evaluation"]["equity_curve"]
     journal = Journal(tmp_path / "state" / "sma.sqlite", readonly=True)
     try:
         closed = {p for (p,) in journal.conn.execute("SELECT position FROM transitions WHERE dst LIKE 'exited_%'")}
@@ -282,10 +282,15 @@ def test_gatebot_report_writes_a_png_and_json_whose_equity_matches_the_journal(
             "SELECT COUNT(*) FROM transitions WHERE dst LIKE 'exited_%' AND src NOT LIKE 'exited_%'").fetchone()[0]
     finally:
         journal.close()
-    assert len(plotted["equity"]) == n_trades + 1 == data["trades"] + 1
+    ev = data["evaluation"]
+    # a market recording has no candle file: the replay wrote its candles beside the journals, to mark equity at
+    assert ev["whole"]["trades"] == n_trades and ev["marks"] == "candle closes"
+    assert len(plotted["equity"]) == len((tmp_path / "state" / "candles-BTC-USDT-5m.csv").read_text().splitlines()) - 1
     assert plotted["equity"][0] == float(initial)
-    assert plotted["equity"][-1] == pytest.approx(float(initial + pnl - fees), abs=1e-6)
-    assert max(plotted["drawdown_pct"]) == pytest.approx(data["max_drawdown_pct"])
+    opened = Decimal(ev["open_position"]["net"]) if ev["open_position"] else Decimal(0)
+    assert abs(Decimal(ev["final_equity"]) - (initial + pnl - fees + opened)) <= Decimal("0.01")  # each to the cent
+    assert plotted["equity"][-1] == pytest.approx(float(initial + pnl - fees + opened), abs=0.01)
+    assert max(plotted["drawdown_pct"]) == pytest.approx(ev["whole"]["max_drawdown_pct"])
 
 
 def test_gatebot_replay_of_a_recording_damaged_midway_says_what_was_replayed_before_it(

@@ -103,6 +103,12 @@ def test_short_positions_receive_and_trades_carry_their_own_funding_in_the_repor
         assert D(data["funding_booked"]) == journal.funding_total() < 0
         text = format_report(data)
         assert "funding: " in text and f"{journal.funding_count()} payments booked" in text
+        # the evaluation's funding line and trades table carry the same payments, to the cent
+        whole = data["evaluation"]["whole"]
+        assert D(whole["funding"]) == sum((t.funding for t in ts), D(0)).quantize(D("0.01")) != 0
+        rows = data["evaluation"]["trades_table"]
+        assert [D(r["funding"]) for r in rows] == [t.funding.quantize(D("0.01")) for t in ts]
+        assert f"funding {D(whole['funding']):+.2f} USDT" in text
         assert asyncio.run(check(journal, runner.adapters["paper"], instance="fu", symbol="BTC-USDT")) == []
     finally:
         journal.close()
