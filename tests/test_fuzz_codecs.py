@@ -127,7 +127,7 @@ def test_market_frames_never_break_the_stream(caplog: pytest.LogCaptureFixture) 
     @given(_frames(_market_push))
     def feed(frame: bytes | str) -> None:
         seen[0] += 1
-        loop.run_until_complete(stream._handle(ws, frame))  # type: ignore[arg-type]
+        loop.run_until_complete(stream.handle(ws, frame))  # type: ignore[arg-type]
 
     caplog.set_level(logging.WARNING, "gatebot")
     try:
