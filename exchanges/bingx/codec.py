@@ -73,11 +73,6 @@ class Checked(msgspec.Struct):
             dec(getattr(self, name))
 
 
-def plain(value: Decimal) -> str:
-    """A Decimal as a plain wire string (never an exponent)."""
-    return format(value, "f")
-
-
 class Envelope(msgspec.Struct, kw_only=True):
     """``{"code":0,"msg":"","data":...}``: HTTP 200 can carry an error, so ``code`` is always checked."""
 
