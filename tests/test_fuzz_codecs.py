@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gatebot.core import recording
 from gatebot.core.clock import LiveClock
 from gatebot.exchanges.bingx import codec
 from gatebot.exchanges.bingx.errors import BingXError
@@ -318,11 +319,10 @@ def test_candle_csvs_load_or_raise_a_candle_file_error(tmp_path: Path) -> None:
     assert seen[0] >= N
 
 
-# --- recordings (issue 5) ------------------------------------------------------------------------
+# --- recordings ----------------------------------------------------------------------------------
 
 
 def test_recordings_read_or_raise_a_recording_error(tmp_path: Path) -> None:
-    recording = pytest.importorskip("gatebot.core.recording", reason="recordings arrive with issue 5")
     path = tmp_path / "fuzz.rec"
     base = tmp_path / "base.rec"
     with recording.Recorder(base, recording.Header(kind="market")) as rec:  # type: ignore[call-arg]

@@ -1,4 +1,4 @@
-"""The evaluation of issue 4: compounding, the original's 5-day windows and the out-of-sample split."""
+"""The opportunity-gating evaluation: compounding, the original's 5-day windows and the out-of-sample split."""
 
 from __future__ import annotations
 

@@ -509,7 +509,7 @@ class BingXAdapter:
             await self._write_with_backoff("DELETE", {"symbol": command.symbol, "clientOrderId": cid}, cid)
         except OrderNotFound:
             # Already gone: canceled, expired, or filled before the cancel arrived. A fill is delivered first
-            # (its push may never come: the chaos suite met a replaced stop that fired during a stream drop).
+            # (its push may never come: a replaced stop can fire while the stream is down).
             try:
                 for fill in await self.order_fills(command.symbol, cid):
                     self._emit(fill)
