@@ -168,7 +168,7 @@ async def download_funding(rest: RestClient, symbol: str, since_ms: int, until_m
                                                           "limit": constants.FUNDING_RATE_LIMIT},
                                  list[codec.FundingRate])
         now = rest.server_ms()
-        return [(r.fundingTime, f"{r.fundingTime},{codec.plain(codec.dec(r.fundingRate))}") for r in rows
+        return [(r.fundingTime, f"{r.fundingTime},{codec.dec(r.fundingRate):f}") for r in rows
                 if start <= r.fundingTime < end and r.fundingTime <= now and r.symbol in ("", symbol)]
 
     return await _download(rest, out, FUNDING_HEADER, funding_last_row, fetch, since_ms, until_ms, FUNDING_WINDOW_MS,
@@ -243,7 +243,7 @@ def _candle_line(k: codec.Kline) -> str:
         raise CandleFileError(f"the exchange sent an inconsistent candle at {_utc(k.time)} UTC "
                               f"(open {o}, high {h}, low {lo}, close {c}, volume {v}); nothing after it written")
     stamp = datetime.fromtimestamp(k.time / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    return ",".join([stamp, *(codec.plain(x) for x in (o, h, lo, c, v))])
+    return ",".join([stamp, *(format(x, "f") for x in (o, h, lo, c, v))])
 
 
 def candle_gaps(path: Path, interval: str) -> str:

@@ -34,7 +34,6 @@ from gatebot.core.events import (
     FundingPaid,
     PositionSnapshot,
     SettingsChanged,
-    StreamDown,
     StreamUp,
     Timer,
 )
@@ -381,7 +380,7 @@ class Runner:
                 for inst in self.instances:
                     if inst.engine is not None and inst.cfg.exchange == account and inst.cfg.symbol == ev.symbol:
                         inst.engine.post(ev)
-            elif isinstance(ev, StreamUp | StreamDown):  # missed events are possible: everyone concerned reconciles
+            elif isinstance(ev, StreamUp):  # missed events are possible: everyone concerned reconciles
                 symbol = getattr(ev, "symbol", None)
                 for inst in self.instances:
                     if inst.engine is not None and inst.cfg.exchange == account and symbol in (None, inst.cfg.symbol):

@@ -45,11 +45,6 @@ class CandleClosed(Event, frozen=True, kw_only=True):
     volume: float
 
 
-class MarkPrice(Event, frozen=True, kw_only=True):
-    symbol: str
-    price: float
-
-
 # --- execution events (from the exchange, keyed by our client order id) -------------------------
 
 
@@ -137,12 +132,6 @@ class SettingsChanged(Event, frozen=True, kw_only=True):
     detail: str
 
 
-class BalanceSnapshot(Event, frozen=True, kw_only=True):
-    asset: str = "USDT"
-    balance: Decimal
-    available: Decimal
-
-
 # --- control events ------------------------------------------------------------------------------
 
 
@@ -156,11 +145,6 @@ class ManualClose(Event, frozen=True, kw_only=True):
     reason: str = "operator"
 
 
-class StreamDown(Event, frozen=True, kw_only=True):
-    stream: str
-    reason: str = ""
-
-
 class StreamUp(Event, frozen=True, kw_only=True):
     """A stream came back, or lost a push it could not read: events may have been missed (reconcile)."""
 
@@ -171,7 +155,6 @@ class StreamUp(Event, frozen=True, kw_only=True):
 
 AnyEvent = (
     CandleClosed
-    | MarkPrice
     | OrderAccepted
     | OrderRejected
     | OrderFilled
@@ -180,10 +163,8 @@ AnyEvent = (
     | OrderExpired
     | PositionSnapshot
     | SettingsChanged
-    | BalanceSnapshot
     | Timer
     | ManualClose
-    | StreamDown
     | StreamUp
 )
 

@@ -171,9 +171,9 @@ class BingXAdapter:
         self._sink: EventSink | None = None
         self._instruments: dict[str, Instrument] = {}
         self._settings: dict[str, int] = {}
+        """Symbol -> the leverage configure() set: a pushed config that differs is reported."""
         self._mode_checked: bool | None = None
         """The position mode configure() verified (None: not yet)."""
-        """Symbol -> the leverage configure() set: a pushed config that differs is reported."""
         self.recorder: Any = None
         """A core.recording.Recorder: every raw frame and REST reply is teed into it (set before start())."""
         self.rest_url = options.rest_url or (constants.LIVE_REST if options.host == "live" else constants.VST_REST)
@@ -519,7 +519,7 @@ class BingXAdapter:
             await self._write_with_backoff("DELETE", {"symbol": command.symbol, "clientOrderId": cid}, cid)
         except OrderNotFound:
             # Already gone: canceled, expired, or filled before the cancel arrived. A fill is delivered first
-            # (its push may never come: the chaos suite met a replaced stop that fired during a stream drop).
+            # (its push may never come: a replaced stop can fire while the stream is down).
             try:
                 for fill in await self.order_fills(command.symbol, cid):
                     self._emit(fill)

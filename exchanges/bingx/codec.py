@@ -1,7 +1,9 @@
-"""BingX wire messages as msgspec Structs: REST payloads and websocket pushes (protocol page §3, §5, §6).
+"""How the adapter reads BingX's wire: msgspec Structs of REST payloads and websocket pushes (protocol page §3,
+§5, §6), their decoders, and the exact readers of numbers and ids.
 
-Both sides use them: the adapter decodes what the exchange sends, the simulator encodes what it
-sends. Field names are BingX's (short ones on the streams).
+The adapter decodes what the exchange sends with them and encodes its subscriptions; the simulator writes
+its replies as plain data (simulators/bingx/views.py) and takes only the encoder and gzip framing from
+here. Field names are BingX's (short ones on the streams).
 
 BingX does not keep to one JSON type per field (docs/bingx-wire.md lists what which capture shows), so
 every decoder here is *lax* (msgspec ``strict=False``): a field typed ``int`` or ``bool`` takes the JSON
@@ -71,11 +73,6 @@ class Checked(msgspec.Struct):
                 f.name for f in msgspec.structs.fields(type(self)) if f.type == Num)
         for name in names:
             dec(getattr(self, name))
-
-
-def plain(value: Decimal) -> str:
-    """A Decimal as a plain wire string (never an exponent)."""
-    return format(value, "f")
 
 
 class Envelope(msgspec.Struct, kw_only=True):

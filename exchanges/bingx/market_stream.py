@@ -10,11 +10,12 @@ are fetched from REST, so a strategy sees no gap and no duplicate. Frames are gz
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from math import isfinite
 from typing import Any
 
@@ -36,6 +37,23 @@ Fetch = Callable[[str, str, int, int], Awaitable[list[CandleClosed]]]
 _klines = msgspec.json.Decoder(list[codec.WsKline] | codec.WsKline, strict=False)
 _mark = msgspec.json.Decoder(codec.MarkPriceData, strict=False)
 _kline_push = codec.kline_push_decoder.decode
+
+
+def reconnect_delays() -> Generator[float]:
+    """Seconds before each new connect: 0.1 doubling to 30, each with jitter (never a reconnect storm)."""
+    delay = 0.1
+    while True:
+        yield delay * (0.5 + random.random())
+        delay = min(delay * 2, 30.0)
+
+
+def _retry_connect(exc: Exception) -> Exception | None:
+    """Every failed connect is retried (websockets' default gives up on an HTTP 429 or 401 from the gateway):
+    a market stream is never given up. None: retry; the exception: give up (a bad URL)."""
+    if isinstance(exc, ConnectionClosed | InvalidHandshake | OSError | TimeoutError):
+        log.warning("market stream connect failed (%s); retrying", type(exc).__name__)
+        return None
+    return exc
 
 
 def ws_candle(symbol: str, interval: str, open_time: int, k: codec.WsKline) -> CandleClosed:
@@ -198,35 +216,37 @@ class MarketStream:
         self.assemblers[f"{symbol}@kline_{interval}"].last_closed = last_closed
 
     async def run(self) -> None:
-        """Connect, subscribe, read; on any loss reconnect with backoff and jitter. Runs until cancelled."""
-        delay = 0.1
-        clock_task = asyncio.create_task(self._clock_rule())
+        """Connect, subscribe, read; on any loss reconnect with backoff and jitter. Runs until cancelled.
+
+        websockets' own reconnecting iterator retries failed connects (with :func:`reconnect_delays`);
+        after a session that opened and then dropped it reconnects at once, so the loop waits a first delay
+        itself (never a reconnect storm against an exchange that accepts and closes)."""
+        clock_task = asyncio.create_task(self.close_by_clock())
+        connections = websockets.connect(self.url, compression=None, proxy=None, open_timeout=10, ping_interval=20,
+                                         ping_timeout=20, close_timeout=2, max_size=2**22,
+                                         process_exception=_retry_connect, reconnect_delays=reconnect_delays)
         try:
-            while True:
-                try:
-                    async with websockets.connect(self.url, compression=None, proxy=None, open_timeout=10,
-                                                  ping_interval=20, ping_timeout=20, close_timeout=2,
-                                                  max_size=2**22) as ws:
+            async with contextlib.aclosing(aiter(connections)) as sessions:  # closed with the socket on cancel
+                async for ws in sessions:
+                    try:
                         await self._subscribe(ws)
-                        if self.recorder is not None:
-                            self.recorder.record(MARKET, CONNECT, codec.encoder.encode(self._pending))
-                        self.connected_again()
-                        delay = 0.1
                         async for frame in ws:
-                            await self._handle(ws, frame)
+                            await self.handle(ws, frame)
                             self.frames_read += 1
-                except (ConnectionClosed, InvalidHandshake, OSError, TimeoutError) as exc:
-                    log.warning("market stream lost (%s); reconnecting", type(exc).__name__)
-                self.connected.clear()
-                for a in self.assemblers.values():
-                    a.reconnected()
-                await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: never a reconnect storm
-                delay = min(delay * 2, 30.0)
+                    except (ConnectionClosed, OSError, TimeoutError) as exc:
+                        log.warning("market stream lost (%s); reconnecting", type(exc).__name__)
+                    self.connected.clear()
+                    for a in self.assemblers.values():
+                        a.reconnected()
+                    await asyncio.sleep(next(reconnect_delays()))
         finally:
             clock_task.cancel()
 
-    def connected_again(self) -> None:
-        """A (re)connection is subscribing: after the first, missed pushes are possible."""
+    def connected_again(self, subscriptions: dict[str, str]) -> None:
+        """A (re)connection has sent ``subscriptions`` (request id -> topic; live from :meth:`_subscribe`, in
+        a replay from the recorded connection): their answers are awaited, and after the first connection
+        missed pushes are possible."""
+        self._pending = dict(subscriptions)
         self.connections += 1
         if self.connections > 1:
             for a in self.assemblers.values():
@@ -236,14 +256,16 @@ class MarketStream:
 
     async def _subscribe(self, ws: websockets.ClientConnection) -> None:
         topics = [*self.assemblers, *(f"{s}@markPrice" for s in self.symbols if self.on_mark is not None)]
-        self._pending = {}
-        for topic in topics:
-            request_id = str(uuid.uuid4())
-            self._pending[request_id] = topic
+        subscriptions = {str(uuid.uuid4()): topic for topic in topics}
+        for request_id, topic in subscriptions.items():
             await ws.send(codec.encoder.encode(codec.Subscribe(id=request_id, reqType="sub",
                                                                dataType=topic)).decode())
+        if self.recorder is not None:
+            self.recorder.record(MARKET, CONNECT, codec.encoder.encode(subscriptions))
+        self.connected_again(subscriptions)
 
-    async def _handle(self, ws: Any, frame: bytes | str) -> None:
+    async def handle(self, ws: Any, frame: bytes | str) -> None:
+        """One frame as received (live, or fed by a replay): :meth:`take`, then what it left to await."""
         rest = self.take(ws, frame)
         if rest is not None:
             await rest
@@ -336,7 +358,9 @@ class MarketStream:
             self.on_mark(mark.s, price)
         return None
 
-    async def _clock_rule(self) -> None:
+    async def close_by_clock(self) -> None:
+        """The clock rule (:meth:`CandleAssembler.on_clock`) every second, until cancelled; returns at once
+        when no stream closes candles by the clock."""
         if all(a.grace_ms is None for a in self.assemblers.values()):
             return
         while True:

@@ -26,11 +26,11 @@ from gatebot.core.exchange import EventSink
 from gatebot.core.recording import CONNECT, MARKET, REST, SEND, START, USER, Record, Recording, describe
 from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
 from gatebot.exchanges.bingx.market_stream import MarketStream
-from gatebot.exchanges.bingx.rest import RestClient, TokenBucket, TransportError, request_key
+from gatebot.exchanges.bingx.rest import RestClient, TransportError, request_key
 from gatebot.exchanges.bingx.user_stream import UserStream
 
 log = logging.getLogger("gatebot.bingx.replay")
-_pending = msgspec.json.Decoder(dict[str, str])
+_subscriptions = msgspec.json.Decoder(dict[str, str])
 _starts = msgspec.json.Decoder(list[tuple[str, str, int | None]])
 
 
@@ -114,16 +114,22 @@ class ReplyStore:
             q.clear()
 
 
+class _Unlimited:
+    """No request budget: the live session's requests were paced when it made them."""
+
+    async def take(self, group: str) -> None:
+        return None
+
+
 class ReplayRestClient(RestClient):
     """The live REST client with the network replaced by the recording."""
 
     def __init__(self, store: ReplyStore, clock: Any, *, on_send: Callable[[str], bool] | None = None,
                  wait: bool = False) -> None:
-        super().__init__("replay:", "", "", clock=clock)
+        super().__init__("replay:", "", "", clock=clock, limiter=_Unlimited())
         self.store = store
         self.on_send = on_send
         """Called with each state-changing request; False: the replay diverged, the request never returns."""
-        self._buckets = defaultdict(lambda: TokenBucket(1e12, 1e12, clock))  # type: ignore[assignment]
         self.missing: list[str] = []
         self.wait = wait
         """True: wait for the replay to reach a reply not released yet; False: none -> TransportError."""
@@ -214,8 +220,7 @@ def _marker(market: MarketStream, rec: Record, streams: list[tuple[str, str]]) -
     """A market recording's connection marker, or where its streams started (after the history the live
     stream had loaded)."""
     if rec.what == CONNECT:
-        market._pending = _pending.decode(rec.data)
-        market.connected_again()
+        market.connected_again(_subscriptions.decode(rec.data))
     elif rec.what == START:
         for symbol, interval, last in _starts.decode(rec.data):
             if (symbol, interval) in streams:
@@ -299,10 +304,9 @@ class SessionDriver:
             if ch == MARKET:
                 assert self.market is not None
                 if rec.what == CONNECT:
-                    self.market._pending = _pending.decode(rec.data)
-                    self.market.connected_again()
+                    self.market.connected_again(_subscriptions.decode(rec.data))
                 else:
-                    await self.market._handle(NULL_WS, rec.data)
+                    await self.market.handle(NULL_WS, rec.data)
             elif self.user is not None:
                 if rec.what == CONNECT:
                     self.user.connected_again()
@@ -391,7 +395,7 @@ class ReplayBingXAdapter(BingXAdapter):
         for (symbol, interval), last in streams.items():
             self.market.start_after(symbol, interval, last)
         if grace is not None:
-            self._tasks.append(asyncio.create_task(self.market._clock_rule(), name="replay-clock-rule"))
+            self._tasks.append(asyncio.create_task(self.market.close_by_clock(), name="replay-clock-rule"))
         self.driver.market = self.market
         return self.market
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import msgspec
@@ -63,13 +63,38 @@ class TokenBucket:
             if self.tokens >= 1:
                 self.tokens -= 1
                 return
-            await self.clock.sleep((1 - self.tokens) / self.rate)
+            # at least the clock's 1 ms step: a shorter sleep may leave the ms reading (and the tokens) unchanged
+            await self.clock.sleep(max((1 - self.tokens) / self.rate, 0.001))
+
+
+class Limiter(Protocol):
+    """Paces requests by endpoint group (``constants.ENDPOINT_GROUP``: market, order, query, account)."""
+
+    async def take(self, group: str) -> None:
+        """Return once a request of ``group`` may go out."""
+
+
+class RateLimiter:
+    """BingX's request budgets (``constants.RATE_LIMITS``, a group's rate raised by ``rate_limits``), one
+    :class:`TokenBucket` per endpoint group, on the monotonic clock."""
+
+    def __init__(self, clock: Clock, rate_limits: dict[str, float] | None = None) -> None:
+        budgets = dict(RATE_LIMITS)
+        for group, rate in (rate_limits or {}).items():
+            budgets[group] = (rate, max(rate, budgets[group][1]))
+        self.buckets = {group: TokenBucket(rate, burst, clock) for group, (rate, burst) in budgets.items()}
+
+    async def take(self, group: str) -> None:
+        await self.buckets[group].take()
 
 
 class RestClient:
     def __init__(self, base_url: str, api_key: str, secret: str, *, clock: Clock, timeout_s: float = 10.0,
                  recv_window_ms: int = RECV_WINDOW_MS, query_retries: int = 3,
-                 rate_limits: dict[str, float] | None = None, recorder: Any = None) -> None:
+                 rate_limits: dict[str, float] | None = None, limiter: Limiter | None = None,
+                 recorder: Any = None) -> None:
+        """``limiter`` paces the requests (default: a :class:`RateLimiter` of BingX's budgets with
+        ``rate_limits``); a replay, whose requests the live session already paced, passes one that never waits."""
         self.base_url = base_url.rstrip("/")
         self.recorder = recorder
         """A core.recording.Recorder that gets every reply and every state-changing request (None: none)."""
@@ -84,10 +109,7 @@ class RestClient:
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
         """Requests sent whose reply is not read yet (an embedded lockstep simulator waits for them)."""
-        budgets = {group: (rate, burst) for group, (rate, burst) in RATE_LIMITS.items()}
-        for group, rate in (rate_limits or {}).items():
-            budgets[group] = (rate, max(rate, budgets[group][1]))
-        self._buckets = {group: TokenBucket(rate, burst, clock) for group, (rate, burst) in budgets.items()}
+        self.limiter = limiter if limiter is not None else RateLimiter(clock, rate_limits)
 
     def __repr__(self) -> str:  # never the secret
         return f"RestClient({self.base_url!r})"
@@ -152,13 +174,14 @@ class RestClient:
                     raise
                 if isinstance(exc, TimestampError):
                     await self.sync_time()
-                log.warning("%s %s: %s; retrying in %.1f s", method, path, exc, delay)
+                said = str(exc) if path in str(exc) else f"{method} {path}: {exc}"  # the path once
+                log.warning("%s; retrying in %.1f s", said, delay)
                 await self.clock.sleep(delay * (1 + random.random() / 2))
                 delay *= 2
         raise AssertionError("unreachable")
 
     async def _request(self, method: str, path: str, params: dict[str, Any], type: type[T], *, signed: bool) -> T:
-        await self._buckets[ENDPOINT_GROUP.get(path, "query")].take()
+        await self.limiter.take(ENDPOINT_GROUP.get(path, "query"))
         if signed:
             params = {**params, "timestamp": self.server_ms(), "recvWindow": self.recv_window_ms}
             query = signed_query(params, self._secret)
@@ -215,7 +238,7 @@ class RestClient:
     # --- listenKey (bare replies, key header only) ---------------------------------------------
 
     async def listen_key(self) -> str:
-        await self._buckets["account"].take()
+        await self.limiter.take("account")
         body = await self._send("POST", f"{self.base_url}{LISTEN_KEY}", LISTEN_KEY)
         try:  # bare ({"listenKey": ...}) in every capture; an envelope around it is read too
             return codec.decoder(codec.ListenKey).decode(body).listenKey
@@ -234,7 +257,7 @@ class RestClient:
 
     async def extend_listen_key(self, key: str) -> bool:
         """True when extended; False when the key no longer exists (create a new one)."""
-        await self._buckets["account"].take()
+        await self.limiter.take("account")
         assert self._session is not None
         try:
             async with self._session.put(f"{self.base_url}{LISTEN_KEY}?listenKey={key}") as resp:

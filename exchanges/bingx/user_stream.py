@@ -34,7 +34,6 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from gatebot.core.clock import Clock
 from gatebot.core.events import (
     AnyEvent,
-    BalanceSnapshot,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -82,10 +81,7 @@ def translate(event: codec.UserEvent, book: OrderBook, *, hedge: bool) -> list[A
     if isinstance(event, codec.OrderTradeUpdate):
         return _order_events(event, book)
     if isinstance(event, codec.AccountUpdate):
-        out: list[AnyEvent] = []
-        for b in event.a.B:
-            if b.a in ("USDT", "VST"):
-                out.append(BalanceSnapshot(ts=event.E, asset=b.a, balance=dec(b.wb), available=dec(b.cw or b.wb)))
+        out: list[AnyEvent] = []  # its balances are not needed: the engine sizes from a REST balance
         for p in event.a.P:
             amount = dec(p.pa)
             if p.ps == "BOTH":  # one-way: the sign (if any) says the side; zero closes both

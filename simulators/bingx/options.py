@@ -22,7 +22,7 @@ class Switches(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     orphan_stops: Literal["cancel", "keep"] = "keep"
     """§7.2: stops left after their position closed are canceled, or kept and expired when triggered."""
     drop_trigger_fill_events: bool = False
-    """§6.4 report #36: no ORDER_TRADE_UPDATE for triggered stops (ACCOUNT_UPDATE only)."""
+    """§6.4, as one user reported it: no ORDER_TRADE_UPDATE for triggered stops (ACCOUNT_UPDATE only)."""
     kline_order: Literal["asc", "desc"] = "asc"
     """§3.4: REST kline order."""
     rate_limit_signal: Literal["body", "http429"] = "body"

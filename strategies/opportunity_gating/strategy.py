@@ -173,8 +173,8 @@ class OpportunityGating:
         self._feats = self._valid = self._p_long = self._p_short = np.empty(0)
 
     def journal_meta(self) -> dict[str, str]:
-        """What the journal's meta table should hold for this instance (the runner does not write it
-        yet): the model hashes, the feature schema and the training period of the model card."""
+        """What the runner writes into this instance's journal meta table, so that a journal names the models
+        its decisions came from: the model hashes, the feature schema and the training period of the model card."""
         card = self.models.card
         out = {f"model.{name}.sha256": digest for name, digest in self.model_hashes.items()}
         out["model.schema_hash"] = str(card.get("schema_hash", ""))
@@ -257,10 +257,9 @@ class OpportunityGating:
         if view.state != "protected" or view.side is None or not view.avg_entry:
             return None
         long = view.side == "long"
-        sign = 1.0 if long else -1.0
+        sign = 1 if long else -1
         x = self._exit32
-        x[0, : len(F.FEATURES)] = self._row
-        x[0, -3:] = (sign, view.bars_held / p.max_hold, sign * (self._close / view.avg_entry - 1.0))
+        x[0] = F.exit_row(row, sign, view.bars_held, sign * (self._close / view.avg_entry - 1.0), p.max_hold)
         name = "long_exit" if long else "short_exit"
         p_exit = self._prob(name, x)
         self.last = {"p_exit": p_exit}

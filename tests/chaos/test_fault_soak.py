@@ -1,4 +1,4 @@
-"""The fault soak (``python -m tests.chaos.soak``) at the size issue 6 asks for: simulated days against the
+"""The fault soak (``python -m tests.chaos.soak``) at its full size: simulated days against the
 BingX simulator with every fault class it can inject at least 20 times, I1-I5 judged every simulated two
 hours at the point the bot journals that it reconciled, the simulator's own view of naked time, and no run of
 more than 24 candles without a decision or a journaled reason. Paced by simulated time (half a second of wall

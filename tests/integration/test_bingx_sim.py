@@ -243,7 +243,8 @@ async def fired_stop(options: SimOptions, events: list[Any]) -> AsyncIterator[An
             await adapter.rest.close()
 
 
-def test_a_cancel_of_an_order_that_filled_first_delivers_its_fill(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chaos_regression_a_cancel_of_an_order_that_filled_first_delivers_its_fill(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Chaos run: a replaced stop fired during a stream drop; its cancel was answered "order not exist"
     and taken for canceled, and the fill was never booked (I5). The adapter now asks for the fills of an
     order that is gone before it reports it canceled."""

@@ -233,8 +233,10 @@ def test_cli_downloads_a_file_replay_accepts_and_refuses_it_under_another_interv
         failing = tmp_path / "failing.csv"
         sim.faults.fail_next(C.KLINES, "5xx", count=4)  # the first try and its three retries
         assert main([*args[:-4], "--out", str(failing), *args[-2:]]) == 4
-        assert capsys.readouterr().err == (f"error: download-candles: GET {C.KLINES}: HTTP 500; {failing} holds 0 "
-                                           "row(s); the same command continues from there\n")
+        err = capsys.readouterr().err.splitlines()  # the retries said as warnings, then the one error line
+        assert err[-1] == (f"error: download-candles: GET {C.KLINES}: HTTP 500; {failing} holds 0 "
+                           "row(s); the same command continues from there")
+        assert len(err) == 4 and all("retrying in" in line for line in err[:-1])
         assert main([*args[:-4], "--out", str(failing), *args[-2:]]) == 0
         assert failing.read_bytes() == out.read_bytes()
         capsys.readouterr()

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gatebot.core import recording
 from gatebot.core.clock import LiveClock
 from gatebot.exchanges.bingx import codec
 from gatebot.exchanges.bingx.errors import BingXError
@@ -127,7 +128,7 @@ def test_market_frames_never_break_the_stream(caplog: pytest.LogCaptureFixture) 
     @given(_frames(_market_push))
     def feed(frame: bytes | str) -> None:
         seen[0] += 1
-        loop.run_until_complete(stream._handle(ws, frame))  # type: ignore[arg-type]
+        loop.run_until_complete(stream.handle(ws, frame))  # type: ignore[arg-type]
 
     caplog.set_level(logging.WARNING, "gatebot")
     try:
@@ -160,7 +161,8 @@ def test_user_stream_reader_counts_bad_frames_and_keeps_reading(caplog: pytest.L
     stream = UserStream("ws://127.0.0.1:9", None, LiveClock(), OrderBook(), hedge=False,  # type: ignore[arg-type]
                         on_event=events.append, on_reconnect=lambda: None)
     good = codec.gzip_frame(codec.encoder.encode({"e": "ACCOUNT_UPDATE", "E": 1, "a": {"m": "ORDER", "B": [
-        {"a": "USDT", "wb": "10", "cw": "10", "bc": "0"}], "P": []}}))
+        {"a": "USDT", "wb": "10", "cw": "10", "bc": "0"}],
+        "P": [{"s": "BTC-USDT", "pa": "0.1", "ep": "50", "ps": "BOTH"}]}}))
     bad = [b"\x1f\x8b\x08\x00garbage", b"\x00\x01\x02", gzip.compress(b"\xff\xfe\xfd"), "not json", "{\"e\": 1}"]
 
     class Frames(_FakeWS):
@@ -317,11 +319,10 @@ def test_candle_csvs_load_or_raise_a_candle_file_error(tmp_path: Path) -> None:
     assert seen[0] >= N
 
 
-# --- recordings (issue 5) ------------------------------------------------------------------------
+# --- recordings ----------------------------------------------------------------------------------
 
 
 def test_recordings_read_or_raise_a_recording_error(tmp_path: Path) -> None:
-    recording = pytest.importorskip("gatebot.core.recording", reason="recordings arrive with issue 5")
     path = tmp_path / "fuzz.rec"
     base = tmp_path / "base.rec"
     with recording.Recorder(base, recording.Header(kind="market")) as rec:  # type: ignore[call-arg]
@@ -358,7 +359,7 @@ _money = st.tuples(st.integers(0, 10**12), st.integers(0, 8)).map(lambda t: Deci
 def _json(value: Any) -> str:
     """JSON text in which a Decimal is a JSON number written plainly (how BingX writes numbers)."""
     if isinstance(value, Decimal):
-        return codec.plain(value)
+        return format(value, "f")
     if isinstance(value, dict):
         return "{" + ",".join(f"{json.dumps(k)}:{_json(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
@@ -371,7 +372,7 @@ def _dialect(draw: Any, value: Any) -> Any:
     """One value as BingX may send it: a JSON number or the same number as a string."""
     if draw(st.booleans()):
         return value
-    return codec.plain(value) if isinstance(value, Decimal) else str(value)
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
 
 
 @PROPERTY

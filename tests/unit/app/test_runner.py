@@ -173,7 +173,7 @@ def test_the_replay_command_reads_a_candle_file_and_reports(tmp_path: Path) -> N
     assert not (tmp_path / "other").exists(), "nothing starts on a bad candle file"
 
 
-def test_an_hour_of_healthy_trading_forgives_earlier_failures(tmp_path: Path) -> None:
+def test_soak_regression_an_hour_of_healthy_trading_forgives_earlier_failures(tmp_path: Path) -> None:
     """Sporadic failures hours apart (a REST timeout now, a 5xx later) must not add up to the longest
     backoff: found by the fault soak, where an instance stayed out for 64 candles (five hours)."""
     from types import SimpleNamespace

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from gatebot.core.clock import LiveClock
-from gatebot.core.events import BalanceSnapshot, OrderFilled, PositionSnapshot
+from gatebot.core.events import OrderFilled, PositionSnapshot
 from gatebot.exchanges.bingx import codec, constants, errors
 from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
 from gatebot.exchanges.bingx.market_stream import MarketStream
@@ -32,7 +32,7 @@ TYPES: dict[str, Any] = {
     "OrderList": codec.OrderList, "Position[]": list[codec.Position], "Balance[]": list[codec.Balance],
     "FillHistory": codec.FillHistory,
 }
-EVENTS = {"OrderFilled": OrderFilled, "BalanceSnapshot": BalanceSnapshot, "PositionSnapshot": PositionSnapshot}
+EVENTS = {"OrderFilled": OrderFilled, "PositionSnapshot": PositionSnapshot}
 _ADAPTER = BingXAdapter(BingXOptions(), hedge_mode=False, clock=LiveClock())
 
 

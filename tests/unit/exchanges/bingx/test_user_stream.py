@@ -10,7 +10,6 @@ import msgspec
 import pytest
 
 from gatebot.core.events import (
-    BalanceSnapshot,
     OrderAccepted,
     OrderCanceled,
     OrderExpired,
@@ -57,7 +56,7 @@ def test_orders_that_are_not_ours_produce_nothing() -> None:
     assert translate(order("TRADE", "FILLED", c="", i=999, z="1"), OrderBook(), hedge=False) == []
 
 
-def test_account_updates_become_position_and_balance_snapshots() -> None:
+def test_account_updates_become_position_snapshots_and_their_balances_nothing() -> None:
     def update(ps: str, pa: str) -> codec.AccountUpdate:
         return codec.AccountUpdate(E=9, a=codec.AccountData(m="ORDER", B=[codec.BalanceUpdate(a="USDT", wb="100.5",
                                                                                               cw="90")],
@@ -65,8 +64,7 @@ def test_account_updates_become_position_and_balance_snapshots() -> None:
                                                                                     ps=ps)]))
 
     out = translate(update("SHORT", "0.3"), OrderBook(), hedge=True)
-    assert out == [BalanceSnapshot(ts=9, balance=Decimal("100.5"), available=Decimal(90)),
-                   PositionSnapshot(ts=9, symbol="BTC-USDT", side="short", qty=Decimal("0.3"),
+    assert out == [PositionSnapshot(ts=9, symbol="BTC-USDT", side="short", qty=Decimal("0.3"),
                                     entry_price=Decimal(50))]
     one_way = translate(update("BOTH", "-0.3"), OrderBook(), hedge=False)
     assert [(p.side, p.qty) for p in one_way if isinstance(p, PositionSnapshot)] == [("short", Decimal("0.3"))]
