@@ -1,4 +1,4 @@
-"""The operator's HTTP API inside the bot process (/work/API_CONTRACT.md), on the bot's own event loop.
+"""The operator's HTTP API inside the bot process (docs/api.md), on the bot's own event loop.
 
 aiohttp's server with msgspec JSON. Every request carries the token (``Authorization: Bearer``; the page,
 its assets and the event stream may take ``?token=``, as an EventSource cannot set headers), compared in

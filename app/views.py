@@ -1,4 +1,4 @@
-"""What the operator sees of an instance, derived from its journal alone (API_CONTRACT.md's shapes).
+"""What the operator sees of an instance, derived from its journal alone (docs/api.md's shapes).
 
 One place for the views that the bot's API (app/api.py, which adds what only the live process knows: the
 mark price, unrealized PnL, candles) and a read-only server or ``gatebot status`` on a stopped bot share.

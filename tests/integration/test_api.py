@@ -1,4 +1,4 @@
-"""The control API (API_CONTRACT.md) of a bot running on the simulator: every endpoint, the token refused when
+"""The control API (docs/api.md) of a bot running on the simulator: every endpoint, the token refused when
 missing or wrong, commands refused with their reason, the set-up refusals, the read-only journal server, and no
 secret in any response."""
 
