@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from gatebot.app.embedded import EmbeddedSimulators, for_embedded
+from gatebot.app.risk_guard import RiskGuards
 from gatebot.core import ids
 from gatebot.core.clock import Clock, LiveClock, VirtualClock
 from gatebot.core.config import Config, InstanceConfig, MarketConfig, config_hash
@@ -168,6 +169,7 @@ class Instance:
         """Hand a candle to the running engine; a long enough healthy run forgives earlier failures."""
         assert self.engine is not None
         self.check_resumed()
+        self.runner.risk.tick(self.cfg.name)
         if self.failures and candle.open_time >= self.down_until_bar + HEALTHY_CANDLES * interval_ms(self.cfg.interval):
             self.failures = 0
         self.engine.post(candle)
@@ -300,6 +302,10 @@ class Runner:
         self._candle_source = candle_source
         """Candles to replay instead of [market] / a CSV (frames of a market recording)."""
         self.plugins = plugins
+        self.risk = RiskGuards(self)
+        """The instances' risk guards (app/risk_guard.py), on the risk and transition hooks when any has one."""
+        if self.risk.risk and hasattr(plugins, "pm"):
+            plugins.pm.register(self.risk, name=f"gatebot.risk_guard.{id(self)}")
         self.state_dir = Path(config.state_dir)
         self.config_hash = config_hash(config)
         csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)

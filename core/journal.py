@@ -32,7 +32,7 @@ import msgspec
 
 from gatebot.core import ids
 from gatebot.core.events import ZERO, AnyCommand, CancelOrder, FundingPaid, OrderFilled
-from gatebot.core.position import PositionRecord
+from gatebot.core.position import EXITED, PositionRecord
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -475,6 +475,14 @@ class Journal:
         row = self.conn.execute("SELECT trading_state FROM controls ORDER BY seq DESC LIMIT 1").fetchone()
         return "active" if row is None else str(row[0])
 
+    def resumed_at(self) -> int:
+        """When the last command that set the instance trading took effect (ms on the bot's clock; 0: never)."""
+        if not self._has_controls():
+            return 0
+        row = self.conn.execute("SELECT max(ts) FROM controls WHERE trading_state = 'active' AND outcome = 'done'"
+                                ).fetchone()
+        return int(row[0] or 0)
+
     def controls(self, limit: int = 20) -> list[dict[str, Any]]:
         """The operator's latest commands, oldest first."""
         if not self._has_controls():
@@ -648,6 +656,17 @@ class Journal:
         two moments mean the journal did not move in between."""
         return [self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()[0]
                 for t in ("transitions", "rejections", "intents", "fills")]
+
+    def exits(self) -> list[tuple[int, str, PositionRecord]]:
+        """(ts, exited state, record) of every position's exit, in order (the risk guards' and reports' trades)."""
+        return [(int(ts), dst, _record_dec.decode(record)) for ts, dst, record in self.conn.execute(
+            "SELECT ts, dst, record FROM transitions WHERE dst IN (?,?,?) AND src NOT IN (?,?,?) ORDER BY seq",
+            (*EXITED, *EXITED))]
+
+    def entries_since(self, ts_ms: int) -> int:
+        """How many positions were entered at or after ``ts_ms`` (the bot's clock)."""
+        return int(self.conn.execute("SELECT count(*) FROM transitions WHERE src = 'flat' AND dst = 'entering' "
+                                     "AND ts >= ?", (ts_ms,)).fetchone()[0])
 
     def last_transitions(self, n: int = 5) -> list[dict[str, Any]]:
         rows = self.db.query(
