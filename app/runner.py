@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 
 from gatebot.app.embedded import EmbeddedSimulators, for_embedded
+from gatebot.app.metrics import Metrics
 from gatebot.app.risk_guard import RiskGuards
 from gatebot.core import ids
 from gatebot.core.clock import Clock, LiveClock, VirtualClock
@@ -114,6 +115,7 @@ class Instance:
             journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous,
                               group_commit=r.config.journal_group_commit, epoch=r.epoch_for(cfg.name))
             r.journals[cfg.name] = journal
+            journal.observe = r.metrics.observer(cfg.name, cfg.symbol)
         instrument = await adapter.instrument(cfg.symbol)  # leverage and modes: set by recovery, every reconcile
         if not self.meta_written:  # once per process: this run's config
             meta = journal.meta()
@@ -152,6 +154,7 @@ class Instance:
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),
             fill_timeout_ms=int(prot.fill_timeout_s * 1000), foreign_policy=prot.on_foreign_position,
             plugins=r.plugins)
+        engine.observe = r.metrics.observer(cfg.name, cfg.symbol)
         engine.siblings = frozenset(i.name for i in r.config.instances if i.exchange == cfg.exchange
                                     and i.symbol == cfg.symbol and i.name != cfg.name)
         engine.may_adopt = r.adopt
@@ -169,7 +172,8 @@ class Instance:
         """Hand a candle to the running engine; a long enough healthy run forgives earlier failures."""
         assert self.engine is not None
         self.check_resumed()
-        self.runner.risk.tick(self.cfg.name)
+        if self.cfg.risk is not None:
+            self.runner.risk.tick(self.cfg.name)  # a guard's pause may end at a new UTC day
         if self.failures and candle.open_time >= self.down_until_bar + HEALTHY_CANDLES * interval_ms(self.cfg.interval):
             self.failures = 0
         self.engine.post(candle)
@@ -306,6 +310,10 @@ class Runner:
         """The instances' risk guards (app/risk_guard.py), on the risk and transition hooks when any has one."""
         if self.risk.risk and hasattr(plugins, "pm"):
             plugins.pm.register(self.risk, name=f"gatebot.risk_guard.{id(self)}")
+        self.metrics = Metrics(self)
+        """This runner's Prometheus registry (app/metrics.py), served at the API's /metrics."""
+        if hasattr(plugins, "pm"):
+            plugins.pm.register(self.metrics, name=f"gatebot.metrics.{id(self)}")
         self.state_dir = Path(config.state_dir)
         self.config_hash = config_hash(config)
         csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)

@@ -23,6 +23,7 @@ import fcntl
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +34,7 @@ import msgspec
 from gatebot.core import ids
 from gatebot.core.events import ZERO, AnyCommand, CancelOrder, FundingPaid, OrderFilled
 from gatebot.core.position import EXITED, PositionRecord
+from gatebot.core.telemetry import Observe, ignore
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -155,6 +157,8 @@ class Journal:
         self._new_epoch = epoch
         self._lock_fd: int | None = None
         self._group = 0  # the schema is committed at once; grouping starts after opening
+        self.observe: Observe = ignore
+        """Where commit latencies go (app/metrics.py sets it)."""
         self._pending = 0
         self._depth = 0
         if lock and not readonly:
@@ -342,7 +346,9 @@ class Journal:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            started = time.perf_counter()
             conn.execute("COMMIT")
+            self.observe("commit", time.perf_counter() - started)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
