@@ -38,32 +38,36 @@ LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 GAP_BUCKETS_S = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 COMMIT_BUCKETS_S = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
-METRICS: dict[str, str] = {
-    "gatebot_build_info": "info",
-    "gatebot_instance_state": "gauge",
-    "gatebot_trading_state": "gauge",
-    "gatebot_position_state": "gauge",
-    "gatebot_position_quantity": "gauge",
-    "gatebot_equity": "gauge",
-    "gatebot_realized_pnl": "gauge",
-    "gatebot_unrealized_pnl": "gauge",
-    "gatebot_fees": "gauge",
-    "gatebot_funding": "gauge",
-    "gatebot_unprotected_seconds": "gauge",
-    "gatebot_protection_timeout_seconds": "gauge",
-    "gatebot_seconds_since_market_event": "gauge",
-    "gatebot_seconds_since_user_event": "gauge",
-    "gatebot_listen_key_age_seconds": "gauge",
-    "gatebot_transitions_total": "counter",
-    "gatebot_stops_refused_total": "counter",
-    "gatebot_exchange_errors_total": "counter",
-    "gatebot_rate_limit_waits_total": "counter",
-    "gatebot_reconciliations_total": "counter",
-    "gatebot_decision_latency_seconds": "histogram",
-    "gatebot_protection_gap_seconds": "histogram",
-    "gatebot_journal_commit_seconds": "histogram",
+PLAIN = ("instance", "symbol")
+STATE = (*PLAIN, "state")
+REASON = (*PLAIN, "reason")
+BUILD = ("version", "python")
+METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gatebot_build_info": ("info", BUILD),
+    "gatebot_instance_state": ("gauge", STATE),
+    "gatebot_trading_state": ("gauge", STATE),
+    "gatebot_position_state": ("gauge", STATE),
+    "gatebot_position_quantity": ("gauge", PLAIN),
+    "gatebot_equity": ("gauge", PLAIN),
+    "gatebot_realized_pnl": ("gauge", PLAIN),
+    "gatebot_unrealized_pnl": ("gauge", PLAIN),
+    "gatebot_fees": ("gauge", PLAIN),
+    "gatebot_funding": ("gauge", PLAIN),
+    "gatebot_unprotected_seconds": ("gauge", PLAIN),
+    "gatebot_protection_timeout_seconds": ("gauge", PLAIN),
+    "gatebot_seconds_since_market_event": ("gauge", PLAIN),
+    "gatebot_seconds_since_user_event": ("gauge", PLAIN),
+    "gatebot_listen_key_age_seconds": ("gauge", PLAIN),
+    "gatebot_transitions_total": ("counter", PLAIN),
+    "gatebot_stops_refused_total": ("counter", PLAIN),
+    "gatebot_exchange_errors_total": ("counter", REASON),
+    "gatebot_rate_limit_waits_total": ("counter", REASON),
+    "gatebot_reconciliations_total": ("counter", REASON),
+    "gatebot_decision_latency_seconds": ("histogram", PLAIN),
+    "gatebot_protection_gap_seconds": ("histogram", PLAIN),
+    "gatebot_journal_commit_seconds": ("histogram", PLAIN),
 }
-"""Every metric this module exports, by its name without the samples' suffixes, and its type."""
+"""Every metric this module exports (a histogram by its name without the samples' suffixes): its type and labels."""
 
 
 def _version() -> str:
@@ -124,7 +128,9 @@ class Metrics:
             self._filled_ms.pop(instance, None)
 
 
-def _family(kind: str, name: str, doc: str, labels: tuple[str, ...] = ("instance", "symbol")) -> Metric:
+def _family(name: str, doc: str) -> Metric:
+    """The family of ``name`` (a counter's without its ``_total``), its type and labels from :data:`METRICS`."""
+    kind, labels = METRICS.get(name) or METRICS[f"{name}_total"]
     cls = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
     return cls(name, doc, labels=list(labels))
 
@@ -143,32 +149,30 @@ class _Collector(Collector):
         build = InfoMetricFamily("gatebot_build", "The running gatebot's version")
         build.add_metric([], {"version": _version(), "python": platform.python_version()})
         yield build
-        st = ("instance", "symbol", "state")
-        why = ("instance", "symbol", "reason")
         fam = {
-            "instance": _family("gauge", "gatebot_instance_state", "1 for the instance's state now", st),
-            "trading": _family("gauge", "gatebot_trading_state", "1 for the trading state now (active, "
-                               "reducing: no new entry, halted)", st),
-            "position": _family("gauge", "gatebot_position_state", "1 for the position's state now", st),
-            "qty": _family("gauge", "gatebot_position_quantity", "Open quantity in base units (negative: short)"),
-            "equity": _family("gauge", "gatebot_equity", "Balance plus unrealized PnL, in the quote currency"),
-            "realized": _family("gauge", "gatebot_realized_pnl", "Gross realized PnL of every fill (quote currency)"),
-            "unrealized": _family("gauge", "gatebot_unrealized_pnl", "Unrealized PnL at the last close (quote)"),
-            "fees": _family("gauge", "gatebot_fees", "Fees of every fill (quote currency)"),
-            "funding": _family("gauge", "gatebot_funding", "Funding paid, positive = paid (quote currency)"),
-            "unprotected": _family("gauge", "gatebot_unprotected_seconds", "How long a filled entry has been "
+            "instance": _family("gatebot_instance_state", "1 for the instance's state now"),
+            "trading": _family("gatebot_trading_state", "1 for the trading state now (active, "
+                               "reducing: no new entry, halted)"),
+            "position": _family("gatebot_position_state", "1 for the position's state now"),
+            "qty": _family("gatebot_position_quantity", "Open quantity in base units (negative: short)"),
+            "equity": _family("gatebot_equity", "Balance plus unrealized PnL, in the quote currency"),
+            "realized": _family("gatebot_realized_pnl", "Gross realized PnL of every fill (quote currency)"),
+            "unrealized": _family("gatebot_unrealized_pnl", "Unrealized PnL at the last close (quote)"),
+            "fees": _family("gatebot_fees", "Fees of every fill (quote currency)"),
+            "funding": _family("gatebot_funding", "Funding paid, positive = paid (quote currency)"),
+            "unprotected": _family("gatebot_unprotected_seconds", "How long a filled entry has been "
                                    "waiting for its stop (0: protected or flat)"),
-            "timeout": _family("gauge", "gatebot_protection_timeout_seconds", "The configured protection timeout"),
-            "market": _family("gauge", "gatebot_seconds_since_market_event", "Since the last market-stream frame"),
-            "user": _family("gauge", "gatebot_seconds_since_user_event", "Since the last user-stream frame"),
-            "key": _family("gauge", "gatebot_listen_key_age_seconds", "Since the listenKey was made or extended"),
-            "transitions": _family("counter", "gatebot_transitions", "Position transitions journaled"),
-            "refused": _family("counter", "gatebot_stops_refused", "Stops the exchange refused"),
-            "errors": _family("counter", "gatebot_exchange_errors", "Failed exchange requests by code", why),
-            "waits": _family("counter", "gatebot_rate_limit_waits", "Requests that waited for the client-side "
-                             "budget, by endpoint group", why),
-            "reconciles": _family("counter", "gatebot_reconciliations", "Reconciliations with the exchange by "
-                                  "outcome (agreed, corrected, failed)", why),
+            "timeout": _family("gatebot_protection_timeout_seconds", "The configured protection timeout"),
+            "market": _family("gatebot_seconds_since_market_event", "Since the last market-stream frame"),
+            "user": _family("gatebot_seconds_since_user_event", "Since the last user-stream frame"),
+            "key": _family("gatebot_listen_key_age_seconds", "Since the listenKey was made or extended"),
+            "transitions": _family("gatebot_transitions", "Position transitions journaled"),
+            "refused": _family("gatebot_stops_refused", "Stops the exchange refused"),
+            "errors": _family("gatebot_exchange_errors", "Failed exchange requests by code"),
+            "waits": _family("gatebot_rate_limit_waits", "Requests that waited for the client-side "
+                             "budget, by endpoint group"),
+            "reconciles": _family("gatebot_reconciliations", "Reconciliations with the exchange by "
+                                  "outcome (agreed, corrected, failed)"),
         }
         for inst in r.instances:
             self._one(inst, fam, now_ms)
