@@ -25,6 +25,7 @@ import msgspec
 
 from gatebot.app.embedded import EmbeddedSimulators, for_embedded
 from gatebot.app.metrics import Metrics
+from gatebot.app.notify import Notifier, make_notifier
 from gatebot.app.risk_guard import RiskGuards
 from gatebot.core import ids
 from gatebot.core.clock import Clock, LiveClock, VirtualClock
@@ -257,6 +258,7 @@ class Instance:
             log.error("instance %s cannot trade (%s); retrying %s, and saying so again only if the reason "
                       "changes", self.cfg.name, reason, when)
             self._note("instance_error", reason)
+            self._tell("cannot trade (restarting)", reason)
         else:
             log.debug("instance %s still cannot trade (%s)", self.cfg.name, reason)
         self._drop()
@@ -268,7 +270,13 @@ class Instance:
         log.error("instance %s halted: %s", self.cfg.name, exc)
         if not isinstance(exc, JournalError):
             self._note("instance_halted", str(exc))
+        self._tell("halted", str(exc))
         self._drop()
+
+    def _tell(self, what: str, reason: str) -> None:
+        notifier = getattr(self.runner, "notifier", None)
+        if notifier is not None:
+            notifier.instance_down(self.cfg.name, what, reason)
 
     def _note(self, trigger: str, message: str) -> None:
         """Journal why the instance stopped (best effort: a journal that cannot take it is said so apart)."""
@@ -310,6 +318,8 @@ class Runner:
         """The instances' risk guards (app/risk_guard.py), on the risk and transition hooks when any has one."""
         if self.risk.risk and hasattr(plugins, "pm"):
             plugins.pm.register(self.risk, name=f"gatebot.risk_guard.{id(self)}")
+        self.notifier: Notifier | None = None
+        """Notifications (app/notify.py): made at start when GATEBOT_NOTIFY_URLS (or its file) names targets."""
         self.metrics = Metrics(self)
         """This runner's Prometheus registry (app/metrics.py), served at the API's /metrics."""
         if hasattr(plugins, "pm"):
@@ -466,6 +476,11 @@ class Runner:
         started: list[ExchangeAdapter] = []
         api = None
         try:
+            if self.config.mode != "replay":  # a replay tells nobody: it is the past
+                self.notifier = make_notifier(self)
+            if self.notifier is not None:
+                self.plugins.pm.register(self.notifier, name=f"gatebot.notify.{id(self)}")
+                self.notifier.start()
             if self.config.api.enabled and self.config.mode != "replay":
                 from gatebot.app.api import serve
 
@@ -498,6 +513,9 @@ class Runner:
             else:
                 await self._feed()
         finally:
+            if self.notifier is not None:
+                self.plugins.pm.unregister(self.notifier)
+                await asyncio.to_thread(self.notifier.stop)
             if api is not None:
                 from gatebot.app.api import unserve
 
@@ -732,6 +750,14 @@ class Runner:
             for inst in self.instances:
                 if inst.engine is not None:
                     inst.engine.post(Timer(ts=self.clock.now_ms(), name="tick"))
+            self._watch()
+
+    def _watch(self) -> None:
+        """The notifier's look at what lasts (unprotected, stale streams, mismatches) and its daily summary."""
+        if self.notifier is not None:
+            for inst in self.instances:
+                self.notifier.check(inst)
+            self.notifier.summary(self)
 
     async def _settle_engines(self) -> None:
         """Let every engine work off what it was given (used before a finite market ends)."""
@@ -766,6 +792,9 @@ class Runner:
             inst.deliver(candle)
             assert inst.engine is not None
             await inst.engine.drain()
+            if self.notifier is not None:
+                self.notifier.check(inst)
+                self.notifier.summary(self)
         except Exception as exc:  # isolation: one instance's failure must not stop the others
             inst.on_error(exc, candle.open_time)
 

@@ -149,6 +149,21 @@ class ApiConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Required (with a token from the env or token_file) to bind anything but loopback."""
 
 
+class NotifyConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How notifications are sent (app/notify.py); where to is never here: the targets' URLs hold tokens and come
+    from the env GATEBOT_NOTIFY_URLS or a 0600 file named by GATEBOT_NOTIFY_URLS_FILE."""
+
+    unprotected_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    """Say so when a filled entry has waited this long for its stop."""
+    stale_stream_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    """Say so when a stream has been silent this long."""
+    daily_summary: bool = True
+    max_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 20
+    dedupe_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    """The same message again within this long is not sent."""
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
+
+
 class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     mode: Mode = "paper"
     state_dir: str = "state"
@@ -158,6 +173,7 @@ class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     exchanges: dict[str, ExchangeConfig] = {}
     instances: Annotated[list[InstanceConfig], msgspec.Meta(min_length=1)]
     api: ApiConfig = ApiConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     @property
     def journal_synchronous(self) -> Synchronous:
@@ -178,6 +194,7 @@ def config_hash(config: Config) -> str:
     recorded with the API on replays as the same configuration with it off."""
     fields = msgspec.to_builtins(config)
     fields.pop("api", None)
+    fields.pop("notify", None)  # like [api]: how the owner is told says nothing about how the bot trades
     for inst in fields["instances"]:
         if inst.get("risk") is None:  # configs written before the risk guards hash as they did
             inst.pop("risk", None)
