@@ -120,7 +120,9 @@ class Metrics:
         now = self.runner.clock.monotonic_ms()
         if trigger == "stop_rejected":
             self.stops_refused[instance] = self.stops_refused.get(instance, 0) + 1
-        if trigger == "entry_filled" and instance not in self._filled_ms:
+        if trigger == "entry_filled" and dst == "protected" and instance not in self._filled_ms:
+            self.gap.labels(instance, record.symbol).observe(0.0)  # its stop was on the exchange already (attached)
+        elif trigger == "entry_filled" and instance not in self._filled_ms:
             self._filled_ms[instance] = now
         elif trigger == "stop_confirmed" and instance in self._filled_ms:
             self.gap.labels(instance, record.symbol).observe((now - self._filled_ms.pop(instance)) / 1000)

@@ -32,6 +32,7 @@ import msgspec
 
 from gatebot.core.config import ConfigError, NotifyConfig
 from gatebot.core.events import ZERO
+from gatebot.core.position import EXITED
 from gatebot.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ URLS_FILE_ENV = "GATEBOT_NOTIFY_URLS_FILE"
 QUEUE_MAX = 1000
 RETRY_FIRST_S = 1.0
 DAY_MS = 86_400_000
+EXIT_KIND = {"exited_sl": "stop", "exited_exit": "exit", "exited_manual": "manual"}
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -102,6 +104,8 @@ class Notifier:
         self.sent = self.failed = self.dropped = 0
         """Messages delivered, given up after their retries, dropped (repeated, over the rate, queue full)."""
         self._reconciled: dict[str, int] = {}
+        self._exits: dict[str, tuple[str, str, str]] = {}
+        """An exit's message waiting for the fill that closed the position (its price)."""
         self._day: int | None = None
 
     # --- the queue ---------------------------------------------------------------------------------
@@ -187,12 +191,26 @@ class Notifier:
             self.send("stop_refused", f"{where}: the exchange refused the stop",
                       f"position {position} ({r.side} {r.open_qty}): {'closing it' if dst == 'exiting' else dst}",
                       key=f"stop_refused:{instance}:{position}:{r.stop_attempt}")
-        elif trigger == "settled" and dst == "flat":
+        if dst in EXITED and src not in EXITED:  # the record still holds the position's figures (settled resets it)
             funding = self._funding(instance, position)
             net = r.realized_pnl - r.fees - funding
-            self.send("exit", f"{where}: exit ({r.exit_reason or src.removeprefix('exited_')})",
-                      f"PnL {r.realized_pnl:.4f}, fees {r.fees:.4f}, funding {funding:.4f}, net {net:.4f}",
-                      key=f"exit:{instance}:{position}")
+            why = EXIT_KIND[dst] + (f": {r.exit_reason}" if r.exit_reason and dst != "exited_sl" else "")
+            exit_msg = (f"{where}: exit ({why})",
+                        f"PnL {r.realized_pnl:.4f}, fees {r.fees:.4f}, funding {funding:.4f}, net {net:.4f}",
+                        f"exit:{instance}:{position}")
+            if trigger in ("stop_filled", "close_filled"):
+                self._exits[instance] = exit_msg  # sent with its fill's price (the fill hook comes next)
+            else:
+                self.send("exit", *exit_msg)
+        elif instance in self._exits:  # no fill came with the exit
+            self.send("exit", *self._exits.pop(instance))
+
+    @hookimpl
+    def gatebot_on_fill(self, instance: str, fill: Any) -> None:
+        pending = self._exits.pop(instance, None)
+        if pending is not None:
+            title, body, key = pending
+            self.send("exit", title, f"{fill.qty} closed at {fill.price}; {body}", key=key)
 
     def _funding(self, instance: str, position: int) -> Decimal:
         journal = self.runner.journals.get(instance) if self.runner is not None else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -95,7 +96,11 @@ def test_each_kind_reaches_a_json_webhook_with_its_content(tmp_path: Path, monke
             assert entry["message"] == said
             assert f"stopped out at {stop_price}" in hook.find("stop fired")["message"]
             exits = [m for m in hook.messages if ": exit (" in m["title"]]
-            assert len(exits) == 2 and all(k in exits[-1]["message"] for k in ("PnL", "fees", "funding", "net"))
+            assert [m["title"].partition("exit ")[2] for m in exits] == ["(exit: unprotected)", "(stop)"]
+            stopped = exits[-1]["message"]  # "<qty> closed at <price>; PnL <pnl>, fees <fees>, funding 0, net <net>"
+            assert re.fullmatch(r"0\.\d+ closed at \d+\.?\d*; PnL -\d+\.\d{4}, fees \d+\.\d{4}, funding "
+                                r"0\.0000, net -\d+\.\d{4}", stopped), stopped
+            assert not stopped.startswith("0.0000") and ", fees 0.0000" not in stopped
             assert hook.find("pause by test")["message"] == "trading state active -> reducing (news)"
             assert "market stream silent" in hook.find("stream silent")["title"]
             assert len(hook.titles()) == len(set(hook.titles())) == 7  # each said once
