@@ -92,6 +92,7 @@ class Metrics:
         self.commit = Histogram("gatebot_journal_commit_seconds", "A journal transaction's COMMIT (fsync)",
                                 labels, buckets=COMMIT_BUCKETS_S, registry=self.registry)
         self.registry.register(_Collector(runner, self))
+        self._names = frozenset(i.name for i in runner.config.instances)
         self._filled_ms: dict[str, int] = {}
         self.transitions: dict[str, int] = {}
         self.stops_refused: dict[str, int] = {}
@@ -114,7 +115,7 @@ class Metrics:
     @hookimpl
     def gatebot_on_transition(self, instance: str, position: int, src: str, trigger: str, dst: str,
                               record: Any) -> None:
-        if instance not in {i.cfg.name for i in self.runner.instances}:
+        if instance not in self._names:
             return  # another runner's instance on a shared plugin manager
         self.transitions[instance] = self.transitions.get(instance, 0) + 1
         now = self.runner.clock.monotonic_ms()

@@ -116,7 +116,8 @@ class Instance:
             journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous,
                               group_commit=r.config.journal_group_commit, epoch=r.epoch_for(cfg.name))
             r.journals[cfg.name] = journal
-            journal.observe = r.metrics.observer(cfg.name, cfg.symbol)
+            if r._observed:
+                journal.observe = r.metrics.observer(cfg.name, cfg.symbol)
         instrument = await adapter.instrument(cfg.symbol)  # leverage and modes: set by recovery, every reconcile
         if not self.meta_written:  # once per process: this run's config
             meta = journal.meta()
@@ -155,7 +156,8 @@ class Instance:
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),
             fill_timeout_ms=int(prot.fill_timeout_s * 1000), foreign_policy=prot.on_foreign_position,
             plugins=r.plugins)
-        engine.observe = r.metrics.observer(cfg.name, cfg.symbol)
+        if r._observed:
+            engine.observe = r.metrics.observer(cfg.name, cfg.symbol)
         engine.siblings = frozenset(i.name for i in r.config.instances if i.exchange == cfg.exchange
                                     and i.symbol == cfg.symbol and i.name != cfg.name)
         engine.may_adopt = r.adopt
@@ -322,7 +324,9 @@ class Runner:
         """Notifications (app/notify.py): made at start when GATEBOT_NOTIFY_URLS (or its file) names targets."""
         self.metrics = Metrics(self)
         """This runner's Prometheus registry (app/metrics.py), served at the API's /metrics."""
-        if hasattr(plugins, "pm"):
+        self._observed = config.mode != "replay" and hasattr(plugins, "pm")
+        """Metrics are served by the API, which a replay never runs: its engines are not slowed by them."""
+        if self._observed:
             plugins.pm.register(self.metrics, name=f"gatebot.metrics.{id(self)}")
         self.state_dir = Path(config.state_dir)
         self.config_hash = config_hash(config)

@@ -66,7 +66,7 @@ class TokenBucket:
             if self.tokens >= 1:
                 self.tokens -= 1
                 return
-            if waited is False:
+            if not waited:
                 waited = True
                 self.waits += 1
             # at least the clock's 1 ms step: a shorter sleep may leave the ms reading (and the tokens) unchanged
