@@ -27,7 +27,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import apprise
 import msgspec
 
 from gatebot.core.config import ConfigError, NotifyConfig
@@ -40,7 +39,6 @@ if TYPE_CHECKING:
     from gatebot.core.clock import Clock
 
 log = logging.getLogger("gatebot.notify")
-logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its messages may name a target's URL (a token in it)
 
 URLS_ENV = "GATEBOT_NOTIFY_URLS"
 URLS_FILE_ENV = "GATEBOT_NOTIFY_URLS_FILE"
@@ -79,11 +77,21 @@ def load_urls(env: dict[str, str] | None = None) -> list[str]:
         if not text.strip():
             raise ConfigError(f"{where} is empty")
     urls = [u for u in re.split(r"[\s,]+", text) if u and not u.startswith("#")]
+    apprise = _apprise() if urls else None
     for n, url in enumerate(urls, start=1):
-        if not apprise.Apprise().add(url):
+        if not apprise.Apprise().add(url):  # type: ignore[union-attr]
             scheme = url.partition("://")[0] if "://" in url else "?"
             raise ConfigError(f"notification URL {n} of {where} ({scheme}://...) is not one apprise can send to")
     return urls
+
+
+def _apprise() -> Any:
+    """apprise, imported when notifications are on (its import costs every command otherwise), its own logger
+    silenced: its messages may name a target's URL, a token in it."""
+    import apprise
+
+    logging.getLogger("apprise").setLevel(logging.CRITICAL)
+    return apprise
 
 
 class Notifier:
@@ -93,7 +101,7 @@ class Notifier:
         self.cfg = cfg
         self.clock = clock
         self.runner = runner
-        self._targets = apprise.Apprise()
+        self._targets = _apprise().Apprise()
         for url in urls:
             self._targets.add(url)
         self._queue: queue.Queue[Message | None] = queue.Queue(maxsize=QUEUE_MAX)
