@@ -91,6 +91,12 @@ def test_every_metric_is_exported_and_moves_as_the_bot_trades(tmp_path: Path, mo
             assert one(after, "gatebot_position_quantity") == 0
             assert one(after, "gatebot_seconds_since_market_event") < 5  # a frame since
             assert one(after, "gatebot_realized_pnl") != one(during, "gatebot_realized_pnl")
+            agreed = s.engine.reconcile_outcomes["agreed"]
+            s.sim.faults.drop_user_streams()  # reconnected: the bot reconciles (the exchange does not replay)
+            await s.until(lambda: s.engine.reconcile_outcomes["agreed"] > agreed, "a reconciliation after it")
+            _, reconciled = await scrape(http, base)
+            assert one(reconciled, "gatebot_reconciliations_total", reason="agreed") > one(
+                after, "gatebot_reconciliations_total", reason="agreed")
             control.apply(s.runner, "it", "pause", source="test")
             _, paused = await scrape(http, base)
             assert one(paused, "gatebot_trading_state", state="reducing") == 1
