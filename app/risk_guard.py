@@ -40,7 +40,8 @@ def breach(risk: RiskConfig, journal: Journal, now_ms: int) -> str | None:
     day = max(now_ms // DAY_MS * DAY_MS, resumed)
     funding = journal.funding_by_position()
     equity = Decimal(journal.meta().get("initial_balance") or 0)
-    day_start = peak = None
+    day_start: Decimal | None = None
+    peak: Decimal | None = None
     day_net = ZERO
     streak = 0
     for ts, state, rec in journal.exits():
@@ -53,7 +54,7 @@ def breach(risk: RiskConfig, journal: Journal, now_ms: int) -> str | None:
         if ts >= day:
             day_net += net
         if ts >= resumed:
-            peak = max(peak, equity)  # type: ignore[type-var]
+            peak = equity if peak is None else max(peak, equity)
             streak = streak + 1 if state == "exited_sl" else 0
     if risk.max_daily_loss_pct is not None and day_start and day_start > 0:
         loss_pct = -day_net / day_start * HUNDRED
