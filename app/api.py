@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
-from gatebot.app import control, views
+from gatebot.app import control, metrics, views
 from gatebot.app.operator import TOKEN_ENV, URL_FILE
 from gatebot.core.config import ApiConfig, ConfigError
 from gatebot.core.instrument import to_decimal
@@ -259,6 +259,7 @@ class Api:
         app.router.add_post("/api/instances/{name}/{command}", self._command)
         app.router.add_post("/api/flatten", self._flatten)
         app.router.add_get("/api/events", self._events)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)
         app.router.add_get("/static/{file:.+}", self._static)
         self.app = app
@@ -389,6 +390,13 @@ class Api:
         self.changed.set()
         return _json({"results": {name: {"ok": ok, "message" if ok else "error": text}
                                   for name, (ok, text) in results.items()}})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """Prometheus's text format of the runner's registry (app/metrics.py); a stopped bot has none."""
+        runner = getattr(self.backend, "runner", None)
+        if runner is None:
+            return _error(404, READ_ONLY + ": no metrics")
+        return web.Response(body=runner.metrics.exposition(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
     # --- the event stream and the page ---
 

@@ -77,6 +77,7 @@ def _apply(runner: Runner, name: str, command: str, *, source: str, reason: str)
         engine.trading_state = target  # type: ignore[assignment]
     if outcome == "unchanged":
         return f"{name}: {ALREADY[target]}"
+    _tell(runner, name, command, source, reason, f"trading state {state} -> {target}")
     log.info("%s: %s by %s (%s): trading state %s -> %s", name, command, source, reason or "no reason given",
              state, target)
     return f"{name}: {state} -> {target}"
@@ -101,8 +102,15 @@ def _close(inst: Instance, state: str, *, source: str, reason: str, now_ms: int)
     engine.journal.add_control(now_ms, "close", source, reason, "done", state)  # before it acts
     inst.close_asked = asked
     engine.post(ManualClose(ts=now_ms, reason=reason or "operator"))
+    _tell(inst.runner, name, "close", source, reason, f"closing position {pos.rec.seq} at market")
     log.info("%s: close of position %d by %s (%s)", name, pos.rec.seq, source, reason or "no reason given")
     return f"{name}: closing position {pos.rec.seq} ({pos.rec.side} {pos.rec.open_qty}) at market"
+
+
+def _tell(runner: Runner, name: str, command: str, source: str, reason: str, outcome: str) -> None:
+    notifier = getattr(runner, "notifier", None)
+    if notifier is not None:
+        notifier.command(name, command, source, reason, outcome)
 
 
 def flatten(runner: Runner, *, source: str, reason: str = "") -> dict[str, tuple[bool, str]]:

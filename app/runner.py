@@ -24,6 +24,9 @@ from typing import Any
 import msgspec
 
 from gatebot.app.embedded import EmbeddedSimulators, for_embedded
+from gatebot.app.metrics import Metrics
+from gatebot.app.notify import Notifier, make_notifier
+from gatebot.app.risk_guard import RiskGuards
 from gatebot.core import ids
 from gatebot.core.clock import Clock, LiveClock, VirtualClock
 from gatebot.core.config import Config, InstanceConfig, MarketConfig, config_hash
@@ -113,6 +116,8 @@ class Instance:
             journal = Journal(self.journal_path, synchronous=r.config.journal_synchronous,
                               group_commit=r.config.journal_group_commit, epoch=r.epoch_for(cfg.name))
             r.journals[cfg.name] = journal
+            if r._observed:
+                journal.observe = r.metrics.observer(cfg.name, cfg.symbol)
         instrument = await adapter.instrument(cfg.symbol)  # leverage and modes: set by recovery, every reconcile
         if not self.meta_written:  # once per process: this run's config
             meta = journal.meta()
@@ -151,6 +156,8 @@ class Instance:
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),
             fill_timeout_ms=int(prot.fill_timeout_s * 1000), foreign_policy=prot.on_foreign_position,
             plugins=r.plugins)
+        if r._observed:
+            engine.observe = r.metrics.observer(cfg.name, cfg.symbol)
         engine.siblings = frozenset(i.name for i in r.config.instances if i.exchange == cfg.exchange
                                     and i.symbol == cfg.symbol and i.name != cfg.name)
         engine.may_adopt = r.adopt
@@ -168,6 +175,8 @@ class Instance:
         """Hand a candle to the running engine; a long enough healthy run forgives earlier failures."""
         assert self.engine is not None
         self.check_resumed()
+        if self.cfg.risk is not None:
+            self.runner.risk.tick(self.cfg.name)  # a guard's pause may end at a new UTC day
         if self.failures and candle.open_time >= self.down_until_bar + HEALTHY_CANDLES * interval_ms(self.cfg.interval):
             self.failures = 0
         self.engine.post(candle)
@@ -251,6 +260,7 @@ class Instance:
             log.error("instance %s cannot trade (%s); retrying %s, and saying so again only if the reason "
                       "changes", self.cfg.name, reason, when)
             self._note("instance_error", reason)
+            self._tell("cannot trade (restarting)", reason)
         else:
             log.debug("instance %s still cannot trade (%s)", self.cfg.name, reason)
         self._drop()
@@ -262,7 +272,13 @@ class Instance:
         log.error("instance %s halted: %s", self.cfg.name, exc)
         if not isinstance(exc, JournalError):
             self._note("instance_halted", str(exc))
+        self._tell("halted", str(exc))
         self._drop()
+
+    def _tell(self, what: str, reason: str) -> None:
+        notifier = getattr(self.runner, "notifier", None)
+        if notifier is not None:
+            notifier.instance_down(self.cfg.name, what, reason)
 
     def _note(self, trigger: str, message: str) -> None:
         """Journal why the instance stopped (best effort: a journal that cannot take it is said so apart)."""
@@ -300,6 +316,18 @@ class Runner:
         self._candle_source = candle_source
         """Candles to replay instead of [market] / a CSV (frames of a market recording)."""
         self.plugins = plugins
+        self.risk = RiskGuards(self)
+        """The instances' risk guards (app/risk_guard.py), on the risk and transition hooks when any has one."""
+        if self.risk.risk and hasattr(plugins, "pm"):
+            plugins.pm.register(self.risk, name=f"gatebot.risk_guard.{id(self)}")
+        self.notifier: Notifier | None = None
+        """Notifications (app/notify.py): made at start when GATEBOT_NOTIFY_URLS (or its file) names targets."""
+        self.metrics = Metrics(self)
+        """This runner's Prometheus registry (app/metrics.py), served at the API's /metrics."""
+        self._observed = config.mode != "replay" and hasattr(plugins, "pm")
+        """Metrics are served by the API, which a replay never runs: its engines are not slowed by them."""
+        if self._observed:
+            plugins.pm.register(self.metrics, name=f"gatebot.metrics.{id(self)}")
         self.state_dir = Path(config.state_dir)
         self.config_hash = config_hash(config)
         csv = candles_csv or (config.market.csv if config.market and config.market.source == "csv" else None)
@@ -452,6 +480,11 @@ class Runner:
         started: list[ExchangeAdapter] = []
         api = None
         try:
+            if self.config.mode != "replay":  # a replay tells nobody: it is the past
+                self.notifier = make_notifier(self)
+            if self.notifier is not None:
+                self.plugins.pm.register(self.notifier, name=f"gatebot.notify.{id(self)}")
+                self.notifier.start()
             if self.config.api.enabled and self.config.mode != "replay":
                 from gatebot.app.api import serve
 
@@ -484,6 +517,9 @@ class Runner:
             else:
                 await self._feed()
         finally:
+            if self.notifier is not None:
+                self.plugins.pm.unregister(self.notifier)
+                await asyncio.to_thread(self.notifier.stop)
             if api is not None:
                 from gatebot.app.api import unserve
 
@@ -718,6 +754,14 @@ class Runner:
             for inst in self.instances:
                 if inst.engine is not None:
                     inst.engine.post(Timer(ts=self.clock.now_ms(), name="tick"))
+            self._watch()
+
+    def _watch(self) -> None:
+        """The notifier's look at what lasts (unprotected, stale streams, mismatches) and its daily summary."""
+        if self.notifier is not None:
+            for inst in self.instances:
+                self.notifier.check(inst)
+            self.notifier.summary(self)
 
     async def _settle_engines(self) -> None:
         """Let every engine work off what it was given (used before a finite market ends)."""
@@ -752,6 +796,9 @@ class Runner:
             inst.deliver(candle)
             assert inst.engine is not None
             await inst.engine.drain()
+            if self.notifier is not None:
+                self.notifier.check(inst)
+                self.notifier.summary(self)
         except Exception as exc:  # isolation: one instance's failure must not stop the others
             inst.on_error(exc, candle.open_time)
 

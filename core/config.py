@@ -105,6 +105,22 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
     at most this share of the price is kept; a wider one is always replaced."""
 
 
+class RiskConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The built-in risk guards of one instance (app/risk_guard.py): a guard that trips pauses new entries (the
+    ``reducing`` trading state, as ``gatebot pause``); stops and exits go on. Each limit is off when absent.
+    Counted on closed positions (net of fees and funding), from the journal, since the last resume."""
+
+    max_daily_loss_pct: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    """Net loss of the positions closed this UTC day, in % of the equity at the day's start."""
+    max_drawdown_pct: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    """Fall of the equity from its peak, in % of the peak."""
+    max_consecutive_stop_outs: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_trades_per_day: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Entries this UTC day: the one that reaches it is the last."""
+    resume: Literal["next_utc_day", "operator"] = "operator"
+    """How a tripped guard's pause ends: ``gatebot resume`` only, or also at the next UTC day (the bot's clock)."""
+
+
 class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
     """Prefixes every client order id (``<name>-<epoch>-<seq>-<role><attempt>``, core/ids.py), hence short,
@@ -117,6 +133,7 @@ class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=T
     params: Any = {}
     """Validated by the strategy's ``Params`` Struct; holds an instance of it after loading."""
     protection: ProtectionConfig = ProtectionConfig()
+    risk: RiskConfig | None = None
 
 
 class ApiConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -132,6 +149,21 @@ class ApiConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Required (with a token from the env or token_file) to bind anything but loopback."""
 
 
+class NotifyConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How notifications are sent (app/notify.py); where to is never here: the targets' URLs hold tokens and come
+    from the env GATEBOT_NOTIFY_URLS or a 0600 file named by GATEBOT_NOTIFY_URLS_FILE."""
+
+    unprotected_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    """Say so when a filled entry has waited this long for its stop."""
+    stale_stream_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    """Say so when a stream has been silent this long."""
+    daily_summary: bool = True
+    max_per_minute: Annotated[int, msgspec.Meta(ge=1)] = 20
+    dedupe_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    """The same message again within this long is not sent."""
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 3
+
+
 class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     mode: Mode = "paper"
     state_dir: str = "state"
@@ -141,6 +173,7 @@ class Config(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     exchanges: dict[str, ExchangeConfig] = {}
     instances: Annotated[list[InstanceConfig], msgspec.Meta(min_length=1)]
     api: ApiConfig = ApiConfig()
+    notify: NotifyConfig = NotifyConfig()
 
     @property
     def journal_synchronous(self) -> Synchronous:
@@ -161,6 +194,10 @@ def config_hash(config: Config) -> str:
     recorded with the API on replays as the same configuration with it off."""
     fields = msgspec.to_builtins(config)
     fields.pop("api", None)
+    fields.pop("notify", None)  # like [api]: how the owner is told says nothing about how the bot trades
+    for inst in fields["instances"]:
+        if inst.get("risk") is None:  # configs written before the risk guards hash as they did
+            inst.pop("risk", None)
     return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()[:16]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import deque
 from decimal import Decimal
 from typing import Any, Literal
@@ -47,6 +48,7 @@ from gatebot.core.position import EXITED, InvalidTransition, Position, Protectio
 from gatebot.core.recovery import AdoptionRequired, InstanceHalted
 from gatebot.core.routing import ExecutionEvent
 from gatebot.core.strategy import Enter, Exit, PositionView, Strategy
+from gatebot.core.telemetry import Observe, ignore
 
 log = logging.getLogger("gatebot.engine")
 trade_log = logging.getLogger("gatebot.trade")
@@ -115,6 +117,11 @@ class Engine:
         self._view: PositionView | None = None
         self._view_bar = -1
         self.reconciles = 0
+        self.reconcile_outcomes: dict[str, int] = {"agreed": 0, "corrected": 0, "failed": 0}
+        """Reconciliations by outcome: nothing to resolve, intents resolved from the exchange (the journal did
+        not know how they ended), or given up (an error: the runner restarts the instance)."""
+        self.observe: Observe = ignore
+        """Where decision latencies go (app/metrics.py sets it)."""
         self.reconciled: dict[str, Any] | None = None
         """The last reconciliation (also the journal's meta ``reconciled``): None until the first ends."""
         self.siblings: frozenset[str] = frozenset()
@@ -130,6 +137,12 @@ class Engine:
         """The operator's gate (app/control.py journals it): ``active`` trades; ``reducing`` takes no new
         entry (exits, stops and recovery go on); ``halted`` takes no decision at all (the exchange stops
         stay, and a position left unguarded is still protected or closed by the state table)."""
+
+    @property
+    def unprotected_since_ms(self) -> int | None:
+        """Since when (the clock's monotonic reading) a filled entry waits for its stop; None: nothing does."""
+        deadline = self._protect_deadline
+        return None if deadline is None else deadline - self.protection_timeout_ms
 
     @property
     def shares_symbol(self) -> bool:
@@ -221,6 +234,9 @@ class Engine:
                     break  # no time passes while this waits: the unknown ids are asked about at the next event
                 await self.clock.sleep(delay_s)  # the exchange did not answer definitely: give it time
                 delay_s = min(delay_s * 2, RECOVERY_MAX_DELAY_S)
+        except BaseException:
+            self.reconcile_outcomes["failed"] += 1
+            raise
         finally:
             self._recovering = False
             self._inbox.extendleft(reversed(self._held))
@@ -236,6 +252,7 @@ class Engine:
         Only the injected clock's time goes in, so a replay's journal stays byte-identical."""
         now = self.clock.now_ms()
         self.reconciles += 1
+        self.reconcile_outcomes["corrected" if resolved else "agreed"] += 1
         self.reconciled = {"ts_ms": now, "took_ms": now - started_ms, "intents": resolved, "rounds": rounds,
                            "count": self.reconciles, "state": self.pos.state,
                            "journal": self.journal.high_water()}
@@ -284,8 +301,10 @@ class Engine:
             return
         if self._protect_deadline is not None or self._fill_deadline is not None:
             await self.check_timers()
+        started = time.perf_counter()
         if await self._decide() and self.pos.state == "flat":
             await self._decide()  # a reversal enters on the candle whose signal closed the old side
+        self.observe("decision", time.perf_counter() - started)
 
     def view(self) -> PositionView:
         """What the strategy may know; rebuilt only when the candle or the position changed."""

@@ -23,6 +23,7 @@ import fcntl
 import functools
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -32,7 +33,8 @@ import msgspec
 
 from gatebot.core import ids
 from gatebot.core.events import ZERO, AnyCommand, CancelOrder, FundingPaid, OrderFilled
-from gatebot.core.position import PositionRecord
+from gatebot.core.position import EXITED, PositionRecord
+from gatebot.core.telemetry import Observe, ignore
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -155,6 +157,8 @@ class Journal:
         self._new_epoch = epoch
         self._lock_fd: int | None = None
         self._group = 0  # the schema is committed at once; grouping starts after opening
+        self.observe: Observe = ignore
+        """Where commit latencies go (app/metrics.py sets it)."""
         self._pending = 0
         self._depth = 0
         if lock and not readonly:
@@ -342,7 +346,9 @@ class Journal:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
+            started = time.perf_counter()
             conn.execute("COMMIT")
+            self.observe("commit", time.perf_counter() - started)
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -474,6 +480,14 @@ class Journal:
             return "active"
         row = self.conn.execute("SELECT trading_state FROM controls ORDER BY seq DESC LIMIT 1").fetchone()
         return "active" if row is None else str(row[0])
+
+    def resumed_at(self) -> int:
+        """When the last command that set the instance trading took effect (ms on the bot's clock; 0: never)."""
+        if not self._has_controls():
+            return 0
+        row = self.conn.execute("SELECT max(ts) FROM controls WHERE trading_state = 'active' AND outcome = 'done'"
+                                ).fetchone()
+        return int(row[0] or 0)
 
     def controls(self, limit: int = 20) -> list[dict[str, Any]]:
         """The operator's latest commands, oldest first."""
@@ -648,6 +662,17 @@ class Journal:
         two moments mean the journal did not move in between."""
         return [self.conn.execute(f"SELECT coalesce(max(seq), 0) FROM {t}").fetchone()[0]
                 for t in ("transitions", "rejections", "intents", "fills")]
+
+    def exits(self) -> list[tuple[int, str, PositionRecord]]:
+        """(ts, exited state, record) of every position's exit, in order (the risk guards' and reports' trades)."""
+        return [(int(ts), dst, _record_dec.decode(record)) for ts, dst, record in self.conn.execute(
+            "SELECT ts, dst, record FROM transitions WHERE dst IN (?,?,?) AND src NOT IN (?,?,?) ORDER BY seq",
+            (*EXITED, *EXITED))]
+
+    def entries_since(self, ts_ms: int) -> int:
+        """How many positions were entered at or after ``ts_ms`` (the bot's clock)."""
+        return int(self.conn.execute("SELECT count(*) FROM transitions WHERE src = 'flat' AND dst = 'entering' "
+                                     "AND ts >= ?", (ts_ms,)).fetchone()[0])
 
     def last_transitions(self, n: int = 5) -> list[dict[str, Any]]:
         rows = self.db.query(

@@ -210,6 +210,8 @@ class MarketStream:
         """Frames read off the socket and handled (an embedded lockstep simulator waits for them)."""
         """Frames that could not be read (broken gzip, not JSON, wrong shape): counted, logged, skipped."""
         self._pending: dict[str, str] = {}
+        self.last_frame_ms = 0
+        """When the last frame arrived (the clock's monotonic reading; 0: none yet)."""
 
     def start_after(self, symbol: str, interval: str, last_closed: int | None) -> None:
         """History ends at ``last_closed``: the stream continues from the next candle."""
@@ -278,6 +280,7 @@ class MarketStream:
         (:meth:`_take_push`)."""
         if self.recorder is not None:
             self.recorder.record(MARKET, "", frame)
+        self.last_frame_ms = self.clock.monotonic_ms()
         if frame.__class__ is str:
             text = frame
         else:

@@ -54,8 +54,11 @@ class TokenBucket:
         self.rate, self.burst, self.clock = rate, burst, clock
         self.tokens = burst
         self.stamp = clock.monotonic_ms()
+        self.waits = 0
+        """Requests that had to wait for the budget (the metrics' rate-limit waits)."""
 
     async def take(self) -> None:
+        waited = False
         while True:
             now = self.clock.monotonic_ms()
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) / 1000 * self.rate)
@@ -63,6 +66,9 @@ class TokenBucket:
             if self.tokens >= 1:
                 self.tokens -= 1
                 return
+            if not waited:
+                waited = True
+                self.waits += 1
             # at least the clock's 1 ms step: a shorter sleep may leave the ms reading (and the tokens) unchanged
             await self.clock.sleep(max((1 - self.tokens) / self.rate, 0.001))
 
@@ -110,6 +116,8 @@ class RestClient:
         self.in_flight = 0
         """Requests sent whose reply is not read yet (an embedded lockstep simulator waits for them)."""
         self.limiter = limiter if limiter is not None else RateLimiter(clock, rate_limits)
+        self.errors: dict[str, int] = {}
+        """Failed requests by BingX code (``transport``: no usable reply; ``unreadable``: a reply not understood)."""
 
     def __repr__(self) -> str:  # never the secret
         return f"RestClient({self.base_url!r})"
@@ -190,8 +198,13 @@ class RestClient:
         url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
         if method != "GET" and self.recorder is not None:
             self.recorder.record(SEND, request_key(method, url, self.base_url), b"")
-        body = await self._send(method, url, path)
-        return self._decode(body, path, type)
+        try:
+            return self._decode(await self._send(method, url, path), path, type)
+        except (BingXError, TransportError) as exc:
+            code = "unreadable" if isinstance(exc, UnreadableReply) else \
+                str(exc.code) if isinstance(exc, BingXError) else "transport"
+            self.errors[code] = self.errors.get(code, 0) + 1
+            raise
 
     async def _send(self, method: str, url: str, path: str) -> bytes:
         assert self._session is not None, "RestClient.start() first"

@@ -149,6 +149,8 @@ class UserStream:
         self.silences = 0
         """Connections given up for silence."""
         self.key: str | None = None
+        self.key_ms = 0
+        """When the listenKey was made or last extended (the clock's monotonic reading)."""
         self.connected = asyncio.Event()
         self.connections = 0
         self.on_unreadable = on_unreadable
@@ -172,6 +174,7 @@ class UserStream:
                 try:
                     if self.key is None:
                         self.key = await self.rest.listen_key()
+                        self.key_ms = self.clock.monotonic_ms()
                     self._expired.clear()
                     async with websockets.connect(f"{self.ws_url}?listenKey={self.key}", compression=None,
                                                   proxy=None, open_timeout=10, ping_interval=20, ping_timeout=20,
@@ -302,7 +305,9 @@ class UserStream:
         except TransportError as exc:
             log.warning("listenKey renewal failed (%s); trying again at the next renewal", exc)
             return
-        if not alive:
+        if alive:
+            self.key_ms = self.clock.monotonic_ms()
+        else:
             log.warning("listenKey unknown to the exchange: creating a new one")
             self.key = None
             self._expired.set()
