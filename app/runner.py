@@ -146,6 +146,8 @@ class Instance:
             adapter=adapter, journal=journal, clock=r.clock,
             protection=Protection(instrument=instrument,
                                   price_sl_pct=Decimal(repr(prot.leveraged_sl_pct)) / cfg.leverage,
+                                  price_tp_pct=(Decimal(repr(prot.leveraged_tp_pct)) / cfg.leverage
+                                                if prot.leveraged_tp_pct is not None else None),
                                   attached_stop=adapter.capabilities.attached_stop,
                                   stop_tolerance_pct=Decimal(repr(prot.stop_tolerance_pct))),
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),

@@ -91,6 +91,9 @@ class ExchangeConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=T
 class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     leveraged_sl_pct: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.04
     """Loss at the stop as a share of margin: the stop sits ``leveraged_sl_pct / leverage`` from the fill."""
+    leveraged_tp_pct: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    """Profit at the take-profit as a share of margin: a reduce-only TAKE_PROFIT_MARKET ``leveraged_tp_pct /
+    leverage`` from the fill, placed once the stop is confirmed; None (the default): no take-profit."""
     protection_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     """How long a filled entry may wait for its stop to be confirmed before it is closed at market."""
     fill_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 3.0

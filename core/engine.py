@@ -37,6 +37,7 @@ from gatebot.core.events import (
     SubmitClose,
     SubmitEntry,
     SubmitStop,
+    SubmitTakeProfit,
     Timer,
 )
 from gatebot.core.exchange import ExchangeAdapter, ExchangeError, IdTaken, OrderUnknown, SettingsRefused
@@ -54,7 +55,8 @@ trade_log = logging.getLogger("gatebot.trade")
 
 ForeignPolicy = Literal["adopt", "flatten", "halt"]
 TradingState = Literal["active", "reducing", "halted"]
-_ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "exit", CancelOrder: "cancel"}
+_ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitTakeProfit: "take_profit", SubmitClose: "exit",
+            CancelOrder: "cancel"}
 _NOT_OURS = "!"
 """What _role says of an order of this instance that this journal never sent."""
 _AT_REST = ("flat", "protected")
@@ -348,7 +350,7 @@ class Engine:
     # --- execution events ------------------------------------------------------------------
 
     def _role(self, client_id: str) -> str | None:
-        """'e' / 's' / 'x' for an order of the current position (orders adopted from another journal
+        """'e' / 's' / 'x' / 't' for an order of the current position (orders adopted from another journal
         included); None for another order this journal sent (an earlier position's). An order of this
         instance the journal never sent is ignored (nothing is booked on a guess) and halts the instance
         once its own position is at rest (:meth:`not_ours`): ``_NOT_OURS``."""
@@ -371,7 +373,7 @@ class Engine:
     def _made(self, p: ids.ClientId) -> bool:
         """Whether the current position's counters have reached this id (no journal query needed)."""
         r = self.pos.rec
-        return p.attempt <= {"e": 1, "s": r.stop_attempt, "x": r.close_attempt}.get(p.role, 0)
+        return p.attempt <= {"e": 1, "s": r.stop_attempt, "x": r.close_attempt, "t": r.tp_attempt}.get(p.role, 0)
 
     def not_ours(self, client_id: str) -> InstanceHalted:
         """The halt for an order of this instance that this journal never sent: its own epoch means the
@@ -625,7 +627,7 @@ class Engine:
             if isinstance(cmd, CancelOrder):
                 trade_log.info("%s: order cancel %s", name, cmd.client_id)
             else:
-                price = f" @ {cmd.stop_price}" if isinstance(cmd, SubmitStop) else ""
+                price = f" @ {cmd.stop_price}" if isinstance(cmd, SubmitStop | SubmitTakeProfit) else ""
                 trade_log.info("%s: order %s %s %s %s%s", name, _ROLE_OF[type(cmd)], cmd.client_id, cmd.side,
                                cmd.qty, price)
 
@@ -641,7 +643,7 @@ class Engine:
             try:
                 if isinstance(cmd, CancelOrder):
                     await self.adapter.cancel(cmd)
-                elif isinstance(cmd, SubmitEntry | SubmitStop | SubmitClose):
+                else:
                     await self.adapter.submit(cmd)
             except IdTaken as exc:
                 raise self.not_ours(cmd.client_id) from exc

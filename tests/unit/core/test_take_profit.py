@@ -1,0 +1,139 @@
+"""The exchange take-profit end to end on the engine bench (paper exchange, virtual clock): placed once the stop
+is confirmed, ending the position when it fills, canceled by an exit or by the stop, left gone when canceled by
+hand, resent by recovery when its outcome was unknown. Prices by hand: entry at 100, stop 1% below (99),
+take-profit 1% above (101), stops and take-profits filled exactly at their price (``exact``)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+from gatebot.core.events import SubmitTakeProfit
+from gatebot.core.exchange import OrderUnknown, Submission
+from gatebot.core.strategy import Enter, Exit
+from gatebot.exchanges.paper.exchange import PaperExchange
+from tests.bench import Bench, candle, exact, run
+
+D = Decimal
+TP_PCT = D("0.01")
+
+
+def orders(bench: Bench) -> list[tuple[str, str, Decimal]]:
+    return sorted((o.client_id, o.role, o.stop_price) for o in bench.exchange.core.open_orders("BTC-USDT"))
+
+
+async def protected_long(bench: Bench) -> None:
+    await bench.start()
+    await bench.bars(100.0, 100.0)  # the entry fills at 100 on the second candle's close
+    assert bench.engine.pos.state == "protected"
+    assert orders(bench) == [("t-1-s1", "stop", D("99.0")), ("t-1-t1", "take_profit", D("101.0"))]
+    r = bench.engine.pos.rec
+    assert (r.tp_id, r.tp_price, r.tp_qty, r.tp_live) == ("t-1-t1", D("101.0"), r.open_qty, True)
+
+
+def test_a_take_profit_goes_in_after_the_stop_and_ends_the_position_when_it_fills(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, tp_pct=TP_PCT)
+        await protected_long(bench)
+        qty = bench.engine.pos.rec.open_qty
+        await bench.candles(candle(3, 100.0, h=101.5, lo=99.5, c=100.5))
+        assert bench.engine.pos.state == "flat" and orders(bench) == []
+        fills = await bench.exchange.order_fills("BTC-USDT", "t-1-t1")
+        assert [(f.qty, f.price, f.realized_pnl) for f in fills] == [(qty, D("101.0"), qty * D("1.0"))]
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert bench.transitions() == [("flat", "enter", "entering"), ("entering", "entry_filled", "entering"),
+                                   ("entering", "stop_confirmed", "protected"),
+                                   ("protected", "tp_confirmed", "protected"),
+                                   ("protected", "tp_filled", "exited_exit"),
+                                   ("exited_exit", "order_gone", "exited_exit"),  # the stop canceled
+                                   ("exited_exit", "settled", "flat")]
+    (reason,) = bench.journal.conn.execute("SELECT json_extract(record, '$.exit_reason') FROM transitions "
+                                           "WHERE trigger = 'tp_filled'").fetchone()
+    assert reason == "tp"
+
+
+def test_a_candle_touching_both_fills_the_stop_and_the_take_profit_is_canceled(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, tp_pct=TP_PCT)
+        await protected_long(bench)
+        await bench.candles(candle(3, 100.0, h=101.5, lo=98.5, c=100.0))  # the high first: still the stop
+        assert bench.engine.pos.state == "flat" and orders(bench) == []
+        assert [f.price for f in await bench.exchange.order_fills("BTC-USDT", "t-1-s1")] == [D("99.0")]
+        assert await bench.exchange.order_fills("BTC-USDT", "t-1-t1") == []
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("protected", "stop_filled", "exited_sl") in bench.transitions()
+
+
+def test_an_exit_cancels_the_take_profit_and_the_stop_guards_until_the_close_fills(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5), 4: Exit(reason="test")}, tp_pct=TP_PCT)
+        await protected_long(bench)
+        await bench.bars(100.2, 100.4)
+        assert bench.engine.pos.state == "flat" and orders(bench) == []
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    cancels = [c for c, command in bench.journal.conn.execute(
+        "SELECT client_id, command FROM intents WHERE status = 'pending' ORDER BY seq") if "CancelOrder" in command]
+    assert cancels == ["t-1-t1", "t-1-s1"]  # the take-profit with the exit, the stop once the close filled
+
+
+def test_a_take_profit_canceled_by_hand_stays_gone_and_the_stop_guards(tmp_path: Path) -> None:
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, tp_pct=TP_PCT)
+        await protected_long(bench)
+        bench.exchange._deliver(bench.exchange.core.cancel("t-1-t1", 0, "canceled by hand"))
+        await bench.engine.drain()
+        await bench.bars(100.5)
+        assert bench.engine.pos.state == "protected" and bench.engine.pos.rec.tp_id is None
+        assert orders(bench) == [("t-1-s1", "stop", D("99.0"))]
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("protected", "tp_canceled", "protected") in bench.transitions()
+
+
+def test_a_take_profit_whose_outcome_is_unknown_is_resolved_by_its_client_id(tmp_path: Path) -> None:
+    class LosesTheFirstTakeProfit(PaperExchange):
+        lost = False
+
+        async def submit(self, command: Submission) -> None:
+            if isinstance(command, SubmitTakeProfit) and not self.lost:
+                self.lost = True
+                raise OrderUnknown(command.client_id, "timeout")  # never reached the exchange
+            await super().submit(command)
+
+    async def go() -> Bench:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, tp_pct=TP_PCT,
+                      exchange=LosesTheFirstTakeProfit(exact()))
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        await bench.bars(100.1)  # the next event: recovery asks about t-1-t1, finds nothing, sends it again
+        assert orders(bench) == [("t-1-s1", "stop", D("99.0")), ("t-1-t1", "take_profit", D("101.0"))]
+        assert bench.engine.pos.rec.tp_live
+        assert bench.exchange.order_count("t-1-t1") == 1
+        assert await bench.violations() == []
+        return bench
+
+    run(go())
+
+
+def test_a_short_take_profit_sits_below_the_entry(tmp_path: Path) -> None:
+    async def go() -> None:
+        bench = Bench(tmp_path, {2: Enter(side="short", fraction=0.5)}, tp_pct=TP_PCT)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert orders(bench) == [("t-1-s1", "stop", D("101.0")), ("t-1-t1", "take_profit", D("99.0"))]
+        await bench.candles(candle(3, 100.0, h=100.5, lo=98.9, c=99.5))
+        assert bench.engine.pos.state == "flat" and orders(bench) == []
+        assert await bench.violations() == []
+
+    run(go())
