@@ -62,7 +62,7 @@ class OpportunityGatingParams(msgspec.Struct, frozen=True, kw_only=True, forbid_
             raise ValueError(f"min_fraction ({self.min_fraction}) exceeds max_fraction ({self.max_fraction})")
         if self.take_profit:
             raise ValueError("take_profit = true: the take-profit is set in the instance's protection now, e.g. "
-                             "protection = { leveraged_tp_pct = 0.12 } (profit at the take-profit as a share of margin)")
+                             "protection = { leveraged_tp_pct = 0.12 } (the profit at it as a share of margin)")
 
 
 def size_fraction(p: float, rule: str = "power", lo: float = 0.20, hi: float = 0.95) -> float:
