@@ -137,3 +137,20 @@ def test_a_short_take_profit_sits_below_the_entry(tmp_path: Path) -> None:
         assert await bench.violations() == []
 
     run(go())
+
+
+def test_the_invariant_check_sees_a_second_take_profit_and_one_larger_than_the_position(tmp_path: Path) -> None:
+    async def go() -> None:
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, tp_pct=TP_PCT)
+        await protected_long(bench)
+        qty = bench.engine.pos.rec.open_qty
+        second = SubmitTakeProfit(client_id="t-1-t2", symbol="BTC-USDT", side="long", qty=qty, stop_price=D(102))
+        bench.exchange._deliver(bench.exchange.core.submit(second, 0))  # not through the engine: unjournaled
+        found = {(v.invariant, v.detail.split(":")[0]) for v in await bench.violations()}
+        assert ("I7", "long position has 2 take-profits") in found
+        bench.exchange._deliver(bench.exchange.core.cancel("t-1-t2", 0))
+        bench.exchange.close_by_hand("BTC-USDT", "long", qty / 2)  # the position shrinks under its take-profit
+        details = [v.detail for v in await bench.violations() if v.invariant == "I7"]
+        assert details == [f"take-profit t-1-t1 closes {qty} of a {qty / 2} long position"]
+
+    run(go())
