@@ -54,6 +54,11 @@ from gatebot.core.strategy import EvaluationMeta, JournalMeta, Prepares, Strateg
 log = logging.getLogger("gatebot.runner")
 
 
+def _decimal_or_none(value: float | None) -> Decimal | None:
+    """A protection option as the engine takes it (exact from the config's decimal text), or None when off."""
+    return None if value is None else Decimal(repr(value))
+
+
 def training_window(meta: dict[str, Any]) -> tuple[int, int] | None:
     """(first, last) open time of the candles a strategy was trained on, from its evaluation meta: a
     ``training_period`` of its own or its model card's (``start_ms``, ``end_ms``); None when it declares none."""
@@ -148,6 +153,8 @@ class Instance:
                                   price_sl_pct=Decimal(repr(prot.leveraged_sl_pct)) / cfg.leverage,
                                   price_tp_pct=(Decimal(repr(prot.leveraged_tp_pct)) / cfg.leverage
                                                 if prot.leveraged_tp_pct is not None else None),
+                                  trailing_pct=_decimal_or_none(prot.trailing_pct),
+                                  break_even_at_pct=_decimal_or_none(prot.break_even_at_pct),
                                   attached_stop=adapter.capabilities.attached_stop,
                                   stop_tolerance_pct=Decimal(repr(prot.stop_tolerance_pct))),
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),

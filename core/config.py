@@ -94,6 +94,11 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
     leveraged_tp_pct: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
     """Profit at the take-profit as a share of margin: a reduce-only TAKE_PROFIT_MARKET ``leveraged_tp_pct /
     leverage`` from the fill, placed once the stop is confirmed; None (the default): no take-profit."""
+    trailing_pct: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    """A trailing stop: after each candle the stop moves up to ``close x (1 - trailing_pct)`` (a long; a short's
+    down to ``close x (1 + trailing_pct)``) when that is closer to the price than it is; never back. None: off."""
+    break_even_at_pct: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    """Once a candle closes this share of the price in profit, the stop moves to the entry price. None: off."""
     protection_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     """How long a filled entry may wait for its stop to be confirmed before it is closed at market."""
     fill_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 3.0

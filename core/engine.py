@@ -47,7 +47,7 @@ from gatebot.core.journal import Journal
 from gatebot.core.position import EXITED, InvalidTransition, Position, Protection
 from gatebot.core.recovery import AdoptionRequired, InstanceHalted
 from gatebot.core.routing import ExecutionEvent
-from gatebot.core.strategy import Enter, Exit, PositionView, Strategy
+from gatebot.core.strategy import Enter, Exit, MoveStop, PositionView, Strategy
 
 log = logging.getLogger("gatebot.engine")
 trade_log = logging.getLogger("gatebot.trade")
@@ -111,6 +111,8 @@ class Engine:
         self._fill_deadline: int | None = None
         """When an entry sent and not reported complete is asked about (its fill push may be lost)."""
         self._fill_asked: str | None = None
+        self._moved_bar: int | None = None
+        """The candle on which the stop last moved: at most one move per candle."""
         self._recovering = False
         self._held: list[AnyEvent] = []
         self._balance_stale = True
@@ -288,6 +290,7 @@ class Engine:
             await self.check_timers()
         if await self._decide() and self.pos.state == "flat":
             await self._decide()  # a reversal enters on the candle whose signal closed the old side
+        await self._move_stop(None)  # the built-in trailing / break-even rules
 
     def view(self) -> PositionView:
         """What the strategy may know; rebuilt only when the candle or the position changed."""
@@ -313,6 +316,8 @@ class Engine:
         if isinstance(decision, Enter) and state == "flat":
             if self.trading_state == "active":  # paused (reducing): no new entry
                 await self._enter(decision)
+        elif isinstance(decision, MoveStop) and state == "protected":
+            await self._move_stop(decision)
         elif isinstance(decision, Exit) and state == "protected":
             await self.execute(self.fire("exit_signal", reason=decision.reason,
                                            detail={"reason": decision.reason, **decision.info}))
@@ -320,6 +325,21 @@ class Engine:
             return True
         await self.drain()
         return False
+
+    async def _move_stop(self, d: MoveStop | None) -> None:
+        """Move the stop where the strategy's MoveStop and the protection's rules put it (Position.moved_stop):
+        at most once per candle, never while halted; the new stop placed first, the old one canceled once the
+        new one is confirmed (``confirm_stop``), so the position is never without a live stop."""
+        if self._moved_bar == self.bar or self.trading_state == "halted" or self.pos.state != "protected":
+            return
+        asked = None if d is None else to_decimal(d.price)
+        price = self.pos.moved_stop(to_decimal(self.last_close), asked, widen=d is not None and d.widen)
+        if price is None:
+            return
+        self._moved_bar = self.bar
+        detail = {"price": str(price), "from": str(self.pos.rec.stop_price),
+                  "reason": d.reason if d is not None else "protection"}
+        await self.execute(self.fire("move_stop", price=price, detail=detail))
 
     async def _enter(self, d: Enter) -> None:
         # An adapter may refuse new entries on its account (BingX: its user stream cannot be read, so fills

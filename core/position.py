@@ -95,6 +95,8 @@ TABLE: tuple[Row, ...] = (
         why="a replacement stop was refused while the old one still guards"),
     Row("protected", "stop_rejected", "exiting", "close_unprotected", unless=("has_live_stop",),
         why="no stop is live and a new one was refused: close at market"),
+    Row("protected", "move_stop", "protected", "place_moved_stop", unless=("stop_pending",),
+        why="the stop moves (trailing, break-even, MoveStop): the new one first, the old canceled once it is live"),
     Row("protected", "stop_resize", "protected", "replace_stop",
         why="recovery found another quantity or price on the exchange: the stop follows the real position"),
     Row("exiting", "close_filled", "exiting", "book_exit_fill", unless=("closes_position",),
@@ -154,6 +156,10 @@ class Protection(msgspec.Struct, frozen=True, kw_only=True):
     price_sl_pct: Decimal
     price_tp_pct: Decimal | None = None
     """The take-profit's distance from the fill (a price share); None: no take-profit."""
+    trailing_pct: Decimal | None = None
+    """The stop trails each close by this share of the price (only ever closer to it); None: off."""
+    break_even_at_pct: Decimal | None = None
+    """A close this share of the price in profit moves the stop to the entry; None: off."""
     attached_stop: bool = False
     stop_tolerance_pct: Decimal = Decimal("0.0002")
 
@@ -276,6 +282,9 @@ class Position:
 
     def is_our_tp(self, ev: EventData) -> bool:
         return ev.kwargs["client_id"] == self.rec.tp_id
+
+    def stop_pending(self, ev: EventData) -> bool:
+        return self.rec.pending_stop_id is not None
 
     def has_live_stop(self, ev: EventData) -> bool:
         return self.rec.stop_id is not None
@@ -464,6 +473,42 @@ class Position:
             r.pending_stop_id = None
         if r.pending_stop_id is None and r.stop_id is None and r.filled_qty > 0:
             self._submit_stop(r.stop_price or self._stop_for(r.avg_entry))
+
+    def moved_stop(self, close: Decimal, asked: Decimal | None = None, *, widen: bool = False) -> Decimal | None:
+        """Where the stop goes after a candle closed at ``close``, or None to leave it: ``asked`` (a strategy's
+        MoveStop, rounded toward the price) replaces it, held to the configured stop's distance from the entry
+        unless ``widen``; then the built-in rules (``trailing_pct``, ``break_even_at_pct``) may only bring it
+        closer to the price. Only a protected position with one live stop and none on its way moves, and never
+        to or past the price (the exchange would refuse it or fill it at once). Pure."""
+        r, prot = self.rec, self.protection
+        if self.state != "protected" or r.side is None or r.stop_price is None or r.pending_stop_id or r.open_qty <= 0:
+            return None
+        long, inst = r.side == "long", prot.instrument
+
+        def closer(a: Decimal, b: Decimal) -> bool:
+            return a > b if long else a < b
+
+        target = r.stop_price
+        if asked is not None:
+            target = inst.round_price(asked, up=long)
+            limit = self._stop_for(r.avg_entry)
+            if not widen and closer(limit, target):
+                target = limit
+        candidates = []
+        if prot.trailing_pct is not None:
+            candidates.append(inst.stop_price(r.side, close, prot.trailing_pct))
+        gain = (close - r.avg_entry if long else r.avg_entry - close) / r.avg_entry
+        if prot.break_even_at_pct is not None and gain >= prot.break_even_at_pct:
+            candidates.append(inst.round_price(r.avg_entry, up=long))
+        for c in candidates:
+            if closer(c, target):
+                target = c
+        if target == r.stop_price or not closer(close, target):
+            return None
+        return target
+
+    def place_moved_stop(self, ev: EventData) -> None:
+        self._submit_stop(ev.kwargs["price"])
 
     def replace_stop(self, ev: EventData) -> None:
         """Recovery: the exchange position is ``qty``; place a stop for it, then cancel the old one."""

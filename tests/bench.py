@@ -60,8 +60,9 @@ class Bench:
     def __init__(self, tmp: Path, script: dict[int, Decision], *, exchange: PaperExchange | None = None,
                  plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt",
                  attached: bool = False, sent: tuple[str, ...] = (), epoch: str = "", adopt: bool = False,
-                 tp_pct: Decimal | None = None) -> None:
-        """``tp_pct``: the take-profit's distance from the fill (None: no take-profit); ``sent``: client ids the
+                 tp_pct: Decimal | None = None, moves: dict[str, Decimal] | None = None) -> None:
+        """``tp_pct``: the take-profit's distance from the fill (None: no take-profit); ``moves``: the stop's
+        built-in moves (``trailing_pct``, ``break_even_at_pct``); ``sent``: client ids the
         journal sent before this start (it is not a fresh journal then);
         ``epoch``: a new journal's (the legacy one by default: ids as ``t-1-e1``); ``adopt``: as
         ``gatebot run --adopt``."""
@@ -80,6 +81,7 @@ class Bench:
         self.foreign_policy = foreign_policy
         self.attached = attached
         self.tp_pct = tp_pct
+        self.moves = moves or {}
         self.i = 0
 
     async def start(self) -> Engine:
@@ -89,7 +91,8 @@ class Bench:
         self.engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted(self.script),
                              adapter=ex, journal=self.journal, clock=self.clock,
                              protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01"),
-                                                   price_tp_pct=self.tp_pct, attached_stop=self.attached),
+                                                   price_tp_pct=self.tp_pct, attached_stop=self.attached,
+                                                   **self.moves),
                              protection_timeout_ms=self.timeout_ms, plugins=self.plugins,
                              foreign_policy=self.foreign_policy)  # type: ignore[arg-type]
         self.engine.may_adopt = self.adopt

@@ -87,6 +87,8 @@ def kwargs_for(row: Row, state: str) -> dict:
         return {"client_id": "a-1-s1"}
     if t == "order_gone":
         return {"client_id": "a-1-s1"}
+    if t == "move_stop":
+        return {"price": D("59700")}
     if t == "stop_resize":
         return {"qty": D("0.005")}
     return {"reason": "test"}
