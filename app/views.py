@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from gatebot.core import ids
-from gatebot.core.events import ZERO, AnyCommand, SubmitStop
+from gatebot.core.events import ZERO, AnyCommand, SubmitStop, SubmitTakeProfit
 from gatebot.core.journal import Journal
 from gatebot.core.position import EXITED, PositionRecord
 
@@ -133,7 +133,7 @@ class JournalViews:
         for cid in rec.working:
             cmd = commands.get(cid)
             p = ids.parse(cid)
-            price = cmd.stop_price if isinstance(cmd, SubmitStop) else rec.stop_price if p and p.role == "s" else None
+            price = cmd.stop_price if isinstance(cmd, SubmitStop | SubmitTakeProfit) else rec.stop_price if p and p.role == "s" else None
             out.append({"client_id": cid, "kind": KIND_OF_ROLE.get(p.role, "?") if p else "?",
                         "side": getattr(cmd, "side", rec.side), "qty": _s(getattr(cmd, "qty", None)),
                         "price": _s(price)})
