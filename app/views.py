@@ -20,7 +20,7 @@ from gatebot.core.position import EXITED, PositionRecord
 
 _command = msgspec.json.Decoder(AnyCommand)
 _record = msgspec.json.Decoder(PositionRecord)
-KIND_OF_ROLE = {"e": "entry", "x": "exit", "s": "stop"}
+KIND_OF_ROLE = {"e": "entry", "x": "exit", "s": "stop", "t": "take_profit"}
 
 
 def _s(value: Decimal | None) -> str | None:
@@ -133,7 +133,8 @@ class JournalViews:
         for cid in rec.working:
             cmd = commands.get(cid)
             p = ids.parse(cid)
-            price = cmd.stop_price if isinstance(cmd, SubmitStop | SubmitTakeProfit) else rec.stop_price if p and p.role == "s" else None
+            price = (cmd.stop_price if isinstance(cmd, SubmitStop | SubmitTakeProfit)
+                     else rec.stop_price if p and p.role == "s" else None)
             out.append({"client_id": cid, "kind": KIND_OF_ROLE.get(p.role, "?") if p else "?",
                         "side": getattr(cmd, "side", rec.side), "qty": _s(getattr(cmd, "qty", None)),
                         "price": _s(price)})
