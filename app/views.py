@@ -20,7 +20,10 @@ from gatebot.core.position import EXITED, PositionRecord
 
 _command = msgspec.json.Decoder(AnyCommand)
 _record = msgspec.json.Decoder(PositionRecord)
-KIND_OF_ROLE = {"e": "entry", "x": "exit", "s": "stop", "t": "take_profit"}
+KIND_OF_ROLE = {"e": "entry", "x": "exit", "s": "stop"}
+"""A fill's marker kind (the API's ``entry|exit|stop``: a take-profit's fill is an exit)."""
+ORDER_KIND_OF_ROLE = {**KIND_OF_ROLE, "t": "take_profit"}
+"""A working order's kind."""
 
 
 def _s(value: Decimal | None) -> str | None:
@@ -135,7 +138,7 @@ class JournalViews:
             p = ids.parse(cid)
             price = (cmd.stop_price if isinstance(cmd, SubmitStop | SubmitTakeProfit)
                      else rec.stop_price if p and p.role == "s" else None)
-            out.append({"client_id": cid, "kind": KIND_OF_ROLE.get(p.role, "?") if p else "?",
+            out.append({"client_id": cid, "kind": ORDER_KIND_OF_ROLE.get(p.role, "?") if p else "?",
                         "side": getattr(cmd, "side", rec.side), "qty": _s(getattr(cmd, "qty", None)),
                         "price": _s(price)})
         return out
