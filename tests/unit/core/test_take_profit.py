@@ -8,11 +8,16 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from gatebot.core.events import SubmitTakeProfit
+import msgspec
+
+from gatebot.core.events import OrderAccepted, SubmitTakeProfit
 from gatebot.core.exchange import OrderUnknown, Submission
+from gatebot.core.position import Position
+from gatebot.core.routing import STATUS, Facts, route
 from gatebot.core.strategy import Enter, Exit
 from gatebot.exchanges.paper.exchange import PaperExchange
 from tests.bench import Bench, candle, exact, run
+from tests.unit.core.test_position import PROT, fill, record_for, with_tp
 
 D = Decimal
 TP_PCT = D("0.01")
@@ -154,3 +159,51 @@ def test_the_invariant_check_sees_a_second_take_profit_and_one_larger_than_the_p
         assert details == [f"take-profit t-1-t1 closes {qty} of a {qty / 2} long position"]
 
     run(go())
+
+
+# --- the state table's take-profit rows on a Position alone (no exchange) ----------------------------------
+
+
+def _protected_with_tp() -> Position:
+    prot = msgspec.structs.replace(PROT, price_tp_pct=D("0.01"))
+    return Position("a", "BTC-USDT", prot, with_tp(record_for("protected"), live=True))
+
+
+def test_a_refused_exit_returns_to_protected_with_a_new_take_profit() -> None:
+    pos = _protected_with_tp()
+    out = pos.fire("exit_signal", reason="signal")
+    assert [type(c).__name__ for c in out] == ["SubmitClose", "CancelOrder"] and out[1].client_id == "a-1-t1"
+    out = pos.fire("close_rejected", reason="refused")
+    assert pos.state == "protected"
+    assert [(type(c).__name__, c.client_id) for c in out] == [("SubmitTakeProfit", "a-1-t2")]
+    assert pos.rec.tp_id == "a-1-t2" and pos.rec.tp_price == D("60600")
+    pos.release()
+
+
+def test_a_position_shrinking_under_its_take_profit_gets_a_smaller_one_after_the_old_is_canceled() -> None:
+    pos = _protected_with_tp()
+    out = pos.fire("stop_filled", fill=fill("a-1-s1", "0.004", final=False, price="59400", pnl="-2.4"))
+    assert pos.state == "protected"
+    assert [(type(c).__name__, c.client_id) for c in out] == [("CancelOrder", "a-1-t1"),
+                                                               ("SubmitTakeProfit", "a-1-t2")]
+    assert out[1].qty == D("0.006") == pos.rec.tp_qty == pos.rec.open_qty
+    pos.release()
+
+
+def test_recovery_resizing_the_stop_resizes_the_take_profit() -> None:
+    pos = _protected_with_tp()
+    out = pos.fire("stop_resize", qty=D("0.005"))
+    assert [(type(c).__name__, c.client_id) for c in out] == [("SubmitStop", "a-1-s2"), ("CancelOrder", "a-1-t1"),
+                                                               ("SubmitTakeProfit", "a-1-t2")]
+    assert out[2].qty == D("0.005")
+    pos.release()
+
+
+def test_a_take_profit_accepted_after_the_position_ended_only_updates_its_status() -> None:
+    pos = _protected_with_tp()
+    pos.rec.tp_live = False
+    pos.fire("stop_filled", fill=fill("a-1-s1", price="59400", pnl="-6"))
+    assert pos.state == "exited_sl" and "a-1-t1" in pos.rec.canceling
+    rt = route(OrderAccepted(client_id="a-1-t1"), "t", Facts("a-1-t1", pos.rec, pos.state))
+    assert rt.action == STATUS
+    pos.release()
