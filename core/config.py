@@ -86,6 +86,10 @@ class ExchangeConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=T
     hedge_mode: bool = False
     options: Any = {}
     """Validated by the exchange plugin's ``Options`` Struct; holds an instance of it after loading."""
+    market: str | None = None
+    """A paper account only: the account (another exchange of this config, e.g. BingX) whose public market
+    stream and klines feed it, paper trading on the live market. That account needs no credentials when no
+    instance trades on it (its market alone is used)."""
 
 
 class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -289,6 +293,17 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
     except PluginError as exc:
         raise fail("$.plugins", str(exc)) from exc
 
+    traded = {i.exchange for i in config.instances}
+    market_only = {ex.market for ex in config.exchanges.values() if ex.market} - traded
+    for name, ex in config.exchanges.items():
+        if ex.market is None:
+            continue
+        feed = config.exchanges.get(ex.market)
+        if ex.type != "paper":
+            raise fail(f"$.exchanges.{name}.market", "only a paper account takes its market from another account")
+        if feed is None or feed.type == "paper" or feed.market is not None:
+            raise fail(f"$.exchanges.{name}.market", f"{ex.market!r} is not an exchange of this config with a "
+                                                     "market of its own (a paper account has none)")
     exchanges = {}
     for name, ex in config.exchanges.items():
         where = f"$.exchanges.{name}"
@@ -302,7 +317,7 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
             options = msgspec.convert(ex.options, plugin.Options)
         except msgspec.ValidationError as exc:
             raise ConfigError(_one_line(path, exc, f"{where}.options")) from exc
-        if getattr(options, "real_money", False) and config.mode != "live":
+        if getattr(options, "real_money", False) and config.mode != "live" and name not in market_only:
             raise fail(f"{where}.options", f"this account trades real money; that needs mode = \"live\" (and "
                                            f"{LIVE_FLAG}), not mode = {config.mode!r}")
         options = _resolve_files(options, base, f"{where}.options", fail)
