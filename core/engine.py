@@ -300,7 +300,8 @@ class Engine:
         self._view_bar = self.bar
         self._view = PositionView(
             state=self.pos.state, side=r.side, qty=float(r.open_qty), avg_entry=float(r.avg_entry),
-            bars_held=(self.bar - r.opened_at) // self.interval_ms if r.opened_at else 0)
+            bars_held=(self.bar - r.opened_at) // self.interval_ms if r.opened_at else 0,
+            stop_price=float(r.stop_price) if r.stop_id is not None and r.stop_price is not None else 0.0)
         return self._view
 
     async def _decide(self) -> bool:

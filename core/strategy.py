@@ -51,6 +51,8 @@ class PositionView(msgspec.Struct, frozen=True, kw_only=True):
     avg_entry: float = 0.0
     bars_held: int = 0
     """Closed candles since the entry, counted in exchange candle time (survives restarts)."""
+    stop_price: float = 0.0
+    """The live exchange stop (0 when none): where a MoveStop rule starts from."""
 
 
 class StrategyContext(msgspec.Struct, frozen=True, kw_only=True):

@@ -33,6 +33,7 @@ def test_a_trailing_stop_follows_the_closes_never_back_and_ends_the_trade(tmp_pa
         assert stops(bench) == [("t-1-s1", D("99.0"))]
         await bench.bars(102.0)  # 102 x 0.99 = 100.98 -> 101.0
         assert stops(bench) == [("t-1-s2", D("101.0"))]
+        assert bench.engine.view().stop_price == 101.0  # what a strategy's own rule starts from
         await bench.bars(104.0)  # 102.96 -> 103.0
         assert stops(bench) == [("t-1-s3", D("103.0"))]
         await bench.bars(103.5)  # 102.465 -> 102.5: farther from the price than 103.0, so not moved
