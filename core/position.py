@@ -38,6 +38,7 @@ STATES = ("flat", "entering", "protected", "exiting", "exited_sl", "exited_exit"
 EXITED = ("exited_sl", "exited_exit", "exited_manual")
 
 
+
 class Row(NamedTuple):
     source: str | tuple[str, ...]
     trigger: str
@@ -660,3 +661,9 @@ def table_markdown() -> str:
         dest = "(same)" if r.dest == "=" else r.dest
         lines.append(f"| {src} | `{r.trigger}` | {dest} | {cond} | {r.effect} | {r.why} |")
     return "\n".join(lines)
+
+
+def exit_kind(state: str, record: PositionRecord) -> str:
+    """How a position ended, as reports count it: ``sl``, ``exit``, ``manual``, or ``tp`` for an ``exited_exit``
+    that its take-profit closed."""
+    return "tp" if state == "exited_exit" and record.exit_reason == "tp" else state.removeprefix("exited_")

@@ -9,6 +9,7 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
+from gatebot.app.report import trades
 from gatebot.app.runner import Runner
 from gatebot.core.config import load_config
 from gatebot.core.journal import Journal
@@ -81,3 +82,4 @@ def test_a_take_profit_from_toml_matches_the_hand_computed_reference(tmp_path: P
     triggers = [t for (t,) in journal.conn.execute("SELECT trigger FROM transitions ORDER BY seq")]
     assert triggers[-3:] == ["tp_filled", "order_gone", "settled"]
     assert journal.fold().state == "flat"
+    assert [t.exit_reason for t in trades(journal)] == ["tp"]  # the report counts it apart from signal exits
