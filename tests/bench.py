@@ -148,3 +148,24 @@ class Deaf(PaperExchange):
             self._save()
         else:
             super()._deliver(events)
+
+
+class Killed(BaseException):
+    """The process died here (a kill -9 in-process: nothing after it runs, the journal and the account stay)."""
+
+
+class Killing(PaperExchange):
+    """A paper exchange at which the bot dies once, while sending the order ``kill_at`` names: ``before`` it
+    reaches the exchange (the intent committed, nothing sent) or ``after`` (placed, its answers never handled)."""
+
+    kill_at: tuple[str, str] | None = None
+
+    async def submit(self, command: Any) -> None:
+        if self.kill_at is not None and self.kill_at[1] == command.client_id:
+            when, self.kill_at = self.kill_at[0], None
+            if when == "after":
+                self._deliver = lambda events: self._save()  # type: ignore[method-assign]
+                await super().submit(command)
+                del self._deliver
+            raise Killed(f"{when} {command.client_id}")
+        await super().submit(command)

@@ -8,8 +8,10 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from gatebot.core.strategy import Decision, Enter, MoveStop
-from tests.bench import Bench, candle, run
+from tests.bench import Bench, Killed, Killing, candle, exact, run
 
 D = Decimal
 ENTER: dict[int, Decision] = {2: Enter(side="long", fraction=0.5)}
@@ -94,6 +96,27 @@ def test_a_strategys_move_and_the_built_in_rules_make_one_move_on_a_candle(tmp_p
         moves = [t for t in bench.transitions()[before:] if t[1] == "move_stop"]
         assert moves == [("protected", "move_stop", "protected")]
         assert stops(bench) == [("t-1-s2", D("100.0"))]
+        assert await bench.violations() == []
+
+    run(go())
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_killed_in_the_middle_of_a_stop_move_the_restart_finishes_it(tmp_path: Path, when: str) -> None:
+    async def go() -> None:
+        ex = Killing(exact())
+        ex.kill_at = (when, "t-1-s2")  # the moved stop: committed and not sent, or placed and its ack lost
+        bench = Bench(tmp_path, dict(ENTER), moves={"trailing_pct": D("0.01")}, exchange=ex)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        with pytest.raises(Killed):
+            await bench.bars(102.0)
+        assert stops(bench) == ([("t-1-s1", D("99.0"))] if when == "before"
+                                else [("t-1-s1", D("99.0")), ("t-1-s2", D("101.0"))])  # never without one
+        bench.engine.close()
+        await bench.start()  # recovery: the new stop placed (or found live), then the old one canceled
+        assert stops(bench) == [("t-1-s2", D("101.0"))]
+        assert bench.engine.pos.rec.stop_id == "t-1-s2" and ex.order_count("t-1-s2") == 1
         assert await bench.violations() == []
 
     run(go())

@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from gatebot.core.events import OrderAccepted, SubmitTakeProfit
 from gatebot.core.exchange import OrderUnknown, Submission
@@ -16,7 +17,7 @@ from gatebot.core.position import Position
 from gatebot.core.routing import STATUS, Facts, route
 from gatebot.core.strategy import Enter, Exit
 from gatebot.exchanges.paper.exchange import PaperExchange
-from tests.bench import Bench, candle, exact, run
+from tests.bench import Bench, Killed, Killing, candle, exact, run
 from tests.unit.core.test_position import PROT, fill, record_for, with_tp
 
 D = Decimal
@@ -127,6 +128,25 @@ def test_a_take_profit_whose_outcome_is_unknown_is_resolved_by_its_client_id(tmp
         assert bench.exchange.order_count("t-1-t1") == 1
         assert await bench.violations() == []
         return bench
+
+    run(go())
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_killed_while_placing_the_take_profit_the_restart_finishes_it_once(tmp_path: Path, when: str) -> None:
+    async def go() -> None:
+        ex = Killing(exact())
+        ex.kill_at = (when, "t-1-t1")  # before: committed, never sent; after: placed, its acceptance never handled
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, tp_pct=TP_PCT, exchange=ex)
+        await bench.start()
+        with pytest.raises(Killed):
+            await bench.bars(100.0, 100.0)
+        bench.engine.close()
+        await bench.start()  # a new engine on the same journal and account: recovery asks about t-1-t1
+        assert orders(bench) == [("t-1-s1", "stop", D("99.0")), ("t-1-t1", "take_profit", D("101.0"))]
+        assert bench.engine.pos.state == "protected" and bench.engine.pos.rec.tp_live
+        assert ex.order_count("t-1-t1") == 1
+        assert await bench.violations() == []
 
     run(go())
 
