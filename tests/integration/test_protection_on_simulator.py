@@ -79,3 +79,40 @@ def test_a_trailing_stop_on_the_simulator(tmp_path: Path, monkeypatch: pytest.Mo
         assert s.transitions().count(("protected", "move_stop", "protected")) == 2
 
     asyncio.run(go())
+
+
+def test_ccxt_sees_one_stop_and_at_most_one_take_profit_at_every_poll(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An independent client's view while the bot trades with a take-profit and a trailing stop: after every
+    candle (the bot idle), ccxt's ``bingx`` lists exactly one stop and at most one take-profit while a position is
+    held, and nothing once it is not. (Between the new stop's placement and the old one's cancel, a move shows two
+    for a round trip: the place-then-cancel that keeps the position guarded.)"""
+    pytest.importorskip("ccxt", reason="ccxt is a test-only dependency")
+    from tests.integration.test_ccxt import client
+
+    async def go() -> None:
+        live = [(101.0,) * 4, (101.5,) * 4, (101.5, 102.5, 101.0, 102.0), (102.0,) * 4, (100.9, 101.0, 100.0, 100.5)]
+        options = {"source": "csv", "csv": str(market(tmp_path, live)), "stop_slippage_bps": D(0)}
+        async with session(tmp_path, monkeypatch, attached=False, params="{ enter_on = 1, exit_on = 0 }",
+                           sim_options=options, protection="leveraged_tp_pct = 0.1, trailing_pct = 0.01") as s:
+            ex = client(s.sim)
+            await asyncio.to_thread(ex.load_markets)
+            held_polls = tp_seen = 0
+            for _ in range(len(live) + 3):
+                before = s.runner.bars
+                await s.sim.advance(1)
+                await s.until(lambda before=before: s.runner.bars > before, "the candle to reach the bot")
+                await s.settle()
+                orders = await asyncio.to_thread(ex.fetch_open_orders, "BTC/USDT:USDT")
+                kinds = sorted(o["info"]["type"] for o in orders)
+                held = s.engine.pos.rec.open_qty > 0 and s.state == "protected"
+                if held:
+                    held_polls += 1
+                    tp_seen += kinds.count("TAKE_PROFIT_MARKET")
+                    assert kinds.count("STOP_MARKET") == 1 and kinds.count("TAKE_PROFIT_MARKET") <= 1, kinds
+                elif s.state == "flat":
+                    assert kinds == [], kinds
+            assert held_polls >= 3 and tp_seen >= 2 and s.transitions().count(("protected", "move_stop", "protected")) >= 1
+            assert await s.violations() == []
+
+    asyncio.run(go())
