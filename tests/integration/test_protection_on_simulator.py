@@ -29,14 +29,16 @@ def market(tmp: Path, live: list[tuple[float, float, float, float]]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("attached", [True, False], ids=["attached-stop", "separate-stop"])
+@pytest.mark.parametrize(("attached", "hedge"), [(True, False), (False, False), (True, True)],
+                         ids=["attached-stop", "separate-stop", "hedge-mode"])
 def test_a_take_profit_ends_the_position_on_the_simulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          attached: bool) -> None:
+                                                          attached: bool, hedge: bool) -> None:
     async def go() -> None:
         options = {"source": "csv", "csv": str(market(tmp_path, [(100, 101.5, 99.5, 100.5)])),
                    "stop_slippage_bps": D(0)}
-        async with session(tmp_path, monkeypatch, attached=attached, params="{ enter_on = 1, exit_on = 0 }",
-                           sim_options=options, protection="leveraged_tp_pct = 0.04") as s:
+        async with session(tmp_path, monkeypatch, attached=attached, hedge=hedge,
+                           params="{ enter_on = 1, exit_on = 0 }", sim_options=options,
+                           protection="leveraged_tp_pct = 0.04") as s:
             await s.candles_until(lambda: s.state == "protected" and s.engine.pos.rec.tp_live, "protected with a TP")
             view = s.sim.account_view()
             opened = sorted((o.role, o.stop_price) for o in await view.open_orders(SYMBOL))
