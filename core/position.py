@@ -482,6 +482,8 @@ class Position:
         closer to the price. Only a protected position with one live stop and none on its way moves, and never
         to or past the price (the exchange would refuse it or fill it at once). Pure."""
         r, prot = self.rec, self.protection
+        if asked is None and prot.trailing_pct is None and prot.break_even_at_pct is None:
+            return None  # nothing asks for a move (every candle of most strategies)
         if self.state != "protected" or r.side is None or r.stop_price is None or r.pending_stop_id or r.open_qty <= 0:
             return None
         long, inst = r.side == "long", prot.instrument
