@@ -27,7 +27,7 @@ import numpy as np
 
 from gatebot.core.events import ZERO
 from gatebot.core.journal import Journal
-from gatebot.core.position import EXITED, PositionRecord
+from gatebot.core.position import EXITED, PositionRecord, exit_kind
 
 WINDOW_MS = 5 * 86_400_000
 """The seed's statistic: mean return per 5-day window."""
@@ -125,7 +125,7 @@ def read_journal(journal: Journal) -> JournalFacts:
             trades.append(TradeRow(
                 position=r.seq, side=r.side or "", qty=qty, entry_price=entry, exit_price=exit_price,
                 opened_at=entries.get(pos, ts), filled_at=fills.get(pos, ts), closed_at=ts,
-                exit_reason=dst.removeprefix("exited_"), realized_pnl=r.realized_pnl, fees=r.fees,
+                exit_reason=exit_kind(dst, r), realized_pnl=r.realized_pnl, fees=r.fees,
                 entry_fees=entry_fees.get(pos, r.fees), funding=sum((p for _, p in funding.get(pos, [])), ZERO),
                 funding_payments=len(funding.get(pos, [])),
                 stop_price=r.stop_price, exit_decided_at=exit_asked.get(pos)))

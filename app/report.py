@@ -19,7 +19,7 @@ from gatebot.app.evaluation import JournalFacts, evaluate, format_evaluation, re
 from gatebot.core.events import ZERO
 from gatebot.core.journal import Journal, JournalError
 from gatebot.core.market import read_candles
-from gatebot.core.position import EXITED, PositionRecord
+from gatebot.core.position import EXITED, PositionRecord, exit_kind
 
 _record = msgspec.json.Decoder(PositionRecord)
 
@@ -70,7 +70,7 @@ def trades(journal: Journal) -> list[Trade]:
             "ORDER BY seq", EXITED + EXITED):
         r = _record.decode(record)
         out.append(Trade(position=r.seq, side=r.side or "", qty=r.filled_qty, entry_price=r.avg_entry,
-                         exit_reason=dst.removeprefix("exited_"), realized_pnl=r.realized_pnl, fees=r.fees,
+                         exit_reason=exit_kind(dst, r), realized_pnl=r.realized_pnl, fees=r.fees,
                          closed_at=ts, funding=funding.get(r.seq, ZERO)))
     return out
 

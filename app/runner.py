@@ -57,6 +57,11 @@ from gatebot.core.strategy import EvaluationMeta, JournalMeta, Prepares, Strateg
 log = logging.getLogger("gatebot.runner")
 
 
+def _decimal_or_none(value: float | None) -> Decimal | None:
+    """A protection option as the engine takes it (exact from the config's decimal text), or None when off."""
+    return None if value is None else Decimal(repr(value))
+
+
 def training_window(meta: dict[str, Any]) -> tuple[int, int] | None:
     """(first, last) open time of the candles a strategy was trained on, from its evaluation meta: a
     ``training_period`` of its own or its model card's (``start_ms``, ``end_ms``); None when it declares none."""
@@ -151,6 +156,10 @@ class Instance:
             adapter=adapter, journal=journal, clock=r.clock,
             protection=Protection(instrument=instrument,
                                   price_sl_pct=Decimal(repr(prot.leveraged_sl_pct)) / cfg.leverage,
+                                  price_tp_pct=(Decimal(repr(prot.leveraged_tp_pct)) / cfg.leverage
+                                                if prot.leveraged_tp_pct is not None else None),
+                                  trailing_pct=_decimal_or_none(prot.trailing_pct),
+                                  break_even_at_pct=_decimal_or_none(prot.break_even_at_pct),
                                   attached_stop=adapter.capabilities.attached_stop,
                                   stop_tolerance_pct=Decimal(repr(prot.stop_tolerance_pct))),
             protection_timeout_ms=int(prot.protection_timeout_s * 1000),
@@ -382,7 +391,7 @@ class Runner:
             self.adapters = dict(self._given_adapters)
             return
         exchanges = self.plugins.exchanges()
-        for name in {i.exchange for i in self.config.instances}:
+        for name in self._traded | self._markets:
             ex = self.config.exchanges[name]
             plugin = exchanges[ex.type]
             self.adapters[name] = plugin.factory(for_embedded(ex.options), hedge_mode=ex.hedge_mode,
@@ -392,6 +401,21 @@ class Runner:
                 if not isinstance(adapter, Recordable):
                     raise ValueError(f"exchange {name} ({ex.type}) cannot record its traffic")
                 adapter.recorder = self.recorder
+
+    @property
+    def _traded(self) -> set[str]:
+        """The accounts some instance trades on."""
+        return {i.exchange for i in self.config.instances}
+
+    @property
+    def _markets(self) -> set[str]:
+        """The accounts whose market feeds a paper account (``market = "<account>"``)."""
+        return {ex.market for name, ex in self.config.exchanges.items() if ex.market and name in self._traded}
+
+    def _source(self, account: str) -> str:
+        """The account whose market stream an instance of ``account`` trades on: its own, or its paper account's
+        ``market``."""
+        return self.config.exchanges[account].market or account if account in self.config.exchanges else account
 
     def _router(self, account: str) -> Any:
         """Execution events go to the instance named by the client id's prefix; position snapshots and
@@ -492,7 +516,10 @@ class Runner:
             if self._given_adapters is None:
                 await self._embedded.start(self.adapters, self.clock)
             for name, adapter in self.adapters.items():
-                await adapter.start(self._router(name))
+                if name in self._traded:
+                    await adapter.start(self._router(name))
+                else:  # only a paper account's market: public data, no credentials
+                    await adapter.start(self._router(name), market_only=True)  # type: ignore[call-arg]
                 started.append(adapter)
             self._history_len = max(50, *(self._strategy_history(i.cfg) for i in self.instances))
             live = {name: a for name, a in self.adapters.items() if isinstance(a, MarketSource)}
@@ -663,16 +690,18 @@ class Runner:
         for inst in self.instances:
             key = (inst.cfg.symbol, inst.cfg.interval)
             if key not in self._history:
-                candles = await live[inst.cfg.exchange].history(*key, self._history_len)
+                candles = await live[self._source(inst.cfg.exchange)].history(*key, self._history_len)
                 self._history[key] = deque(candles, maxlen=self._history_len)
 
     async def _feed_live(self, live: dict[str, Any]) -> None:
         """Each account streams its candles; every engine runs on its own task, woken by its events."""
         queue: asyncio.Queue[CandleClosed] = asyncio.Queue()
         for name, adapter in live.items():
-            keys = {(i.cfg.symbol, i.cfg.interval) for i in self.instances if i.cfg.exchange == name}
+            keys = {(i.cfg.symbol, i.cfg.interval) for i in self.instances if self._source(i.cfg.exchange) == name}
             adapter.start_market({k: (self._history[k][-1].open_time if self._history[k] else None) for k in keys},
                                  queue.put_nowait)
+        fed = [self.adapters[n] for n, ex in self.config.exchanges.items()
+               if ex.market and n in self.adapters and isinstance(self.adapters[n], CandleDriven)]
         runs = self._runs
         for inst in self.instances:
             if inst.engine is not None:
@@ -696,6 +725,8 @@ class Runner:
                     continue
                 self._history[(candle.symbol, candle.interval)].append(candle)
                 self.bars += 1
+                for paper in fed:  # a paper account on this market: its stops and take-profits first
+                    paper.on_candle(candle)
                 for inst in self.instances:
                     if (inst.cfg.symbol, inst.cfg.interval) != (candle.symbol, candle.interval) or inst.halted:
                         continue

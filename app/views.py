@@ -14,13 +14,16 @@ from typing import Any
 import msgspec
 
 from gatebot.core import ids
-from gatebot.core.events import ZERO, AnyCommand, SubmitStop
+from gatebot.core.events import ZERO, AnyCommand, SubmitStop, SubmitTakeProfit
 from gatebot.core.journal import Journal
 from gatebot.core.position import EXITED, PositionRecord
 
 _command = msgspec.json.Decoder(AnyCommand)
 _record = msgspec.json.Decoder(PositionRecord)
 KIND_OF_ROLE = {"e": "entry", "x": "exit", "s": "stop"}
+"""A fill's marker kind (the API's ``entry|exit|stop``: a take-profit's fill is an exit)."""
+ORDER_KIND_OF_ROLE = {**KIND_OF_ROLE, "t": "take_profit"}
+"""A working order's kind."""
 
 
 def _s(value: Decimal | None) -> str | None:
@@ -133,8 +136,9 @@ class JournalViews:
         for cid in rec.working:
             cmd = commands.get(cid)
             p = ids.parse(cid)
-            price = cmd.stop_price if isinstance(cmd, SubmitStop) else rec.stop_price if p and p.role == "s" else None
-            out.append({"client_id": cid, "kind": KIND_OF_ROLE.get(p.role, "?") if p else "?",
+            price = (cmd.stop_price if isinstance(cmd, SubmitStop | SubmitTakeProfit)
+                     else rec.stop_price if p and p.role == "s" else None)
+            out.append({"client_id": cid, "kind": ORDER_KIND_OF_ROLE.get(p.role, "?") if p else "?",
                         "side": getattr(cmd, "side", rec.side), "qty": _s(getattr(cmd, "qty", None)),
                         "price": _s(price)})
         return out

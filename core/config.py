@@ -86,11 +86,23 @@ class ExchangeConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=T
     hedge_mode: bool = False
     options: Any = {}
     """Validated by the exchange plugin's ``Options`` Struct; holds an instance of it after loading."""
+    market: str | None = None
+    """A paper account only: the account (another exchange of this config, e.g. BingX) whose public market
+    stream and klines feed it, paper trading on the live market. That account needs no credentials when no
+    instance trades on it (its market alone is used)."""
 
 
 class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     leveraged_sl_pct: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.04
     """Loss at the stop as a share of margin: the stop sits ``leveraged_sl_pct / leverage`` from the fill."""
+    leveraged_tp_pct: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+    """Profit at the take-profit as a share of margin: a reduce-only TAKE_PROFIT_MARKET ``leveraged_tp_pct /
+    leverage`` from the fill, placed once the stop is confirmed; None (the default): no take-profit."""
+    trailing_pct: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    """A trailing stop: after each candle the stop moves up to ``close x (1 - trailing_pct)`` (a long; a short's
+    down to ``close x (1 + trailing_pct)``) when that is closer to the price than it is; never back. None: off."""
+    break_even_at_pct: Annotated[float, msgspec.Meta(gt=0, lt=1)] | None = None
+    """Once a candle closes this share of the price in profit, the stop moves to the entry price. None: off."""
     protection_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 10.0
     """How long a filled entry may wait for its stop to be confirmed before it is closed at market."""
     fill_timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] = 3.0
@@ -318,6 +330,17 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
     except PluginError as exc:
         raise fail("$.plugins", str(exc)) from exc
 
+    traded = {i.exchange for i in config.instances}
+    market_only = {ex.market for ex in config.exchanges.values() if ex.market} - traded
+    for name, ex in config.exchanges.items():
+        if ex.market is None:
+            continue
+        feed = config.exchanges.get(ex.market)
+        if ex.type != "paper":
+            raise fail(f"$.exchanges.{name}.market", "only a paper account takes its market from another account")
+        if feed is None or feed.type == "paper" or feed.market is not None:
+            raise fail(f"$.exchanges.{name}.market", f"{ex.market!r} is not an exchange of this config with a "
+                                                     "market of its own (a paper account has none)")
     exchanges = {}
     for name, ex in config.exchanges.items():
         where = f"$.exchanges.{name}"
@@ -331,7 +354,7 @@ def _resolve(path: Path, config: Config, allow_live: bool) -> Config:
             options = msgspec.convert(ex.options, plugin.Options)
         except msgspec.ValidationError as exc:
             raise ConfigError(_one_line(path, exc, f"{where}.options")) from exc
-        if getattr(options, "real_money", False) and config.mode != "live":
+        if getattr(options, "real_money", False) and config.mode != "live" and name not in market_only:
             raise fail(f"{where}.options", f"this account trades real money; that needs mode = \"live\" (and "
                                            f"{LIVE_FLAG}), not mode = {config.mode!r}")
         options = _resolve_files(options, base, f"{where}.options", fail)

@@ -38,6 +38,7 @@ from gatebot.core.events import (
     SubmitClose,
     SubmitEntry,
     SubmitStop,
+    SubmitTakeProfit,
     Timer,
 )
 from gatebot.core.exchange import ExchangeAdapter, ExchangeError, IdTaken, OrderUnknown, SettingsRefused
@@ -47,7 +48,7 @@ from gatebot.core.journal import Journal
 from gatebot.core.position import EXITED, InvalidTransition, Position, Protection
 from gatebot.core.recovery import AdoptionRequired, InstanceHalted
 from gatebot.core.routing import ExecutionEvent
-from gatebot.core.strategy import Enter, Exit, PositionView, Strategy
+from gatebot.core.strategy import Enter, Exit, MoveStop, PositionView, Strategy
 from gatebot.core.telemetry import Observe, ignore
 
 log = logging.getLogger("gatebot.engine")
@@ -56,7 +57,8 @@ trade_log = logging.getLogger("gatebot.trade")
 
 ForeignPolicy = Literal["adopt", "flatten", "halt"]
 TradingState = Literal["active", "reducing", "halted"]
-_ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "exit", CancelOrder: "cancel"}
+_ROLE_OF = {SubmitEntry: "entry", SubmitStop: "stop", SubmitTakeProfit: "take_profit", SubmitClose: "exit",
+            CancelOrder: "cancel"}
 _NOT_OURS = "!"
 """What _role says of an order of this instance that this journal never sent."""
 _AT_REST = ("flat", "protected")
@@ -111,6 +113,8 @@ class Engine:
         self._fill_deadline: int | None = None
         """When an entry sent and not reported complete is asked about (its fill push may be lost)."""
         self._fill_asked: str | None = None
+        self._moved_bar: int | None = None
+        """The candle on which the stop last moved: at most one move per candle."""
         self._recovering = False
         self._held: list[AnyEvent] = []
         self._balance_stale = True
@@ -305,6 +309,7 @@ class Engine:
         if await self._decide() and self.pos.state == "flat":
             await self._decide()  # a reversal enters on the candle whose signal closed the old side
         self.observe("decision", time.perf_counter() - started)
+        await self._move_stop(None)  # the built-in trailing / break-even rules
 
     def view(self) -> PositionView:
         """What the strategy may know; rebuilt only when the candle or the position changed."""
@@ -314,7 +319,8 @@ class Engine:
         self._view_bar = self.bar
         self._view = PositionView(
             state=self.pos.state, side=r.side, qty=float(r.open_qty), avg_entry=float(r.avg_entry),
-            bars_held=(self.bar - r.opened_at) // self.interval_ms if r.opened_at else 0)
+            bars_held=(self.bar - r.opened_at) // self.interval_ms if r.opened_at else 0,
+            stop_price=float(r.stop_price) if r.stop_id is not None and r.stop_price is not None else 0.0)
         return self._view
 
     async def _decide(self) -> bool:
@@ -330,6 +336,8 @@ class Engine:
         if isinstance(decision, Enter) and state == "flat":
             if self.trading_state == "active":  # paused (reducing): no new entry
                 await self._enter(decision)
+        elif isinstance(decision, MoveStop) and state == "protected":
+            await self._move_stop(decision)
         elif isinstance(decision, Exit) and state == "protected":
             await self.execute(self.fire("exit_signal", reason=decision.reason,
                                            detail={"reason": decision.reason, **decision.info}))
@@ -337,6 +345,21 @@ class Engine:
             return True
         await self.drain()
         return False
+
+    async def _move_stop(self, d: MoveStop | None) -> None:
+        """Move the stop where the strategy's MoveStop and the protection's rules put it (Position.moved_stop):
+        at most once per candle, never while halted; the new stop placed first, the old one canceled once the
+        new one is confirmed (``confirm_stop``), so the position is never without a live stop."""
+        if self._moved_bar == self.bar or self.trading_state == "halted" or self.pos.state != "protected":
+            return
+        asked = None if d is None else to_decimal(d.price)
+        price = self.pos.moved_stop(to_decimal(self.last_close), asked, widen=d is not None and d.widen)
+        if price is None:
+            return
+        self._moved_bar = self.bar
+        detail = {"price": str(price), "from": str(self.pos.rec.stop_price),
+                  "reason": d.reason if d is not None else "protection"}
+        await self.execute(self.fire("move_stop", price=price, detail=detail))
 
     async def _enter(self, d: Enter) -> None:
         # An adapter may refuse new entries on its account (BingX: its user stream cannot be read, so fills
@@ -367,7 +390,7 @@ class Engine:
     # --- execution events ------------------------------------------------------------------
 
     def _role(self, client_id: str) -> str | None:
-        """'e' / 's' / 'x' for an order of the current position (orders adopted from another journal
+        """'e' / 's' / 'x' / 't' for an order of the current position (orders adopted from another journal
         included); None for another order this journal sent (an earlier position's). An order of this
         instance the journal never sent is ignored (nothing is booked on a guess) and halts the instance
         once its own position is at rest (:meth:`not_ours`): ``_NOT_OURS``."""
@@ -390,7 +413,7 @@ class Engine:
     def _made(self, p: ids.ClientId) -> bool:
         """Whether the current position's counters have reached this id (no journal query needed)."""
         r = self.pos.rec
-        return p.attempt <= {"e": 1, "s": r.stop_attempt, "x": r.close_attempt}.get(p.role, 0)
+        return p.attempt <= {"e": 1, "s": r.stop_attempt, "x": r.close_attempt, "t": r.tp_attempt}.get(p.role, 0)
 
     def not_ours(self, client_id: str) -> InstanceHalted:
         """The halt for an order of this instance that this journal never sent: its own epoch means the
@@ -644,7 +667,7 @@ class Engine:
             if isinstance(cmd, CancelOrder):
                 trade_log.info("%s: order cancel %s", name, cmd.client_id)
             else:
-                price = f" @ {cmd.stop_price}" if isinstance(cmd, SubmitStop) else ""
+                price = f" @ {cmd.stop_price}" if isinstance(cmd, SubmitStop | SubmitTakeProfit) else ""
                 trade_log.info("%s: order %s %s %s %s%s", name, _ROLE_OF[type(cmd)], cmd.client_id, cmd.side,
                                cmd.qty, price)
 
@@ -660,7 +683,7 @@ class Engine:
             try:
                 if isinstance(cmd, CancelOrder):
                     await self.adapter.cancel(cmd)
-                elif isinstance(cmd, SubmitEntry | SubmitStop | SubmitClose):
+                else:
                     await self.adapter.submit(cmd)
             except IdTaken as exc:
                 raise self.not_ours(cmd.client_id) from exc

@@ -202,6 +202,16 @@ class SubmitStop(Command, frozen=True, kw_only=True):
     working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
 
 
+class SubmitTakeProfit(Command, frozen=True, kw_only=True):
+    """A reduce-only TAKE_PROFIT_MARKET closing ``qty`` of the ``side`` position when the mark price reaches
+    ``stop_price`` on the profit side. Never a safety order: the stop guards whatever becomes of it."""
+
+    side: Side
+    qty: Decimal
+    stop_price: Decimal
+    working_type: Literal["MARK_PRICE", "CONTRACT_PRICE"] = "MARK_PRICE"
+
+
 class SubmitClose(Command, frozen=True, kw_only=True):
     """A reduce-only MARKET order closing ``qty`` of the ``side`` position."""
 
@@ -213,4 +223,6 @@ class CancelOrder(Command, frozen=True, kw_only=True):
     pass
 
 
-AnyCommand = SubmitEntry | SubmitStop | SubmitClose | CancelOrder
+AnyCommand = SubmitEntry | SubmitStop | SubmitTakeProfit | SubmitClose | CancelOrder
+Submission = SubmitEntry | SubmitStop | SubmitTakeProfit | SubmitClose
+"""The commands that place an order (an adapter's ``submit``)."""

@@ -31,9 +31,7 @@ from gatebot.core.events import (
     OrderFilled,
     PositionSnapshot,
     Side,
-    SubmitClose,
-    SubmitEntry,
-    SubmitStop,
+    Submission,
 )
 from gatebot.core.instrument import Instrument
 
@@ -115,7 +113,7 @@ class ExchangeAdapter(Protocol):
         be set back (empty when all was as configured); raise SettingsRefused when they cannot be set.
         Called at every reconcile, so it writes only what differs."""
 
-    async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None: ...
+    async def submit(self, command: Submission) -> None: ...
 
     async def cancel(self, command: CancelOrder) -> None: ...
 

@@ -35,6 +35,13 @@ class Instrument(msgspec.Struct, frozen=True, kw_only=True):
             return self.round_price(fill_price * (1 - price_sl_pct), up=True)
         return self.round_price(fill_price * (1 + price_sl_pct), up=False)
 
+    def take_profit_price(self, side: Side, fill_price: Decimal, price_tp_pct: Decimal) -> Decimal:
+        """The take-profit ``price_tp_pct`` away from the fill on the profit side, rounded away from the entry
+        so the profit is never smaller than configured (LONG rounds up, SHORT rounds down)."""
+        if side == "long":
+            return self.round_price(fill_price * (1 + price_tp_pct), up=True)
+        return self.round_price(fill_price * (1 - price_tp_pct), up=False)
+
     def entry_refusal(self, qty: Decimal, price: Decimal) -> str | None:
         """Why an order of ``qty`` at ``price`` may not be sent, or None when it may."""
         if qty <= 0 or qty < self.min_qty:

@@ -1,4 +1,4 @@
-"""The invariants I1-I6 of docs/architecture.md, checked against an exchange's ground truth.
+"""The invariants I1-I7 of docs/architecture.md, checked against an exchange's ground truth.
 
 Used by the crash tests and the chaos suite. Only the adapter protocol is used (plus the optional
 ``order_count`` of exchanges that can count submissions per client id, and the optional ``funding``
@@ -31,7 +31,7 @@ class Violation(msgspec.Struct, frozen=True):
 
 async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, symbol: str,
                 in_protection_window: bool = False, shared_symbol: bool = False) -> list[Violation]:
-    """Every violation of I1-I6 for one instance at rest (after recovery); an empty list when all hold.
+    """Every violation of I1-I7 for one instance at rest (after recovery); an empty list when all hold.
 
     ``in_protection_window``: the instance may be inside ``protection_timeout`` of a fill, when a
     position without its stop yet is allowed (I1) and the journal may trail the exchange (I4).
@@ -68,6 +68,17 @@ async def check(journal: Journal, adapter: ExchangeAdapter, *, instance: str, sy
             out.append(Violation("I1", f"stop at {stops[0].stop_price}, the journal's is {rec.stop_price}"))
         elif stops[0].qty < qty:
             out.append(Violation("I1", f"stop covers {stops[0].qty} of a {qty} position"))
+
+    # I7 at most one take-profit per position, never closing more than it holds (none when flat: I3)
+    for side in _SIDES:
+        tps = [o for o in ours if o.role == "take_profit" and o.side == side]
+        if len(tps) > 1:
+            out.append(Violation("I7", f"{side} position has {len(tps)} take-profits: "
+                                       f"{sorted(o.client_id for o in tps)}"))
+        for o in tps:
+            if o.qty - o.filled_qty > held.get(side, ZERO) and not grace:
+                out.append(Violation("I7", f"take-profit {o.client_id} closes {o.qty - o.filled_qty} of a "
+                                           f"{held.get(side, ZERO)} {side} position"))
 
     # I2 no duplicate entry (and no order of ours the journal never intended)
     count = getattr(adapter, "order_count", None)

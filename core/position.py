@@ -1,6 +1,8 @@
 """The position state machine: one declarative table, one shared ``transitions`` Machine.
 
-A position's life is flat -> entering -> protected -> exiting -> exited_{sl,exit,manual} -> flat.
+A position's life is flat -> entering -> protected -> exiting -> exited_{sl,exit,manual} -> flat. A protected
+position may also carry a take-profit (reduce-only, placed once its stop is confirmed): one that fills ends the
+position as ``exited_exit`` (exit reason ``tp``) like a stop does, and the other orders are canceled.
 The table below is the whole contract (docs/architecture.md mirrors it). Effects are synchronous and
 free of I/O: they update the position's bookkeeping and append commands to ``outbox``; the engine
 journals the transition and those commands *before* anything is sent.
@@ -28,11 +30,13 @@ from gatebot.core.events import (
     SubmitClose,
     SubmitEntry,
     SubmitStop,
+    SubmitTakeProfit,
 )
 from gatebot.core.instrument import Instrument
 
 STATES = ("flat", "entering", "protected", "exiting", "exited_sl", "exited_exit", "exited_manual")
 EXITED = ("exited_sl", "exited_exit", "exited_manual")
+
 
 
 class Row(NamedTuple):
@@ -92,6 +96,8 @@ TABLE: tuple[Row, ...] = (
         why="a replacement stop was refused while the old one still guards"),
     Row("protected", "stop_rejected", "exiting", "close_unprotected", unless=("has_live_stop",),
         why="no stop is live and a new one was refused: close at market"),
+    Row("protected", "move_stop", "protected", "place_moved_stop", unless=("stop_pending",),
+        why="the stop moves (trailing, break-even, MoveStop): the new one first, the old canceled once it is live"),
     Row("protected", "stop_resize", "protected", "replace_stop",
         why="recovery found another quantity or price on the exchange: the stop follows the real position"),
     Row("exiting", "close_filled", "exiting", "book_exit_fill", unless=("closes_position",),
@@ -112,6 +118,21 @@ TABLE: tuple[Row, ...] = (
         why="the close is in flight; a new stop would only race it"),
     Row("exiting", "stop_confirmed", "exiting", "confirm_stop", when=("confirms_our_stop",),
         why="a replacement stop went live after the exit began: it guards until the close fills"),
+    Row("protected", "tp_confirmed", "protected", "confirm_tp", when=("is_our_tp",)),
+    Row("exiting", "tp_confirmed", "exiting", "confirm_tp", when=("is_our_tp",),
+        why="a take-profit went live after the exit began: the close's fill cancels it"),
+    Row("protected", "tp_filled", "exited_exit", "book_exit_fill", when=("closes_position",),
+        why="the take-profit closed the position: its stop is canceled"),
+    Row("protected", "tp_filled", "protected", "book_exit_fill", unless=("closes_position",),
+        why="a partial take-profit fill: the stop keeps guarding the rest"),
+    Row("exiting", "tp_filled", "exited_exit", "book_exit_fill", when=("closes_position",),
+        why="the take-profit won the race with our close: the close is canceled if still open"),
+    Row("exiting", "tp_filled", "exiting", "book_exit_fill", unless=("closes_position",),
+        why="a partial take-profit fill while closing"),
+    Row(("protected", "exiting"), "tp_canceled", "=", "forget_tp",
+        why="someone else canceled the take-profit: it stays gone (the stop guards; a take-profit is no safety order)"),
+    Row(("protected", "exiting"), "tp_rejected", "=", "forget_tp",
+        why="the exchange refused the take-profit (the price already past it): dropped, the stop guards"),
     Row(EXITED, "settled", "flat", "close_lifecycle"),
     Row(ANY, "order_gone", "=", "forget_order",
         why="bookkeeping: an order we canceled or no longer need is confirmed gone"),
@@ -134,6 +155,12 @@ class Protection(msgspec.Struct, frozen=True, kw_only=True):
 
     instrument: Instrument
     price_sl_pct: Decimal
+    price_tp_pct: Decimal | None = None
+    """The take-profit's distance from the fill (a price share); None: no take-profit."""
+    trailing_pct: Decimal | None = None
+    """The stop trails each close by this share of the price (only ever closer to it); None: off."""
+    break_even_at_pct: Decimal | None = None
+    """A close this share of the price in profit moves the stop to the entry; None: off."""
     attached_stop: bool = False
     stop_tolerance_pct: Decimal = Decimal("0.0002")
 
@@ -158,6 +185,13 @@ class PositionRecord(msgspec.Struct, kw_only=True):
     stop_attempt: int = 0
     close_id: str | None = None
     close_attempt: int = 0
+    tp_id: str | None = None
+    """The take-profit of this position (at most one); ``tp_live`` once the exchange accepted it."""
+    tp_price: Decimal | None = None
+    tp_qty: Decimal = ZERO
+    """What the take-profit still closes: never more than the position (replaced when the position shrinks)."""
+    tp_live: bool = False
+    tp_attempt: int = 0
     exit_reason: str = ""
     opened_at: int = 0
     realized_pnl: Decimal = ZERO
@@ -247,6 +281,12 @@ class Position:
     def confirms_our_stop(self, ev: EventData) -> bool:
         return ev.kwargs["client_id"] in (self.rec.pending_stop_id, self.rec.stop_id)
 
+    def is_our_tp(self, ev: EventData) -> bool:
+        return ev.kwargs["client_id"] == self.rec.tp_id
+
+    def stop_pending(self, ev: EventData) -> bool:
+        return self.rec.pending_stop_id is not None
+
     def has_live_stop(self, ev: EventData) -> bool:
         return self.rec.stop_id is not None
 
@@ -281,6 +321,32 @@ class Position:
         r.pending_stop_price = price
         self._emit(SubmitStop(client_id=r.pending_stop_id, symbol=r.symbol, side=r.side,
                               qty=r.open_qty, stop_price=price))
+
+    def _submit_tp(self, price: Decimal) -> None:
+        r = self.rec
+        assert r.side is not None
+        r.tp_attempt += 1
+        r.tp_id, r.tp_price, r.tp_qty, r.tp_live = self.id_for("t", r.tp_attempt), price, r.open_qty, False
+        self._emit(SubmitTakeProfit(client_id=r.tp_id, symbol=r.symbol, side=r.side, qty=r.open_qty, stop_price=price))
+
+    def _first_tp(self) -> None:
+        """The take-profit goes in once, when the position is first protected (its stop confirmed): one canceled
+        by someone else or refused is not placed again."""
+        r = self.rec
+        pct = self.protection.price_tp_pct
+        if pct is None or self.state != "protected" or r.tp_attempt or r.open_qty <= 0:
+            return
+        assert r.side is not None
+        self._submit_tp(self.protection.instrument.take_profit_price(r.side, r.avg_entry, pct))
+
+    def _replace_tp(self) -> None:
+        """The position changed size: the take-profit is canceled first, then placed for what is held (two at
+        once could close more than the position; the stop guards meanwhile)."""
+        r = self.rec
+        if r.tp_id is None or r.tp_price is None or r.open_qty <= 0:
+            return
+        self._cancel(r.tp_id)
+        self._submit_tp(r.tp_price)
 
     def submit_entry(self, ev: EventData) -> None:
         k = ev.kwargs
@@ -344,9 +410,11 @@ class Position:
             r.entry_qty = max(fill.cum_qty, r.filled_qty)  # the exchange's last word on how much the entry amounted to
         if done:
             self._entry_done()
+        self._first_tp()
 
     def protect_filled(self, ev: EventData) -> None:
         self._entry_done()
+        self._first_tp()
 
     def _entry_done(self) -> None:
         r = self.rec
@@ -385,6 +453,16 @@ class Position:
                 self._cancel(old)
         if self.state == "protected" and not r.opened_at:
             r.opened_at = ev.kwargs.get("bar", 0)
+        self._first_tp()
+
+    def confirm_tp(self, ev: EventData) -> None:
+        self.rec.tp_live = True
+
+    def forget_tp(self, ev: EventData) -> None:
+        r = self.rec
+        self._drop(r.tp_id)
+        r.tp_id, r.tp_live = None, False
+        r.note = ev.kwargs.get("reason", "")
 
     def resubmit_stop(self, ev: EventData) -> None:
         r = self.rec
@@ -397,6 +475,44 @@ class Position:
         if r.pending_stop_id is None and r.stop_id is None and r.filled_qty > 0:
             self._submit_stop(r.stop_price or self._stop_for(r.avg_entry))
 
+    def moved_stop(self, close: Decimal, asked: Decimal | None = None, *, widen: bool = False) -> Decimal | None:
+        """Where the stop goes after a candle closed at ``close``, or None to leave it: ``asked`` (a strategy's
+        MoveStop, rounded toward the price) replaces it, held to the configured stop's distance from the entry
+        unless ``widen``; then the built-in rules (``trailing_pct``, ``break_even_at_pct``) may only bring it
+        closer to the price. Only a protected position with one live stop and none on its way moves, and never
+        to or past the price (the exchange would refuse it or fill it at once). Pure."""
+        r, prot = self.rec, self.protection
+        if asked is None and prot.trailing_pct is None and prot.break_even_at_pct is None:
+            return None  # nothing asks for a move (every candle of most strategies)
+        if self.state != "protected" or r.side is None or r.stop_price is None or r.pending_stop_id or r.open_qty <= 0:
+            return None
+        long, inst = r.side == "long", prot.instrument
+
+        def closer(a: Decimal, b: Decimal) -> bool:
+            return a > b if long else a < b
+
+        target = r.stop_price
+        if asked is not None:
+            target = inst.round_price(asked, up=long)
+            limit = self._stop_for(r.avg_entry)
+            if not widen and closer(limit, target):
+                target = limit
+        candidates = []
+        if prot.trailing_pct is not None:
+            candidates.append(inst.stop_price(r.side, close, prot.trailing_pct))
+        gain = (close - r.avg_entry if long else r.avg_entry - close) / r.avg_entry
+        if prot.break_even_at_pct is not None and gain >= prot.break_even_at_pct:
+            candidates.append(inst.round_price(r.avg_entry, up=long))
+        for c in candidates:
+            if closer(c, target):
+                target = c
+        if target == r.stop_price or not closer(close, target):
+            return None
+        return target
+
+    def place_moved_stop(self, ev: EventData) -> None:
+        self._submit_stop(ev.kwargs["price"])
+
     def replace_stop(self, ev: EventData) -> None:
         """Recovery: the exchange position is ``qty``; place a stop for it, then cancel the old one."""
         r = self.rec
@@ -408,6 +524,8 @@ class Position:
             r.entry_cost += r.avg_entry * change  # added outside the bot: at an unknown price
             r.filled_qty += change
         self._submit_stop(r.stop_price or self._stop_for(r.avg_entry))
+        if r.tp_qty != r.open_qty:
+            self._replace_tp()
 
     def drop_pending_stop(self, ev: EventData) -> None:
         r = self.rec
@@ -431,8 +549,11 @@ class Position:
         self._emit(SubmitClose(client_id=r.close_id, symbol=r.symbol, side=r.side, qty=r.open_qty))
 
     def submit_close(self, ev: EventData) -> None:
+        """An exit: the close goes out and the take-profit is canceled; the stop guards until the close fills
+        (a refused close leaves the position protected, and its take-profit placed again)."""
         reason = "manual" if ev.event.name == "manual_close" else ev.kwargs.get("reason", "signal")
         self._submit_close(reason)
+        self._cancel(self.rec.tp_id)
 
     def resubmit_close(self, ev: EventData) -> None:
         self._drop(self.rec.close_id)
@@ -444,6 +565,8 @@ class Position:
         r.close_id = None
         r.exit_reason = ""
         r.note = ev.kwargs.get("reason", "")
+        if r.tp_attempt and r.tp_price is not None and (r.tp_id is None or r.tp_id in r.canceling):
+            self._submit_tp(r.tp_price)  # the exit canceled it: back to protected, a new one in its place
 
     def forget_stop(self, ev: EventData) -> None:
         r = self.rec
@@ -457,9 +580,10 @@ class Position:
         r = self.rec
         self._book(fill)
         r.closed_qty += fill.qty
-        if ev.event.name == "stop_filled":
-            r.exit_reason = "sl"
+        r.exit_reason = {"stop_filled": "sl", "tp_filled": "tp"}.get(ev.event.name, r.exit_reason)
         was_stop = fill.client_id in (r.stop_id, r.pending_stop_id)
+        if fill.client_id == r.tp_id:
+            r.tp_qty -= fill.qty
         if fill.final:
             self._drop(fill.client_id)
             if was_stop:
@@ -469,6 +593,8 @@ class Position:
         elif fill.final and was_stop and self.state == "protected":
             # A stop smaller than the position filled in full: the rest is guarded by a new one at once.
             self._submit_stop(r.stop_price or self._stop_for(r.avg_entry))
+        elif r.tp_id is not None and r.tp_qty > r.open_qty and self.state == "protected":
+            self._replace_tp()  # the position shrank under its take-profit (a partial stop fill)
 
     def _cancel_rest(self) -> None:
         r = self.rec
@@ -496,6 +622,8 @@ class Position:
             r.canceling.remove(client_id)
         if client_id == r.stop_id and self.state in EXITED:
             r.stop_id = None
+        if client_id is not None and client_id == r.tp_id:
+            r.tp_id, r.tp_live = None, False
 
     def close_lifecycle(self, ev: EventData) -> None:
         self.rec = PositionRecord(seq=self.rec.seq, symbol=self.rec.symbol)
@@ -535,3 +663,9 @@ def table_markdown() -> str:
         dest = "(same)" if r.dest == "=" else r.dest
         lines.append(f"| {src} | `{r.trigger}` | {dest} | {cond} | {r.effect} | {r.why} |")
     return "\n".join(lines)
+
+
+def exit_kind(state: str, record: PositionRecord) -> str:
+    """How a position ended, as reports count it: ``sl``, ``exit``, ``manual``, or ``tp`` for an ``exited_exit``
+    that its take-profit closed."""
+    return "tp" if state == "exited_exit" and record.exit_reason == "tp" else state.removeprefix("exited_")

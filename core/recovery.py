@@ -461,7 +461,7 @@ def answer(q: Question, r: PositionRecord, entry_id: str, progress: Progress, or
     end = _ENDS.get(order.status)
     if end is not None:
         plan.append(Post(end(order)))
-    elif order.working and cid == r.pending_stop_id:
+    elif order.working and (cid == r.pending_stop_id or (cid == r.tp_id and not r.tp_live)):
         plan.append(Post(OrderAccepted(client_id=cid, order_id=order.order_id)))
     return tuple(plan), progress
 
@@ -551,6 +551,12 @@ RESOLUTIONS: tuple[Resolution, ...] = (
                "again with the same id", ("answer", "resend_plan")),
     Resolution("attached-stop-missing", "entering", "entry filled (journaled), attached stop not on the exchange",
                "`stop_canceled` → a separate stop (next attempt id)", ("answer",)),
+    Resolution("tp-live", "protected", "a take-profit journaled, not yet confirmed, working", "`tp_confirmed`",
+               ("answer",)),
+    Resolution("tp-resent", "protected", "a take-profit journaled, never received", "the committed take-profit "
+               "intent is sent again with the same id", ("answer", "resend_plan")),
+    Resolution("tp-filled", "protected / exiting", "no position, take-profit filled", "fills booked → exited_exit "
+               "(reason `tp`), the stop canceled", ("answer",)),
     Resolution("order-ended", "any", "an order asked about was rejected, canceled or expired", "its event, "
                "routed by the routing table", ("answer",)),
     Resolution("stop-filled", "entering / protected", "no position, stop filled", "fills booked → exited_sl",

@@ -34,7 +34,8 @@ ACTIONS = (STATUS, STRAY, IGNORE, RECONCILE, FETCH_FILLS, ASK_POSITION)
 
 ANY_ROLE, NO_ROLE = "*", "-"
 """Order roles of a row: any, or an order of an earlier position of this journal (no role now)."""
-_ROLE_NAMES = {"e": "entry", "s": "stop", "x": "close", ANY_ROLE: "any", NO_ROLE: "earlier position's"}
+_ROLE_NAMES = {"e": "entry", "s": "stop", "x": "close", "t": "take-profit", ANY_ROLE: "any",
+               NO_ROLE: "earlier position's"}
 
 
 class Facts(NamedTuple):
@@ -63,6 +64,8 @@ _CONDITIONS: dict[str, Callable[[Facts], bool]] = {
     "pending_stop": lambda f: f.client_id == f.rec.pending_stop_id,
     "its_stop": lambda f: f.client_id in (f.rec.stop_id, f.rec.pending_stop_id),
     "its_close": lambda f: f.client_id == f.rec.close_id,
+    "its_tp": lambda f: f.client_id == f.rec.tp_id,
+    "pending_tp": lambda f: f.client_id == f.rec.tp_id and not f.rec.tp_live,
     "has_fills": lambda f: f.rec.filled_qty > 0,
     "fuller": lambda f: f.reported_qty > f.rec.filled_qty,
     "fetched": lambda f: f.fetched,
@@ -93,9 +96,11 @@ TABLE: tuple[Rule, ...] = (
     Rule(_FILL, "e", (), "entry_filled"),
     Rule(_FILL, "s", (), "stop_filled"),
     Rule(_FILL, "x", (), "close_filled"),
+    Rule(_FILL, "t", (), "tp_filled"),
     Rule(_FILL, ANY_ROLE, (), STRAY, "a fill of an earlier position's order: booked, then reconciled"),
     Rule(_NOT_FILL, NO_ROLE, (), IGNORE, "an earlier position's order: its end changes nothing now"),
     Rule(_ACK, ANY_ROLE, ("pending_stop",), "stop_confirmed"),
+    Rule(_ACK, "t", ("pending_tp", "not exited"), "tp_confirmed"),
     Rule(_ACK, ANY_ROLE, (), STATUS),
     Rule(_REJ, "x", ("held",), "close_rejected", "the refused close asked about: the position is still there"),
     Rule(_REJ, "x", ("gone", "exiting"), "position_gone",
@@ -106,6 +111,7 @@ TABLE: tuple[Rule, ...] = (
     Rule(_REJ, ANY_ROLE, ("exited",), STATUS),
     Rule(_REJ, "e", ("entering",), "entry_rejected"),
     Rule(_REJ, "s", ("its_stop",), "stop_rejected"),
+    Rule(_REJ, "t", ("its_tp",), "tp_rejected"),
     Rule(_REJ, "x", ("its_close", "exiting"), ASK_POSITION, "a close refused: is anything left to close?"),
     Rule(_REJ, ANY_ROLE, ("working",), "order_gone"),
     Rule(_REJ, ANY_ROLE, (), STATUS),
@@ -123,6 +129,7 @@ TABLE: tuple[Rule, ...] = (
     Rule(_GONE, "e", ("entering", "working", "has_fills"), "entry_completed"),
     Rule(_GONE, "e", ("entering", "working"), "entry_rejected"),
     Rule(_GONE, "s", ("its_stop",), "stop_canceled"),
+    Rule(_GONE, "t", ("its_tp",), "tp_canceled"),
     Rule(_GONE, "x", ("its_close", "exiting"), "close_rejected"),
     Rule(_GONE, ANY_ROLE, ("working",), "order_gone"),
     Rule(_GONE, ANY_ROLE, (), IGNORE),
@@ -174,11 +181,13 @@ def _fire_data(trigger: str, event: ExecutionEvent, status: tuple[str, str, str]
         return {"fill": event, "detail": {"fill": cid, "qty": str(event.qty), "price": str(event.price)}}
     if trigger == "stop_confirmed":
         return {"client_id": cid, "bar": bar, "status": status}
-    if trigger in ("order_gone", "stop_canceled"):
+    if trigger in ("order_gone", "stop_canceled", "tp_confirmed"):
         return {"client_id": cid, "status": status}
     if trigger == "entry_completed":
         return {"status": status}
     detail = status[2] if isinstance(event, OrderRejected) and status else (getattr(event, "reason", "") or "canceled")
+    if trigger in ("tp_canceled", "tp_rejected"):
+        return {"client_id": cid, "status": status, "reason": f"take-profit {detail}"}
     if trigger == "position_gone":
         return {"status": status, "reason": f"close refused ({detail}); no position on the exchange"}
     return {"reason": detail, "status": status}  # entry_rejected, stop_rejected, close_rejected

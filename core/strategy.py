@@ -2,7 +2,7 @@
 
 A strategy never sees the exchange, the journal or the clock. It updates its indicators on each
 closed candle (:meth:`Strategy.on_candle`) and, when asked, says what it wants
-(:meth:`Strategy.decide`): enter a side with a margin fraction, exit with a reason, or nothing. The
+(:meth:`Strategy.decide`): enter a side with a margin fraction, exit with a reason, move the stop, or nothing. The
 engine owns sizing to the instrument, the stop (always an exchange order at
 ``leveraged_sl_pct / leverage``), risk checks, journaling and execution.
 """
@@ -29,7 +29,17 @@ class Exit(msgspec.Struct, frozen=True, kw_only=True):
     info: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-Decision = Enter | Exit | None
+class MoveStop(msgspec.Struct, frozen=True, kw_only=True):
+    """Move the position's exchange stop to ``price`` (break-even, trailing, any rule): the engine places the new
+    stop first and cancels the old one once the new one is confirmed, at most once per candle. A price farther
+    from the entry than the configured stop (``leveraged_sl_pct``) is held to it unless ``widen``."""
+
+    price: float
+    widen: bool = False
+    reason: str = ""
+
+
+Decision = Enter | Exit | MoveStop | None
 
 
 class PositionView(msgspec.Struct, frozen=True, kw_only=True):
@@ -41,6 +51,8 @@ class PositionView(msgspec.Struct, frozen=True, kw_only=True):
     avg_entry: float = 0.0
     bars_held: int = 0
     """Closed candles since the entry, counted in exchange candle time (survives restarts)."""
+    stop_price: float = 0.0
+    """The live exchange stop (0 when none): where a MoveStop rule starts from."""
 
 
 class StrategyContext(msgspec.Struct, frozen=True, kw_only=True):

@@ -59,8 +59,11 @@ def candle(i: int, o: float, h: float | None = None, lo: float | None = None, c:
 class Bench:
     def __init__(self, tmp: Path, script: dict[int, Decision], *, exchange: PaperExchange | None = None,
                  plugins: Any = None, timeout_ms: int = 10_000, foreign_policy: str = "adopt",
-                 attached: bool = False, sent: tuple[str, ...] = (), epoch: str = "", adopt: bool = False) -> None:
-        """``sent``: client ids the journal sent before this start (it is not a fresh journal then);
+                 attached: bool = False, sent: tuple[str, ...] = (), epoch: str = "", adopt: bool = False,
+                 tp_pct: Decimal | None = None, moves: dict[str, Decimal] | None = None) -> None:
+        """``tp_pct``: the take-profit's distance from the fill (None: no take-profit); ``moves``: the stop's
+        built-in moves (``trailing_pct``, ``break_even_at_pct``); ``sent``: client ids the
+        journal sent before this start (it is not a fresh journal then);
         ``epoch``: a new journal's (the legacy one by default: ids as ``t-1-e1``); ``adopt``: as
         ``gatebot run --adopt``."""
         self.adopt = adopt
@@ -77,6 +80,8 @@ class Bench:
         self.timeout_ms = timeout_ms
         self.foreign_policy = foreign_policy
         self.attached = attached
+        self.tp_pct = tp_pct
+        self.moves = moves or {}
         self.i = 0
 
     async def start(self) -> Engine:
@@ -86,7 +91,8 @@ class Bench:
         self.engine = Engine(name="t", symbol=SYMBOL, interval="5m", leverage=4, strategy=Scripted(self.script),
                              adapter=ex, journal=self.journal, clock=self.clock,
                              protection=Protection(instrument=inst, price_sl_pct=Decimal("0.01"),
-                                                   attached_stop=self.attached),
+                                                   price_tp_pct=self.tp_pct, attached_stop=self.attached,
+                                                   **self.moves),
                              protection_timeout_ms=self.timeout_ms, plugins=self.plugins,
                              foreign_policy=self.foreign_policy)  # type: ignore[arg-type]
         self.engine.may_adopt = self.adopt
@@ -142,3 +148,24 @@ class Deaf(PaperExchange):
             self._save()
         else:
             super()._deliver(events)
+
+
+class Killed(BaseException):
+    """The process died here (a kill -9 in-process: nothing after it runs, the journal and the account stay)."""
+
+
+class Killing(PaperExchange):
+    """A paper exchange at which the bot dies once, while sending the order ``kill_at`` names: ``before`` it
+    reaches the exchange (the intent committed, nothing sent) or ``after`` (placed, its answers never handled)."""
+
+    kill_at: tuple[str, str] | None = None
+
+    async def submit(self, command: Any) -> None:
+        if self.kill_at is not None and self.kill_at[1] == command.client_id:
+            when, self.kill_at = self.kill_at[0], None
+            if when == "after":
+                self._deliver = lambda events: self._save()  # type: ignore[method-assign]
+                await super().submit(command)
+                del self._deliver
+            raise Killed(f"{when} {command.client_id}")
+        await super().submit(command)

@@ -36,9 +36,11 @@ from gatebot.core.events import (
     SettingsChanged,
     Side,
     StreamUp,
+    Submission,
     SubmitClose,
     SubmitEntry,
     SubmitStop,
+    SubmitTakeProfit,
 )
 from gatebot.core.exchange import (
     Capabilities,
@@ -428,14 +430,15 @@ class BingXAdapter:
     def _order_side(side: Side, *, opening: bool) -> str:
         return "BUY" if (side == "long") == opening else "SELL"
 
-    def order_params(self, cmd: SubmitEntry | SubmitStop | SubmitClose) -> dict[str, Any]:
+    def order_params(self, cmd: Submission) -> dict[str, Any]:
         """The wire parameters of a command (one-way: BOTH + reduceOnly; hedge: LONG/SHORT, no reduceOnly)."""
         opening = isinstance(cmd, SubmitEntry)
         params: dict[str, Any] = {"symbol": cmd.symbol, "side": self._order_side(cmd.side, opening=opening),
                                   "positionSide": self._position_side(cmd.side), "quantity": cmd.qty,
                                   "clientOrderId": cmd.client_id}
-        if isinstance(cmd, SubmitStop):
-            params |= {"type": "STOP_MARKET", "stopPrice": cmd.stop_price, "workingType": cmd.working_type}
+        if isinstance(cmd, SubmitStop | SubmitTakeProfit):
+            params |= {"type": "STOP_MARKET" if isinstance(cmd, SubmitStop) else "TAKE_PROFIT_MARKET",
+                       "stopPrice": cmd.stop_price, "workingType": cmd.working_type}
         else:
             params["type"] = "MARKET"
         if not opening and not self.hedge:
@@ -446,7 +449,7 @@ class BingXAdapter:
                                   "clientOrderId": cmd.stop.client_id}
         return params
 
-    async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+    async def submit(self, command: Submission) -> None:
         cid = command.client_id
         try:
             reply = await self._write_with_backoff("POST", self.order_params(command), command.client_id)
@@ -487,7 +490,7 @@ class BingXAdapter:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    async def _deliver_known(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+    async def _deliver_known(self, command: Submission) -> None:
         """A duplicate-id refusal: the exchange has an order under this id. If it is this command (a resend
         after an unknown outcome), what became of it is delivered: accepted only while it works, its fills,
         and its end (a canceled stop is never taken for a live one). An order of another shape under the
@@ -620,13 +623,14 @@ class BingXAdapter:
         return ZERO
 
 
-_ROLE_OF: dict[type, Role] = {SubmitEntry: "entry", SubmitStop: "stop", SubmitClose: "close"}
+_ROLE_OF: dict[type, Role] = {SubmitEntry: "entry", SubmitStop: "stop", SubmitTakeProfit: "take_profit",
+                              SubmitClose: "close"}
 
 
-def _same_order(state: OrderState, command: SubmitEntry | SubmitStop | SubmitClose) -> bool:
+def _same_order(state: OrderState, command: Submission) -> bool:
     """Whether the order the exchange holds under the command's id is that command."""
     same = (state.role, state.side, state.qty) == (_ROLE_OF[type(command)], command.side, command.qty)
-    return same and (not isinstance(command, SubmitStop) or state.stop_price == command.stop_price)
+    return same and (not isinstance(command, SubmitStop | SubmitTakeProfit) or state.stop_price == command.stop_price)
 
 
 def _kline(symbol: str, interval: str, k: codec.Kline) -> CandleClosed:

@@ -24,9 +24,7 @@ from gatebot.core.events import (
     OrderFilled,
     PositionSnapshot,
     Side,
-    SubmitClose,
-    SubmitEntry,
-    SubmitStop,
+    Submission,
 )
 from gatebot.core.exchange import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
 from gatebot.core.instrument import Instrument
@@ -192,7 +190,7 @@ class PaperExchange:
             self._save()
         return changed
 
-    async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+    async def submit(self, command: Submission) -> None:
         self._instrument(command.symbol)
         self._deliver(self.core.submit(command, self._now()))
 

@@ -51,9 +51,11 @@ from gatebot.core.events import (
     PositionSnapshot,
     Side,
     StopSpec,
+    Submission,
     SubmitClose,
     SubmitEntry,
     SubmitStop,
+    SubmitTakeProfit,
     opposite,
 )
 from gatebot.core.exchange import OrderState, OrderStatus, Role
@@ -203,7 +205,7 @@ class MatchingCore:
 
     # --- commands ----------------------------------------------------------------------------
 
-    def submit(self, cmd: SubmitEntry | SubmitStop | SubmitClose, now: int) -> list[AnyEvent]:
+    def submit(self, cmd: Submission, now: int) -> list[AnyEvent]:
         """Accept and (for MARKET) fill an order, or refuse it with BingX's code."""
         if cmd.client_id in self._orders:
             return [self._reject(cmd.client_id, 101481, "clientOrderID cannot be repeated", now)]
@@ -220,6 +222,9 @@ class MatchingCore:
         if isinstance(cmd, SubmitStop):
             return self._submit_stop(cmd.client_id, cmd.symbol, cmd.side, cmd.qty, cmd.stop_price, inst, price,
                                      now, "stop")
+        if isinstance(cmd, SubmitTakeProfit):
+            return self._submit_stop(cmd.client_id, cmd.symbol, cmd.side, cmd.qty, cmd.stop_price, inst, price,
+                                     now, "take_profit")
         return self._submit_close(cmd, price, now)
 
     def _submit_entry(self, cmd: SubmitEntry, inst: Instrument, price: Decimal, now: int) -> list[AnyEvent]:

@@ -52,7 +52,8 @@ class OpportunityGatingParams(msgspec.Struct, frozen=True, kw_only=True, forbid_
     """Candles (exchange candle time) after which a position is closed."""
     allow_short: bool = True
     take_profit: bool = False
-    """An exchange-level reduce-only TAKE_PROFIT_MARKET; needs engine support that does not exist yet."""
+    """Kept so that old configs load: the exchange take-profit is a protection option of every strategy now
+    (``[instances.protection] leveraged_tp_pct``); true is refused with a pointer there."""
     models_dir: str = ""
     """Folder with the four .onnx files and model_card.json; empty = the models shipped in the package."""
 
@@ -60,8 +61,8 @@ class OpportunityGatingParams(msgspec.Struct, frozen=True, kw_only=True, forbid_
         if self.min_fraction > self.max_fraction:
             raise ValueError(f"min_fraction ({self.min_fraction}) exceeds max_fraction ({self.max_fraction})")
         if self.take_profit:
-            raise ValueError("take_profit = true needs an exchange take-profit order from the engine, "
-                             "which gatebot does not place yet")
+            raise ValueError("take_profit = true: the take-profit is set in the instance's protection now, e.g. "
+                             "protection = { leveraged_tp_pct = 0.12 } (the profit at it as a share of margin)")
 
 
 def size_fraction(p: float, rule: str = "power", lo: float = 0.20, hi: float = 0.95) -> float:

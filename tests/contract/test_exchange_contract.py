@@ -27,6 +27,7 @@ from gatebot.core.events import (
     OrderFilled,
     SubmitEntry,
     SubmitStop,
+    SubmitTakeProfit,
 )
 from gatebot.core.exchange import ExchangeAdapter, FundingHistory
 from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
@@ -41,6 +42,7 @@ FUNDING = FundingOptions(rate=Decimal("0.0001"), interval_h=1)
 """Hourly funding at a positive rate (longs pay): a funding time passes within a dozen 5m candles."""
 ENTRY = ids.make("ct", ids.LEGACY, 1, "e", 1)
 STOP = ids.make("ct", ids.LEGACY, 1, "s", 1)
+TP = ids.make("ct", ids.LEGACY, 1, "t", 1)
 
 
 class Venue:
@@ -159,6 +161,27 @@ class ExchangeContract:
             state = await v.adapter.query_order(SYMBOL, STOP)
             assert state is not None and state.status == "canceled" and state.filled_qty == 0
             assert (await v.adapter.position(SYMBOL, "long")).qty == v.qty, "canceling the stop closed nothing"
+
+        self.check(body)
+
+    def test_a_reduce_only_take_profit_beside_the_stop_is_among_the_open_orders_and_can_be_canceled(self) -> None:
+        async def body(v: Venue) -> None:
+            await v.enter()
+            await v.stop_below()
+            tick = (await v.adapter.instrument(SYMBOL)).tick
+            price = (v.price() * Decimal("1.01")).quantize(tick, rounding=ROUND_DOWN)
+            await v.adapter.submit(SubmitTakeProfit(client_id=TP, symbol=SYMBOL, side="long", qty=v.qty,
+                                                    stop_price=price))
+            await v.until(lambda: bool(v.of(OrderAccepted, TP)), "the take-profit accepted")
+            working = {o.client_id: o for o in await v.adapter.open_orders(SYMBOL)}
+            assert sorted(working) == sorted([STOP, TP])
+            tp = working[TP]
+            assert (tp.role, tp.side, tp.status, tp.qty, tp.stop_price, tp.reduce_only) == (
+                "take_profit", "long", "new", v.qty, price, True)
+            await v.adapter.cancel(CancelOrder(client_id=TP, symbol=SYMBOL))
+            await v.until(lambda: bool(v.of(OrderCanceled, TP)), "the take-profit canceled")
+            assert [o.client_id for o in await v.adapter.open_orders(SYMBOL)] == [STOP]
+            assert (await v.adapter.position(SYMBOL, "long")).qty == v.qty, "canceling it closed nothing"
 
         self.check(body)
 

@@ -55,6 +55,13 @@ def record_for(state: str, *, live_stop: bool = True, manual: bool = False, comp
     return rec
 
 
+def with_tp(rec: PositionRecord, *, live: bool = False) -> PositionRecord:
+    """The record's position with its take-profit placed (and accepted when ``live``)."""
+    rec.tp_id, rec.tp_price, rec.tp_qty, rec.tp_attempt, rec.tp_live = "a-1-t1", D("60600"), rec.open_qty, 1, live
+    rec.working.append("a-1-t1")
+    return rec
+
+
 def make(state: str, **kw: bool) -> Position:
     return Position("a", "BTC-USDT", PROT, record_for(state, **kw))
 
@@ -72,10 +79,16 @@ def kwargs_for(row: Row, state: str) -> dict:
         return {"fill": fill("a-1-s1", "0.01" if final else "0.004", final=final, price="59400", pnl="-6")}
     if t == "close_filled":
         return {"fill": fill("a-1-x1", "0.01" if final else "0.004", final=final, price="60100", pnl="1")}
+    if t == "tp_filled":
+        return {"fill": fill("a-1-t1", "0.01" if final else "0.004", final=final, price="60600", pnl="6")}
+    if t in ("tp_confirmed", "tp_canceled", "tp_rejected"):
+        return {"client_id": "a-1-t1", "reason": "test"}
     if t in ("stop_confirmed", "stop_canceled"):
         return {"client_id": "a-1-s1"}
     if t == "order_gone":
         return {"client_id": "a-1-s1"}
+    if t == "move_stop":
+        return {"price": D("59700")}
     if t == "stop_resize":
         return {"qty": D("0.005")}
     return {"reason": "test"}
@@ -107,6 +120,8 @@ def test_every_row_of_the_table(row: Row, src: str) -> None:
             r.pending_stop_id, r.pending_stop_price = f"a-1-s{r.stop_attempt}", D("59500")
             r.working.append(r.pending_stop_id)
         kwargs["client_id"] = r.pending_stop_id
+    if row.trigger.startswith("tp_"):
+        with_tp(pos.rec)
     pos.fire(row.trigger, **kwargs)
     assert pos.state == (src if row.dest == "=" else row.dest)
     assert pos.rec.state == pos.state

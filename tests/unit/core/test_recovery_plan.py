@@ -30,6 +30,7 @@ from gatebot.core.events import (
     SubmitClose,
     SubmitEntry,
     SubmitStop,
+    SubmitTakeProfit,
 )
 from gatebot.core.exchange import OrderState
 from gatebot.core.position import PositionRecord
@@ -46,11 +47,12 @@ def cid(seq: int, role: str, *, epoch: str = EPOCH, name: str = "og") -> str:
     return ids.make(name, epoch, seq, role, 1)
 
 
-E, S, X = cid(3, "e"), cid(3, "s"), cid(3, "x")
+E, S, X, T = cid(3, "e"), cid(3, "s"), cid(3, "x"), cid(3, "t")
 OLD_STOP = cid(2, "s", epoch="old01")
 ENTRY = SubmitEntry(client_id=E, symbol=SYMBOL, side="long", qty=Q)
 STOP = SubmitStop(client_id=S, symbol=SYMBOL, side="long", qty=Q, stop_price=STOP_PRICE)
 CLOSE = SubmitClose(client_id=X, symbol=SYMBOL, side="long", qty=Q)
+TP = SubmitTakeProfit(client_id=T, symbol=SYMBOL, side="long", qty=Q, stop_price=Decimal("103"))
 
 
 class Intent(NamedTuple):
@@ -73,6 +75,8 @@ def fill(client_id: str) -> OrderFilled:
 
 LONG = r.Held("long", Q, PRICE)
 PROTECTED = rec("protected", filled_qty=Q, entry_complete=True, stop_id=S, working=[S])
+WITH_TP = rec("protected", filled_qty=Q, entry_complete=True, stop_id=S, tp_id=T, tp_price=Decimal("103"),
+              tp_qty=Q, tp_attempt=1, working=[S, T])
 
 
 def ask(record: PositionRecord, intents: Mapping[str, Intent],
@@ -161,6 +165,16 @@ EXAMPLES: dict[str, Case] = {
         lambda: ask(rec("entering", filled_qty=Q, entry_complete=True, pending_stop_id=S, working=[S]),
                     {E: Intent(ATTACHED, "acked")}, {S: (None, [])})[0],
         (r.Post(OrderCanceled(client_id=S, reason="attached stop missing (found by recovery)")),)),
+    "tp-live": Case(lambda: ask(WITH_TP, {S: Intent(STOP, "acked"), T: Intent(TP, "pending")},
+                                {S: (order(S, "stop"), []), T: (order(T, "take_profit"), [])})[0],
+                    (r.Post(OrderAccepted(client_id=T, order_id=77)),)),
+    "tp-resent": Case(lambda: r.resend_plan(ask(WITH_TP, {S: Intent(STOP, "acked"), T: Intent(TP, "pending")},
+                                                {S: (order(S, "stop"), []), T: (None, [])})[1].resend, WITH_TP),
+                      ("note", r.Send(TP), r.DRAIN), "never reached the exchange"),
+    "tp-filled": Case(lambda: ask(WITH_TP, {S: Intent(STOP, "acked"), T: Intent(TP, "acked")},
+                                  {S: (order(S, "stop"), []), T: (order(T, "take_profit", "filled", filled=Q),
+                                                                  [fill(T)])})[0],
+                      (r.Post(fill(T)),)),
     "order-ended": Case(
         lambda: ask(rec("exiting", filled_qty=Q, stop_id=S, close_id=X, canceling=[S], working=[S, X, E]),
                     {E: Intent(ENTRY, "acked"), S: Intent(CancelOrder(client_id=S, symbol=SYMBOL), "pending"),

@@ -21,6 +21,7 @@ DOC = Path(__file__).resolve().parents[3] / "docs" / "architecture.md"
 BLOCK = re.compile(r"(<!-- routing-table:begin -->\n)(.*?)(<!-- routing-table:end -->)", re.DOTALL)
 
 E, S, X, OLD = "sma-ab1cd-3-e1", "sma-ab1cd-3-s1", "sma-ab1cd-3-x1", "sma-ab1cd-2-s1"
+T = "sma-ab1cd-3-t1"
 
 
 def key(rule: Rule) -> str:
@@ -42,6 +43,7 @@ EXITING = rec(state="exiting", filled_qty=Decimal("0.02"), stop_id=S, close_id=X
 EXITED = rec(state="exited_sl", filled_qty=Decimal("0.02"), closed_qty=Decimal("0.02"), working=[S])
 CANCELING = rec(state="protected", filled_qty=Decimal("0.02"), stop_id="sma-ab1cd-3-s2", working=[S],
                 canceling=[S])
+WITH_TP = rec(state="protected", filled_qty=Decimal("0.02"), stop_id=S, tp_id=T, working=[S, T])
 FULL = rec(state="entering", entry_qty=Decimal("0.02"), filled_qty=Decimal("0.02"), working=[E])
 
 # One event per row: (event, role, position record, state, other facts) -> the row that must answer it.
@@ -50,9 +52,11 @@ EXAMPLES: dict[str, tuple[Any, str | None, PositionRecord, str, dict[str, Any]]]
     "OrderFilled/e/": (fill(E), "e", ENTERING, "entering", {}),
     "OrderFilled/s/": (fill(S), "s", PROTECTED, "protected", {}),
     "OrderFilled/x/": (fill(X), "x", EXITING, "exiting", {}),
+    "OrderFilled/t/": (fill(T), "t", WITH_TP, "protected", {}),
     "OrderFilled/*/": (fill(OLD), None, PROTECTED, "protected", {}),
     "OrderAccepted/-/": (OrderAccepted(client_id=OLD), None, PROTECTED, "protected", {}),
     "OrderAccepted/*/pending_stop": (OrderAccepted(client_id=S), "s", ENTERING, "entering", {}),
+    "OrderAccepted/t/pending_tp and not exited": (OrderAccepted(client_id=T), "t", WITH_TP, "protected", {}),
     "OrderAccepted/*/": (OrderAccepted(client_id=E), "e", ENTERING, "entering", {}),
     "OrderRejected/x/held": (OrderRejected(client_id=X), "x", EXITING, "exiting", {"position_gone": False}),
     "OrderRejected/x/gone and exiting": (OrderRejected(client_id=X), "x", EXITING, "exiting",
@@ -63,6 +67,8 @@ EXAMPLES: dict[str, tuple[Any, str | None, PositionRecord, str, dict[str, Any]]]
     "OrderRejected/e/entering": (OrderRejected(client_id=E, code=80001, reason="no"), "e", ENTERING, "entering",
                                  {}),
     "OrderRejected/s/its_stop": (OrderRejected(client_id=S), "s", PROTECTED, "protected", {}),
+    "OrderRejected/t/its_tp": (OrderRejected(client_id=T, code=110413, reason="past"), "t", WITH_TP, "protected",
+                               {}),
     "OrderRejected/x/its_close and exiting": (OrderRejected(client_id=X), "x", EXITING, "exiting", {}),
     "OrderRejected/*/working": (OrderRejected(client_id=E), "e", rec(state="protected", working=[E]),
                                 "protected", {}),
@@ -88,6 +94,7 @@ EXAMPLES: dict[str, tuple[Any, str | None, PositionRecord, str, dict[str, Any]]]
         rec(state="entering", filled_qty=Decimal("0.01"), working=[E]), "entering", {}),
     "OrderCanceled/e/entering and working": (OrderExpired(client_id=E), "e", ENTERING, "entering", {}),
     "OrderCanceled/s/its_stop": (OrderCanceled(client_id=S), "s", PROTECTED, "protected", {}),
+    "OrderCanceled/t/its_tp": (OrderCanceled(client_id=T), "t", WITH_TP, "protected", {}),
     "OrderCanceled/x/its_close and exiting": (OrderCanceled(client_id=X), "x", EXITING, "exiting", {}),
     "OrderCanceled/*/working": (OrderCanceled(client_id=E), "e", rec(state="protected", working=[E]),
                                 "protected", {}),
