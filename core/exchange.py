@@ -146,7 +146,8 @@ ROLE_OF: dict[type, Role] = {SubmitEntry: "entry", SubmitStop: "stop", SubmitTak
 
 def same_order(state: OrderState, command: Submission) -> bool:
     """Whether the order the exchange holds under the command's id is that command."""
-    same = (state.role, state.side, state.qty) == (ROLE_OF[type(command)], command.side, command.qty)
+    same = (state.symbol, state.role, state.side, state.qty) == (command.symbol, ROLE_OF[type(command)],
+                                                                 command.side, command.qty)
     return same and (not isinstance(command, SubmitStop | SubmitTakeProfit) or state.stop_price == command.stop_price)
 
 
@@ -158,9 +159,9 @@ def known_order(state: OrderState | None, command: Submission) -> OrderState:
     if state is None:
         raise OrderUnknown(cid, "the exchange calls the id a duplicate but cannot find it")
     if not same_order(state, command):
-        raise IdTaken(f"the exchange already holds another order under {cid} ({state.role} {state.side} "
-                      f"{state.qty}, {state.status}; this one is {ROLE_OF[type(command)]} {command.side} "
-                      f"{command.qty})")
+        raise IdTaken(f"the exchange already holds another order under {cid} ({state.symbol} {state.role} "
+                      f"{state.side} {state.qty}, {state.status}; this one is {command.symbol} "
+                      f"{ROLE_OF[type(command)]} {command.side} {command.qty})")
     return state
 
 

@@ -206,7 +206,7 @@ class PaperExchange:
         if order is None:
             self._deliver(self.core.submit(command, self._now()))
             return
-        state = known_order(order.view() if order.symbol == command.symbol else None, command)
+        state = known_order(order.view(), command)
         self._deliver(known_order_events(state, self.core.fills_of(command.client_id), self._now(), acked=False))
 
     async def cancel(self, command: CancelOrder) -> None:
