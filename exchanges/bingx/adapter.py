@@ -493,8 +493,11 @@ class BingXAdapter:
         """A duplicate-id refusal: the exchange has an order under this id; what became of it is delivered
         (core.exchange.known_order_events), or IdTaken where it is another order."""
         cid = command.client_id
-        state = known_order(await self.query_order(command.symbol, cid), command)
-        fills = await self.order_fills(command.symbol, cid)
+        try:
+            state = known_order(await self.query_order(command.symbol, cid), command)
+            fills = await self.order_fills(command.symbol, cid)
+        except (TransportError, BingXError) as exc:  # what became of it cannot be read now: unknown, not a crash
+            raise OrderUnknown(cid, f"a duplicate id, its order not readable: {exc}") from exc
         for event in known_order_events(state, fills, self.clock.now_ms(), acked=cid in self.book.acked):
             if isinstance(event, OrderAccepted):
                 self.book.acked.add(cid)
