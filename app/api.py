@@ -153,9 +153,10 @@ class LiveBackend:
     def candles(self, name: str, limit: int) -> list[dict[str, Any]]:
         cfg = self.runner.instance(name).cfg
         rows = self.runner.history(cfg.symbol, cfg.interval)[-limit:]
-        return [{"time_ms": c.open_time, "open": str(to_decimal(c.open)), "high": str(to_decimal(c.high)),
-                 "low": str(to_decimal(c.low)), "close": str(to_decimal(c.close)),
-                 "volume": str(to_decimal(c.volume))} for c in rows]
+        return [{"time_ms": c.open_time, "open": views.plain(to_decimal(c.open)),
+                 "high": views.plain(to_decimal(c.high)), "low": views.plain(to_decimal(c.low)),
+                 "close": views.plain(to_decimal(c.close)), "volume": views.plain(to_decimal(c.volume))}
+                for c in rows]
 
     def journal_view(self, name: str, view: Callable[[views.JournalViews], Any]) -> Any:
         self.runner.instance(name)

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import sys
-from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,14 @@ import msgspec
 from gatebot.app import baseline, check_invariants, check_lookahead, download, logs, operator
 from gatebot.app.embedded import EmbeddedSimulators, simulator_table
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
-from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
+from gatebot.app.report import (
+    candle_file_line,
+    evaluation_text,
+    format_report,
+    format_summary,
+    report_data,
+    report_dir,
+)
 from gatebot.core.config import Config, ConfigError, load_config
 from gatebot.core.exchange import ExchangeError
 from gatebot.core.journal import Journal, JournalError, check_state_dir
@@ -242,16 +248,6 @@ def _run(config: Config, *, candles: Path | None, adopt: bool = False) -> int:
     for name, reason in runner.halted.items():
         print(f"instance {name} halted: {reason}", file=sys.stderr)
     return EXIT_HALTED if runner.halted else 0
-
-
-def candle_file_line(c: dict[str, Any]) -> str:
-    """The candle file's quality in one line: gaps (and the longest), missing candles, repeated rows dropped."""
-    longest = ""
-    if c["longest_after_ms"] is not None:
-        at = datetime.fromtimestamp(c["longest_after_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-        longest = f", the longest {c['longest']} after {at}"
-    return (f"candle file {c['path']} ({c['interval']}): {c['candles']} candles, {c['gaps']} gap(s) "
-            f"({c['missing']} missing candle(s){longest}), {c['duplicates']} duplicate row(s) dropped")
 
 
 def journal_paths(state_dir: Path) -> list[Path]:

@@ -20,6 +20,7 @@ import msgspec
 
 from gatebot.core.clock import Clock, VirtualClock
 from gatebot.core.config import Config, ConfigError
+from gatebot.core.exchange import ExchangeError
 from gatebot.exchanges.bingx.replay import quiesce
 
 if TYPE_CHECKING:
@@ -29,6 +30,14 @@ IO_WAIT_S = 0.0005
 """Lockstep: how long the driver lets the selector wait for frames and replies still on the loopback."""
 SETTLE_LIMIT_S = 60.0
 """Lockstep: the longest the bot may take to handle what it was sent before the run is given up (a bug)."""
+
+
+class LockstepStalled(ExchangeError):
+    """The lockstep driver gave up on the bot (SETTLE_LIMIT_S passed): the embedded exchange cannot be used,
+    so the run ends with one line and exit status 4, like any exchange that cannot be used, never a traceback."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the embedded simulator's lockstep gave up: {detail}")
 
 
 def simulator_table(options: Any) -> dict[str, Any] | None:
@@ -163,7 +172,7 @@ class Lockstep:
             if market is not None and market.connected.is_set():
                 return
             if loop.time() > deadline:
-                raise RuntimeError(f"the bot's market stream did not subscribe within {SETTLE_LIMIT_S:.0f} s")
+                raise LockstepStalled(f"the bot's market stream did not subscribe within {SETTLE_LIMIT_S:g} s")
             await asyncio.sleep(IO_WAIT_S)
 
     async def settle(self) -> None:
@@ -177,6 +186,6 @@ class Lockstep:
             if frames >= self.sim.streams.released and in_flight == 0:
                 return
             if loop.time() > deadline:
-                raise RuntimeError(f"the bot did not handle the simulator's frames within {SETTLE_LIMIT_S:.0f} s "
+                raise LockstepStalled(f"the bot did not handle the simulator's frames within {SETTLE_LIMIT_S:g} s "
                                    f"({frames} of {self.sim.streams.released} read, {in_flight} requests in flight)")
             await asyncio.sleep(IO_WAIT_S)  # frames or replies still on the loopback: the selector delivers them

@@ -193,8 +193,9 @@ def _print_instance(stem: str, journal: Journal, live: dict[str, dict[str, Any]]
     if rec is None:
         print(f"{stem}: flat (no transitions yet)  trading {trading}")
     else:
-        pos = f"{rec.side} {rec.open_qty} @ {rec.avg_entry:.2f}" if rec.side else "none"
-        print(f"{stem}: {view['position_state']}  position {rec.seq}: {pos}  stop {rec.stop_price or '-'}"
+        pos = f"{rec.side} {views.plain(rec.open_qty)} @ {rec.avg_entry:.2f}" if rec.side else "none"
+        stop = views.plain(rec.stop_price) if rec.stop_price else "-"
+        print(f"{stem}: {view['position_state']}  position {rec.seq}: {pos}  stop {stop}"
               f" ({rec.stop_id or 'none'})  trading {trading}")
     p = view.get("position")
     if p is not None:

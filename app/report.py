@@ -172,7 +172,7 @@ def report_data(journal: Journal, *, candles: Path | None = None) -> dict[str, A
     pnl, fees = journal.realized()
     return {
         "baseline": _baseline(journal.path.parent / "baseline.json", s.instance, ev),
-        "instance": s.instance, "state": s.state, "exits": s.exits,
+        "instance": s.instance, "state": s.state, "exits": s.exits, "candle_file": _candle_file(journal.meta()),
         "realized_pnl_from_fills": str(pnl), "fees_from_fills": str(fees),
         "funding_booked": str(journal.funding_total()), "funding_payments": journal.funding_count(),
         "protection_gap_ms": {"count": len(gaps), "max": max(gaps, default=0), "median": _pct(gaps, 0.5),
@@ -180,6 +180,30 @@ def report_data(journal: Journal, *, candles: Path | None = None) -> dict[str, A
         "evaluation": ev,
         "price": price,
     }
+
+
+def candle_file_line(c: dict[str, Any]) -> str:
+    """The candle file's quality in one line: gaps (and the longest), missing candles, repeated rows dropped."""
+    longest = ""
+    if c["longest_after_ms"] is not None:
+        at = datetime.fromtimestamp(c["longest_after_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        longest = f", the longest {c['longest']} after {at}"
+    return (f"candle file {c['path']} ({c['interval']}): {c['candles']} candles, {c['gaps']} gap(s) "
+            f"({c['missing']} missing candle(s){longest}), {c['duplicates']} duplicate row(s) dropped")
+
+
+_CANDLE_FILE_KEYS = frozenset({"path", "interval", "candles", "gaps", "missing", "longest", "longest_after_ms",
+                               "duplicates"})
+
+
+def _candle_file(meta: dict[str, str]) -> dict[str, Any] | None:
+    """The replayed candle file's counts the runner put in the journal meta (``candle_file``); None for a run
+    without a candle file (or a meta value not of that shape: nothing is made up)."""
+    try:
+        c = msgspec.json.decode(meta.get("candle_file", "null"))
+    except msgspec.DecodeError:
+        return None
+    return c if isinstance(c, dict) and c.keys() >= _CANDLE_FILE_KEYS else None
 
 
 def _baseline(path: Path, instance: str, ev: dict[str, Any]) -> dict[str, Any] | None:
@@ -203,6 +227,8 @@ def format_report(data: dict[str, Any], *, max_rows: int = 20) -> str:
              f"funding: {data['funding_payments']} payments booked, {Decimal(data['funding_booked']):+.4f} USDT in "
              "all (positive = paid)",
              "exits by reason: " + (", ".join(f"{k} {v}" for k, v in sorted(data["exits"].items())) or "none")]
+    if data.get("candle_file") is not None:
+        lines.append(candle_file_line(data["candle_file"]))
     b = data.get("baseline")
     if b is not None and b.get("stale"):
         lines.append("random-entry baseline: baseline.json is of another run (gatebot evaluate again)")

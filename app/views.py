@@ -2,7 +2,7 @@
 
 One place for the views that the bot's API (app/api.py, which adds what only the live process knows: the
 mark price, unrealized PnL, candles) and a read-only server or ``gatebot status`` on a stopped bot share.
-Decimals are strings, times integer epoch milliseconds named ``*_ms``.
+Decimals are plain fixed-point strings (:func:`plain`), times integer epoch milliseconds named ``*_ms``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,15 @@ ORDER_KIND_OF_ROLE = {**KIND_OF_ROLE, "t": "take_profit"}
 """A working order's kind."""
 
 
+def plain(value: Decimal) -> str:
+    """A Decimal as a view shows it: fixed-point, exact, never with an exponent (``str`` gives "1.0000E+5" or
+    "0E-8" for values the arithmetic or a journal row carries so; a dashboard or a script reading the API would
+    have to parse that)."""
+    return format(value, "f")
+
+
 def _s(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else plain(value)
 
 
 def position(rec: PositionRecord, mark: Decimal | None = None) -> dict[str, Any] | None:
@@ -39,7 +46,7 @@ def position(rec: PositionRecord, mark: Decimal | None = None) -> dict[str, Any]
     if mark is not None:
         pnl = (mark - rec.avg_entry) * qty * (1 if rec.side == "long" else -1)
     stop = None if rec.stop_id is None else {"price": _s(rec.stop_price), "client_id": rec.stop_id}
-    return {"side": rec.side, "qty": str(qty), "entry_price": str(rec.avg_entry), "opened_ms": rec.opened_at,
+    return {"side": rec.side, "qty": plain(qty), "entry_price": plain(rec.avg_entry), "opened_ms": rec.opened_at,
             "mark_price": _s(mark), "unrealized_pnl": _s(pnl), "stop": stop}
 
 
@@ -82,7 +89,8 @@ class JournalViews:
             if side is None and p is not None:  # an attached stop: its entry carried it
                 side = self._side_of(ids.make(p.instance, p.epoch, p.seq, "e", 1))
             kind = KIND_OF_ROLE.get(p.role, "exit") if p is not None else "exit"
-            self._markers.append({"time_ms": fill_ts or ts, "kind": kind, "side": side, "price": price, "qty": qty})
+            self._markers.append({"time_ms": fill_ts or ts, "kind": kind, "side": side, "price": plain(Decimal(price)),
+                                  "qty": plain(Decimal(qty))})
 
     def _side_of(self, client_id: str) -> str | None:
         row = self.journal.conn.execute(
@@ -119,8 +127,8 @@ class JournalViews:
         return {"name": meta.get("instance", journal.path.stem), "strategy": meta.get("strategy", ""),
                 "exchange": meta.get("exchange", ""), "symbol": meta.get("symbol", rec.symbol),
                 "position_state": rec.state, "trading_state": trading_state or journal.trading_state(),
-                "position": position(rec, mark), "balance": str(initial + pnl - fees - funding),
-                "realized_pnl": str(pnl), "fees": str(fees), "funding": str(funding)}
+                "position": position(rec, mark), "balance": plain(initial + pnl - fees - funding),
+                "realized_pnl": plain(pnl), "fees": plain(fees), "funding": plain(funding)}
 
     def working_orders(self, rec: PositionRecord) -> list[dict[str, Any]]:
         """The orders of the current position still working, as the journal sent them."""
@@ -158,7 +166,7 @@ class JournalViews:
             if first is None:
                 return []
             self._value = self._peak = Decimal(self.journal.meta().get("initial_balance", "0"))
-            self._curve.append({"time_ms": int(first), "equity": str(self._value), "drawdown": "0"})
+            self._curve.append({"time_ms": int(first), "equity": plain(self._value), "drawdown": "0"})
         rows = conn.execute(
             "SELECT seq, ts, record FROM transitions WHERE seq > ? AND dst IN (?, ?, ?) AND src NOT IN (?, ?, ?) "
             "ORDER BY seq", (self._exit_seq, *EXITED, *EXITED)).fetchall()
@@ -169,8 +177,8 @@ class JournalViews:
             self._value += r.realized_pnl - r.fees - funding.get(r.seq, ZERO)
             self._peak = max(self._peak, self._value)
             dd = (self._peak - self._value) / self._peak if self._peak > 0 else ZERO
-            self._curve.append({"time_ms": ts, "equity": str(self._value),
-                                "drawdown": str(dd.quantize(Decimal("1e-6")))})
+            self._curve.append({"time_ms": ts, "equity": plain(self._value),
+                                "drawdown": plain(dd.quantize(Decimal("1e-6")))})
         return list(self._curve)
 
 

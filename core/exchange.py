@@ -28,10 +28,18 @@ from gatebot.core.events import (
     CancelOrder,
     CandleClosed,
     FundingPaid,
+    OrderAccepted,
+    OrderCanceled,
+    OrderExpired,
     OrderFilled,
+    OrderRejected,
     PositionSnapshot,
     Side,
     Submission,
+    SubmitClose,
+    SubmitEntry,
+    SubmitStop,
+    SubmitTakeProfit,
 )
 from gatebot.core.instrument import Instrument
 
@@ -128,6 +136,51 @@ class ExchangeAdapter(Protocol):
 
     async def balance(self) -> Decimal:
         """Available margin balance in the quote asset."""
+
+
+# --- a resent order: idempotent by client id ---------------------------------------------------------------
+
+ROLE_OF: dict[type, Role] = {SubmitEntry: "entry", SubmitStop: "stop", SubmitTakeProfit: "take_profit",
+                             SubmitClose: "close"}
+
+
+def same_order(state: OrderState, command: Submission) -> bool:
+    """Whether the order the exchange holds under the command's id is that command."""
+    same = (state.symbol, state.role, state.side, state.qty) == (command.symbol, ROLE_OF[type(command)],
+                                                                 command.side, command.qty)
+    return same and (not isinstance(command, SubmitStop | SubmitTakeProfit) or state.stop_price == command.stop_price)
+
+
+def known_order(state: OrderState | None, command: Submission) -> OrderState:
+    """The order a submission's id already names (the exchange refused it as a duplicate): this command sent
+    before (a resend after an unknown outcome, or a restart), or else IdTaken: another order under the id was
+    placed by a journal that is ahead of this one, never a guess."""
+    cid = command.client_id
+    if state is None:
+        raise OrderUnknown(cid, "the exchange calls the id a duplicate but cannot find it")
+    if not same_order(state, command):
+        raise IdTaken(f"the exchange already holds another order under {cid} ({state.symbol} {state.role} "
+                      f"{state.side} {state.qty}, {state.status}; this one is {command.symbol} "
+                      f"{ROLE_OF[type(command)]} {command.side} {command.qty})")
+    return state
+
+
+def known_order_events(state: OrderState, fills: list[OrderFilled], now_ms: int, *, acked: bool) -> list[AnyEvent]:
+    """What a resend delivers instead of a refusal: accepted only while the order works (and was not reported
+    accepted yet: ``acked``), its fills, and its end (a canceled stop is never taken for a live one). Every
+    adapter answers a resend so; the journal books a fill once however often it is delivered."""
+    cid = state.client_id
+    events: list[AnyEvent] = []
+    if state.working and not acked:
+        events.append(OrderAccepted(ts=now_ms, client_id=cid, order_id=state.order_id))
+    events += fills
+    end = {"canceled": OrderCanceled, "expired": OrderExpired}.get(state.status)
+    if end is not None:
+        events.append(end(ts=now_ms, client_id=cid, order_id=state.order_id, filled_qty=state.filled_qty,
+                          reason=f"{state.status} (found after a duplicate id)"))
+    elif state.status == "rejected":
+        events.append(OrderRejected(ts=now_ms, client_id=cid, reason="rejected (found after a duplicate id)"))
+    return events
 
 
 # --- optional capabilities: what an adapter may offer beyond the protocol ---------------------------------

@@ -29,7 +29,6 @@ from gatebot.core.events import (
     FundingPaid,
     OrderAccepted,
     OrderCanceled,
-    OrderExpired,
     OrderFilled,
     OrderRejected,
     PositionSnapshot,
@@ -37,7 +36,6 @@ from gatebot.core.events import (
     Side,
     StreamUp,
     Submission,
-    SubmitClose,
     SubmitEntry,
     SubmitStop,
     SubmitTakeProfit,
@@ -46,12 +44,13 @@ from gatebot.core.exchange import (
     Capabilities,
     EventSink,
     ExchangeError,
-    IdTaken,
     OrderState,
     OrderStatus,
     OrderUnknown,
     Role,
     SettingsRefused,
+    known_order,
+    known_order_events,
 )
 from gatebot.core.instrument import Instrument
 from gatebot.core.intervals import interval_ms
@@ -491,30 +490,18 @@ class BingXAdapter:
         raise AssertionError("unreachable")
 
     async def _deliver_known(self, command: Submission) -> None:
-        """A duplicate-id refusal: the exchange has an order under this id. If it is this command (a resend
-        after an unknown outcome), what became of it is delivered: accepted only while it works, its fills,
-        and its end (a canceled stop is never taken for a live one). An order of another shape under the
-        id was placed by a journal that is ahead of this one: IdTaken, never a guess."""
+        """A duplicate-id refusal: the exchange has an order under this id; what became of it is delivered
+        (core.exchange.known_order_events), or IdTaken where it is another order."""
         cid = command.client_id
-        state = await self.query_order(command.symbol, cid)
-        if state is None:
-            raise OrderUnknown(cid, "the exchange calls the id a duplicate but cannot find it")
-        if not _same_order(state, command):
-            raise IdTaken(f"the exchange already holds another order under {cid} ({state.role} {state.side} "
-                          f"{state.qty}, {state.status}; this one is {_ROLE_OF[type(command)]} {command.side} "
-                          f"{command.qty})")
-        if state.working and cid not in self.book.acked:
-            self.book.acked.add(cid)
-            self._emit(OrderAccepted(ts=self.clock.now_ms(), client_id=cid, order_id=state.order_id))
-        for fill in await self.order_fills(command.symbol, cid):
-            self._emit(fill)
-        end = {"canceled": OrderCanceled, "expired": OrderExpired}.get(state.status)
-        if end is not None:
-            self._emit(end(ts=self.clock.now_ms(), client_id=cid, order_id=state.order_id,
-                           filled_qty=state.filled_qty, reason=f"{state.status} (found after a duplicate id)"))
-        elif state.status == "rejected":
-            self._emit(OrderRejected(ts=self.clock.now_ms(), client_id=cid,
-                                     reason="rejected (found after a duplicate id)"))
+        try:
+            state = known_order(await self.query_order(command.symbol, cid), command)
+            fills = await self.order_fills(command.symbol, cid)
+        except (TransportError, BingXError) as exc:  # what became of it cannot be read now: unknown, not a crash
+            raise OrderUnknown(cid, f"a duplicate id, its order not readable: {exc}") from exc
+        for event in known_order_events(state, fills, self.clock.now_ms(), acked=cid in self.book.acked):
+            if isinstance(event, OrderAccepted):
+                self.book.acked.add(cid)
+            self._emit(event)
 
     async def cancel(self, command: CancelOrder) -> None:
         cid = command.client_id
@@ -621,16 +608,6 @@ class BingXAdapter:
             if b.asset in ("USDT", "VST"):
                 return dec(b.availableMargin) if b.availableMargin != "" else dec(b.balance)
         return ZERO
-
-
-_ROLE_OF: dict[type, Role] = {SubmitEntry: "entry", SubmitStop: "stop", SubmitTakeProfit: "take_profit",
-                              SubmitClose: "close"}
-
-
-def _same_order(state: OrderState, command: Submission) -> bool:
-    """Whether the order the exchange holds under the command's id is that command."""
-    same = (state.role, state.side, state.qty) == (_ROLE_OF[type(command)], command.side, command.qty)
-    return same and (not isinstance(command, SubmitStop | SubmitTakeProfit) or state.stop_price == command.stop_price)
 
 
 def _kline(symbol: str, interval: str, k: codec.Kline) -> CandleClosed:

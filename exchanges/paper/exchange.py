@@ -26,7 +26,15 @@ from gatebot.core.events import (
     Side,
     Submission,
 )
-from gatebot.core.exchange import Capabilities, EventSink, ExchangeError, OrderState, SettingsRefused
+from gatebot.core.exchange import (
+    Capabilities,
+    EventSink,
+    ExchangeError,
+    OrderState,
+    SettingsRefused,
+    known_order,
+    known_order_events,
+)
 from gatebot.core.instrument import Instrument
 from gatebot.core.intervals import interval_ms
 from gatebot.exchanges.paper.funding import FundingError, FundingOptions, FundingSchedule, load_rates
@@ -191,8 +199,15 @@ class PaperExchange:
         return changed
 
     async def submit(self, command: Submission) -> None:
+        """A resent id is answered as BingX's adapter answers it (the matching core itself refuses it with
+        101481, as BingX does): what became of that order, or IdTaken where it is another."""
         self._instrument(command.symbol)
-        self._deliver(self.core.submit(command, self._now()))
+        order = self.core.order(command.client_id)
+        if order is None:
+            self._deliver(self.core.submit(command, self._now()))
+            return
+        state = known_order(order.view(), command)
+        self._deliver(known_order_events(state, self.core.fills_of(command.client_id), self._now(), acked=False))
 
     async def cancel(self, command: CancelOrder) -> None:
         self._deliver(self.core.cancel(command.client_id, self._now()))

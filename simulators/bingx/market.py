@@ -102,6 +102,11 @@ class SymbolMarket:
     def market_time(self) -> int:
         return self.current[0] if self.current is not None else self.closed[-1][0] + self.step
 
+    @property
+    def point_time(self) -> int:
+        """The market time of the path point last played (points are a quarter candle apart)."""
+        return self.market_time + (self.stage * self.step // 4 if self.current is not None else 0)
+
     def klines(self, start: int | None, end: int | None, limit: int) -> list[Row]:
         """Candles with ``start <= open time <= end`` incl. the forming one, ascending, at most ``limit``
         (the newest ones unless only ``start`` is given)."""

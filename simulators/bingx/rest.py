@@ -36,7 +36,7 @@ REPLY_FLUSH_S = 0.5
 
 
 async def server_time(sim: BingXSimulator, p: Params) -> Any:
-    return {"serverTime": sim.now_ms()}
+    return {"serverTime": sim.sign_ms()}
 
 
 async def contracts(sim: BingXSimulator, p: Params) -> Any:
@@ -211,7 +211,7 @@ def build_app(sim: BingXSimulator) -> web.Application:
         try:
             if auth != "public":
                 check(sim.options, api_key=request.headers.get("X-BX-APIKEY"), params=params, query=raw_query,
-                      body=form, key_only=auth == "key", now_ms=sim.now_ms())
+                      body=form, key_only=auth == "key", now_ms=sim.sign_ms())
             result = await handler(sim, params)
             reply = (respond(path, result.body, result.status) if isinstance(result, Bare)
                      else respond(path, code(0, data=result)))

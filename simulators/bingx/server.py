@@ -3,7 +3,8 @@
 It owns the account (a :class:`MatchingCore`: the simulator never matches orders itself), the market
 (candles played along their path), the REST app and the stream server, and wires them: every core
 event becomes user pushes, every path tick becomes kline and mark-price pushes and a sub-candle for
-the core. Market time is simulated; wall-clock is used only for auth windows, event times and order times.
+the core. Market time is simulated; event and order times are on the market's clock (lockstep, auto) or the wall
+clock (manual), auth windows and serverTime on the clock the bot signs with (:meth:`BingXSimulator.sign_ms`).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class BingXSimulator:
                                  fee_rate=opts.fee_rate, orphan_stops=opts.switches.orphan_stops,
                                  default_leverage=opts.default_leverage, stop_slippage_bps=opts.stop_slippage_bps,
                                  funding=self.funding)
-        first_live = (self._start_ms if self._start_ms is not None else self.now_ms()) // self.step_ms * self.step_ms
+        first_live = (self._start_ms if self._start_ms is not None else self.sign_ms()) // self.step_ms * self.step_ms
         self.markets: dict[str, SymbolMarket] = {
             s: build_market(s, interval=opts.interval, first_live_ms=first_live, history_bars=opts.history_bars,
                             bars=opts.bars, source=opts.source, csv=opts.csv, seed=opts.seed,
@@ -139,7 +140,17 @@ class BingXSimulator:
         return next(iter(self.markets.values())).market_time
 
     def now_ms(self) -> int:
-        """Event, order and reply times: the shared virtual clock in lockstep, else wall time."""
+        """Event, order and reply times: the market's clock. In lockstep the shared virtual clock (the driver
+        moves it to each path point); in auto mode the time of the path point last played, since market time
+        runs ``speed`` x wall time and a wall-clock fill would sit on a candle long before the one it filled on;
+        manual: wall time (tests move the market by hand)."""
+        if self.clock is None and self.options.mode == "auto":
+            return max(m.point_time for m in self.markets.values())
+        return self.sign_ms()
+
+    def sign_ms(self) -> int:
+        """The clock the bot signs its requests with (the signature's time window, serverTime): the shared
+        virtual clock in lockstep, else wall time."""
         return self.clock.now_ms() if self.clock is not None else int(time.time() * 1000)
 
     # --- the market ----------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
+import pytest
+
 from gatebot.core import ids
 from gatebot.core.clock import LiveClock, VirtualClock
 from gatebot.core.events import (
@@ -25,11 +27,12 @@ from gatebot.core.events import (
     OrderAccepted,
     OrderCanceled,
     OrderFilled,
+    OrderRejected,
     SubmitEntry,
     SubmitStop,
     SubmitTakeProfit,
 )
-from gatebot.core.exchange import ExchangeAdapter, FundingHistory
+from gatebot.core.exchange import ExchangeAdapter, FundingHistory, IdTaken
 from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 from gatebot.exchanges.paper.funding import FundingOptions
@@ -128,6 +131,33 @@ class ExchangeContract:
             await v.adapter.submit(SubmitEntry(client_id=ENTRY, symbol=SYMBOL, side="long", qty=v.qty))
             assert v.order_count(ENTRY) == 1
             assert (await v.adapter.position(SYMBOL, "long")).qty == v.qty, "the second copy filled nothing"
+
+        self.check(body)
+
+    def test_an_order_resent_under_the_id_of_a_filled_one_delivers_its_fill_again(self) -> None:
+        """A resend after an unknown outcome (or a restart) is idempotent by client id: the venue answers with
+        what became of the order (here its fill), never a refusal that would read as "not placed"."""
+        async def body(v: Venue) -> None:
+            fill = await v.enter()
+            seen = len(v.events)
+            await v.adapter.submit(SubmitEntry(client_id=ENTRY, symbol=SYMBOL, side="long", qty=v.qty))
+            await v.until(lambda: any(isinstance(e, OrderFilled) for e in v.events[seen:]), "the fill delivered again")
+            again = v.events[seen:]
+            assert not [e for e in again if isinstance(e, OrderRejected)], again
+            fills = [(f.client_id, f.trade_id, f.qty, f.price, f.final) for f in again if isinstance(f, OrderFilled)]
+            assert fills == [(ENTRY, fill.trade_id, fill.qty, fill.price, True)]
+            assert not [e for e in again if isinstance(e, OrderAccepted)], "a filled order is not working"
+            assert v.order_count(ENTRY) == 1
+
+        self.check(body)
+
+    def test_another_order_under_a_taken_client_id_is_id_taken(self) -> None:
+        async def body(v: Venue) -> None:
+            await v.enter()
+            with pytest.raises(IdTaken, match=f"another order under {ENTRY}"):
+                await v.adapter.submit(SubmitEntry(client_id=ENTRY, symbol=SYMBOL, side="long", qty=v.qty * 2))
+            assert v.order_count(ENTRY) == 1
+            assert (await v.adapter.position(SYMBOL, "long")).qty == v.qty
 
         self.check(body)
 

@@ -505,6 +505,45 @@ def test_a_duplicate_id_of_a_dead_stop_is_never_taken_for_a_live_one(monkeypatch
     run(go())
 
 
+def test_a_duplicate_id_whose_order_cannot_be_read_is_an_unknown_outcome() -> None:
+    """A resend refused as a duplicate, and the order under the id then not readable (lost reply, busy): the
+    outcome is unknown (OrderUnknown, resolved by the engine's query later), never a bare transport error."""
+    from gatebot.core.clock import LiveClock
+    from gatebot.core.events import SubmitEntry
+    from gatebot.core.exchange import OrderUnknown
+    from gatebot.exchanges.bingx.adapter import BingXAdapter, BingXOptions
+    from gatebot.exchanges.bingx.rest import RestClient, TransportError
+
+    async def go() -> None:
+        options = SimOptions(mode="manual", history_bars=50)
+        async with BingXSimulator(options) as sim:
+            adapter = BingXAdapter(BingXOptions(rest_url=sim.rest_url, request_timeout_s=1.0), hedge_mode=False,
+                                   clock=LiveClock())
+            adapter.rest = RestClient(adapter.rest_url, options.api_key, options.secret, clock=adapter.clock)
+            await adapter.rest.start()
+            events: list[Any] = []
+            adapter._sink = events.append
+            try:
+                entry = SubmitEntry(client_id="c-1-e1", symbol=SYMBOL, side="long", qty=Decimal("0.01"))
+                await adapter.submit(entry)
+                events.clear()
+                queried: list[str] = []
+
+                async def lost(symbol: str, client_id: str) -> None:
+                    queried.append(client_id)
+                    raise TransportError("the query's reply was lost")
+
+                adapter.query_order = lost  # type: ignore[method-assign]
+                with pytest.raises(OrderUnknown, match=r"c-1-e1.*the query's reply was lost"):
+                    await adapter.submit(entry)
+                assert queried == ["c-1-e1"], "the duplicate was asked about"
+                assert events == [] and sim.account_view().order_count("c-1-e1") == 1
+            finally:
+                await adapter.rest.close()
+
+    run(go())
+
+
 def test_an_entry_fill_push_the_codec_refuses_is_found_over_rest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     """The entry's fill push arrives in a shape the codec refuses: the push is counted and logged with its raw

@@ -96,6 +96,10 @@ def test_small_gaps_and_repeated_rows_are_counted_in_the_output_and_the_journal(
         journal.close()
     assert {k: meta[k] for k in ("candles", "gaps", "missing", "longest", "duplicates")} == \
         {"candles": 196, "gaps": 2, "missing": 4, "longest": 3, "duplicates": 3}
+    assert main(["report", str(tmp_path / "state"), "--no-png"]) == 0
+    assert line in capsys.readouterr().out.splitlines(), "the report shows the data's quality as the replay did"
+    (report,) = json.loads((tmp_path / "state" / "report.json").read_bytes())["instances"]
+    assert report["candle_file"] == meta
 
 
 def test_a_repeated_time_with_other_values_and_an_off_grid_candle_are_refused(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from gatebot.core.events import (
     SubmitEntry,
     SubmitStop,
 )
-from gatebot.core.exchange import ExchangeError
+from gatebot.core.exchange import ExchangeError, IdTaken
 from gatebot.core.instrument import Instrument
 from gatebot.exchanges.paper.exchange import PaperExchange, PaperOptions
 from gatebot.exchanges.paper.matching import FIRST_ORDER_ID, Account, MatchingCore
@@ -664,6 +664,30 @@ def test_close_by_hand_closes_the_whole_position() -> None:
     assert core.close_by_hand(SYM, "long", 5) == []
 
 
+# --- the paper exchange: a resent client id -----------------------------------------------------
+
+
+def test_a_resent_working_stop_is_reported_working_and_an_id_taken_on_another_symbol_is_id_taken() -> None:
+    async def go() -> None:
+        got, sink = _collecting()
+        ex = PaperExchange(PaperOptions())
+        await ex.start(sink)  # type: ignore[arg-type]
+        await ex.configure(SYM, 4, False)
+        ex.on_candle(candle(0, 100.0, 100.0, 100.0, 100.0))
+        await ex.submit(SubmitEntry(client_id="e", symbol=SYM, side="long", qty=D(1)))
+        stop = SubmitStop(client_id="s", symbol=SYM, side="long", qty=D(1), stop_price=D(95))
+        await ex.submit(stop)
+        got.clear()
+        await ex.submit(stop)  # a resend: it is working (accepted), nothing filled, one order under the id
+        assert kinds(got) == [OrderAccepted] and got[0].client_id == "s" and ex.order_count("s") == 1
+        with pytest.raises(IdTaken, match=r"another order under e \(BTC-USDT entry long 1, filled; this one is "
+                                          r"ETH-USDT entry long 1\)"):
+            await ex.submit(SubmitEntry(client_id="e", symbol="ETH-USDT", side="long", qty=D(1)))
+        assert (await ex.position("ETH-USDT", "long")).qty == 0
+
+    asyncio.run(go())
+
+
 # --- the paper exchange: persistence -----------------------------------------------------------
 
 
@@ -709,9 +733,9 @@ def test_paper_exchange_state_survives_a_restart(tmp_path: Path) -> None:
         assert (await ex.query_order(SYM, "e")).status == "filled"  # type: ignore[union-attr]
         assert ex.market_time(SYM) == 1_000_000
         assert ex.market_time("ETH-USDT") is None
-        # the order id sequence continues and client ids stay taken
+        # the order id sequence continues and client ids stay taken: a resend is answered with its fill
         await ex.submit(SubmitEntry(client_id="e", symbol=SYM, side="long", qty=D("0.5")))
-        assert isinstance(got[-1], OrderRejected) and got[-1].code == 101481
+        assert got[-1] == events[1] and ex.order_count("e") == 1
         await ex.submit(SubmitEntry(client_id="e2", symbol=SYM, side="long", qty=D("0.1")))
         [e2] = [e for e in got if isinstance(e, OrderAccepted) and e.client_id == "e2"]
         assert e2.order_id == events[2].order_id + 1

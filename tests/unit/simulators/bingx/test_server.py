@@ -4,6 +4,8 @@ their own beside this one; the client they share is clients.py."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gatebot.exchanges.bingx import constants as C
@@ -14,6 +16,30 @@ from tests.unit.simulators.bingx.clients import SL, Client, D, entry, run, user_
 
 
 # --- trading -------------------------------------------------------------------------------------
+
+
+def test_auto_mode_times_fills_and_pushes_on_the_market_clock_and_signs_on_the_wall_clock() -> None:
+    """Auto mode plays market time at ``speed`` x wall time: an order's fill (and its push) carries the time of
+    the candle it filled on, as in lockstep, so that a chart puts its marker there; signatures and serverTime
+    stay on the wall clock the bot signs with."""
+    import time
+
+    async def body(sim: BingXSimulator, c: Client) -> None:
+        user = await user_stream(sim, c)
+        start = sim.market_time_ms
+        while sim.market_time_ms < start + 4 * 300_000:  # the market runs ahead of the wall clock (3000x)
+            await asyncio.sleep(0.01)
+        await c.ok("POST", SL, **entry(cid="m-1"))  # signed with wall time: accepted
+        (fill,) = sim.core.fills_of("m-1")
+        candle = sim.market_time_ms  # the candle it filled on (the market cannot pass a whole candle meanwhile)
+        assert candle - 300_000 <= fill.ts < candle + 300_000, (fill.ts, candle)
+        await user.wait(lambda m: any(x.get("e") == "ORDER_TRADE_UPDATE" and x["o"]["X"] == "FILLED" for x in m))
+        (push,) = [u for u in user.of("ORDER_TRADE_UPDATE") if u["o"]["X"] == "FILLED"]
+        assert push["o"]["T"] == fill.ts
+        server = (await c.call("GET", C.SERVER_TIME))["data"]["serverTime"]
+        assert abs(server - time.time() * 1000) < 60_000, "serverTime is the wall clock's"
+
+    run(lambda: with_sim(SimOptions(history_bars=5, mode="auto", speed=3000), body))
 
 
 # --- faults --------------------------------------------------------------------------------------
