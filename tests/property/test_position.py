@@ -21,13 +21,14 @@ _events = st.sampled_from(TRIGGERS)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_events, max_size=30), st.booleans())
+@given(st.lists(_events, max_size=30), st.booleans(), st.booleans())
 def test_random_trigger_sequences_never_leave_a_filled_position_without_a_stop_or_an_exit(
-        triggers: list[str], attached: bool) -> None:
-    """Property: a refused trigger changes nothing, and whenever the position is `protected` some stop
-    is live or on its way."""
-    pos = Position("a", "BTC-USDT", Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"), attached_stop=attached),
-                   record_for("flat"))
+        triggers: list[str], attached: bool, take_profit: bool) -> None:
+    """Property: a refused trigger changes nothing, whenever the position is `protected` some stop is live or on
+    its way, and a take-profit never covers more than the open quantity."""
+    protection = Protection(instrument=INSTRUMENT, price_sl_pct=D("0.01"), attached_stop=attached,
+                            price_tp_pct=D("0.01") if take_profit else None)
+    pos = Position("a", "BTC-USDT", protection, record_for("flat"))
     for trigger in triggers:
         before = (pos.state, pos.rec.seq)
         row = Row(pos.state, trigger, pos.state, "")
@@ -36,7 +37,7 @@ def test_random_trigger_sequences_never_leave_a_filled_position_without_a_stop_o
             kw["client_id"] = pos.rec.pending_stop_id or pos.rec.stop_id or "a-x-s9"
         if "fill" in kw:
             f: OrderFilled = kw["fill"]
-            role = {"entry_filled": "e1", "stop_filled": "s1", "close_filled": "x1"}[trigger]
+            role = {"entry_filled": "e1", "stop_filled": "s1", "close_filled": "x1", "tp_filled": "t1"}[trigger]
             kw["fill"] = OrderFilled(client_id=f"a-{pos.rec.seq}-{role}", trade_id=f"{len(triggers)}",
                                      qty=f.qty, price=f.price, cum_qty=f.cum_qty, final=True)
         try:
@@ -47,4 +48,6 @@ def test_random_trigger_sequences_never_leave_a_filled_position_without_a_stop_o
         assert pos.state in STATES
         if pos.state == "protected":
             assert pos.rec.stop_id or pos.rec.pending_stop_id
+        if pos.rec.tp_id is not None:
+            assert take_profit and pos.rec.tp_qty <= pos.rec.open_qty
     pos.release()
