@@ -681,8 +681,9 @@ class Engine:
             self._protect_deadline = None
         elif r.entry_complete and r.filled_qty > 0 and self._protect_deadline is None:
             # However the position came to wait for its stop (a last fill, the rest of the entry ended by the
-            # exchange, a position adopted): the protection timeout counts from here.
-            self._arm_protection(mono)
+            # exchange, a position adopted): the protection timeout counts from here, the time journaled with it
+            # (the commit's own time included: the gauge of unprotected seconds agrees with the journal).
+            self._arm_protection(mono - max(0, self.clock.now_ms() - ts))
         if pos.state in EXITED:
             if not pos.rec.working:
                 commands = [*commands, *self.settle()]

@@ -18,6 +18,7 @@ nothing beyond "at least one non-zero sample" (so that the bound could be broken
 from __future__ import annotations
 
 import socket
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -29,7 +30,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gatebot.core.journal import Journal
+from gatebot.core.journal import Journal, JournalError
 from tests.chaos.driver import INSTANCE, Chaos
 from tests.chaos.simthread import wait_for
 
@@ -42,15 +43,21 @@ PER_POINT = 3
 RANDOM_KILLS = 3
 OVERDUE_SHARE = 0.4
 """Of the kills that leave a filled entry without its stop: how many restart only once it waited past the timeout."""
+SLACK_S = 0.005
+"""The gauge against the journal: milliseconds rounded on both sides (the journal's ts, the clock readings)."""
 
 
 class Scraper(threading.Thread):
     """Scrapes ``/metrics`` back to back and keeps every ``gatebot_unprotected_seconds`` sample with the phase
     of the bot's cycle it was taken in (``recovering``: started, not yet journaled reconciled)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, journal: Path) -> None:
         super().__init__(daemon=True, name="scraper")
         self.url = url
+        self.journal = journal
+        self.truth_checked = 0
+        self.untrue: list[str] = []
+        """Samples that did not say what the journal says (read just before and just after, unchanged)."""
         self.phase = "down"
         self.samples: list[tuple[str, float, float]] = []
         """(phase, unprotected seconds, protection timeout seconds)"""
@@ -61,6 +68,8 @@ class Scraper(threading.Thread):
         request = urllib.request.Request(self.url, headers={"Authorization": f"Bearer {TOKEN}"})
         while not self._done.is_set():
             phase = self.phase
+            before = _journal_state(self.journal)
+            t_before_ms = time.time() * 1000
             try:
                 with urllib.request.urlopen(request, timeout=5) as r:
                     text = r.read().decode()
@@ -68,15 +77,28 @@ class Scraper(threading.Thread):
                 self.refused += 1  # the bot is down or not serving yet
                 self._done.wait(0.005)
                 continue
+            t_after_ms = time.time() * 1000
+            after = _journal_state(self.journal)
             values: dict[str, float] = {}
             for family in text_string_to_metric_families(text):
                 for s in family.samples:
                     if s.labels.get("instance") == INSTANCE and s.name in ("gatebot_unprotected_seconds",
                                                                            "gatebot_protection_timeout_seconds"):
                         values[s.name] = s.value
-            if "gatebot_unprotected_seconds" in values:
-                self.samples.append((phase, values["gatebot_unprotected_seconds"],
-                                     values["gatebot_protection_timeout_seconds"]))
+            if "gatebot_unprotected_seconds" not in values:
+                continue  # no engine yet (the instance is building): nothing is reported
+            value = values["gatebot_unprotected_seconds"]
+            self.samples.append((phase, value, values["gatebot_protection_timeout_seconds"]))
+            if before is not None and before == after:
+                # The journal did not move around the scrape: the gauge says what it says. A filled entry
+                # waiting for its stop has waited since its journaled fill (the bot's clock is this machine's
+                # wall clock; ms rounding on both sides), anything else reads 0.
+                self.truth_checked += 1
+                since_ms = before[1]
+                low, high = (0.0, 0.0) if since_ms is None else \
+                    ((t_before_ms - since_ms) / 1000 - SLACK_S, (t_after_ms - since_ms) / 1000 + SLACK_S)
+                if not low <= value <= high:
+                    self.untrue.append(f"{phase}: {value} s, the journal says {max(0.0, low):.3f}..{high:.3f} s")
 
     def stop(self) -> None:
         self._done.set()
@@ -116,16 +138,34 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _journal_state(path: Path) -> tuple[list[int], int | None] | None:
+    """(the journal's high-water marks, since when its filled entry waits for a stop or None); None: unreadable."""
+    try:
+        journal = Journal(path, readonly=True)
+    except JournalError:
+        return None
+    try:
+        return journal.high_water(), _waiting_since(journal)
+    except sqlite3.Error:
+        return None
+    finally:
+        journal.close()
+
+
+def _waiting_since(journal: Journal) -> int | None:
+    rec = journal.fold()
+    if rec is None or rec.state != "entering" or not rec.entry_complete or rec.filled_qty <= 0:
+        return None
+    return journal.filled_at(rec.seq)
+
+
 def _waiting_since_ms(path: Path) -> int | None:
     """When the journal's position took the fill it still waits for its stop with (None: nothing waits)."""
     if not path.exists():
         return None
     journal = Journal(path, readonly=True)
     try:
-        rec = journal.fold()
-        if rec is None or rec.state != "entering" or not rec.entry_complete or rec.filled_qty <= 0:
-            return None
-        return journal.filled_at(rec.seq)
+        return _waiting_since(journal)
     finally:
         journal.close()
 
@@ -134,7 +174,7 @@ def _waiting_since_ms(path: Path) -> int | None:
 def _running(chaos: ScrapedChaos, url: str) -> Iterator[Scraper]:
     (chaos.workdir / "logs").mkdir(parents=True, exist_ok=True)
     chaos.sim.start()
-    chaos.scraper = Scraper(url)
+    chaos.scraper = Scraper(url, chaos.journal)
     chaos.scraper.start()
     try:
         yield chaos.scraper
@@ -189,12 +229,14 @@ def test_unprotected_seconds_never_exceeds_the_protection_timeout_across_kills(
           f"kills leaving a filled entry without its stop {waiting_kills}, restarted overdue {overdue_restarts}, "
           f"closed at start as overdue {closed}; samples {len(samples)} {by_phase}, refused {scraper.refused}; "
           f"non-zero {len(nonzero)} {nonzero_by_phase}, max {max((v for _, v in nonzero), default=0):.3f} s "
-          f"(timeout {TIMEOUT_S:g} s); above the timeout {len(above)}")
+          f"(timeout {TIMEOUT_S:g} s); above the timeout {len(above)}; checked against the journal "
+          f"{scraper.truth_checked}, untrue {len(scraper.untrue)}")
     assert chaos.result.violations == [], chaos.result.violations[:5]
     assert chaos.result.unexpected_exits == [], chaos.result.unexpected_exits[:3]
     assert all(chaos.result.point_kills[p] == PER_POINT for p in POINTS), chaos.result.point_kills
     assert {t for _, _, t in samples} == {TIMEOUT_S}  # the gauge beside it says which timeout the bot runs with
     assert above == [], above[:10]
+    assert scraper.untrue == [], scraper.untrue[:10]
     assert nonzero, "no sample saw an unprotected position: the bound was never put to the test"
 
 
