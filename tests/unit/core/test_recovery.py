@@ -347,6 +347,51 @@ def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_witho
     assert ("entering", "protection_timeout", "exiting") in bench.transitions()
 
 
+def test_a_restart_counts_the_wait_for_the_stop_from_the_journaled_fill_and_closes_one_waiting_too_long(
+        tmp_path: Path) -> None:
+    """A filled entry without its stop reports, from the moment a restarted engine exists (during its recovery),
+    the time since its journaled fill, the time the process was dead included; one that has waited longer than
+    the protection timeout is closed before recovery, so no restart reports a wait above the timeout."""
+    seen: list[tuple[str, int | None]] = []
+    """(state, ms unprotected) as the engine stood at each of recovery's order queries"""
+    bench: Bench
+
+    class LosingStops(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if not isinstance(command, SubmitStop):
+                await super().submit(command)
+
+        async def query_order(self, symbol: str, client_id: str) -> Any:
+            since = bench.engine.unprotected_since_ms
+            seen.append((bench.engine.pos.state, None if since is None else bench.clock.monotonic_ms() - since))
+            return None if "-s" in client_id else await super().query_order(symbol, client_id)
+
+    async def go() -> None:
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering" and bench.engine.pos.rec.entry_complete
+        filled_at = bench.clock.now_ms()
+        assert bench.engine.unprotected_since_ms == bench.clock.monotonic_ms()
+        bench.engine.close()  # down 30 s, then a restart
+        bench.clock.advance_to(filled_at + 30_000)
+        seen.clear()
+        await bench.start()
+        assert seen and set(seen) == {("entering", 30_000)}  # during recovery too
+        assert bench.engine.pos.state == "entering"
+        assert bench.clock.monotonic_ms() - bench.engine.unprotected_since_ms == 30_000
+        bench.engine.close()  # down past the timeout
+        bench.clock.advance_to(filled_at + 61_000)
+        seen.clear()
+        await bench.start()
+        assert seen and seen[0] == ("exiting", None)  # closing before recovery's first query
+        assert bench.engine.pos.state == "flat"
+        assert bench.engine.unprotected_since_ms is None
+
+    bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(exact()), timeout_ms=60_000)
+    run(go())
+    assert bench.transitions().count(("entering", "protection_timeout", "exiting")) == 1
+
+
 def test_a_restart_finds_the_filled_entry_s_attached_stop_missing_and_places_a_new_one(tmp_path: Path) -> None:
     """Attached stops: the entry filled and its fill was journaled, but its stop never reached the exchange
     (or was removed before its confirmation). A restart must place a new stop, as it does when the crash
