@@ -252,6 +252,10 @@ class Engine:
             for round_ in range(1, RECOVERY_ROUNDS + 1):
                 self._reconcile = False
                 self._unknown.clear()
+                # Decisions wait for recovery, the protection timeout does not: a stop still not confirmed when
+                # the deadline passes between rounds is given up for a close, which this round sends (as it
+                # sends any command committed and never received).
+                self._protection_timed_out("stop not confirmed in time (during recovery)")
                 try:
                     resolved += await recovery_shell.recover(self)
                 except ExchangeError as exc:
@@ -614,12 +618,17 @@ class Engine:
                     log.warning("%s: entry %s has no fill report after %.1f s; asking the exchange", self.name,
                                 self.pos.entry_id, self.fill_timeout_ms / 1000)
                 self._reconcile = True  # recovery queries the entry by its id and books what filled
+        await self.execute(self._protection_timed_out("stop not confirmed in time"))
+
+    def _protection_timed_out(self, reason: str) -> list[AnyCommand]:
+        """A filled entry whose protection deadline passed is closed: the commands (journaled), none before it."""
         deadline = self._protect_deadline
-        if deadline is None or now < deadline:
-            return
+        if deadline is None or self.clock.monotonic_ms() < deadline:
+            return []
         self._protect_deadline = None
         if self.pos.state == "entering" and self.pos.rec.entry_complete:
-            await self.execute(self.fire("protection_timeout", reason="stop not confirmed in time"))
+            return self.fire("protection_timeout", reason=reason)
+        return []
 
     def _arm_fill_deadline(self, ts: int) -> None:
         """An entry in flight gets a deadline for its fill report; anything else none."""

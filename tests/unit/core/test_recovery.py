@@ -181,6 +181,34 @@ def test_a_transient_error_during_recovery_is_retried_instead_of_failing_the_ins
     assert row["rounds"] == 3 and row["intents"] >= 1 and row["state"] == "protected"
 
 
+def test_a_protection_deadline_that_passes_during_recovery_closes_the_position_without_waiting_for_it(
+        tmp_path: Path) -> None:
+    """Decisions wait for recovery to end; the protection timeout must not. Here every stop is lost on the way
+    (no definite answer): recovery backs off round after round (about 5 s in all) while the filled entry waits.
+    Held with the decisions, the timeout would have fired only after recovery gave up; it closes the position
+    at the first round after its deadline."""
+
+    async def go() -> Bench:
+        ex = _Flaky()
+        ex.lost_stops = 1_000
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=ex, timeout_ms=2_000)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering" and bench.engine.pos.rec.entry_complete
+        filled_at = bench.clock.now_ms()
+        bench.engine.close()
+        row = await _restart(bench)
+        assert bench.engine.pos.state == "flat" and row["state"] == "flat"
+        closed_at = bench.journal.conn.execute(
+            "SELECT ts FROM transitions WHERE trigger = 'protection_timeout'").fetchone()[0]
+        assert 2_000 <= closed_at - filled_at < 2_000 + 2_000  # at most one backoff (2 s) after the deadline
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+
+
 def test_reconciled_is_journaled_only_once_a_command_recovery_sent_has_a_definite_outcome(tmp_path: Path) -> None:
     """Chaos suite on a loaded machine: the driver took the market subscription for the end of recovery and
     judged the invariants on a clock (I4/I5 failed: the close was booked 5.1 s later). The bot now journals
@@ -390,6 +418,39 @@ def test_a_restart_counts_the_wait_for_the_stop_from_the_journaled_fill_and_clos
     bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(exact()), timeout_ms=60_000)
     run(go())
     assert bench.transitions().count(("entering", "protection_timeout", "exiting")) == 1
+
+
+def test_a_restart_past_the_timeout_cancels_a_stop_that_reached_the_exchange_unheard_of(tmp_path: Path) -> None:
+    """Chaos (kill at stop_sent, restarted past the protection timeout): the stop had reached the exchange but
+    its answer was never handled; the restart closed the position as overdue and forgot the stop, which stayed
+    working with the position flat. A stop not confirmed in time is now canceled, not forgotten."""
+
+    class Crash(Exception):
+        pass
+
+    class CrashAfterStop(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            await super().submit(command)
+            if isinstance(command, SubmitStop):
+                raise Crash  # the process dies with the stop on the exchange, its answer unhandled
+
+    async def go() -> Bench:
+        ex = CrashAfterStop(exact())
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=ex, timeout_ms=2_000)
+        await bench.start()
+        with pytest.raises(Crash):
+            await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering" and [o.client_id for o in await ex.open_orders(SYMBOL)]
+        bench.engine.close()
+        bench.clock.advance_to(bench.clock.now_ms() + 3_000)
+        await bench.start()
+        assert bench.engine.pos.state == "flat"
+        assert await ex.open_orders(SYMBOL) == []
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
 
 
 def test_a_restart_finds_the_filled_entry_s_attached_stop_missing_and_places_a_new_one(tmp_path: Path) -> None:
