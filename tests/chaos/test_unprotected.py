@@ -11,8 +11,10 @@ The bot runs as a child process (tests/chaos/driver.py) with its API on loopback
 ``/metrics`` back to back from the first start to the last kill, so samples fall right after each restart, during
 its recovery (before the bot journals that it reconciled) and after. Crash points fill_journaled,
 stop_intent_committed and stop_sent, plus random kills; after some kills the restart waits until the journaled
-fill is older than the timeout (the overdue path). Each sample is checked on its own; their number decides
-nothing beyond "at least one non-zero sample" (so that the bound could be broken).
+fill is older than the timeout (the overdue path). Each sample is checked on its own: against the timeout, and,
+when the journal read just before and just after it did not move, against the journal's own answer (the time
+since the journaled fill of an entry waiting for its stop, else 0). Their number decides nothing beyond "at
+least one non-zero sample" (so that the bound could be broken).
 """
 
 from __future__ import annotations
