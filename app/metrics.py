@@ -164,7 +164,8 @@ class _Collector(Collector):
             "fees": _family("gatebot_fees", "Fees of every fill (quote currency)"),
             "funding": _family("gatebot_funding", "Funding paid, positive = paid (quote currency)"),
             "unprotected": _family("gatebot_unprotected_seconds", "How long a filled entry has been "
-                                   "waiting for its stop (0: protected or flat)"),
+                                   "waiting for its stop, since its fill as journaled (a restart does not reset "
+                                   "it; 0: protected, flat or being closed)"),
             "timeout": _family("gatebot_protection_timeout_seconds", "The configured protection timeout"),
             "market": _family("gatebot_seconds_since_market_event", "Since the last market-stream frame"),
             "user": _family("gatebot_seconds_since_user_event", "Since the last user-stream frame"),

@@ -184,7 +184,7 @@ class Instance:
         """Hand a candle to the running engine; a long enough healthy run forgives earlier failures."""
         assert self.engine is not None
         self.check_resumed()
-        if self.cfg.risk is not None:
+        if self.runner.risk.active:
             self.runner.risk.tick(self.cfg.name)  # a guard's pause may end at a new UTC day
         if self.failures and candle.open_time >= self.down_until_bar + HEALTHY_CANDLES * interval_ms(self.cfg.interval):
             self.failures = 0
@@ -327,7 +327,7 @@ class Runner:
         self.plugins = plugins
         self.risk = RiskGuards(self)
         """The instances' risk guards (app/risk_guard.py), on the risk and transition hooks when any has one."""
-        if self.risk.risk and hasattr(plugins, "pm"):
+        if self.risk.active and hasattr(plugins, "pm"):
             plugins.pm.register(self.risk, name=f"gatebot.risk_guard.{id(self)}")
         self.notifier: Notifier | None = None
         """Notifications (app/notify.py): made at start when GATEBOT_NOTIFY_URLS (or its file) names targets."""

@@ -81,17 +81,6 @@ class MarketConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     smaller gaps (and exactly repeated rows, dropped) are counted in the replay's output and journal meta."""
 
 
-class ExchangeConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    type: str
-    hedge_mode: bool = False
-    options: Any = {}
-    """Validated by the exchange plugin's ``Options`` Struct; holds an instance of it after loading."""
-    market: str | None = None
-    """A paper account only: the account (another exchange of this config, e.g. BingX) whose public market
-    stream and klines feed it, paper trading on the live market. That account needs no credentials when no
-    instance trades on it (its market alone is used)."""
-
-
 class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
     leveraged_sl_pct: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.04
     """Loss at the stop as a share of margin: the stop sits ``leveraged_sl_pct / leverage`` from the fill."""
@@ -118,9 +107,9 @@ class ProtectionConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class RiskConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The built-in risk guards of one instance (app/risk_guard.py): a guard that trips pauses new entries (the
-    ``reducing`` trading state, as ``gatebot pause``); stops and exits go on. Each limit is off when absent.
-    Counted on closed positions (net of fees and funding), from the journal, since the last resume."""
+    """The built-in risk guards of one instance or one account (app/risk_guard.py): a guard that trips pauses new
+    entries (the ``reducing`` trading state, as ``gatebot pause``); stops and exits go on. Each limit is off when
+    absent. Counted on closed positions (net of fees and funding), from the journal, since the last resume."""
 
     max_daily_loss_pct: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
     """Net loss of the positions closed this UTC day, in % of the equity at the day's start."""
@@ -131,6 +120,20 @@ class RiskConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True)
     """Entries this UTC day: the one that reaches it is the last."""
     resume: Literal["next_utc_day", "operator"] = "operator"
     """How a tripped guard's pause ends: ``gatebot resume`` only, or also at the next UTC day (the bot's clock)."""
+
+
+class ExchangeConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: str
+    hedge_mode: bool = False
+    options: Any = {}
+    """Validated by the exchange plugin's ``Options`` Struct; holds an instance of it after loading."""
+    market: str | None = None
+    """A paper account only: the account (another exchange of this config, e.g. BingX) whose public market
+    stream and klines feed it, paper trading on the live market. That account needs no credentials when no
+    instance trades on it (its market alone is used)."""
+    risk: RiskConfig | None = None
+    """The account's risk guards (app/risk_guard.py): counted on the positions of every instance on this
+    account together; a trip pauses the entries of them all."""
 
 
 class InstanceConfig(_Strict, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -207,6 +210,9 @@ def config_hash(config: Config) -> str:
     fields = msgspec.to_builtins(config)
     fields.pop("api", None)
     fields.pop("notify", None)  # like [api]: how the owner is told says nothing about how the bot trades
+    for account in fields["exchanges"].values():
+        if account.get("risk") is None:  # as for an instance's, below
+            account.pop("risk", None)
     for inst in fields["instances"]:
         if inst.get("risk") is None:  # configs written before the risk guards hash as they did
             inst.pop("risk", None)

@@ -110,6 +110,7 @@ class Engine:
         self._unknown: set[str] = set()
         self._protect_deadline: int | None = None
         """Deadlines are on the clock's monotonic reading: a wall clock stepped back must not delay them."""
+        self._deadline_wake: asyncio.TimerHandle | None = None
         self._fill_deadline: int | None = None
         """When an entry sent and not reported complete is asked about (its fill push may be lost)."""
         self._fill_asked: str | None = None
@@ -157,17 +158,49 @@ class Engine:
     async def start(self) -> None:
         """Crash-only start: fold the journal (done in __init__), reconcile with the exchange, trade."""
         self.status = "recovering"
+        self._resume_protection()
         await self.reconcile()
-        r = self.pos.rec
-        if self.pos.state == "entering" and r.entry_complete and self._protect_deadline is None:
-            # A filled entry still waiting for its stop: the protection timeout counts from when the journal
-            # last moved it, not from this start (a crash or an instance restart must not buy it more time).
-            left_ms = self.journal.moved_at(r.seq) + self.protection_timeout_ms - self.clock.now_ms()
-            self._protect_deadline = self.clock.monotonic_ms() + min(max(0, left_ms), self.protection_timeout_ms)
         self._arm_fill_deadline(self.clock.monotonic_ms())
         self.status = "running"
 
+    def _resume_protection(self) -> None:
+        """A filled entry still waiting for its stop, found in the journal: it has been unprotected since its
+        fill as journaled, not since this start (a crash or an instance restart must not buy it more time, and
+        ``unprotected_since_ms`` reports the truth, the time this process was dead included). One already
+        waiting longer than the protection timeout is closed at once, before recovery (which sends the close,
+        cancels a stop that may have been sent, and books what happened meanwhile): the timeout bounds the
+        time a position waits for its stop across restarts too, not only within one process."""
+        r = self.pos.rec
+        if self.pos.state != "entering" or not r.entry_complete or r.filled_qty <= 0:
+            return
+        waited_ms = max(0, self.clock.now_ms() - self.journal.filled_at(r.seq))
+        if waited_ms >= self.protection_timeout_ms:
+            log.warning("%s: a filled entry has waited %.1f s for its stop (protection timeout %.1f s): "
+                        "closing it", self.name, waited_ms / 1000, self.protection_timeout_ms / 1000)
+            self.fire("protection_timeout", reason="stop not confirmed in time (across a restart)")
+        else:
+            self._arm_protection(self.clock.monotonic_ms() - waited_ms)
+
+    def _arm_protection(self, since_mono_ms: int) -> None:
+        """The protection deadline of a filled entry unprotected since ``since_mono_ms``; live, a wake-up is
+        set for it, so that the timeout is acted on at its time, not at the next heartbeat (1 s later)."""
+        self._protect_deadline = since_mono_ms + self.protection_timeout_ms
+        if self._deadline_wake is not None:
+            self._deadline_wake.cancel()
+            self._deadline_wake = None
+        if not self.clock.advances_alone:
+            return  # a replay's clock moves with its events: the Timer events of the feed are its heartbeat
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        delay_s = max(0, self._protect_deadline - self.clock.monotonic_ms()) / 1000
+        self._deadline_wake = loop.call_later(
+            delay_s, lambda: self.post(Timer(ts=self.clock.now_ms(), name="protection_deadline")))
+
     def close(self) -> None:
+        if self._deadline_wake is not None:
+            self._deadline_wake.cancel()
         self.pos.release()
 
     # --- event intake ----------------------------------------------------------------------
@@ -219,6 +252,10 @@ class Engine:
             for round_ in range(1, RECOVERY_ROUNDS + 1):
                 self._reconcile = False
                 self._unknown.clear()
+                # Decisions wait for recovery, the protection timeout does not: a stop still not confirmed when
+                # the deadline passes between rounds is given up for a close, which this round sends (as it
+                # sends any command committed and never received).
+                self._protection_timed_out("stop not confirmed in time (during recovery)")
                 try:
                     resolved += await recovery_shell.recover(self)
                 except ExchangeError as exc:
@@ -581,12 +618,17 @@ class Engine:
                     log.warning("%s: entry %s has no fill report after %.1f s; asking the exchange", self.name,
                                 self.pos.entry_id, self.fill_timeout_ms / 1000)
                 self._reconcile = True  # recovery queries the entry by its id and books what filled
+        await self.execute(self._protection_timed_out("stop not confirmed in time"))
+
+    def _protection_timed_out(self, reason: str) -> list[AnyCommand]:
+        """A filled entry whose protection deadline passed is closed: the commands (journaled), none before it."""
         deadline = self._protect_deadline
-        if deadline is None or now < deadline:
-            return
+        if deadline is None or self.clock.monotonic_ms() < deadline:
+            return []
         self._protect_deadline = None
         if self.pos.state == "entering" and self.pos.rec.entry_complete:
-            await self.execute(self.fire("protection_timeout", reason="stop not confirmed in time"))
+            return self.fire("protection_timeout", reason=reason)
+        return []
 
     def _arm_fill_deadline(self, ts: int) -> None:
         """An entry in flight gets a deadline for its fill report; anything else none."""
@@ -648,8 +690,9 @@ class Engine:
             self._protect_deadline = None
         elif r.entry_complete and r.filled_qty > 0 and self._protect_deadline is None:
             # However the position came to wait for its stop (a last fill, the rest of the entry ended by the
-            # exchange, a position adopted): the protection timeout counts from here.
-            self._protect_deadline = mono + self.protection_timeout_ms
+            # exchange, a position adopted): the protection timeout counts from here, the time journaled with it
+            # (the commit's own time included: the gauge of unprotected seconds agrees with the journal).
+            self._arm_protection(mono - max(0, self.clock.now_ms() - ts))
         if pos.state in EXITED:
             if not pos.rec.working:
                 commands = [*commands, *self.settle()]

@@ -657,6 +657,14 @@ class Journal:
         (ts,) = self.conn.execute("SELECT max(ts) FROM transitions WHERE position = ?", (position,)).fetchone()
         return int(ts or 0)
 
+    def filled_at(self, position: int) -> int:
+        """When ``position``'s entry last took a fill or was ended by the exchange (ms on the bot's clock): since
+        then a position that has no confirmed stop is unprotected. Its last move if neither was journaled (a
+        position adopted)."""
+        (ts,) = self.conn.execute("SELECT max(ts) FROM transitions WHERE position = ? AND trigger IN (?, ?)",
+                                  (position, "entry_filled", "entry_completed")).fetchone()
+        return int(ts) if ts is not None else self.moved_at(position)
+
     def high_water(self) -> list[int]:
         """The last row of each append-only table (transitions, rejections, intents, fills): equal values at
         two moments mean the journal did not move in between."""

@@ -73,8 +73,9 @@ TABLE: tuple[Row, ...] = (
         why="an attached stop went live before the last entry fill reached us"),
     Row("entering", "stop_rejected", "exiting", "close_unprotected",
         why="a position without a stop is closed at market, never left naked"),
-    Row("entering", "protection_timeout", "exiting", "close_unprotected",
-        why="the stop was not confirmed within protection_timeout"),
+    Row("entering", "protection_timeout", "exiting", "close_unconfirmed",
+        why="the stop was not confirmed within protection_timeout: canceled (it may be live, its answer lost) "
+            "and the position closed at market"),
     Row("entering", "stop_canceled", "entering", "resubmit_stop",
         why="someone removed the stop before it was confirmed: place a new one"),
     Row("entering", "stop_filled", "exited_sl", "book_exit_fill", when=("closes_position",),
@@ -532,6 +533,15 @@ class Position:
         self._drop(r.pending_stop_id)
         r.pending_stop_id = r.pending_stop_price = None
         r.note = ev.kwargs.get("reason", "")
+
+    def close_unconfirmed(self, ev: EventData) -> None:
+        """Unlike a refused stop, one not confirmed in time may be on the exchange (its answer lost, or a crash
+        before it was handled): canceled, not forgotten, so that no stop outlives the position."""
+        r = self.rec
+        self._cancel(r.pending_stop_id)
+        r.pending_stop_id = r.pending_stop_price = None
+        r.note = ev.kwargs.get("reason", "")
+        self._submit_close("unprotected")
 
     def close_unprotected(self, ev: EventData) -> None:
         r = self.rec

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -115,15 +116,41 @@ def test_a_hanging_receiver_does_not_hold_the_engine_back(tmp_path: Path, monkey
             async with bot(tmp_path, monkeypatch) as s:
                 await s.candles_until(lambda: s.state == "protected", "a protected position")
                 await until(lambda: hook.started >= 1, "the entry's notification to be on its way", timeout=15)
+                hung_at = time.monotonic()
+                before = decisions(s)
                 # The engine goes on (the exit, the next entry) while the receiver still holds the first message.
                 await s.candles_until(lambda: s.state == "flat", "the exit")
                 await s.candles_until(lambda: s.state == "protected", "the next entry")
                 assert hook.messages == [], "nothing was answered yet: the engine did not wait for it"
                 triggers = [t[1] for t in s.transitions()]
                 assert triggers.count("enter") == 2 and "exit_signal" in triggers and "settled" in triggers
+                # Trading on until the receiver has hung 10 s: the decision-latency figures meanwhile. An engine
+                # that waited for the receiver would show decisions as long as apprise's read timeout (4 s) or the
+                # hang; every one taken during it is in a bucket below both (the histogram's last, 2.5 s).
+                await s.candles_until(lambda: time.monotonic() - hung_at >= HANG_S, "the hang", limit=5000)
+                assert hook.messages == []
+                after = decisions(s)
+                taken = after[float("inf")] - before[float("inf")]
+                assert taken >= 2, (before, after)  # the exit and the next entry (at least) were decided meanwhile
+                bound = max(b for b in after if b != float("inf"))
+                assert bound < 4.0 and after[bound] - before[bound] == taken, (before, after)
                 hook.release.set()
 
     asyncio.run(go())
+
+
+HANG_S = 10.0
+
+
+def decisions(s: Any) -> dict[float, float]:
+    """The decision-latency histogram's cumulative bucket counts (upper bound in seconds -> decisions)."""
+    out: dict[float, float] = {}
+    for metric in s.runner.metrics.decision.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_bucket"):
+                le = float(sample.labels["le"])
+                out[le] = out.get(le, 0.0) + sample.value
+    return out
 
 
 def test_a_failing_target_is_retried_a_bounded_number_of_times_and_logged(

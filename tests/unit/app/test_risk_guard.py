@@ -51,11 +51,11 @@ SHAPES: dict[str, Callable[[float], tuple[float, float, float, float]]] = {
 """A candle's shape from the price it opens at: (open, high, low, close)."""
 
 
-def candles(shapes: list[str]) -> list[CandleClosed]:
+def candles(shapes: list[str], symbol: str = "BTC-USDT") -> list[CandleClosed]:
     out, price = [], 100.0
     for i, shape in enumerate(shapes):
         o, h, lo, c = SHAPES[shape](price)
-        out.append(CandleClosed(symbol="BTC-USDT", interval="5m", open_time=START_MS + i * STEP_MS, open=o, high=h,
+        out.append(CandleClosed(symbol=symbol, interval="5m", open_time=START_MS + i * STEP_MS, open=o, high=h,
                                 low=lo, close=c, volume=1.0))
         price = c
     return out
@@ -158,3 +158,82 @@ def test_drawdown_pauses_entries_and_a_new_day_does_not_resume_it_by_itself(tmp_
     assert controls[0]["reason"].startswith("drawdown ")
     assert exits(journal) == ["exited_sl"] * 3  # about 2 % each: the third reaches 5 %
     assert entries(journal) == [0, 2, 4]  # and nothing after midnight (candle 24): only the operator resumes
+
+
+ACCOUNT = """
+mode = "replay"
+state_dir = "{state}"
+[journal]
+synchronous = "OFF"
+[plugins]
+modules = ["gatebot.strategies.scripted"]
+[exchanges.paper]
+type = "paper"
+risk = {risk}
+[exchanges.paper.options]
+balance = 10000.0
+stop_slippage_bps = 0
+[[instances]]
+name = "ra"
+exchange = "paper"
+strategy = "scripted"
+symbol = "BTC-USDT"
+interval = "5m"
+leverage = 4
+params = {{ every = 2, fraction = 0.25 }}
+protection = {{ leveraged_sl_pct = 0.04 }}
+[[instances]]
+name = "rb"
+exchange = "paper"
+strategy = "scripted"
+symbol = "ETH-USDT"
+interval = "5m"
+leverage = 4
+params = {{ every = 2, fraction = 0.25 }}
+protection = {{ leveraged_sl_pct = 0.04 }}
+"""
+
+
+def replay_account(tmp: Path, risk: str, shapes: list[str]) -> dict[str, Journal]:
+    """Two instances on one paper account, each on its own symbol fed the same ``shapes``; their journals."""
+    path = tmp / "acct.toml"
+    path.write_text(ACCOUNT.format(state=tmp / "state", risk=risk))
+    config = load_config(path)
+
+    async def source() -> AsyncIterator[CandleClosed]:
+        for a, b in zip(candles(shapes), candles(shapes, "ETH-USDT"), strict=True):
+            yield a
+            yield b
+
+    runner = Runner(config, make_plugin_manager(config.plugins.modules), candle_source=source())
+    asyncio.run(runner.run())
+    return {name: Journal(tmp / "state" / f"{name}.sqlite", readonly=True) for name in ("ra", "rb")}
+
+
+def test_an_account_s_guard_counts_every_instance_on_it_and_pauses_them_all_until_the_next_day(
+        tmp_path: Path) -> None:
+    # Each instance stops out twice (candles 1 and 3): neither alone reaches 3 in a row; the account does, at
+    # ra's second (ra 1, rb 1, ra 3), and both pause. rb's open position's stop still fires on candle 3.
+    shapes = ["flat", "crash"] * 2 + ["flat"] * 30
+    journals = replay_account(tmp_path, '{ max_consecutive_stop_outs = 3, resume = "next_utc_day" }', shapes)
+    day1 = DAY0_MS + 86_400_000
+    for name, journal in journals.items():
+        controls = journal.controls()
+        tripped = [("pause", "risk-guard", "reducing"), ("resume", "risk-guard", "active")]
+        assert guard_rows(journal)[:2] == tripped, name
+        assert controls[0]["reason"] == "account paper: 3 consecutive stop-outs reached max_consecutive_stop_outs 3"
+        assert controls[0]["ts_ms"] == START_MS + 4 * STEP_MS  # candle 3's close: the same moment for both
+        assert controls[1]["ts_ms"] >= day1 and controls[1]["ts_ms"] - day1 <= STEP_MS
+        assert exits(journal)[:2] == ["exited_sl", "exited_sl"], name
+        first_day = [e for e in entries(journal) if START_MS + (e + 1) * STEP_MS < day1]
+        assert first_day == [0, 2], name  # nothing after the trip until the next UTC day
+        assert len(entries(journal)) > 2, name  # then both trade again
+
+
+def test_an_account_s_guard_holds_while_the_account_s_streak_is_below_its_limit(tmp_path: Path) -> None:
+    # the same four stop-outs against a limit of 5: no pause anywhere, both keep entering every other candle
+    journals = replay_account(tmp_path, "{ max_consecutive_stop_outs = 5 }", ["flat", "crash"] * 2 + ["flat"] * 4)
+    for journal in journals.values():
+        assert guard_rows(journal) == []
+        assert entries(journal) == [0, 2, 4, 6]
+        assert exits(journal)[:3] == ["exited_sl", "exited_sl", "exited_exit"]

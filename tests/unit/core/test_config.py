@@ -142,6 +142,23 @@ def test_two_instances_on_one_symbol_are_fine_in_hedge_mode(tmp_path: Path) -> N
     assert [i.name for i in config.instances] == ["one", "two"]
 
 
+def test_an_account_s_risk_guards_are_configured_on_its_exchange_table(tmp_path: Path) -> None:
+    from gatebot.core.config import config_hash
+
+    path = tmp_path / "c.toml"
+    path.write_text(GOOD)
+    before = config_hash(load_config(path))
+    path.write_text(GOOD.replace('type = "paper"', 'type = "paper"\nrisk = { max_daily_loss_pct = 3, '
+                                 'resume = "next_utc_day" }'))
+    config = load_config(path)
+    risk = config.exchanges["paper"].risk
+    assert risk is not None and (risk.max_daily_loss_pct, risk.resume) == (3, "next_utc_day")
+    assert config_hash(config) != before  # a limit changes how the bot trades
+    path.write_text(GOOD.replace('type = "paper"', 'type = "paper"\nrisk = { max_trades_per_day = 0 }'))
+    with pytest.raises(ConfigError, match=r"\$\.exchanges\[\.\.\.\]\.risk\.max_trades_per_day: Expected `int` >= 1"):
+        load_config(path)
+
+
 def test_good_config_is_typed_and_paths_resolve_against_its_folder(tmp_path: Path) -> None:
     sub = tmp_path / "conf"
     sub.mkdir()

@@ -181,6 +181,34 @@ def test_a_transient_error_during_recovery_is_retried_instead_of_failing_the_ins
     assert row["rounds"] == 3 and row["intents"] >= 1 and row["state"] == "protected"
 
 
+def test_a_protection_deadline_that_passes_during_recovery_closes_the_position_without_waiting_for_it(
+        tmp_path: Path) -> None:
+    """Decisions wait for recovery to end; the protection timeout must not. Here every stop is lost on the way
+    (no definite answer): recovery backs off round after round (about 5 s in all) while the filled entry waits.
+    Held with the decisions, the timeout would have fired only after recovery gave up; it closes the position
+    at the first round after its deadline."""
+
+    async def go() -> Bench:
+        ex = _Flaky()
+        ex.lost_stops = 1_000
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=ex, timeout_ms=2_000)
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering" and bench.engine.pos.rec.entry_complete
+        filled_at = bench.clock.now_ms()
+        bench.engine.close()
+        row = await _restart(bench)
+        assert bench.engine.pos.state == "flat" and row["state"] == "flat"
+        closed_at = bench.journal.conn.execute(
+            "SELECT ts FROM transitions WHERE trigger = 'protection_timeout'").fetchone()[0]
+        assert 2_000 <= closed_at - filled_at < 2_000 + 2_000  # at most one backoff (2 s) after the deadline
+        assert await bench.violations() == []
+        return bench
+
+    bench = run(go())
+    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+
+
 def test_reconciled_is_journaled_only_once_a_command_recovery_sent_has_a_definite_outcome(tmp_path: Path) -> None:
     """Chaos suite on a loaded machine: the driver took the market subscription for the end of recovery and
     judged the invariants on a clock (I4/I5 failed: the close was booked 5.1 s later). The bot now journals
@@ -341,6 +369,84 @@ def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_witho
         bench.engine.post(Timer(ts=bench.clock.now_ms(), name="tick"))
         await bench.engine.drain()
         assert bench.engine.pos.state == "flat"
+        return bench
+
+    bench = run(go())
+    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+
+
+def test_a_restart_counts_the_wait_for_the_stop_from_the_journaled_fill_and_closes_one_waiting_too_long(
+        tmp_path: Path) -> None:
+    """A filled entry without its stop reports, from the moment a restarted engine exists (during its recovery),
+    the time since its journaled fill, the time the process was dead included; one that has waited longer than
+    the protection timeout is closed before recovery, so no restart reports a wait above the timeout."""
+    seen: list[tuple[str, int | None]] = []
+    """(state, ms unprotected) as the engine stood at each of recovery's order queries"""
+    bench: Bench
+
+    class LosingStops(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            if not isinstance(command, SubmitStop):
+                await super().submit(command)
+
+        async def query_order(self, symbol: str, client_id: str) -> Any:
+            since = bench.engine.unprotected_since_ms
+            seen.append((bench.engine.pos.state, None if since is None else bench.clock.monotonic_ms() - since))
+            return None if "-s" in client_id else await super().query_order(symbol, client_id)
+
+    async def go() -> None:
+        await bench.start()
+        await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering" and bench.engine.pos.rec.entry_complete
+        filled_at = bench.clock.now_ms()
+        assert bench.engine.unprotected_since_ms == bench.clock.monotonic_ms()
+        bench.engine.close()  # down 30 s, then a restart
+        bench.clock.advance_to(filled_at + 30_000)
+        seen.clear()
+        await bench.start()
+        assert seen and set(seen) == {("entering", 30_000)}  # during recovery too
+        assert bench.engine.pos.state == "entering"
+        assert bench.clock.monotonic_ms() - bench.engine.unprotected_since_ms == 30_000
+        bench.engine.close()  # down past the timeout
+        bench.clock.advance_to(filled_at + 61_000)
+        seen.clear()
+        await bench.start()
+        assert seen and seen[0] == ("exiting", None)  # closing before recovery's first query
+        assert bench.engine.pos.state == "flat"
+        assert bench.engine.unprotected_since_ms is None
+
+    bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=LosingStops(exact()), timeout_ms=60_000)
+    run(go())
+    assert bench.transitions().count(("entering", "protection_timeout", "exiting")) == 1
+
+
+def test_a_restart_past_the_timeout_cancels_a_stop_that_reached_the_exchange_unheard_of(tmp_path: Path) -> None:
+    """Chaos (kill at stop_sent, restarted past the protection timeout): the stop had reached the exchange but
+    its answer was never handled; the restart closed the position as overdue and forgot the stop, which stayed
+    working with the position flat. A stop not confirmed in time is now canceled, not forgotten."""
+
+    class Crash(Exception):
+        pass
+
+    class CrashAfterStop(PaperExchange):
+        async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
+            await super().submit(command)
+            if isinstance(command, SubmitStop):
+                raise Crash  # the process dies with the stop on the exchange, its answer unhandled
+
+    async def go() -> Bench:
+        ex = CrashAfterStop(exact())
+        bench = Bench(tmp_path, {2: Enter(side="long", fraction=0.5)}, exchange=ex, timeout_ms=2_000)
+        await bench.start()
+        with pytest.raises(Crash):
+            await bench.bars(100.0, 100.0)
+        assert bench.engine.pos.state == "entering" and [o.client_id for o in await ex.open_orders(SYMBOL)]
+        bench.engine.close()
+        bench.clock.advance_to(bench.clock.now_ms() + 3_000)
+        await bench.start()
+        assert bench.engine.pos.state == "flat"
+        assert await ex.open_orders(SYMBOL) == []
+        assert await bench.violations() == []
         return bench
 
     bench = run(go())
