@@ -184,7 +184,7 @@ def test_soak_regression_an_hour_of_healthy_trading_forgives_earlier_failures(tm
 
     path = tmp_path / "two.toml"
     path.write_text(TWO.format(state=tmp_path / "state"))
-    runner = SimpleNamespace(state_dir=tmp_path, journals={}, clock=VirtualClock(0))
+    runner = SimpleNamespace(state_dir=tmp_path, journals={}, clock=VirtualClock(0), risk=SimpleNamespace(active=False))
     inst = Instance(load_config(path).instances[0], runner)  # type: ignore[arg-type]
     step = 300_000
     for _ in range(8):
