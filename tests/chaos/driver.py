@@ -288,7 +288,7 @@ class Chaos:
                 self.sim.fault("duplicate_user_events", on=self.rng.random() < 0.5)
             elif r < 0.20:
                 self.sim.fault("reorder_user_events", on=self.rng.random() < 0.5)
-            elif r < 0.23 and self.take_profit:
+            elif r < 0.25 and self.take_profit:
                 self.exchange_action(self.rng.choice(("cancel_tp_by_hand", "wick_through_stop_and_tp")))
             else:
                 self.sim.advance(1)
@@ -328,7 +328,7 @@ class Chaos:
             elif r < 0.90:
                 action = "partial_fills"
                 self.sim.fault("partial_fills", parts=self.rng.choice((2, 3)))
-            elif r < 0.95 and self.take_profit:
+            elif r < 0.97 and self.take_profit:
                 self.exchange_action(self.rng.choice(("cancel_tp_by_hand", "wick_through_stop_and_tp")))
                 continue  # booked there, when there was a take-profit to act on
             else:

@@ -56,8 +56,8 @@ def test_300_kills_with_a_take_profit_and_a_trailing_stop_leave_every_invariant_
     assert total.recoveries >= 200
     moved, filled, canceled = (total.transitions.get(k, 0) for k in ("move_stop", "tp_filled", "tp_canceled"))
     assert moved >= 100 and filled >= 10 and canceled >= 10, total.transitions  # the features were exercised
-    assert total.down_actions.get("cancel_tp_by_hand", 0) >= 10, total.down_actions
-    assert total.down_actions.get("wick_through_stop_and_tp", 0) >= 10, total.down_actions
+    assert total.down_actions.get("cancel_tp_by_hand", 0) >= 8, total.down_actions
+    assert total.down_actions.get("wick_through_stop_and_tp", 0) >= 8, total.down_actions
 
 
 def _drivers(tmp_path: Path, runs: list[tuple[str, list[str]]]) -> tuple[ChaosResult, list[str]]:
