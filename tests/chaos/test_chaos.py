@@ -3,7 +3,7 @@ BingX simulator that outlives it, every named crash point >= 10 times, the rest 
 stops fired, positions closed by hand, candles played and faults primed while the bot is down; I1-I5
 judged at the point the bot journals that it reconciled, after every restart. Two seeded drivers run side
 by side: one with the stop placed separately after the fill (the default), one with the stop attached to
-the entry."""
+the entry. Then >= 300 more with a take-profit and a trailing stop on (I7 with the rest), the same two ways."""
 
 from __future__ import annotations
 
