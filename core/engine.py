@@ -396,7 +396,7 @@ class Engine:
         self._moved_bar = self.bar
         detail = {"price": str(price), "from": str(self.pos.rec.stop_price),
                   "reason": d.reason if d is not None else "protection"}
-        await self.execute(self.fire("move_stop", price=price, detail=detail))
+        await self.execute(self.fire("move_stop", price=price, detail=detail), moving=True)
 
     async def _enter(self, d: Enter) -> None:
         # An adapter may refuse new entries on its account (BingX: its user stream cannot be read, so fills
@@ -517,7 +517,10 @@ class Engine:
         elif rt.action == routing.RECONCILE:
             self._reconcile = True
         elif rt.action != routing.IGNORE:
-            await self.execute(self.fire(rt.action, **rt.data))
+            commands = self.fire(rt.action, **rt.data)
+            if rt.action == "stop_confirmed" and any(isinstance(c, CancelOrder) for c in commands):
+                crashpoint("move_stop_confirmed")  # a replacement is live, the one it replaces not canceled yet
+            await self.execute(commands)
             if rt.action in ("entry_filled", "stop_confirmed") and self.pos.state == "protected":
                 crashpoint("stop_confirmed")  # protected by this confirmation (or by an attached stop's, before)
 
@@ -719,9 +722,10 @@ class Engine:
         crashpoint("before_settle")
         return self.fire("settled")
 
-    async def execute(self, commands: list[AnyCommand]) -> None:
+    async def execute(self, commands: list[AnyCommand], *, moving: bool = False) -> None:
+        """Send committed commands in order; ``moving``: they move the stop (its crash points are the move's)."""
         for cmd in commands:
-            role = _ROLE_OF[type(cmd)]
+            role = "move_stop" if moving and isinstance(cmd, SubmitStop) else _ROLE_OF[type(cmd)]
             crashpoint(f"{role}_intent_committed")
             try:
                 if isinstance(cmd, CancelOrder):

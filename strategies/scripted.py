@@ -23,7 +23,9 @@ class ScriptParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Exit signal on the n-th live candle (0 = never)."""
     fraction: float = 0.5
     every: int = 0
-    """> 0: repeat: enter on candles 1, 1+every, ... and exit one candle after each entry."""
+    """> 0: repeat: enter on candles 1, 1+every, ... and exit ``hold`` candles after each entry."""
+    hold: int = 1
+    """With ``every``: the candles a position is held before its exit signal (its stop may move meanwhile)."""
 
 
 class Scripted:
@@ -49,7 +51,7 @@ class Scripted:
         if p.every:
             if view.state == "flat" and (n - p.enter_on) % p.every == 0:
                 return Enter(side=p.side, fraction=p.fraction)
-            if view.state == "protected" and view.bars_held >= 1:
+            if view.state == "protected" and view.bars_held >= p.hold:
                 return Exit(reason="scripted")
             return None
         if view.state == "flat" and n == p.enter_on:

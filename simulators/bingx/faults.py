@@ -93,22 +93,45 @@ class Faults:
         pos: Side = "long" if side.lower() in ("long", "sell") else "short"
         self.sim.emit(self.sim.core.close_by_hand(symbol, pos, self.sim.now_ms(), qty))
 
+    def cancel_by_hand(self, client_id: str) -> None:
+        """The operator cancels one working order in BingX's UI (a take-profit, a stop): the bot learns it
+        from the push, or from the order's status when it was down."""
+        self.sim.emit(self.sim.core.cancel(client_id, self.sim.now_ms()))
+
     def set_mark_price(self, symbol: str, price: Decimal | float) -> None:
         """Move the mark price to ``price`` now (inside the forming candle): stops crossed on the way fire
         at their stop price, a markPrice push goes out, MARKET orders fill there until the next tick.
         With no client connected this is "a stop fires while the bot is down"."""
-        market = self.sim.markets[symbol]
         old = float(self.sim.mark_price(symbol))
         new = float(price)
+        self._segment(symbol, min(old, new), max(old, new), new)
+
+    def wick_through_triggers(self, symbol: str) -> None:
+        """One tick whose wicks reach every working stop and take-profit of ``symbol`` and close where it
+        opened: a position's stop and take-profit touched on one candle (the matching core fills the stop,
+        the worse case; the take-profit then triggers with nothing to close)."""
+        levels = [o.stop_price for o in self.sim.core.open_orders(symbol)
+                  if o.type in ("STOP_MARKET", "TAKE_PROFIT_MARKET")]
+        if not levels:
+            return
+        old = float(self.sim.mark_price(symbol))
+        tick = float(self.sim.core.instruments[symbol].tick)
+        self._segment(symbol, min(old, float(min(levels)) - tick), max(old, float(max(levels)) + tick), old)
+
+    def _segment(self, symbol: str, low: float, high: float, close: float) -> None:
+        """A path segment inside the forming candle from the mark price through ``low`` and ``high`` to
+        ``close``: the conditional orders it touches trigger, a markPrice push goes out."""
+        market = self.sim.markets[symbol]
+        old = float(self.sim.mark_price(symbol))
         t = market.market_time
         seg = CandleClosed(symbol=symbol, interval=self.sim.options.interval, open_time=t, open=old,
-                           high=max(old, new), low=min(old, new), close=new, volume=0.0, ts=t)
+                           high=max(old, high), low=min(old, low), close=close, volume=0.0, ts=t)
         events: list[AnyEvent] = self.sim.core.on_candle(seg, self.sim.now_ms())
-        self.sim.core.set_price(symbol, to_decimal(new))
+        self.sim.core.set_price(symbol, to_decimal(close))
         self.sim.emit(events)
         tick = market.first_tick()
         if tick is not None:
-            self.sim.push_market(tick, mark=new)
+            self.sim.push_market(tick, mark=close)
 
     def fire_stops_now(self, symbol: str) -> None:
         """Move the mark price just through every working stop of ``symbol`` (a one-tick crash/spike)."""
@@ -122,7 +145,7 @@ class Faults:
         public = {"drop_market_streams", "drop_user_streams", "silence_user_streams", "freeze_user_streams",
                   "stall_streams", "expire_listen_key",
                   "duplicate_user_events", "reorder_user_events", "fail_next", "reject_next_stop", "partial_fills",
-                  "close_by_hand", "set_mark_price", "fire_stops_now"}
+                  "close_by_hand", "cancel_by_hand", "set_mark_price", "fire_stops_now", "wick_through_triggers"}
         if op not in public:
             raise ValueError(f"unknown fault op {op!r}")
         for key in ("qty", "price"):

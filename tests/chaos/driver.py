@@ -2,7 +2,7 @@
 BingX simulator that outlives it, killed at every named crash point and at random instants, restarted on the
 same journal, and checked against I1-I5 once its recovery completed.
 
-``python -m tests.chaos.driver --kills 300 --seed 1 [--attached] [--workdir DIR] [--json OUT]`` prints
+``python -m tests.chaos.driver --kills 300 --seed 1 [--attached] [--take-profit] [--workdir DIR] [--json OUT]`` prints
 ``RESULT kills=… recoveries=… violations=… recovery_ms_p50=… p90=… max=…``.
 
 One cycle: start the bot; wait until it journals that it is reconciled (meta ``reconciled``, written when
@@ -11,7 +11,9 @@ time from ``Popen`` to that row, interpreter start included, is the recovery tim
 decides a verdict, so a loaded machine gives the same one); then either arm a crash point and play candles
 until it fires, or play candles and kill at a random instant (faults - stream drops, duplicated and reordered
 events - fired meanwhile); while the bot is down the simulator fires its stop, closes it by hand, plays
-candles, or primes a rejected stop or a partial fill for the restart.
+candles, or primes a rejected stop or a partial fill for the restart. With ``--take-profit`` (a take-profit and a
+trailing stop on) the take-profit is also canceled by hand, and one tick reaches both the stop and the take-profit,
+while the bot is down and while it runs.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from gatebot.core.crashpoints import POINTS
+from gatebot.core.crashpoints import MOVE_POINTS, POINTS, TAKE_PROFIT_POINTS
 from gatebot.core.journal import Journal, JournalError
 from gatebot.exchanges.paper.funding import FundingOptions
 from gatebot.simulators.bingx import SimOptions
@@ -72,6 +74,15 @@ leverage = 4
 params = {{ every = 2, fraction = 0.5 }}
 protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 2 }}
 """
+TAKE_PROFIT_AND_MOVES = {
+    "every = 2": "every = 4, hold = 3",
+    "leveraged_sl_pct = 0.04,": "leveraged_sl_pct = 0.04, leveraged_tp_pct = 0.03, trailing_pct = 0.004,",
+}
+"""``--take-profit``: a take-profit 0.75 % from the entry (3 % of margin at 4x) and a stop trailing 0.4 % behind
+each close, the position held three candles: with the simulator's 0.3 % candles most positions see their stop
+move, and many end at the take-profit or at the trailed stop before their exit signal."""
+COUNTED = ("move_stop", "tp_confirmed", "tp_filled", "tp_canceled", "tp_rejected", "stop_filled", "exit_signal")
+"""The journal's transitions counted at the end of a run: how often the stop moved and the take-profit did what."""
 
 
 class ChaosResult(msgspec.Struct, kw_only=True):
@@ -84,6 +95,8 @@ class ChaosResult(msgspec.Struct, kw_only=True):
     trades: int = 0
     unexpected_exits: list[str] = []
     down_actions: dict[str, int] = {}
+    transitions: dict[str, int] = {}
+    """The journal's transitions by trigger (COUNTED), over the whole run."""
 
     @property
     def max_recovery_ms(self) -> float:
@@ -100,7 +113,10 @@ class ChaosResult(msgspec.Struct, kw_only=True):
         actions = dict(self.down_actions)
         for k, v in other.down_actions.items():
             actions[k] = actions.get(k, 0) + v
-        return ChaosResult(kills=self.kills + other.kills, point_kills=points,
+        transitions = dict(self.transitions)
+        for k, v in other.transitions.items():
+            transitions[k] = transitions.get(k, 0) + v
+        return ChaosResult(transitions=transitions, kills=self.kills + other.kills, point_kills=points,
                            random_kills=self.random_kills + other.random_kills,
                            recoveries=self.recoveries + other.recoveries,
                            violations=self.violations + other.violations,
@@ -111,17 +127,23 @@ class ChaosResult(msgspec.Struct, kw_only=True):
         return (f"RESULT kills={self.kills} recoveries={self.recoveries} violations={len(self.violations)} "
                 f"recovery_ms_p50={self.recovery_quantile(0.5):.0f} p90={self.recovery_quantile(0.9):.0f} "
                 f"max={self.max_recovery_ms:.0f} point_kills={min(self.point_kills.values(), default=0)}"
-                f"/point random_kills={self.random_kills} trades={self.trades}")
+                f"/point random_kills={self.random_kills} trades={self.trades}"
+                + "".join(f" {k}={self.transitions.get(k, 0)}" for k in COUNTED if self.transitions))
 
 
 class Chaos:
-    def __init__(self, workdir: Path, *, seed: int, attached: bool, log: Any = print) -> None:
+    def __init__(self, workdir: Path, *, seed: int, attached: bool, take_profit: bool = False,
+                 log: Any = print) -> None:
         self.rng = random.Random(seed)
         self.workdir = workdir
         self.attached = attached
+        self.take_profit = take_profit
+        """A take-profit and a trailing stop (TAKE_PROFIT_AND_MOVES); without them their crash points never come."""
         self.log = log
         # an attached stop travels with the entry: no separate stop is sent but for rare replacements
-        self.points = [p for p in POINTS if not (attached and p in ("stop_intent_committed", "stop_sent"))]
+        skip = {*(("stop_intent_committed", "stop_sent") if attached else ()),
+                *(() if take_profit else (*TAKE_PROFIT_POINTS, *MOVE_POINTS))}
+        self.points = [p for p in POINTS if p not in skip]
         self.result = ChaosResult(point_kills={p: 0 for p in self.points})
         self.options = SimOptions(mode="manual", history_bars=80, seed=seed, volatility=0.003, ping_interval_s=2.0,
                                   funding=FUNDING, wire="mixed")  # both of BingX's eras (protocol §0), drawn per reply
@@ -142,7 +164,8 @@ class Chaos:
         assert sim is not None
         text = CONFIG.format(state=self.workdir / "state", rest=sim.rest_url, ws=sim.ws_url,
                              attached=str(self.attached).lower(), instance=INSTANCE)
-        for old, new in changes.items():
+        for old, new in {**(TAKE_PROFIT_AND_MOVES if self.take_profit else {}), **changes}.items():
+            assert old in text, old
             text = text.replace(old, new)
         self.config = self.workdir / name
         self.config.write_text(text)
@@ -265,6 +288,8 @@ class Chaos:
                 self.sim.fault("duplicate_user_events", on=self.rng.random() < 0.5)
             elif r < 0.20:
                 self.sim.fault("reorder_user_events", on=self.rng.random() < 0.5)
+            elif r < 0.25 and self.take_profit:
+                self.exchange_action(self.rng.choice(("cancel_tp_by_hand", "wick_through_stop_and_tp")))
             else:
                 self.sim.advance(1)
             time.sleep(self.rng.uniform(0.0, 0.06))
@@ -303,22 +328,45 @@ class Chaos:
             elif r < 0.90:
                 action = "partial_fills"
                 self.sim.fault("partial_fills", parts=self.rng.choice((2, 3)))
+            elif r < 0.97 and self.take_profit:
+                self.exchange_action(self.rng.choice(("cancel_tp_by_hand", "wick_through_stop_and_tp")))
+                continue  # booked there, when there was a take-profit to act on
             else:
                 action = "toggle_duplicate_reorder"
                 self.sim.fault("duplicate_user_events", on=self.rng.random() < 0.5)
                 self.sim.fault("reorder_user_events", on=self.rng.random() < 0.5)
             self.result.down_actions[action] = self.result.down_actions.get(action, 0) + 1
 
+    def exchange_action(self, action: str) -> bool:
+        """``cancel_tp_by_hand``: the operator cancels the working take-profit; ``wick_through_stop_and_tp``:
+        one tick reaches both the stop and the take-profit. False when there is none to act on."""
+        sim = self.sim.sim
+        assert sim is not None
+        orders = self.sim.do(lambda: [(o.client_id, o.type) for o in sim.core.open_orders(SYMBOL)])
+        tps = [cid for cid, kind in orders if kind == "TAKE_PROFIT_MARKET" and cid.startswith(INSTANCE)]
+        if not tps:
+            return False
+        if action == "cancel_tp_by_hand":
+            self.sim.fault("cancel_by_hand", client_id=self.rng.choice(tps))
+        else:
+            self.sim.fault("wick_through_triggers", symbol=SYMBOL)
+        self.result.down_actions[action] = self.result.down_actions.get(action, 0) + 1
+        return True
+
     # --- the run -----------------------------------------------------------------------------------
 
-    def run(self, kills: int, *, per_point: int) -> ChaosResult:
+    def run(self, kills: int, *, per_point: int, new_per_point: int | None = None) -> ChaosResult:
+        """``kills`` in all, ``per_point`` at each crash point (``new_per_point`` at the take-profit's and the
+        stop move's, when they differ), the rest at random instants."""
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.sim.start()
         try:
             sim = self.sim.sim
             assert sim is not None
             self.write_config()
-            plan = [p for p in self.points for _ in range(per_point)]
+            new = {*TAKE_PROFIT_POINTS, *MOVE_POINTS}
+            plan = [p for p in self.points
+                    for _ in range(new_per_point if new_per_point is not None and p in new else per_point)]
             self.rng.shuffle(plan)
             attempts = 0
             while self.result.kills < kills or plan:
@@ -351,6 +399,9 @@ class Chaos:
             self.result.trades = journal.conn.execute(
                 "SELECT count(*) FROM transitions WHERE trigger = 'settled'").fetchone()[0]
             rejected = journal.conn.execute("SELECT trigger, message FROM rejections").fetchall()
+            self.result.transitions = dict(journal.conn.execute(
+                f"SELECT trigger, count(*) FROM transitions WHERE trigger IN ({', '.join('?' * len(COUNTED))}) "
+                "GROUP BY trigger", COUNTED).fetchall())
         finally:
             journal.close()
         for trigger, message in rejected:
@@ -364,14 +415,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills", type=int, default=300)
     ap.add_argument("--per-point", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--new-per-point", type=int, help="kills at each take-profit and stop-move crash point")
     ap.add_argument("--attached", action="store_true", help="attach the stop to the entry (default: separate)")
+    ap.add_argument("--take-profit", action="store_true", help="a take-profit and a trailing stop on")
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gatebot-chaos-"))
     t0 = time.monotonic()
-    result = Chaos(workdir, seed=args.seed, attached=args.attached,
-                   log=lambda m: print(m, file=sys.stderr, flush=True)).run(args.kills, per_point=args.per_point)
+    result = Chaos(workdir, seed=args.seed, attached=args.attached, take_profit=args.take_profit,
+                   log=lambda m: print(m, file=sys.stderr, flush=True)).run(args.kills, per_point=args.per_point,
+                                                                            new_per_point=args.new_per_point)
     if args.json:
         args.json.write_bytes(msgspec.json.encode(result))
     print(f"workdir {workdir}; {time.monotonic() - t0:.0f} s; crash points {json.dumps(result.point_kills)}; "

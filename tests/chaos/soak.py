@@ -1,7 +1,8 @@
 """Fault soak: the bot (a child process, ``gatebot run``) against the BingX simulator for simulated days,
 with every fault class the simulator can inject, in turn: stream drops (market, user), stalls, 5xx,
 timeouts (reply lost, request lost), rate limits, rejected stops, partial fills, duplicated and reordered
-events, listenKey expiry. Paced by simulated time (one candle per ``--candle-s`` of wall time), not by
+events, listenKey expiry; with ``--take-profit-from`` a take-profit and a trailing stop on for the rest of the
+run from there. Paced by simulated time (one candle per ``--candle-s`` of wall time), not by
 waiting on the bot. Every simulated 2 hours and at the end the bot is made to reconcile (its user stream
 dropped) and I1-I5 are judged at the point it journals ``reconciled``; the simulator's own view of every
 position (open without a working stop of its side) gives the worst naked time; a run of more than
@@ -25,7 +26,16 @@ from pathlib import Path
 from gatebot.core.journal import Journal
 from gatebot.exchanges.bingx.constants import ORDER
 from gatebot.simulators.bingx import SimOptions
-from tests.chaos.driver import FUNDING, INSTANCE, RECOVERY_LIMIT_S, SYMBOL, Chaos, ChaosResult
+from tests.chaos.driver import (
+    COUNTED,
+    FUNDING,
+    INSTANCE,
+    RECOVERY_LIMIT_S,
+    SYMBOL,
+    TAKE_PROFIT_AND_MOVES,
+    Chaos,
+    ChaosResult,
+)
 from tests.chaos.simthread import SimThread, wait_for
 
 FAULTS: dict[str, dict] = {
@@ -43,13 +53,20 @@ FAULTS: dict[str, dict] = {
     "expire_listen_key": {},
 }
 CANDLE_MS = 300_000
+PLAIN = {"protection_timeout_s = 2": "protection_timeout_s = 5", "every = 2": "every = 1"}  # a trade as soon as flat
+WITH_TAKE_PROFIT = {**PLAIN, "every = 2": "every = 1, hold = 2",
+                    "leveraged_sl_pct = 0.04,": TAKE_PROFIT_AND_MOVES["leveraged_sl_pct = 0.04,"]}
+"""From ``take_profit_from`` on: a take-profit and a trailing stop, each position held two candles (its stop
+moves once before the exit signal)."""
 STREAM_FAULTS = ("drop_market_streams", "drop_user_streams", "stall_streams", "expire_listen_key")
 
 
 def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: int = 0, candle_s: float = 0.5,
-         idle_candles: int = 24, rest_gap: int = 4, log=print) -> dict:
+         idle_candles: int = 24, rest_gap: int = 4, take_profit_from: float | None = None, log=print) -> dict:
     """At least ``hours`` simulated, each fault class ``per_class`` times and ``min_trades`` trades: the
-    run goes on (up to four times ``hours``) until all three hold.
+    run goes on (up to four times ``hours``) until all three hold. ``take_profit_from`` (a share of
+    ``hours``): at the first checkpoint from there on the bot is restarted with a take-profit and a trailing
+    stop on (WITH_TAKE_PROFIT), for the rest of the run.
 
     Paced by simulated time: one candle every ``candle_s`` of wall time, whatever the bot does meanwhile,
     so the wall time is bounded (candles x ``candle_s``, plus the checkpoints). The waits on the bot are
@@ -77,8 +94,9 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: 
     i = 0
     try:
         assert sim.sim is not None
-        chaos.write_config("soak.toml", **{"protection_timeout_s = 2": "protection_timeout_s = 5",
-                                           "every = 2": "every = 1"})  # a new trade as soon as flat
+        chaos.write_config("soak.toml", **PLAIN)
+        switch_at = None if take_profit_from is None else int(take_profit_from * candles)
+        switched_at = None
         t0 = chaos.spawn(None)
         if not chaos.recovered(t0):
             raise RuntimeError(f"the bot did not start: {chaos.result.violations}")
@@ -130,6 +148,13 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: 
                 violations.extend(f"candle {i}: {v}" for v in checkpoint(chaos))
                 checks += 1
                 trades = _trades(chaos.journal)
+                if switch_at is not None and switched_at is None and i >= switch_at:
+                    switched_at = i + 1
+                    chaos.kill()  # restarted on the same journal with a take-profit and a trailing stop
+                    chaos.write_config("soak.toml", **WITH_TAKE_PROFIT)
+                    if not chaos.recovered(chaos.spawn(None)):
+                        violations.append(f"candle {i}: no recovery with the take-profit on: {chaos.result.violations}")
+                        break
                 next_at = time.monotonic()
             if i % 100 == 99:
                 log(f"  {i + 1} candles, {trades} trades, faults {sum(counts.values())}, "
@@ -148,6 +173,9 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: 
     journal = Journal(chaos.journal, readonly=True)
     try:
         halted = journal.conn.execute("SELECT count(*) FROM rejections WHERE trigger = 'instance_halted'").fetchone()[0]
+        transitions = dict(journal.conn.execute(
+            f"SELECT trigger, count(*) FROM transitions WHERE trigger IN ({', '.join('?' * len(COUNTED))}) "
+            "GROUP BY trigger", COUNTED).fetchall())
         idle = idle_spans(journal, candle_wall_ms, idle_candles)
     finally:
         journal.close()
@@ -157,7 +185,8 @@ def soak(hours: float, per_class: int, seed: int, workdir: Path, *, min_trades: 
                       f"(limit {idle_candles})" for a, b in idle)
     return {"simulated_hours": i * CANDLE_MS / 3600_000, "trades": _trades(chaos.journal), "faults": counts,
             "violations": violations, "naked_ms_max": sim.naked_ms_max, "protection_timeout_ms": 5000,
-            "checks": checks, "recovery_ms": chaos.result.recovery_ms, "idle_spans": idle}
+            "checks": checks, "recovery_ms": chaos.result.recovery_ms, "idle_spans": idle,
+            "take_profit_from_candle": switched_at, "transitions": transitions}
 
 
 def checkpoint(chaos: Chaos, attempts: int = 3) -> list[str]:
@@ -226,19 +255,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-trades", type=int, default=200)
     ap.add_argument("--candle-s", type=float, default=0.5, help="wall seconds per simulated candle")
     ap.add_argument("--idle-candles", type=int, default=24, help="most candles without a decision or a reason")
+    ap.add_argument("--take-profit-from", type=float, help="from this share of the hours on: take-profit and trailing")
     ap.add_argument("--workdir", type=Path)
     args = ap.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="gatebot-soak-"))
     t0 = time.monotonic()
     r = soak(args.hours, args.per_class, args.seed, workdir, min_trades=args.min_trades, candle_s=args.candle_s,
-             idle_candles=args.idle_candles, log=lambda m: print(m, file=sys.stderr, flush=True))
+             idle_candles=args.idle_candles, take_profit_from=args.take_profit_from,
+             log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"workdir {workdir}; {time.monotonic() - t0:.0f} s wall; faults by class {r['faults']}")
     for v in r["violations"][:20]:
         print("  " + v[:300])
     print(f"RESULT simulated_hours={r['simulated_hours']:.0f} trades={r['trades']} faults={sum(r['faults'].values())} "
           f"min_per_class={min(r['faults'].values())} violations={len(r['violations'])} "
           f"naked_ms_max={r['naked_ms_max']:.0f} protection_timeout_ms={r['protection_timeout_ms']} "
-          f"checks={r['checks']} {recovery_line(r['recovery_ms'])} wall_s={time.monotonic() - t0:.0f}", flush=True)
+          f"checks={r['checks']} {recovery_line(r['recovery_ms'])} wall_s={time.monotonic() - t0:.0f} "
+          f"take_profit_from_candle={r['take_profit_from_candle']} transitions={r['transitions']}", flush=True)
     return 0 if not r["violations"] and r["naked_ms_max"] <= r["protection_timeout_ms"] else 1
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gatebot.core.crashpoints import POINTS
+from gatebot.core.crashpoints import MOVE_POINTS, POINTS, TAKE_PROFIT_POINTS
 from gatebot.core.journal import Journal
 from tests.conftest import PaperSession
 from tests.helpers import gatebot, paper_violations
@@ -15,9 +15,16 @@ from tests.helpers import gatebot, paper_violations
 pytestmark = pytest.mark.chaos
 
 
+TAKE_PROFIT_AND_TRAILING = ("leveraged_sl_pct = 0.04,", "leveraged_sl_pct = 0.04, leveraged_tp_pct = 0.04, "
+                            "trailing_pct = 0.005,")
+"""The session's protection with a take-profit and a trailing stop: the points of both are reached."""
+
+
 @pytest.mark.parametrize("point", POINTS)
 def test_kill_at_each_step_then_recover(tmp_path: Path, point: str, paper_session: PaperSession) -> None:
     config = paper_session()
+    if point in (*TAKE_PROFIT_POINTS, *MOVE_POINTS):
+        config.write_text(config.read_text().replace(*TAKE_PROFIT_AND_TRAILING))
     killed = gatebot("run", str(config), env={"GATEBOT_CRASH_AT": f"{point}:2"})
     assert killed.returncode == -9, f"the crash point {point} was not reached:\n{killed.stdout}\n{killed.stderr}"
     journal = Journal(tmp_path / "state" / "kt.sqlite", readonly=True)

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 from gatebot.exchanges.bingx import constants as C
 from gatebot.exchanges.bingx.auth import signed_query
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
-from tests.unit.simulators.bingx.clients import SL, Client, entry, market_stream, run, with_sim
+from tests.unit.simulators.bingx.clients import SL, Client, D, entry, market_stream, run, with_sim
 
 
 def test_fail_next_after_effect_creates_exactly_one_order() -> None:
@@ -76,4 +76,31 @@ def test_http_fault_ops_close_by_hand_and_advance_and_bad_listen_key() -> None:
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 5)
         assert ws.close_code == 1008
+    run(lambda: with_sim(SimOptions(history_bars=5), body))
+
+
+def test_a_take_profit_canceled_by_hand_and_a_tick_through_stop_and_take_profit() -> None:
+    """The chaos driver's take-profit faults: the operator cancels the take-profit in the UI (over HTTP, as the
+    driver does), and one tick's wicks reach both the stop and the take-profit: the stop fills (the worse case),
+    the take-profit then triggers with nothing to close, and the price ends where it was."""
+    async def body(sim: BingXSimulator, c: Client) -> None:
+        await c.ok("POST", SL, **entry(cid="e-1"))
+        price = sim.mark_price("BTC-USDT")
+
+        async def protective(kind: str, cid: str, at: D) -> None:
+            await c.ok("POST", SL, symbol="BTC-USDT", side="SELL", positionSide="BOTH", type=kind, stopPrice=at,
+                       quantity=D("0.01"), clientOrderId=cid, workingType="MARK_PRICE")
+
+        await protective("STOP_MARKET", "s-1", price - 300)
+        await protective("TAKE_PROFIT_MARKET", "t-1", price + 300)
+        async with c.session.post(f"{sim.rest_url}/__sim/fault", json={"op": "cancel_by_hand",
+                                                                       "client_id": "t-1"}) as r:
+            assert (await r.json())["code"] == 0
+        assert sim.core.order("t-1").status == "canceled"
+        assert [o.client_id for o in sim.core.open_orders("BTC-USDT")] == ["s-1"]
+        await protective("TAKE_PROFIT_MARKET", "t-2", price + 300)
+        sim.faults.wick_through_triggers("BTC-USDT")
+        assert sim.core.order("s-1").status == "filled" and sim.core.order("t-2").status != "filled"
+        assert sim.core.open_orders("BTC-USDT") == [] and sim.core.holding("BTC-USDT", "long") is None
+        assert sim.mark_price("BTC-USDT") == price
     run(lambda: with_sim(SimOptions(history_bars=5), body))
