@@ -167,19 +167,19 @@ class Engine:
         """A filled entry still waiting for its stop, found in the journal: it has been unprotected since its
         fill as journaled, not since this start (a crash or an instance restart must not buy it more time, and
         ``unprotected_since_ms`` reports the truth, the time this process was dead included). One already
-        waiting longer than the protection timeout is closed at once, before recovery (which sends the close,
-        cancels a stop that may have been sent, and books what happened meanwhile): the timeout bounds the
-        time a position waits for its stop across restarts too, not only within one process."""
+        waiting longer than the protection timeout is not closed blind: the stop may have reached the exchange
+        just before the crash, and closing a protected position at market costs the trade. Recovery's first
+        round asks the exchange (and sends a stop only committed); if the position is still without a confirmed
+        stop after it, the timeout closes it then (:meth:`reconcile`)."""
         r = self.pos.rec
         if self.pos.state != "entering" or not r.entry_complete or r.filled_qty <= 0:
             return
         waited_ms = max(0, self.clock.now_ms() - self.journal.filled_at(r.seq))
         if waited_ms >= self.protection_timeout_ms:
-            log.warning("%s: a filled entry has waited %.1f s for its stop (protection timeout %.1f s): "
-                        "closing it", self.name, waited_ms / 1000, self.protection_timeout_ms / 1000)
-            self.fire("protection_timeout", reason="stop not confirmed in time (across a restart)")
-        else:
-            self._arm_protection(self.clock.monotonic_ms() - waited_ms)
+            log.warning("%s: a filled entry has waited %.1f s for its stop (protection timeout %.1f s): asking "
+                        "the exchange, closing it unless its stop is there", self.name, waited_ms / 1000,
+                        self.protection_timeout_ms / 1000)
+        self._arm_protection(self.clock.monotonic_ms() - waited_ms)
 
     def _arm_protection(self, since_mono_ms: int) -> None:
         """The protection deadline of a filled entry unprotected since ``since_mono_ms``; live, a wake-up is
@@ -254,8 +254,10 @@ class Engine:
                 self._unknown.clear()
                 # Decisions wait for recovery, the protection timeout does not: a stop still not confirmed when
                 # the deadline passes between rounds is given up for a close, which this round sends (as it
-                # sends any command committed and never received).
-                self._protection_timed_out("stop not confirmed in time (during recovery)")
+                # sends any command committed and never received). Not before the first round: the exchange
+                # is asked first (a restart after a long outage may find the stop there).
+                if round_ > 1:
+                    self._protection_timed_out("stop not confirmed in time (during recovery)")
                 try:
                     resolved += await recovery_shell.recover(self)
                 except ExchangeError as exc:
@@ -282,6 +284,9 @@ class Engine:
             self._recovering = False
             self._inbox.extendleft(reversed(self._held))
             self._held.clear()
+        # A deadline that passed during recovery (or before it: the outage was longer than the timeout) with the
+        # stop still not confirmed closes now, before the instance is declared reconciled.
+        await self.execute(self._protection_timed_out("stop not confirmed in time (after recovery)"))
         if not (self._unknown or self._reconcile):
             self._reconciled(started_ms, resolved, round_)
         if self._inbox or self._reconcile:

@@ -375,11 +375,11 @@ def test_a_restarted_engine_keeps_the_protection_timeout_of_a_filled_entry_witho
     assert ("entering", "protection_timeout", "exiting") in bench.transitions()
 
 
-def test_a_restart_counts_the_wait_for_the_stop_from_the_journaled_fill_and_closes_one_waiting_too_long(
+def test_a_restart_counts_the_wait_for_the_stop_from_the_journaled_fill_and_closes_one_still_without_its_stop(
         tmp_path: Path) -> None:
     """A filled entry without its stop reports, from the moment a restarted engine exists (during its recovery),
     the time since its journaled fill, the time the process was dead included; one that has waited longer than
-    the protection timeout is closed before recovery, so no restart reports a wait above the timeout."""
+    the protection timeout is closed once recovery's first round has asked the exchange and found no stop."""
     seen: list[tuple[str, int | None]] = []
     """(state, ms unprotected) as the engine stood at each of recovery's order queries"""
     bench: Bench
@@ -411,7 +411,7 @@ def test_a_restart_counts_the_wait_for_the_stop_from_the_journaled_fill_and_clos
         bench.clock.advance_to(filled_at + 61_000)
         seen.clear()
         await bench.start()
-        assert seen and seen[0] == ("exiting", None)  # closing before recovery's first query
+        assert seen and seen[0] == ("entering", 61_000)  # the exchange asked first: the stop is not there
         assert bench.engine.pos.state == "flat"
         assert bench.engine.unprotected_since_ms is None
 
@@ -420,18 +420,23 @@ def test_a_restart_counts_the_wait_for_the_stop_from_the_journaled_fill_and_clos
     assert bench.transitions().count(("entering", "protection_timeout", "exiting")) == 1
 
 
-def test_a_restart_past_the_timeout_cancels_a_stop_that_reached_the_exchange_unheard_of(tmp_path: Path) -> None:
+def test_a_restart_past_the_timeout_finds_the_stop_that_reached_the_exchange_and_keeps_the_position(
+        tmp_path: Path) -> None:
     """Chaos (kill at stop_sent, restarted past the protection timeout): the stop had reached the exchange but
-    its answer was never handled; the restart closed the position as overdue and forgot the stop, which stayed
-    working with the position flat. A stop not confirmed in time is now canceled, not forgotten."""
+    its answer was never handled. Closing the position blind at the restart (as an overdue wait) cost a protected
+    trade and once left that stop working with the position flat; the restart asks the exchange first, finds
+    the stop and keeps the position, protected by exactly that stop."""
 
     class Crash(Exception):
         pass
 
     class CrashAfterStop(PaperExchange):
+        crashed = False
+
         async def submit(self, command: SubmitEntry | SubmitStop | SubmitClose) -> None:
             await super().submit(command)
-            if isinstance(command, SubmitStop):
+            if isinstance(command, SubmitStop) and not self.crashed:
+                self.crashed = True
                 raise Crash  # the process dies with the stop on the exchange, its answer unhandled
 
     async def go() -> Bench:
@@ -440,17 +445,20 @@ def test_a_restart_past_the_timeout_cancels_a_stop_that_reached_the_exchange_unh
         await bench.start()
         with pytest.raises(Crash):
             await bench.bars(100.0, 100.0)
-        assert bench.engine.pos.state == "entering" and [o.client_id for o in await ex.open_orders(SYMBOL)]
+        assert bench.engine.pos.state == "entering"
+        sent = [o.client_id for o in await ex.open_orders(SYMBOL)]
+        assert len(sent) == 1
         bench.engine.close()
         bench.clock.advance_to(bench.clock.now_ms() + 3_000)
         await bench.start()
-        assert bench.engine.pos.state == "flat"
-        assert await ex.open_orders(SYMBOL) == []
+        assert bench.engine.pos.state == "protected"
+        assert [o.client_id for o in await ex.open_orders(SYMBOL)] == sent
+        assert bench.engine.unprotected_since_ms is None
         assert await bench.violations() == []
         return bench
 
     bench = run(go())
-    assert ("entering", "protection_timeout", "exiting") in bench.transitions()
+    assert not any(t == "protection_timeout" for _, t, _ in bench.transitions())
 
 
 def test_a_restart_finds_the_filled_entry_s_attached_stop_missing_and_places_a_new_one(tmp_path: Path) -> None:
