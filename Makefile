@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,train,plot]'
+	$(BIN)/pip install --quiet -e '.[test,train,plot,ray]'
 	touch $(STAMP)
 
 # The bot serves its dashboard while the demo's market plays (the URL printed first, with #token=). In a terminal,
