@@ -87,15 +87,20 @@ def gatebot_strategies() -> dict[str, type]:
 # --- the strategy's rates, from its journal ---------------------------------------------------------------
 
 
-def rates(journal: Journal, ev: dict[str, Any], *, candles: int, step_ms: int, warmup: int, leverage: int,
+def exit_requests(journal: Journal) -> int:
+    """The exits the strategy asked for on a signal of its own (not its max hold)."""
+    return int(journal.conn.execute("SELECT COUNT(*) FROM transitions WHERE trigger = 'exit_signal' AND "
+                                    "detail NOT LIKE '%max_hold%'").fetchone()[0])
+
+
+def rates(asked: int, ev: dict[str, Any], *, candles: int, step_ms: int, warmup: int, leverage: int,
           max_hold: int | None) -> RandomEntryParams:
     """What the random runs copy of the strategy: entry rate while flat, side mix, sizes, exit-signal rate
-    per candle held, the longest hold (its ``max_hold`` parameter when it has one)."""
+    per candle held (``asked``: :func:`exit_requests`), the longest hold (its ``max_hold`` parameter when it has
+    one)."""
     rows = ev["trades_table"]
     held = sum(max(1, r["duration_ms"] // step_ms) for r in rows)
     flat = max(1, candles - warmup - held)
-    asked = journal.conn.execute("SELECT COUNT(*) FROM transitions WHERE trigger = 'exit_signal' AND "
-                                 "detail NOT LIKE '%max_hold%'").fetchone()[0]
     balance = float(ev["initial_balance"])
     fractions = []
     for r in rows:
@@ -216,15 +221,14 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
         ev, meta = _evaluate(mine_dir, first.name, rows)
         journal = Journal(mine_dir / f"{first.name}.sqlite", readonly=True)
         try:
-            params = rates(journal, ev, candles=len(rows), step_ms=int(meta.get("interval_ms", 300_000)),
+            params = rates(exit_requests(journal), ev, candles=len(rows), step_ms=int(meta.get("interval_ms", 300_000)),
                            warmup=int(meta.get("warmup_candles", 1)), leverage=first.leverage,
                            max_hold=getattr(first.params, "max_hold", None))
         finally:
             journal.close()
         training = None if ev["training"] is None else (ev["training"]["start_ms"], ev["training"]["end_ms"])
-        names = [f"rnd{i:04d}" for i in range(n)]
-        runs = [(name, "random_entry", msgspec.structs.replace(params, seed=seed * 1_000_003 + i))
-                for i, name in enumerate(names)]
+        runs = random_runs(params, n, seed)
+        names = [name for name, _, _ in runs]
         k = max(1, min(workers or os.cpu_count() or 1, n))
         dirs = [root / f"random{i}" for i in range(k)]  # one state folder per process (each holds its lock)
         chunks = [runs[i::k] for i in range(k)]
@@ -237,13 +241,24 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
         by_name = {name: f for chunk, got in zip(chunks, figures, strict=True)
                    for (name, _, _), f in zip(chunk, got, strict=True)}
         randoms = [by_name[name] for name in names]
-    mine = figure(ev)
+    return judge(first.name, ev["parts"][0]["label"], figure(ev), randoms, params, time.perf_counter() - t0)
+
+
+def random_runs(params: RandomEntryParams, n: int, seed: int) -> list[tuple[str, str, Any]]:
+    """The ``n`` random-entry instances (name, strategy, params), each seeded from ``seed`` and its number."""
+    return [(f"rnd{i:04d}", "random_entry", msgspec.structs.replace(params, seed=seed * 1_000_003 + i))
+            for i in range(n)]
+
+
+def judge(instance: str, part: str, mine: float, randoms: list[float], params: RandomEntryParams,
+          seconds: float) -> Baseline:
+    """The strategy's figure among the random runs': its percentile (ties half) and the empirical p-value."""
     beats = sum(1.0 if r < mine else 0.5 if r == mine else 0.0 for r in randoms)
     at_least = sum(1 for r in randoms if r >= mine)
-    return Baseline(instance=first.name, part=ev["parts"][0]["label"], strategy_return_pct=mine,
+    return Baseline(instance=instance, part=part, strategy_return_pct=mine,
                     random_returns_pct=randoms, percentile=beats / len(randoms) * 100 if randoms else 0.0,
                     p_value=(at_least + 1) / (len(randoms) + 1), method="empirical, one-sided: (k+1)/(N+1)",
-                    params=msgspec.to_builtins(params), seconds=time.perf_counter() - t0)
+                    params=msgspec.to_builtins(params), seconds=seconds)
 
 
 def plot_baseline(b: Baseline, out: Path) -> bool:

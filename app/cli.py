@@ -27,7 +27,7 @@ from typing import Any
 
 import msgspec
 
-from gatebot.app import baseline, check_invariants, check_lookahead, download, logs, operator
+from gatebot.app import baseline, check_invariants, check_lookahead, download, logs, operator, walkforward
 from gatebot.app.embedded import EmbeddedSimulators, simulator_table
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import evaluation_text, format_report, format_summary, report_data, report_dir
@@ -92,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     download.add_parser(sub)
     operator.add_parsers(sub)
     baseline.add_parser(sub)
+    walkforward.add_parser(sub)
     parser.add_argument("--version", action="version", version=f"gatebot {version('gatebot')}")
     parser.add_argument("-v", "--verbose", action="store_true")
     for name, command in sub.choices.items():  # -v after the subcommand too (SUPPRESS: absent keeps the top's)
