@@ -2,8 +2,9 @@
 
 Windows (:func:`windows`): window k trains on the candles ``[k*M, k*M + N)`` and is replayed on the next M,
 ``[k*M + N, k*M + N + M)``. The test spans are adjacent and together make one contiguous span (the stitched
-out-of-sample span); none overlaps the training span of its own window (later windows train on earlier test
-spans: that is the point of retraining). Candles at the end too few for a whole test span are not tested (said).
+out-of-sample span) up to the file's last candle (the last span shorter when the candles left are fewer than M);
+none overlaps the training span of its own window (later windows train on earlier test spans: that is the point
+of retraining).
 A test span's replay starts ``history - 1`` candles before it (the strategy's warm-up, taken from the end of the
 training span): the strategy sees them, the engine decides nothing on them (it decides from its ``history``-th
 candle on), so the first decision is taken on the first test candle and nothing trades in the warm-up.
@@ -80,15 +81,15 @@ def windows(n: int, train: int, test: int, warmup: int) -> list[Window]:
     if warmup > train:
         raise ConfigError(f"walk-forward: --train {train}: the strategy warms up on {warmup} candles before each "
                           "test span, taken from its training span: train on at least that many")
+    if n <= train:
+        raise ConfigError(f"walk-forward: the candle file has {n} candles, not more than --train {train}: nothing "
+                          "is left to test on")
     out: list[Window] = []
     start = 0
-    while start + train + test <= n:
-        out.append(Window(index=len(out), train=(start, start + train), test=(start + train, start + train + test),
-                          warmup=warmup))
+    while start + train < n:
+        out.append(Window(index=len(out), train=(start, start + train),
+                          test=(start + train, min(n, start + train + test)), warmup=warmup))
         start += test
-    if not out:
-        raise ConfigError(f"walk-forward: the candle file has {n} candles, fewer than --train {train} + --test "
-                          f"{test} = {train + test}: no window fits")
     return out
 
 
@@ -241,7 +242,6 @@ class WalkForward(msgspec.Struct, kw_only=True):
     train_candles: int
     test_candles: int
     warmup_candles: int
-    untested_candles: int
     windows: list[dict[str, Any]]
     stitched: dict[str, Any]
     baseline: dict[str, Any] | None = None
@@ -338,7 +338,7 @@ def run_walk_forward(path: Path, csv: Path, train: str, test: str, *, out: Path 
         stitched["parts"][0]["label"] = STITCHED_LABEL
         result = WalkForward(instance=inst.name, strategy=inst.strategy, candles_csv=str(csv.resolve()),
                              interval=inst.interval, train_candles=n_train, test_candles=n_test,
-                             warmup_candles=found[0].warmup, untested_candles=len(rows) - found[-1].test[1],
+                             warmup_candles=found[0].warmup,
                              windows=summaries, stitched=stitched)
         if baseline_runs > 0:
             b = _baseline(path, out, inst, stitched, rows[found[0].replay[0]:found[-1].test[1]], history, asked,
@@ -383,9 +383,8 @@ def format_walk_forward(r: WalkForward) -> str:
     days = 86_400_000 / interval_ms(r.interval)
     lines = [f"walk-forward of {r.instance} ({r.strategy}) over {r.candles_csv}: {len(r.windows)} window(s), "
              f"train {r.train_candles} candles ({r.train_candles / days:.1f} days), test {r.test_candles} "
-             f"({r.test_candles / days:.1f} days), warm-up {r.warmup_candles} candles before each test span"
-             + (f"; the last {r.untested_candles} candles (less than a test span) not tested"
-                if r.untested_candles else "")]
+             f"({r.test_candles / days:.1f} days; the last span the candles left), warm-up {r.warmup_candles} "
+             "candles before each test span"]
     for w in r.windows:
         hashes = ", ".join(f"{name} {digest[:12]}" for name, digest in w["artifacts"].items()
                            if not name.endswith(".json"))
