@@ -56,6 +56,8 @@ class OpportunityGatingParams(msgspec.Struct, frozen=True, kw_only=True, forbid_
     (``[instances.protection] leveraged_tp_pct``); true is refused with a pointer there."""
     models_dir: str = ""
     """Folder with the four .onnx files and model_card.json; empty = the models shipped in the package."""
+    train_estimators: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 150
+    """Trees per model when the training hook retrains (``gatebot walk-forward``); 150 made the shipped models."""
 
     def __post_init__(self) -> None:
         if self.min_fraction > self.max_fraction:
@@ -183,7 +185,7 @@ class OpportunityGating:
         and ``params`` pointing at them."""
         from gatebot.strategies.opportunity_gating.train import train_until
 
-        train_until(rows, until, out)
+        train_until(rows, until, out, n_estimators=params.train_estimators)
         return msgspec.structs.replace(params, models_dir=str(out))
 
     def journal_meta(self) -> dict[str, str]:

@@ -206,7 +206,10 @@ symbol = "BTC-USDT"
 interval = "15m"
 leverage = 4
 protection = {{ leveraged_sl_pct = 0.04 }}
+params = {{ train_estimators = 50 }}
 """
+"""50 trees per model instead of the shipped 150: 40% less CPU for the test (two runs of seven windows, four
+models each, on 2 cores), the same data, windows and code."""
 
 
 @pytest.mark.skipif(not SHARED_15M.exists(), reason=f"the shared 15m candles are not at {SHARED_15M}")
@@ -245,6 +248,7 @@ def test_opportunity_gating_retrained_monthly_over_the_15m_file_repeats_itself(t
         assert int(meta["model.training_end_ms"]) == w["train"][1] < w["test"][0]
         hashes.append(tuple(w["artifacts"][f"{name}.onnx"] for name in models))
     assert len(set(hashes)) == 7, "every window has models of its own"
+    assert all(w["params"]["train_estimators"] == 50 for w in first["windows"])
     journals = _journals(out)
     again = gatebot(*args, timeout=900)
     assert again.returncode == 0, again.stderr
