@@ -13,6 +13,9 @@ The split is chronological: the first ``train_share`` of the candles train (the 
 rows are purged so no label looks into the test span); the rest is out of sample and only
 measured. LightGBM runs single-threaded with fixed seeds and ``deterministic=True``, so a rebuild
 from the same CSV gives the same predictions. The ONNX files and ``model_card.json`` go to ``--out``.
+
+The strategy's training hook (``OpportunityGating.train``, used by ``gatebot walk-forward``) is
+:func:`train_until`: the same labels and purge on every candle up to a time, nothing measured.
 """
 
 from __future__ import annotations
