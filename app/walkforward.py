@@ -150,7 +150,11 @@ def run_window(task: WindowTask, shared: Any) -> WindowResult:
     plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
     cls = plugins.strategies()[inst.strategy]
     train_rows = rows[w.train[0]:w.train[1]]
-    params = cls.train(train_rows, int(train_rows[-1, 0]), models, inst.params)
+    try:
+        params = cls.train(train_rows, int(train_rows[-1, 0]), models, inst.params)
+    except ValueError as exc:  # the strategy's word on what it cannot train on: one line, exit status 2
+        raise ConfigError(f"walk-forward: window {w.index}: strategy {inst.strategy} cannot train on its "
+                          f"{len(train_rows)} candles: {exc}") from None
     artifacts = {p.relative_to(models).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
                  for p in sorted(models.rglob("*")) if p.is_file()}
     csv = work / "candles.csv"

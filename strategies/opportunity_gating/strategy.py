@@ -183,6 +183,11 @@ class OpportunityGating:
         """The training hook (core.strategy.Trains, ``gatebot walk-forward``): the four models fitted on the
         candles of ``rows`` up to ``until`` into ``out`` (train.py's code and labels, needs the ``train`` extra),
         and ``params`` pointing at them."""
+        try:
+            import lightgbm  # noqa: F401
+            import onnxmltools  # noqa: F401
+        except ImportError:
+            raise ValueError("training needs the train extra: pip install 'gatebot[train]'") from None
         from gatebot.strategies.opportunity_gating.train import train_until
 
         train_until(rows, until, out, n_estimators=params.train_estimators)
