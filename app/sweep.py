@@ -114,6 +114,9 @@ class SweepSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     baseline_runs: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 20
     best: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 5
     """How many of the best configs are written as TOML."""
+    keep_journals: bool = True
+    """Each trial's journal comes back to OUT/trials/NNNNN/state; false: only its config and figures (a replay of
+    its config.toml makes the same journal again), for sweeps too large to keep every journal."""
     params: dict[str, Any] = {}
     """The strategy's parameters: ranges or choices (each checked as a :data:`Values`, naming its key)."""
     protection: dict[str, Any] = {}
@@ -308,6 +311,7 @@ class TrialTask(msgspec.Struct, frozen=True, kw_only=True):
     config_toml: str
     instance: str
     baseline_runs: int = 0
+    keep_journal: bool = True
     seed: int = 0
     """The trial's own seed (the random-entry baseline's)."""
 
@@ -358,7 +362,8 @@ def run_trial(task: TrialTask, candles: SharedFile) -> TrialResult:
                                             state / f"{task.instance}.sqlite", rows, task.baseline_runs,
                                             seed=task.seed, workers=1)
                 figures["p_value"] = compare(figures["oos_return_pct"], randoms)[1]
-            files = {name: (state / name).read_bytes() for name in _settled(state / f"{task.instance}.sqlite")}
+            files = ({name: (state / name).read_bytes() for name in _settled(state / f"{task.instance}.sqlite")}
+                     if task.keep_journal else {})
         except Exception as exc:  # the trial's failure, said in one line; the sweep goes on
             text = str(exc).splitlines()[0] if str(exc) else ""
             return TrialResult(number=task.number, error=f"{type(exc).__name__}: {text}",
@@ -561,6 +566,7 @@ def _run_batch(study: Any, sweep: Sweep, batch: Sequence[Any], shared: SharedFil
         texts[t.number] = config_toml(config)
         tasks.append(TrialTask(number=t.number, config_toml=texts[t.number], instance=sweep.instance.name,
                                baseline_runs=sweep.spec.baseline_runs if sweep.spec.max_p_value else 0,
+                               keep_journal=sweep.spec.keep_journals,
                                seed=_seed_for(sweep.spec.seed, t.number)))
     by_number = {t.number: t for t in batch}
     for _, result in executor.map(trial_fn, tasks, shared=shared):
