@@ -1,4 +1,5 @@
-"""gatebot sweep for real: 200 trials of sma_cross over the shared 5m file on local processes, the driver killed
+"""gatebot sweep for real: the baseline's p-value as a constraint on real trials, mistakes refused in one line
+(exit 2); and 200 trials of sma_cross over the shared 5m file on local processes, the driver killed
 with SIGKILL mid-sweep (when the storage says enough trials finished, in the middle of a batch) and started
 again, finishes with 200 distinct trials and gives the same table as the same sweep on a local Ray instance;
 the best config it writes replays (gatebot replay) to the figure the sweep gave it."""
@@ -20,7 +21,7 @@ import pytest
 
 from tests.helpers import ROOT, SHARED_5M, gatebot
 
-pytestmark = pytest.mark.skipif(not SHARED_5M.is_file(), reason=f"the shared candle file {SHARED_5M} is absent")
+needs_shared_5m = pytest.mark.skipif(not SHARED_5M.is_file(), reason=f"the shared candle file {SHARED_5M} is absent")
 
 TRIALS = 200
 BATCH = 16
@@ -81,6 +82,7 @@ def _command(config: Path, out: Path, *extra: str) -> list[str]:
             "--workers", "2", "--out", str(out), *extra]
 
 
+@needs_shared_5m
 def test_a_killed_sweep_resumes_to_the_same_table_as_on_ray(tmp_path: Path) -> None:
     config = tmp_path / "sweep.toml"
     config.write_text(CONFIG)
@@ -138,3 +140,34 @@ def test_a_killed_sweep_resumes_to_the_same_table_as_on_ray(tmp_path: Path) -> N
     finally:
         journal.close()
     assert ev["parts"][0]["compound_return_pct"] == best["objective"]
+
+
+def test_the_p_value_constraint_on_real_trials(tmp_path: Path) -> None:
+    """Each trial runs its random-entry baseline (3 runs here) after its replay: p = (k+1)/(3+1)."""
+    from gatebot.app.executors import LocalExecutor
+    from gatebot.app.sweep import load_sweep, run_sweep
+    from gatebot.core.market import generate
+
+    csv = tmp_path / "candles.csv"
+    rows = [f"{c.open_time},{c.open},{c.high},{c.low},{c.close},{c.volume}"
+            for c in generate(seed=5, symbol="BTC-USDT", interval="5m", bars=3000)]
+    csv.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    config = tmp_path / "sweep.toml"
+    config.write_text(CONFIG.replace(f"trials = {TRIALS}", "trials = 3\nmax_p_value = 0.5\nbaseline_runs = 3")
+                      .replace('sampler = "tpe"', 'sampler = "random"'))
+    with LocalExecutor(1) as executor:
+        outcome = run_sweep(load_sweep(config), csv, tmp_path / "out", executor)
+    assert outcome.completed == 3
+    rows_out = msgspec.json.decode((tmp_path / "out" / "sweep.json").read_bytes())["trials"]
+    assert all(r["p_value"] in (0.25, 0.5, 0.75, 1.0) for r in rows_out), rows_out
+    assert all(r["feasible"] == (r["p_value"] <= 0.5) for r in rows_out)
+
+
+def test_a_mistake_in_the_sweep_table_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    config = tmp_path / "sweep.toml"
+    config.write_text(CONFIG.replace("fast = { low = 3, high = 20 }", "fast = { low = 30, high = 20 }"))
+    csv = tmp_path / "candles.csv"
+    csv.write_text("timestamp,open,high,low,close,volume\n")
+    done = gatebot("sweep", str(config), "--candles", str(csv))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"{config}: $.sweep.params.fast: low (30) must be below high (20)"
