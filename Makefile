@@ -76,6 +76,7 @@ bench: $(STAMP)
 	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_opportunity_gating.py $(SHARED_5M); fi
 	$(BIN)/python benchmarks/decision_latency.py
 	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_recording.py $(SHARED_5M); fi
+	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/sweep.py $(SHARED_5M); fi
 
 clean:
 	rm -rf $(VENV) state/*.sqlite* state/*.json

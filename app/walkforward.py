@@ -379,8 +379,12 @@ def _baseline(path: Path, out: Path, inst: InstanceConfig, stitched: dict[str, A
     for i, got in executor.map(_random_chunk, items, shared=SharedFile(csv)):
         figures |= {name: f for (name, _, _), f in zip(items[i][3], got, strict=True)}
     randoms = [figures[name] for name, _, _ in runs]
-    return baseline.judge(inst.name, stitched["parts"][0]["label"], baseline.figure(stitched), randoms, params,
-                          time.perf_counter() - t0)
+    mine = baseline.figure(stitched)
+    percentile, p_value = baseline.compare(mine, randoms)
+    return baseline.Baseline(instance=inst.name, part=stitched["parts"][0]["label"], strategy_return_pct=mine,
+                             random_returns_pct=randoms, percentile=percentile, p_value=p_value,
+                             method="empirical, one-sided: (k+1)/(N+1)", params=msgspec.to_builtins(params),
+                             seconds=time.perf_counter() - t0)
 
 
 def format_walk_forward(r: WalkForward) -> str:
