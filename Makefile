@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,train,plot]'
+	$(BIN)/pip install --quiet -e '.[test,train,plot,ray]'
 	touch $(STAMP)
 
 # The bot serves its dashboard while the demo's market plays (the URL printed first, with #token=). In a terminal,
@@ -76,6 +76,7 @@ bench: $(STAMP)
 	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_opportunity_gating.py $(SHARED_5M); fi
 	$(BIN)/python benchmarks/decision_latency.py
 	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/replay_recording.py $(SHARED_5M); fi
+	@if [ -f $(SHARED_5M) ]; then $(BIN)/python benchmarks/sweep.py $(SHARED_5M); fi
 
 clean:
 	rm -rf $(VENV) state/*.sqlite* state/*.json

@@ -87,15 +87,20 @@ def gatebot_strategies() -> dict[str, type]:
 # --- the strategy's rates, from its journal ---------------------------------------------------------------
 
 
-def rates(journal: Journal, ev: dict[str, Any], *, candles: int, step_ms: int, warmup: int, leverage: int,
+def exit_requests(journal: Journal) -> int:
+    """The exits the strategy asked for on a signal of its own (not its max hold)."""
+    return int(journal.conn.execute("SELECT COUNT(*) FROM transitions WHERE trigger = 'exit_signal' AND "
+                                    "detail NOT LIKE '%max_hold%'").fetchone()[0])
+
+
+def rates(asked: int, ev: dict[str, Any], *, candles: int, step_ms: int, warmup: int, leverage: int,
           max_hold: int | None) -> RandomEntryParams:
     """What the random runs copy of the strategy: entry rate while flat, side mix, sizes, exit-signal rate
-    per candle held, the longest hold (its ``max_hold`` parameter when it has one)."""
+    per candle held (``asked``: :func:`exit_requests`), the longest hold (its ``max_hold`` parameter when it has
+    one)."""
     rows = ev["trades_table"]
     held = sum(max(1, r["duration_ms"] // step_ms) for r in rows)
     flat = max(1, candles - warmup - held)
-    asked = journal.conn.execute("SELECT COUNT(*) FROM transitions WHERE trigger = 'exit_signal' AND "
-                                 "detail NOT LIKE '%max_hold%'").fetchone()[0]
     balance = float(ev["initial_balance"])
     fractions = []
     for r in rows:
@@ -214,36 +219,58 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
         mine_dir = strategy_dir or root / "strategy"
         _run(path, csv, mine_dir, first.name, [(first.name, first.strategy, first.params)])
         ev, meta = _evaluate(mine_dir, first.name, rows)
-        journal = Journal(mine_dir / f"{first.name}.sqlite", readonly=True)
-        try:
-            params = rates(journal, ev, candles=len(rows), step_ms=int(meta.get("interval_ms", 300_000)),
-                           warmup=int(meta.get("warmup_candles", 1)), leverage=first.leverage,
-                           max_hold=getattr(first.params, "max_hold", None))
-        finally:
-            journal.close()
-        training = None if ev["training"] is None else (ev["training"]["start_ms"], ev["training"]["end_ms"])
-        names = [f"rnd{i:04d}" for i in range(n)]
-        runs = [(name, "random_entry", msgspec.structs.replace(params, seed=seed * 1_000_003 + i))
-                for i, name in enumerate(names)]
-        k = max(1, min(workers or os.cpu_count() or 1, n))
-        dirs = [root / f"random{i}" for i in range(k)]  # one state folder per process (each holds its lock)
-        chunks = [runs[i::k] for i in range(k)]
-        if k == 1:
-            figures = [_run_and_judge(path, csv, dirs[0], first.name, runs, training)]
-        else:
-            with ProcessPoolExecutor(k) as pool:
-                figures = list(pool.map(_run_and_judge, [path] * k, [csv] * k, dirs, [first.name] * k, chunks,
-                                        [training] * k))
-        by_name = {name: f for chunk, got in zip(chunks, figures, strict=True)
-                   for (name, _, _), f in zip(chunk, got, strict=True)}
-        randoms = [by_name[name] for name in names]
+        randoms, params = random_returns(path, csv, root, first, ev, meta, mine_dir / f"{first.name}.sqlite", rows,
+                                         n, seed=seed, workers=workers)
     mine = figure(ev)
+    percentile, p_value = compare(mine, randoms)
+    return Baseline(instance=first.name, part=ev["parts"][0]["label"], strategy_return_pct=mine,
+                    random_returns_pct=randoms, percentile=percentile, p_value=p_value,
+                    method="empirical, one-sided: (k+1)/(N+1)", params=msgspec.to_builtins(params),
+                    seconds=time.perf_counter() - t0)
+
+
+def random_returns(path: Path, csv: Path, root: Path, first: InstanceConfig, ev: dict[str, Any], meta: dict[str, str],
+                   journal_path: Path, rows: np.ndarray, n: int, *, seed: int = 0,
+                   workers: int | None = None) -> tuple[list[float], RandomEntryParams]:
+    """The figures of ``n`` random-entry runs with the rates of instance ``first``'s replay (its evaluation ``ev``,
+    journal meta ``meta``, journal at ``journal_path``), each on its own account, in state folders under ``root``
+    (in ``workers`` processes; 1: in this one); and the rates they ran with."""
+    journal = Journal(journal_path, readonly=True)
+    try:
+        params = rates(exit_requests(journal), ev, candles=len(rows), step_ms=int(meta.get("interval_ms", 300_000)),
+                       warmup=int(meta.get("warmup_candles", 1)), leverage=first.leverage,
+                       max_hold=getattr(first.params, "max_hold", None))
+    finally:
+        journal.close()
+    training = None if ev["training"] is None else (ev["training"]["start_ms"], ev["training"]["end_ms"])
+    runs = random_runs(params, n, seed)
+    names = [name for name, _, _ in runs]
+    k = max(1, min(workers or os.cpu_count() or 1, n))
+    dirs = [root / f"random{i}" for i in range(k)]  # one state folder per process (each holds its lock)
+    chunks = [runs[i::k] for i in range(k)]
+    if k == 1:
+        figures = [_run_and_judge(path, csv, dirs[0], first.name, runs, training)]
+    else:
+        with ProcessPoolExecutor(k) as pool:
+            figures = list(pool.map(_run_and_judge, [path] * k, [csv] * k, dirs, [first.name] * k, chunks,
+                                    [training] * k))
+    by_name = {name: f for chunk, got in zip(chunks, figures, strict=True)
+               for (name, _, _), f in zip(chunk, got, strict=True)}
+    return [by_name[name] for name in names], params
+
+
+def random_runs(params: RandomEntryParams, n: int, seed: int) -> list[tuple[str, str, Any]]:
+    """The ``n`` random-entry instances (name, strategy, params), each seeded from ``seed`` and its number."""
+    return [(f"rnd{i:04d}", "random_entry", msgspec.structs.replace(params, seed=seed * 1_000_003 + i))
+            for i in range(n)]
+
+
+def compare(mine: float, randoms: list[float]) -> tuple[float, float]:
+    """The strategy's percentile among the random runs (ties count half, in %) and the empirical one-sided
+    p-value (k + 1) / (N + 1), k the random runs at least as good."""
     beats = sum(1.0 if r < mine else 0.5 if r == mine else 0.0 for r in randoms)
     at_least = sum(1 for r in randoms if r >= mine)
-    return Baseline(instance=first.name, part=ev["parts"][0]["label"], strategy_return_pct=mine,
-                    random_returns_pct=randoms, percentile=beats / len(randoms) * 100 if randoms else 0.0,
-                    p_value=(at_least + 1) / (len(randoms) + 1), method="empirical, one-sided: (k+1)/(N+1)",
-                    params=msgspec.to_builtins(params), seconds=time.perf_counter() - t0)
+    return (beats / len(randoms) * 100 if randoms else 0.0), (at_least + 1) / (len(randoms) + 1)
 
 
 def plot_baseline(b: Baseline, out: Path) -> bool:

@@ -1,6 +1,6 @@
-"""``gatebot``: run, replay, record, import-candles, report, evaluate, status, check-config, sim, check-invariants,
-check-lookahead, download-candles, download-funding, dashboard; and to a running bot: close, pause, resume, halt,
-flatten.
+"""``gatebot``: run, replay, record, import-candles, report, evaluate, sweep, walk-forward, status, check-config, sim,
+check-invariants, check-lookahead, download-candles, download-funding, dashboard; and to a running bot: close, pause,
+resume, halt, flatten.
 
 One parser; each subcommand is bound to the function that runs it whole (``set_defaults(func=...)``), which
 returns the exit status (app/exit_codes.py); the errors every command may meet are mapped to a status here.
@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from gatebot.app import baseline, check_invariants, check_lookahead, download, logs, operator
+from gatebot.app import baseline, check_invariants, check_lookahead, download, logs, operator, sweep, walkforward
 from gatebot.app.embedded import EmbeddedSimulators, simulator_table
 from gatebot.app.exit_codes import EXIT_BAD_INPUT, EXIT_BROKEN_PIPE, EXIT_DIVERGED, EXIT_EXCHANGE, EXIT_HALTED
 from gatebot.app.report import (
@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     download.add_parser(sub)
     operator.add_parsers(sub)
     baseline.add_parser(sub)
+    sweep.add_parser(sub)
+    walkforward.add_parser(sub)
     parser.add_argument("--version", action="version", version=f"gatebot {version('gatebot')}")
     parser.add_argument("-v", "--verbose", action="store_true")
     for name, command in sub.choices.items():  # -v after the subcommand too (SUPPRESS: absent keeps the top's)
@@ -193,17 +195,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if args.candles is not None:
             raise ConfigError("replay: give a RECORDING or --candles CSV, not both")
         return _replay(args)
-    config = load_config(args.config)
-    if config.mode == "live":
-        raise ConfigError(f"{args.config}: $.mode: replay never uses a live config")
-    from gatebot.app.replayer import on_paper
-    from gatebot.app.runner import check_replay_target
+    from gatebot.app.replayer import candle_replay_config
 
-    # candles replay on the paper exchange: each other account becomes a paper one (as for a
-    # market recording), never the exchange or simulator the config trades on
-    config = on_paper(msgspec.structs.replace(config, mode="replay"))
-    check_replay_target(config)
-    return _run(config, candles=args.candles)
+    return _run(candle_replay_config(args.config), candles=args.candles)
 
 
 EXCHANGE_NAMES = {"bingx": "BingX"}

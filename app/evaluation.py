@@ -187,6 +187,26 @@ def _slippage(t: TradeRow, closes: dict[int, float]) -> Decimal:
     return out
 
 
+def open_trade(facts: JournalFacts, closes: dict[int, float], last_mark_t: int | None) -> TradeRow | None:
+    """The position still open at the end as a trade valued at the last mark (at its entry price without one),
+    its fees and funding so far counted; None when the journal ended flat."""
+    if facts.open is None:
+        return None
+    r = facts.open
+    mark = closes.get(last_mark_t) if last_mark_t is not None else None
+    price = Decimal(repr(mark)) if mark is not None else r.avg_entry
+    sign = 1 if r.side == "long" else -1
+    unreal = sign * (price - r.avg_entry) * r.open_qty
+    funding = sum((p for _, p in facts.funding_times.get(r.seq, [])), ZERO)
+    filled = facts.open_filled_at or r.opened_at
+    return TradeRow(
+        position=r.seq, side=r.side or "", qty=r.open_qty, entry_price=r.avg_entry, exit_price=price,
+        opened_at=r.opened_at, filled_at=filled, closed_at=last_mark_t or r.opened_at, exit_reason="open",
+        realized_pnl=r.realized_pnl + unreal, fees=r.fees, entry_fees=r.fees, funding=funding,
+        funding_payments=len(facts.funding_times.get(r.seq, [])),
+        stop_price=r.stop_price)
+
+
 def evaluate(facts: JournalFacts, candles: np.ndarray | None = None) -> dict[str, Any]:
     """Every figure of one instance, as JSON-able data (money as strings rounded to the cent).
 
@@ -198,20 +218,9 @@ def evaluate(facts: JournalFacts, candles: np.ndarray | None = None) -> dict[str
         closes = {int(t) + step: float(c) for t, c in zip(candles[:, 0].tolist(), candles[:, 4].tolist(), strict=True)}
     trades = [msgspec.structs.replace(t) for t in facts.trades]
     last_mark_t = max(closes) if closes else facts.last_ts
-    if facts.open is not None:
-        r = facts.open
-        mark = closes.get(last_mark_t) if last_mark_t is not None else None
-        price = Decimal(repr(mark)) if mark is not None else r.avg_entry
-        sign = 1 if r.side == "long" else -1
-        unreal = sign * (price - r.avg_entry) * r.open_qty
-        funding = sum((p for _, p in facts.funding_times.get(r.seq, [])), ZERO)
-        filled = facts.open_filled_at or r.opened_at
-        trades.append(TradeRow(
-            position=r.seq, side=r.side or "", qty=r.open_qty, entry_price=r.avg_entry, exit_price=price,
-            opened_at=r.opened_at, filled_at=filled, closed_at=last_mark_t or r.opened_at, exit_reason="open",
-            realized_pnl=r.realized_pnl + unreal, fees=r.fees, entry_fees=r.fees, funding=funding,
-            funding_payments=len(facts.funding_times.get(r.seq, [])),
-            stop_price=r.stop_price))
+    held = open_trade(facts, closes, last_mark_t)
+    if held is not None:
+        trades.append(held)
     balance = facts.initial_balance
     for t in trades:
         t.slippage = _slippage(t, closes)

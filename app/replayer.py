@@ -185,6 +185,21 @@ async def replay(config: Config, plugins: Any, path: Path, *, progress: bool = F
     return await _replay_session(config, plugins, recording, matches)
 
 
+def candle_replay_config(path: Path) -> Config:
+    """The config ``gatebot replay CONFIG --candles CSV`` runs (a sweep's trial too): CONFIG in mode replay, each
+    account a paper one (as for a market recording), never the exchange or simulator it trades on; a live config
+    or a state folder holding another session's journals is refused in one line."""
+    from gatebot.app.runner import check_replay_target
+    from gatebot.core.config import ConfigError, load_config
+
+    config = load_config(path)
+    if config.mode == "live":
+        raise ConfigError(f"{path}: $.mode: replay never uses a live config")
+    config = on_paper(msgspec.structs.replace(config, mode="replay"))
+    check_replay_target(config)
+    return config
+
+
 def on_paper(config: Config) -> Config:
     """A market recording replays on the paper exchange: each account of another type becomes a paper
     account (BingX: its stop placement and an embedded simulator's balance and fee rate kept)."""

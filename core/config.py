@@ -222,6 +222,12 @@ def config_hash(config: Config) -> str:
 def load_config(path: str | Path, *, allow_live: bool = False) -> Config:
     """Read, decode and check ``path``; raise ConfigError (one line) on anything wrong."""
     path = Path(path)
+    return config_from(path, read_toml(path), allow_live=allow_live)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The decoded TOML of a config file (a command with a table of its own, ``gatebot sweep``'s ``[sweep]``,
+    takes it out before :func:`config_from` checks the rest); ConfigError when unreadable or not TOML."""
     try:
         text = path.read_bytes()
     except OSError as exc:
@@ -232,6 +238,12 @@ def load_config(path: str | Path, *, allow_live: bool = False) -> Config:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:  # msgspec decodes the bytes first: not UTF-8 is not TOML
         raise ConfigError(f"{path}: invalid TOML: not UTF-8 text (byte {exc.start})") from None
+    return raw
+
+
+def config_from(path: Path, raw: dict[str, Any], *, allow_live: bool = False) -> Config:
+    """The checked Config of ``raw`` (the decoded TOML of ``path``, which names the file in errors and anchors
+    its relative paths)."""
     _refuse_secrets(path, raw, "$")
     try:
         config = msgspec.convert(raw, Config)

@@ -9,6 +9,7 @@ engine owns sizing to the instrument, the stop (always an exchange order at
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
@@ -111,3 +112,16 @@ class ExposesFeatures(Protocol):
     changing neither): ``gatebot check-lookahead`` proves each of them causal, not only the decisions."""
 
     def features(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Trains(Protocol):
+    """Can be retrained from candles (``gatebot walk-forward``: retrained on each rolling window, replayed on the
+    next). A classmethod, as training comes before any instance exists. It fits on the candles of ``rows`` (an
+    (n, 6) array as :func:`gatebot.core.market.load_csv` gives it) whose open time is at most ``until`` (ms) and on
+    nothing later: no label, feature or threshold may look past ``until``. The artifacts (model files...) go into
+    the folder ``out``; it returns ``params`` changed to use them (e.g. its ``models_dir``). The same rows give the
+    same artifacts, byte for byte (seeded, single-threaded): a walk-forward run repeats itself."""
+
+    @classmethod
+    def train(cls, rows: Any, until: int, out: Path, params: Any) -> Any: ...

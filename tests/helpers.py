@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("GATEBOT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 """The project's shared candle files (never copied into the repo); tests that need them skip without."""
 SHARED_5M = SHARED_DATA / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
+SHARED_15M = SHARED_DATA / "bingx_btcusdt_15m_2024-12-26_2025-10-14.csv"
 CAPTURES = ROOT / "tests" / "captures"
 """Real BingX traffic (docs/bingx-wire.md): read by the codec tests and matched by the simulator's tests."""
 CONFIGS = ROOT / "tests" / "configs"

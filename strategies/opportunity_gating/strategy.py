@@ -56,6 +56,8 @@ class OpportunityGatingParams(msgspec.Struct, frozen=True, kw_only=True, forbid_
     (``[instances.protection] leveraged_tp_pct``); true is refused with a pointer there."""
     models_dir: str = ""
     """Folder with the four .onnx files and model_card.json; empty = the models shipped in the package."""
+    train_estimators: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 150
+    """Trees per model when the training hook retrains (``gatebot walk-forward``); 150 made the shipped models."""
 
     def __post_init__(self) -> None:
         if self.min_fraction > self.max_fraction:
@@ -115,17 +117,19 @@ def _session(data: bytes) -> Any:
 
 
 def load_models(models_dir: str | Path = MODELS_DIR) -> ModelSet:
-    """The four sessions of ``models_dir``, checked against its card; built once per folder."""
-    key = str(Path(models_dir).resolve())
+    """The four sessions of ``models_dir``, checked against its card; built once per folder and card (a folder
+    retrained in place, as a walk-forward's, has a new card: the card names every file's sha256)."""
+    folder = Path(models_dir).resolve()
     with _LOCK:
+        try:
+            text = (folder / "model_card.json").read_text()
+            card = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise ModelCardError(f"{folder / 'model_card.json'}: cannot read: {exc}") from None
+        key = f"{folder}:{hashlib.sha256(text.encode()).hexdigest()}"
         found = _MODEL_SETS.get(key)
         if found is not None:
             return found
-        folder = Path(key)
-        try:
-            card = json.loads((folder / "model_card.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelCardError(f"{folder / 'model_card.json'}: cannot read: {exc}") from None
         if card.get("features", {}).get("entry") != list(F.FEATURES) or \
                 card.get("features", {}).get("exit") != list(F.EXIT_FEATURES):
             raise ModelCardError(f"{folder}: the card's feature names differ from features.py")
@@ -172,6 +176,22 @@ class OpportunityGating:
         self._prepared: dict[int, int] = {}
         self._i: int | None = None
         self._feats = self._valid = self._p_long = self._p_short = np.empty(0)
+
+    @classmethod
+    def train(cls, rows: np.ndarray, until: int, out: Path, params: OpportunityGatingParams
+              ) -> OpportunityGatingParams:
+        """The training hook (core.strategy.Trains, ``gatebot walk-forward``): the four models fitted on the
+        candles of ``rows`` up to ``until`` into ``out`` (train.py's code and labels, needs the ``train`` extra),
+        and ``params`` pointing at them."""
+        try:
+            import lightgbm  # noqa: F401
+            import onnxmltools  # noqa: F401
+        except ImportError:
+            raise ValueError("training needs the train extra: pip install 'gatebot[train]'") from None
+        from gatebot.strategies.opportunity_gating.train import train_until
+
+        train_until(rows, until, out, n_estimators=params.train_estimators)
+        return msgspec.structs.replace(params, models_dir=str(out))
 
     def journal_meta(self) -> dict[str, str]:
         """What the runner writes into this instance's journal meta table, so that a journal names the models

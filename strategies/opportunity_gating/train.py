@@ -13,6 +13,9 @@ The split is chronological: the first ``train_share`` of the candles train (the 
 rows are purged so no label looks into the test span); the rest is out of sample and only
 measured. LightGBM runs single-threaded with fixed seeds and ``deterministic=True``, so a rebuild
 from the same CSV gives the same predictions. The ONNX files and ``model_card.json`` go to ``--out``.
+
+The strategy's training hook (``OpportunityGating.train``, used by ``gatebot walk-forward``) is
+:func:`train_until`: the same labels and purge on every candle up to a time, nothing measured.
 """
 
 from __future__ import annotations
@@ -128,12 +131,12 @@ def auc(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[pos].sum() - npos * (npos + 1) / 2) / (npos * nneg))
 
 
-def _fit_onnx(X: np.ndarray, y: np.ndarray, n_features: int) -> bytes:
+def _fit_onnx(X: np.ndarray, y: np.ndarray, n_features: int, params: dict = LGB_PARAMS) -> bytes:
     import lightgbm as lgb
     from onnxmltools import convert_lightgbm
     from onnxmltools.convert.common.data_types import FloatTensorType
 
-    model = lgb.LGBMClassifier(**LGB_PARAMS)
+    model = lgb.LGBMClassifier(**params)
     model.fit(X.astype(np.float32), y.astype(np.int64))
     onx = convert_lightgbm(model, initial_types=[("X", FloatTensorType([None, n_features]))], zipmap=False,
                            target_opset=15)
@@ -163,38 +166,59 @@ def _iso(ms: float) -> str:
 
 
 def build(csv: Path, out: Path, train_share: float = 0.6) -> dict:
+    """The shipped models: trained on the first ``train_share`` of ``csv``, measured on the rest."""
     rows = load_csv(csv)
+    return fit_and_write(rows, int(len(rows) * train_share), out, source=csv.name)
+
+
+def train_until(rows: np.ndarray, until_ms: int, out: Path, *, n_estimators: int | None = None) -> dict:
+    """The strategy's training hook (``OpportunityGating.train``): the four models fitted on the candles of
+    ``rows`` opened at or before ``until_ms`` and on nothing later (the purge keeps every label inside them),
+    written to ``out``; nothing is measured (a walk-forward replays the next candles instead)."""
+    rows = rows[rows[:, 0] <= until_ms]
+    if len(rows) < F.WINDOW + MAX_HOLD + 2:
+        raise ValueError(f"{len(rows)} training candles: at least {F.WINDOW + MAX_HOLD + 2} are needed (the "
+                         f"features' warm-up of {F.WINDOW - 1}, the purge of {MAX_HOLD})")
+    return fit_and_write(rows, len(rows), out, source="", n_estimators=n_estimators)
+
+
+def fit_and_write(rows: np.ndarray, split: int, out: Path, *, source: str, n_estimators: int | None = None
+                  ) -> dict:
+    """Train on ``rows[:split]`` (the last MAX_HOLD of them purged), measure on ``rows[split:]`` when there are
+    any; the ONNX files and ``model_card.json`` into ``out``. Returns the card."""
     times, ohlcv = rows[:, 0], rows[:, 1:6]
     ohlc = ohlcv[:, :4]
     n = len(rows)
     feats = F.compute(ohlcv)
-    split = int(n * train_share)
     first = F.WINDOW - 1
     train_idx = np.arange(first, split - MAX_HOLD)  # purged: every label ends before the split
     test_idx = np.arange(split, n - MAX_HOLD)
+    params = LGB_PARAMS if n_estimators is None else {**LGB_PARAMS, "n_estimators": n_estimators}
     out.mkdir(parents=True, exist_ok=True)
     card: dict = {
         "strategy": "opportunity_gating",
         "features": {"entry": list(F.FEATURES), "exit": list(F.EXIT_FEATURES)},
         "schema_hash": F.schema_hash(),
-        "source": {"csv": csv.name, "candles": n, "interval_ms": int(times[1] - times[0]) if n > 1 else 0},
+        "source": {"csv": source, "candles": n, "interval_ms": int(times[1] - times[0]) if n > 1 else 0},
         "training_period": {"start": _iso(times[first]), "end": _iso(times[split - 1]),
                             "start_ms": int(times[first]), "end_ms": int(times[split - 1]),
                             "candles": int(split - first),
                             "note": "features warm up on the first candles; labels of the last 96 training "
                                     "rows would reach past the end and are purged"},
-        "test_period": {"start": _iso(times[split]), "end": _iso(times[n - 1]), "start_ms": int(times[split]),
-                        "end_ms": int(times[n - 1]), "candles": int(n - split)},
         "labels": {"leverage": LEVERAGE, "price_sl_pct": PRICE_SL, "max_hold": MAX_HOLD, "fee_per_side": FEE,
                    "target_leveraged_return": TARGET, "exit_label": "1 when holding to the end of the trade "
                    "returns less than closing now", "exit_entry_stride": ENTRY_STRIDE},
-        "trainer": {"library": "lightgbm", "params": LGB_PARAMS, "onnx_input": "X float32",
+        "trainer": {"library": "lightgbm", "params": params, "onnx_input": "X float32",
                     "output": "probabilities[:, 1]",
                     "note": "class-balanced training: probabilities rank opportunities, they are not calibrated "
                             "frequencies"},
         "models": {},
     }
-    for name, (model, info) in fit_all(feats, ohlc, train_idx, test_idx).items():
+    if split < n:
+        card["test_period"] = {"start": _iso(times[split]), "end": _iso(times[n - 1]), "start_ms": int(times[split]),
+                               "end_ms": int(times[n - 1]), "candles": int(n - split)}
+    for name, (model, info) in fit_all(feats, ohlc, train_idx, test_idx if len(test_idx) else None,
+                                       params=params).items():
         _write(out, card, name, model, info)
     (out / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
     return card
@@ -203,48 +227,27 @@ def build(csv: Path, out: Path, train_share: float = 0.6) -> dict:
 THRESHOLDS = {"long_entry": 0.65, "short_entry": 0.70, "long_exit": 0.70, "short_exit": 0.72}
 
 
-def fit_all(feats: np.ndarray, ohlc: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray
-            ) -> dict[str, tuple[bytes, dict]]:
-    """The four models trained on the entry rows ``train_idx`` and measured on ``test_idx``."""
+def fit_all(feats: np.ndarray, ohlc: np.ndarray, train_idx: np.ndarray, test_idx: np.ndarray | None, *,
+            params: dict = LGB_PARAMS) -> dict[str, tuple[bytes, dict]]:
+    """The four models trained on the entry rows ``train_idx`` and measured on ``test_idx`` (None: not measured)."""
     out: dict[str, tuple[bytes, dict]] = {}
     for side, name in ((1, "long"), (-1, "short")):
         y = entry_labels(ohlc, side)
         ytr = y[train_idx]
-        model = _fit_onnx(feats[train_idx], ytr, len(F.FEATURES))
-        p = predict(model, feats[test_idx])
-        out[f"{name}_entry"] = (model, {
-            "train_rows": len(ytr), "train_positive_rate": round(float(ytr.mean()), 4),
-            "oos": _metrics(y[test_idx], p, THRESHOLDS[f"{name}_entry"])})
+        model = _fit_onnx(feats[train_idx], ytr, len(F.FEATURES), params)
+        info: dict = {"train_rows": len(ytr), "train_positive_rate": round(float(ytr.mean()), 4)}
+        if test_idx is not None:
+            info["oos"] = _metrics(y[test_idx], predict(model, feats[test_idx]), THRESHOLDS[f"{name}_entry"])
+        out[f"{name}_entry"] = (model, info)
         Xe, ye = exit_dataset(feats, ohlc, side, train_idx[::ENTRY_STRIDE])
-        model = _fit_onnx(Xe, ye, len(F.EXIT_FEATURES))
-        Xt, yt = exit_dataset(feats, ohlc, side, test_idx[::ENTRY_STRIDE])
-        out[f"{name}_exit"] = (model, {
-            "train_rows": len(ye), "train_positive_rate": round(float(ye.mean()), 4),
-            "oos": _metrics(yt, predict(model, Xt), THRESHOLDS[f"{name}_exit"])})
+        model = _fit_onnx(Xe, ye, len(F.EXIT_FEATURES), params)
+        info = {"train_rows": len(ye), "train_positive_rate": round(float(ye.mean()), 4)}
+        if test_idx is not None:
+            Xt, yt = exit_dataset(feats, ohlc, side, test_idx[::ENTRY_STRIDE])
+            info["oos"] = _metrics(yt, predict(model, Xt), THRESHOLDS[f"{name}_exit"])
+        out[f"{name}_exit"] = (model, info)
     return dict(sorted(out.items(), key=lambda kv: ("long_entry", "long_exit", "short_entry",
                                                     "short_exit").index(kv[0])))
-
-
-def walk_forward(csv: Path, train_candles: int, test_candles: int) -> list[dict]:
-    """Train on ``train_candles``, measure on the next ``test_candles``, roll by ``test_candles``.
-    Model-level metrics per fold (AUC, precision at the strategy's thresholds); nothing is written.
-    A trading evaluation of a fold replays its test span with that fold's models (``models_dir``)."""
-    rows = load_csv(csv)
-    times, ohlcv = rows[:, 0], rows[:, 1:6]
-    feats = F.compute(ohlcv)
-    n = len(rows)
-    folds = []
-    start = F.WINDOW - 1
-    while start + train_candles + test_candles <= n:
-        split = start + train_candles
-        train_idx = np.arange(start, split - MAX_HOLD)
-        test_idx = np.arange(split, min(split + test_candles, n - MAX_HOLD))
-        fitted = fit_all(feats, ohlcv[:, :4], train_idx, test_idx)
-        folds.append({"train": [_iso(times[start]), _iso(times[split - 1])],
-                      "test": [_iso(times[split]), _iso(times[min(split + test_candles, n) - 1])],
-                      "models": {name: info["oos"] for name, (_m, info) in fitted.items()}})
-        start += test_candles
-    return folds
 
 
 def _write(out: Path, card: dict, name: str, model: bytes, info: dict) -> None:
@@ -258,13 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, required=True)
     parser.add_argument("--out", type=Path, default=MODELS_DIR)
     parser.add_argument("--train-share", type=float, default=0.6)
-    parser.add_argument("--walk-forward", nargs=2, type=int, metavar=("TRAIN", "TEST"),
-                        help="instead of building: train on TRAIN candles, measure on the next TEST, roll")
     args = parser.parse_args(argv)
-    if args.walk_forward:
-        for fold in walk_forward(args.csv, *args.walk_forward):
-            print(json.dumps(fold))
-        return 0
     card = build(args.csv, args.out, args.train_share)
     for name, m in card["models"].items():
         print(f"{name}: {m['bytes']} bytes, oos {m['oos']}")

@@ -256,6 +256,53 @@ def test_a_rebuild_predicts_what_the_shipped_models_predict(tmp_path: Path) -> N
         np.testing.assert_allclose(rebuilt, shipped, rtol=0, atol=1e-6, err_msg=name)
 
 
+def _candle_rows(bars: int, seed: int = 5) -> np.ndarray:
+    return np.array([(c.open_time, c.open, c.high, c.low, c.close, c.volume)
+                     for c in generate(seed=seed, symbol="BTC-USDT", interval="15m", bars=bars)])
+
+
+def test_the_training_hook_never_looks_past_until_and_repeats_itself(tmp_path: Path) -> None:
+    pytest.importorskip("lightgbm", reason="the train extra (pip install -e .[train]) is not installed")
+    pytest.importorskip("onnxmltools", reason="the train extra (pip install -e .[train]) is not installed")
+    from gatebot.core.strategy import Trains
+    from gatebot.strategies.opportunity_gating.train import MAX_HOLD
+
+    assert isinstance(OpportunityGating, Trains)
+    rows = _candle_rows(1400)
+    until = int(rows[999, 0])
+    params = OpportunityGatingParams(train_estimators=5)
+    got = OpportunityGating.train(rows, until, tmp_path / "a", params)
+    assert got == msgspec.structs.replace(params, models_dir=str(tmp_path / "a"))
+    # the candles after until changed beyond recognition, and cut off: byte-identical models and card
+    later = rows.copy()
+    later[1000:, 1:5] *= 1.5
+    OpportunityGating.train(later, until, tmp_path / "b", params)
+    OpportunityGating.train(rows[:1000], until, tmp_path / "c", params)
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["long_entry.onnx", "long_exit.onnx", "model_card.json", "short_entry.onnx", "short_exit.onnx"]
+    for name in files:
+        data = (tmp_path / "a" / name).read_bytes()
+        assert (tmp_path / "b" / name).read_bytes() == data, name
+        assert (tmp_path / "c" / name).read_bytes() == data, name
+    card = json.loads((tmp_path / "a" / "model_card.json").read_text())
+    assert card["training_period"]["end_ms"] == until and "test_period" not in card
+    assert card["trainer"]["params"]["n_estimators"] == 5
+    # the purge: the last entry row trained on is MAX_HOLD candles before the end, so its label ends at until
+    assert card["models"]["long_entry"]["train_rows"] == 1000 - (F.WINDOW - 1) - MAX_HOLD
+    # not vacuous: the models do depend on the candles they may see (a later until, more rows, other models)
+    OpportunityGating.train(rows, int(rows[1199, 0]), tmp_path / "d", params)
+    assert (tmp_path / "d" / "long_entry.onnx").read_bytes() != (tmp_path / "a" / "long_entry.onnx").read_bytes()
+    strategy = OpportunityGating(got, CTX)
+    assert strategy.model_hashes == {name: card["models"][name]["sha256"] for name in MODEL_NAMES}
+    assert strategy.journal_meta()["model.training_end_ms"] == str(until)
+
+
+def test_too_few_candles_to_train_on_are_refused(tmp_path: Path) -> None:
+    rows = _candle_rows(200)
+    with pytest.raises(ValueError, match="200 training candles: at least"):
+        OpportunityGating.train(rows, int(rows[-1, 0]), tmp_path, OpportunityGatingParams())
+
+
 # --- a replay on the paper exchange ------------------------------------------------------------
 
 REPLAY = """
