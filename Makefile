@@ -45,9 +45,11 @@ promtool:
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
 	fi
 
+# Two pytest workers, one per core, each taking whole test files (module fixtures stay in one process): the chaos
+# files run beside the others, which their verdicts must not mind (make chaos-loaded shows they do not).
 test: $(STAMP) chromium promtool
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not chaos"
