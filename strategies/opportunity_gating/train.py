@@ -11,8 +11,9 @@ is 1 when holding on to the end of the trade returns less than closing now.
 
 The split is chronological: the first ``train_share`` of the candles train (the last 96 training
 rows are purged so no label looks into the test span); the rest is out of sample and only
-measured. LightGBM runs single-threaded with fixed seeds and ``deterministic=True``, so a rebuild
-from the same CSV gives the same predictions. The ONNX files and ``model_card.json`` go to ``--out``.
+measured. LightGBM runs single-threaded with fixed seeds and ``deterministic=True`` and the converter's
+output is normalised (:func:`_fit_onnx`), so a rebuild from the same CSV gives byte-identical ONNX files in any
+process. The ONNX files and ``model_card.json`` go to ``--out``.
 
 The strategy's training hook (``OpportunityGating.train``, used by ``gatebot walk-forward``) is
 :func:`train_until`: the same labels and purge on every candle up to a time, nothing measured.
@@ -142,6 +143,12 @@ def _fit_onnx(X: np.ndarray, y: np.ndarray, n_features: int, params: dict = LGB_
                            target_opset=15)
     onx.producer_version = ""
     onx.graph.name = "opportunity_gating"  # the converter names graphs with a random uuid
+    # and lists the operator sets in the order of a set of domain names, which changes with each interpreter's
+    # string-hash seed: sorted, the same fit gives the same bytes in every process
+    opsets = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in opsets:
+        onx.opset_import.add(domain=domain, version=version)
     return onx.SerializeToString()
 
 

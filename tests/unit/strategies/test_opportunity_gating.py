@@ -297,6 +297,42 @@ def test_the_training_hook_never_looks_past_until_and_repeats_itself(tmp_path: P
     assert strategy.journal_meta()["model.training_end_ms"] == str(until)
 
 
+_FIT_IN_A_FRESH_INTERPRETER = """
+import hashlib, json
+import numpy as np
+from onnxmltools import convert_lightgbm
+from onnxmltools.convert.common.data_types import FloatTensorType
+import lightgbm as lgb
+from gatebot.strategies.opportunity_gating.train import LGB_PARAMS, _fit_onnx
+rng = np.random.default_rng(1)
+X = rng.normal(size=(3000, 4))
+y = (X[:, 0] + rng.normal(size=3000) > 0).astype(np.float64)
+params = {**LGB_PARAMS, "n_estimators": 3, "min_child_samples": 20}
+raw = convert_lightgbm(lgb.LGBMClassifier(**params).fit(X.astype(np.float32), y.astype(np.int64)),
+                       initial_types=[("X", FloatTensorType([None, 4]))], zipmap=False, target_opset=15)
+print(json.dumps({"raw": [o.domain for o in raw.opset_import],
+                  "sha256": hashlib.sha256(_fit_onnx(X, y, 4, params)).hexdigest()}))
+"""
+
+
+def test_a_fit_gives_the_same_bytes_whatever_the_interpreters_string_hash_seed() -> None:
+    """The converter lists the operator sets in a set's order, which follows the interpreter's string-hash seed:
+    a walk-forward's windows train in worker processes, each with its own seed, and must hash the same."""
+    pytest.importorskip("lightgbm", reason="the train extra (pip install -e .[train]) is not installed")
+    pytest.importorskip("onnxmltools", reason="the train extra (pip install -e .[train]) is not installed")
+    import os
+    import subprocess
+    import sys
+
+    seeds = ("0", "20")  # two seeds that order the converter's set of domains differently (CPython 3.11+)
+    runs = [subprocess.Popen([sys.executable, "-c", _FIT_IN_A_FRESH_INTERPRETER], stdout=subprocess.PIPE,
+                             env={**os.environ, "PYTHONHASHSEED": seed}, text=True) for seed in seeds]
+    got = [json.loads(run.communicate(timeout=600)[0]) for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    assert got[0]["raw"] != got[1]["raw"], f"seeds {seeds} no longer give the two orders: choose others"
+    assert got[0]["sha256"] == got[1]["sha256"]
+
+
 def test_too_few_candles_to_train_on_are_refused(tmp_path: Path) -> None:
     rows = _candle_rows(200)
     with pytest.raises(ValueError, match="200 training candles: at least"):
