@@ -131,6 +131,26 @@ class ChaosResult(msgspec.Struct, kw_only=True):
                 + "".join(f" {k}={self.transitions.get(k, 0)}" for k in COUNTED if self.transitions))
 
 
+def run_drivers(tmp_path: Path, runs: list[tuple[str, list[str]]]) -> tuple[ChaosResult, list[str]]:
+    """Seeded drivers side by side (one per core), their results merged."""
+    procs = []
+    for name, args in runs:
+        out = tmp_path / f"{name}.json"
+        procs.append((name, out, subprocess.Popen(
+            [sys.executable, "-m", "tests.chaos.driver", *args, "--workdir", str(tmp_path / name), "--json", str(out)],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
+    total = ChaosResult()  # the crash points the configurations reach
+    outputs = []
+    for name, out, proc in procs:
+        text, _ = proc.communicate(timeout=900)
+        outputs.append(f"--- {name}\n{text}")
+        assert out.exists(), text
+        total = total.merge(msgspec.json.decode(out.read_bytes(), type=ChaosResult))
+    print("\n".join(outputs))
+    print(total.line())
+    return total, outputs
+
+
 class Chaos:
     def __init__(self, workdir: Path, *, seed: int, attached: bool, take_profit: bool = False,
                  log: Any = print) -> None:

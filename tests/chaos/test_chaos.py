@@ -3,29 +3,25 @@ BingX simulator that outlives it, every named crash point >= 10 times, the rest 
 stops fired, positions closed by hand, candles played and faults primed while the bot is down; I1-I5
 judged at the point the bot journals that it reconciled, after every restart. Two seeded drivers run side
 by side: one with the stop placed separately after the fill (the default), one with the stop attached to
-the entry. Then >= 300 more with a take-profit and a trailing stop on (I7 with the rest), the same two ways."""
+the entry. The same with a take-profit and a trailing stop on: test_chaos_take_profit.py (a file of its
+own, so that pytest-xdist's two workers, each taking whole files, share the two long runs)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-import msgspec
 import pytest
 
-from gatebot.core.crashpoints import MOVE_POINTS, TAKE_PROFIT_POINTS
-from tests.chaos.driver import Chaos, ChaosResult
+from tests.chaos.driver import Chaos, run_drivers
 from tests.chaos.simthread import wait_for
-from tests.helpers import ROOT
 
 pytestmark = pytest.mark.chaos
 
 
 def test_300_kills_at_every_crash_point_and_at_random_leave_every_invariant_holding(tmp_path: Path) -> None:
-    total, outputs = _drivers(tmp_path, [("separate", ["--seed", "11", "--kills", "160", "--per-point", "10"]),
-                                         ("attached", ["--seed", "12", "--kills", "145", "--per-point", "2",
-                                                       "--attached"])])
+    total, outputs = run_drivers(tmp_path, [("separate", ["--seed", "11", "--kills", "160", "--per-point", "10"]),
+                                            ("attached", ["--seed", "12", "--kills", "145", "--per-point", "2",
+                                                          "--attached"])])
     assert total.violations == [], "\n".join(outputs)
     assert total.unexpected_exits == [], total.unexpected_exits[:3]
     assert total.kills >= 300
@@ -35,49 +31,6 @@ def test_300_kills_at_every_crash_point_and_at_random_leave_every_invariant_hold
     # machine), not asserted: it measures the machine's load as much as the bot. The verdict does not
     # depend on it: the invariants are judged when the bot journals that it reconciled, however long that
     # took; a bot that never does is a violation of its own (RECOVERY_LIMIT_S)
-
-
-def test_300_kills_with_a_take_profit_and_a_trailing_stop_leave_every_invariant_holding(tmp_path: Path) -> None:
-    """The same with a take-profit and a trailing stop on (driver ``--take-profit``): every take-profit and
-    stop-move crash point >= 10 times (a kill between placing a moved stop and canceling the old one among
-    them), the take-profit canceled by hand and one tick through both the stop and the take-profit, while the
-    bot is down and while it runs; I7 (at most one take-profit, never larger than the position) with the rest.
-    The crash points without a take-profit are covered ten times each above: here each once per driver."""
-    total, outputs = _drivers(tmp_path, [
-        ("tp-separate", ["--seed", "21", "--kills", "150", "--per-point", "1", "--new-per-point", "6",
-                         "--take-profit"]),
-        ("tp-attached", ["--seed", "22", "--kills", "150", "--per-point", "1", "--new-per-point", "5",
-                         "--take-profit", "--attached"])])
-    assert total.violations == [], "\n".join(outputs)
-    assert total.unexpected_exits == [], total.unexpected_exits[:3]
-    assert total.kills >= 300
-    assert min(total.point_kills[p] for p in (*TAKE_PROFIT_POINTS, *MOVE_POINTS)) >= 10, total.point_kills
-    assert min(total.point_kills.values()) >= 1, total.point_kills
-    assert total.recoveries >= 200
-    moved, filled, canceled = (total.transitions.get(k, 0) for k in ("move_stop", "tp_filled", "tp_canceled"))
-    assert moved >= 100 and filled >= 10 and canceled >= 10, total.transitions  # the features were exercised
-    assert total.down_actions.get("cancel_tp_by_hand", 0) >= 8, total.down_actions
-    assert total.down_actions.get("wick_through_stop_and_tp", 0) >= 8, total.down_actions
-
-
-def _drivers(tmp_path: Path, runs: list[tuple[str, list[str]]]) -> tuple[ChaosResult, list[str]]:
-    """Seeded drivers side by side (one per core), their results merged."""
-    procs = []
-    for name, args in runs:
-        out = tmp_path / f"{name}.json"
-        procs.append((name, out, subprocess.Popen(
-            [sys.executable, "-m", "tests.chaos.driver", *args, "--workdir", str(tmp_path / name), "--json", str(out)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)))
-    total = ChaosResult()  # the crash points the configurations reach
-    outputs = []
-    for name, out, proc in procs:
-        text, _ = proc.communicate(timeout=900)
-        outputs.append(f"--- {name}\n{text}")
-        assert out.exists(), text
-        total = total.merge(msgspec.json.decode(out.read_bytes(), type=ChaosResult))
-    print("\n".join(outputs))
-    print(total.line())
-    return total, outputs
 
 
 def test_a_close_refused_because_the_position_is_gone_ends_the_lifecycle(tmp_path: Path) -> None:
