@@ -2,15 +2,15 @@
 
     python benchmarks/sweep.py [CSV] [--trials N] [--rounds R] [--repeat P]
 
-The same sweep of sma_cross (a seeded random sampler, one batch: the same N trials each time) runs with 1 worker
-and with 2, alternated for R rounds in this one run (the best of each kept), each timed whole: worker start,
-every replay, the study's asks and tells, the trials' files and the table. Then a 1-trial sweep (its worker
-process started for it) against ``gatebot replay`` of that trial's config.toml in a subprocess (interpreter
-start, replay, evaluation, report), the median of
-P pairs. Prints ``RESULT name=sweep trials_per_s_1=… trials_per_s_2=… ratio=… trial_s=… replay_s=…
-trial_over_replay=… driver_cpu_ms_per_trial=… load_1m=…`` (the driver's own CPU per trial: what it takes from
-the workers' cores; the machine's load average at the start: on a machine others are using, the 2-worker rate
-says more about them than about the sweep); the targets: ratio >= 1.8 on 2 free cores,
+The same sweep of sma_cross (a seeded random sampler, one batch: the same N trials each time, default 40) runs with
+1 worker and with 2, alternated for R rounds in this one run (the best of each kept), each timed whole: worker
+start, every replay, the study's asks and tells, the trials' files and the table (fixed costs, which a second worker
+does not halve, spread over N trials as a real sweep of hundreds spreads them). Then a 1-trial sweep (its worker
+process started for it) against ``gatebot replay`` of that trial's config.toml in a subprocess (interpreter start,
+replay, evaluation, report), the median of P pairs. Prints ``RESULT name=sweep trials_per_s_1=… trials_per_s_2=…
+ratio=… trial_s=… replay_s=… trial_over_replay=… driver_cpu_ms_per_trial=… load_1m=…`` (the driver's own CPU per
+trial: what it takes from the workers' cores; the machine's load average at the start: on a machine others are
+using, the 2-worker rate says more about them than about the sweep); the targets: ratio >= 1.8 on 2 free cores,
 trial_over_replay <= 1.10.
 """
 
@@ -85,7 +85,8 @@ def replay_seconds(config: Path, csv: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("csv", nargs="?", type=Path, default=SHARED_5M)
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=40,
+                        help="trials per sweep; a sweep's fixed costs (worker start, the table) amortised over them")
     parser.add_argument("--repeat", type=int, default=3, help="1-trial sweep / replay pairs (the median is kept)")
     parser.add_argument("--rounds", type=int, default=2, help="1- and 2-worker sweeps, alternated (the best kept)")
     args = parser.parse_args()
