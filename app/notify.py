@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from gatebot.app.views import plain
 from gatebot.core.config import ConfigError, NotifyConfig
 from gatebot.core.events import ZERO
 from gatebot.core.position import EXITED
@@ -46,6 +47,11 @@ QUEUE_MAX = 1000
 RETRY_FIRST_S = 1.0
 DAY_MS = 86_400_000
 EXIT_KIND = {"exited_sl": "stop", "exited_exit": "exit", "exited_manual": "manual"}
+
+
+def _n(value: Decimal | None) -> str:
+    """A quantity or price as the views print it (never an exponent a journal row may carry: "0E-8")."""
+    return "none" if value is None else plain(value)
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -190,14 +196,14 @@ class Notifier:
         r = record
         where = f"{instance} {r.symbol}"
         if dst == "protected" and src == "entering":
-            self.send("entry", f"{where}: entry filled", f"{r.side} {r.open_qty} @ {r.avg_entry:.8g}, stop at "
-                      f"{r.stop_price}", key=f"entry:{instance}:{position}")
+            self.send("entry", f"{where}: entry filled", f"{r.side} {_n(r.open_qty)} @ {r.avg_entry:.8g}, stop at "
+                      f"{_n(r.stop_price)}", key=f"entry:{instance}:{position}")
         elif trigger == "stop_filled" and dst == "exited_sl":
-            self.send("stop", f"{where}: stop fired", f"{r.side} {r.closed_qty} stopped out at {r.stop_price}",
+            self.send("stop", f"{where}: stop fired", f"{r.side} {_n(r.closed_qty)} stopped out at {_n(r.stop_price)}",
                       key=f"stop:{instance}:{position}")
         elif trigger == "stop_rejected":
             self.send("stop_refused", f"{where}: the exchange refused the stop",
-                      f"position {position} ({r.side} {r.open_qty}): {'closing it' if dst == 'exiting' else dst}",
+                      f"position {position} ({r.side} {_n(r.open_qty)}): {'closing it' if dst == 'exiting' else dst}",
                       key=f"stop_refused:{instance}:{position}:{r.stop_attempt}")
         if dst in EXITED and src not in EXITED:  # the record still holds the position's figures (settled resets it)
             funding = self._funding(instance, position)
@@ -218,7 +224,7 @@ class Notifier:
         pending = self._exits.pop(instance, None)
         if pending is not None:
             title, body, key = pending
-            self.send("exit", title, f"{fill.qty} closed at {fill.price}; {body}", key=key)
+            self.send("exit", title, f"{_n(fill.qty)} closed at {_n(fill.price)}; {body}", key=key)
 
     def _funding(self, instance: str, position: int) -> Decimal:
         journal = self.runner.journals.get(instance) if self.runner is not None else None

@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -226,3 +227,18 @@ def test_urls_come_from_the_env_or_an_owner_only_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"URL 1 .*\(nope://\.\.\.\)") as unknown:
         notify.load_urls({notify.URLS_ENV: "nope://secrettoken"})
     assert "secrettoken" not in str(unknown.value)
+
+
+def test_quantities_and_prices_are_written_without_an_exponent() -> None:
+    """A journal row may carry a Decimal as "1.0000E+5" or "0E-8" (str's form); a message says it as a view does."""
+    n = notify.Notifier([], NotifyConfig(), VirtualClock(0))
+    record = SimpleNamespace(symbol="BTC-USDT", side="long", open_qty=Decimal("1.0E-3"), avg_entry=Decimal("100000"),
+                             stop_price=Decimal("9.900E+4"), closed_qty=Decimal("1.0E-3"))
+    n.gatebot_on_transition("it", 1, "entering", "stop_confirmed", "protected", record)
+    n.gatebot_on_transition("it", 1, "protected", "stop_filled", "exited_sl", SimpleNamespace(
+        **vars(record), realized_pnl=Decimal("-1"), fees=Decimal("0.1"), exit_reason=None))
+    n.gatebot_on_fill("it", SimpleNamespace(qty=Decimal("1.0E-3"), price=Decimal("9.900E+4")))
+    bodies = [m.body for m in (n._queue.get_nowait() for _ in range(n._queue.qsize()))]
+    assert bodies[0] == "long 0.0010 @ 100000, stop at 99000"
+    assert bodies[1] == "long 0.0010 stopped out at 99000"
+    assert bodies[2].startswith("0.0010 closed at 99000; PnL -1.0000")
