@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,15 @@ CONFIGS = ROOT / "tests" / "configs"
 def config_text(name: str, **values: object) -> str:
     """``tests/configs/<name>.toml`` with its placeholders filled."""
     return (CONFIGS / f"{name}.toml").read_text().format(**values)
+
+
+def example_text(name: str, state_dir: Path | str) -> str:
+    """``examples/<name>.toml`` with its journals in ``state_dir`` (an example's own point into the repo's state/):
+    the configs the README shows, and the benchmarks run, are the ones the tests check."""
+    text = (ROOT / "examples" / f"{name}.toml").read_text()
+    out, found = re.subn(r"(?m)^state_dir = .*$", lambda _: f'state_dir = "{state_dir}"', text, count=1)
+    assert found, f"examples/{name}.toml has no state_dir line"
+    return out
 
 
 async def until(condition: Callable[[], bool], what: str, *, task: asyncio.Task[Any] | None = None,
