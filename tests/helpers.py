@@ -41,6 +41,21 @@ def example_text(name: str, state_dir: Path | str) -> str:
     return out
 
 
+def sma_replay_text(state_dir: Path | str) -> str:
+    """A replay of sma_cross(10, 30) 4x, 4 % leveraged stop, on a 10,000 USDT paper account: the example sweep's
+    config without its [sweep] table."""
+    return example_text("sweep_sma_cross", state_dir).partition("\n[sweep]\n")[0]
+
+
+def replaced(text: str, *changes: tuple[str, str]) -> str:
+    """``text`` with each (old, new) replaced; an old that is not there fails (a variant that silently stayed the
+    original would test nothing new)."""
+    for old, new in changes:
+        assert old in text, f"not in the config: {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
 async def until(condition: Callable[[], bool], what: str, *, task: asyncio.Task[Any] | None = None,
                 timeout: float = 15.0, detail: Callable[[], str] | None = None) -> None:
     """Let the loop run until ``condition`` holds (a bot against its simulator in the same loop); fail

@@ -5,9 +5,7 @@ RestClient's budget, bad arguments are refused in one line (exit 2)."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +22,7 @@ from gatebot.exchanges.bingx import constants as C
 from gatebot.exchanges.bingx.rest import RestClient, TransportError
 from gatebot.exchanges.paper.funding import HOUR_MS, FundingOptions, load_rates
 from gatebot.simulators.bingx import BingXSimulator, SimOptions, Switches
+from tests.integration.sessions import sim_in_thread
 
 STEP_MS = 300_000
 BARS = 3500
@@ -168,32 +167,6 @@ def test_funding_history_in_windows_interrupted_and_resumed(tmp_path: Path) -> N
 
 
 # --- the command line ------------------------------------------------------------------------------
-
-
-@contextmanager
-def sim_in_thread(options: SimOptions) -> Iterator[BingXSimulator]:
-    """A simulator serving from its own loop in a thread, for ``main()`` (which runs a loop of its own)."""
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    def serve() -> None:
-        async def go() -> None:
-            async with BingXSimulator(options) as sim:
-                box["sim"], box["stop"] = sim, asyncio.Event()
-                ready.set()
-                await box["stop"].wait()
-
-        box["loop"] = asyncio.new_event_loop()
-        box["loop"].run_until_complete(go())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30), "the simulator did not start"
-    try:
-        yield box["sim"]
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(30)
 
 
 def utc(ms: int) -> str:

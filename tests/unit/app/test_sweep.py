@@ -24,10 +24,10 @@ from gatebot.app.sweep import (
 )
 from gatebot.core.config import ConfigError, config_hash, load_config
 from gatebot.core.journal import JournalLocked, StateDirLock
-from tests.helpers import example_text
+from tests.helpers import example_text, sma_replay_text
 
 EXAMPLE = example_text("sweep_sma_cross", "state")
-BASE = EXAMPLE.partition("\n[sweep]\n")[0] + "\n"
+BASE = sma_replay_text("state") + "\n"
 """The example without its [sweep] table: a replay of sma_cross(10, 30) 4x on paper."""
 SWEEP = "[sweep]\ntrials = 30\nseed = 3\nbatch = 8\n" + EXAMPLE[EXAMPLE.index("[sweep.params]"):]
 """The example's search space (fast 3..20, slow 25..120 by 5, the stop 0.02..0.3 on a log scale), 30 trials."""
