@@ -14,6 +14,7 @@ from gatebot.app.cli import main
 from gatebot.core.events import CandleClosed
 from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext
 from gatebot.plugins.hookspecs import hookimpl
+from tests.helpers import config_text
 
 STEP = 300_000
 EVERY = 30
@@ -62,30 +63,10 @@ def gatebot_strategies() -> dict[str, type]:
     return {"planted_edge": PlantedEdge}
 
 
-CONFIG = """
-mode = "replay"
-state_dir = "{state}"
-[plugins]
-modules = ["tests.integration.test_baseline", "gatebot.app.baseline"]
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-[[instances]]
-name = "x"
-exchange = "paper"
-strategy = "{strategy}"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-[instances.params]
-{params}
-"""
-
-
 def config(tmp_path: Path, strategy: str, params: str = "") -> Path:
     path = tmp_path / f"{strategy}.toml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", strategy=strategy, params=params))
+    path.write_text(config_text("plugin_replay", state=tmp_path / "state", instance="x", strategy=strategy, sl=0.04,
+                                modules='["tests.integration.test_baseline", "gatebot.app.baseline"]', params=params))
     return path
 
 
