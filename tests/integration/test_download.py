@@ -22,6 +22,7 @@ from gatebot.exchanges.bingx import constants as C
 from gatebot.exchanges.bingx.rest import RestClient, TransportError
 from gatebot.exchanges.paper.funding import HOUR_MS, FundingOptions, load_rates
 from gatebot.simulators.bingx import BingXSimulator, SimOptions, Switches
+from tests.helpers import replaced, sma_replay_text
 from tests.integration.sessions import sim_in_thread
 
 STEP_MS = 300_000
@@ -173,22 +174,6 @@ def utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M")
 
 
-REPLAY = """
-mode = "replay"
-state_dir = "{state}"
-[exchanges.paper]
-type = "paper"
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "{interval}"
-leverage = 4
-params = {{ fast = 3, slow = 8 }}
-"""
-
-
 def test_cli_downloads_a_file_replay_accepts_and_refuses_it_under_another_interval(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "c.csv"
@@ -221,7 +206,9 @@ def test_cli_downloads_a_file_replay_accepts_and_refuses_it_under_another_interv
         assert err.startswith("error: download-candles: ") and "NOPE-USDT not exist" in err and err.count("\n") == 1
     config = tmp_path / "replay.toml"
     for interval, status in (("5m", 0), ("15m", 2)):
-        config.write_text(REPLAY.format(state=tmp_path / f"state{interval}", interval=interval))
+        config.write_text(replaced(sma_replay_text(tmp_path / f"state{interval}"),
+                                   ("fast = 10, slow = 30", "fast = 3, slow = 8"),
+                                   ('interval = "5m"', f'interval = "{interval}"')))
         assert main(["replay", str(config), "--candles", str(out)]) == status
     assert "candles are 5m apart, but the config trades 15m" in capsys.readouterr().err
 

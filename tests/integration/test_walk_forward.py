@@ -90,8 +90,8 @@ def gatebot_strategies() -> dict[str, type]:
 
 def _setup(tmp_path: Path) -> tuple[Path, Path]:
     cfg = tmp_path / "edge.toml"
-    cfg.write_text(config_text("plugin_replay", state=tmp_path / "state", instance="edge", strategy="learned_edge", sl=0.2,
-                               modules='["tests.integration.test_walk_forward"]', params=""))
+    cfg.write_text(config_text("plugin_replay", state=tmp_path / "state", instance="edge", strategy="learned_edge",
+                               sl=0.2, modules='["tests.integration.test_walk_forward"]', params=""))
     return cfg, write_candles(tmp_path / "c.csv")
 
 
