@@ -56,6 +56,20 @@ def replaced(text: str, *changes: tuple[str, str]) -> str:
     return text
 
 
+def write_edge_candles(path: Path, candles: int, phase: Callable[[int], int] = lambda i: 1, every: int = 30) -> Path:
+    """``candles`` 5m candles from 2025-01-01 around 100 with a planted edge: candle i closes 1.5 % higher where
+    i % every == phase(i), the next gives it back; between, a small deterministic wobble."""
+    lines = ["timestamp,open,high,low,close,volume"]
+    prev = 100.0
+    for i in range(candles):
+        close = 101.5 if i % every == phase(i) else 100.0 + 0.05 * ((i * 7919) % 5 - 2)
+        hi, lo = max(prev, close) * 1.001, min(prev, close) * 0.999
+        lines.append(f"{1_735_689_600_000 + i * 300_000},{prev},{hi:.4f},{lo:.4f},{close},10")
+        prev = close
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 async def until(condition: Callable[[], bool], what: str, *, task: asyncio.Task[Any] | None = None,
                 timeout: float = 15.0, detail: Callable[[], str] | None = None) -> None:
     """Let the loop run until ``condition`` holds (a bot against its simulator in the same loop); fail

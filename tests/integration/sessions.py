@@ -95,8 +95,16 @@ async def session(tmp: Path, monkeypatch: pytest.MonkeyPatch, *, hedge: bool = F
         return
     runner = bot(tmp, monkeypatch, sim, hedge=hedge, attached=attached, params=params, state=state, adopt=adopt,
                  options=options, protection=protection)
+    async with running(sim, runner, tmp / state / "it.sqlite") as s:
+        yield s
+
+
+@asynccontextmanager
+async def running(sim: BingXSimulator, runner: Runner, journal_path: Path) -> AsyncIterator[Session]:
+    """``runner`` started on ``sim``: its session once the instance runs and the market stream is connected; the
+    runner stopped (and waited for) after."""
     task = asyncio.create_task(runner.run())
-    s = Session(sim, runner, task, tmp / state / "it.sqlite")
+    s = Session(sim, runner, task, journal_path)
     try:
         await s.until(lambda: s.engine is not None and s.engine.status == "running", "the bot to start")
         await s.until(lambda: runner.adapters["bx"].market is not None

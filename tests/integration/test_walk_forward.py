@@ -23,7 +23,7 @@ from gatebot.core.journal import Journal
 from gatebot.core.market import load_csv
 from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext, Trains
 from gatebot.plugins.hookspecs import hookimpl
-from tests.helpers import SHARED_15M, config_text, example_text, gatebot, replaced
+from tests.helpers import SHARED_15M, config_text, example_text, gatebot, replaced, write_edge_candles
 
 T0 = 1_735_689_600_000
 STEP = 300_000
@@ -34,16 +34,7 @@ SHIFT = 1200
 
 
 def write_candles(path: Path) -> Path:
-    lines = ["timestamp,open,high,low,close,volume"]
-    prev = 100.0
-    for i in range(CANDLES):
-        phase = 1 if i < SHIFT else 16
-        close = 101.5 if i % EVERY == phase else 100.0 + 0.05 * ((i * 7919) % 5 - 2)
-        hi, lo = max(prev, close) * 1.001, min(prev, close) * 0.999
-        lines.append(f"{T0 + i * STEP},{prev},{hi:.4f},{lo:.4f},{close},10")
-        prev = close
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_edge_candles(path, CANDLES, phase=lambda i: 1 if i < SHIFT else 16, every=EVERY)
 
 
 class LearnedParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
