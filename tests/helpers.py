@@ -33,8 +33,8 @@ def config_text(name: str, **values: object) -> str:
 
 
 def example_text(name: str, state_dir: Path | str) -> str:
-    """``examples/<name>.toml`` with its journals in ``state_dir`` (an example's own point into the repo's state/):
-    the configs the README shows, and the benchmarks run, are the ones the tests check."""
+    """``examples/<name>.toml`` with its journals in ``state_dir`` (an example's own state_dir points into the repo's
+    state/): the configs the README shows, and the benchmarks run, are the ones the tests check."""
     text = (ROOT / "examples" / f"{name}.toml").read_text()
     out, found = re.subn(r"(?m)^state_dir = .*$", lambda _: f'state_dir = "{state_dir}"', text, count=1)
     assert found, f"examples/{name}.toml has no state_dir line"

@@ -20,6 +20,7 @@ STEP_MS = 300_000
 DAY0_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 START_MS = DAY0_MS + 22 * 3_600_000  # two hours (24 candles) before the next UTC day
 
+
 def config_toml(state: Path, risk: str, *, account: bool = False) -> str:
     """A replay of scripted entries (every other candle) at 4x with stops 1 % away, filled exactly at their price:
     one instance "rg" (half the balance per entry) with ``risk`` as its own guards, or (``account``) two, "ra" on
