@@ -25,6 +25,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -117,33 +119,50 @@ class Probe:
         return [max(0, self.stop_acks[k] - t) / 1e6 for k, t in self.fills.items() if k in self.stop_acks]
 
 
-async def session(candles: int, attached: bool) -> Probe:
-    probe = Probe()
-    probe.install()
+@asynccontextmanager
+async def bot_on_simulator(candles: int, *, attached: bool, api: bool = False) -> AsyncIterator[
+        tuple[BingXSimulator, Runner, Path]]:
+    """The bot (its API on when ``api``) on a new simulator of ``candles`` candles, its market stream connected:
+    (simulator, runner, state folder); after the block, a bot that failed voids the measurement, else it stops."""
     options = SimOptions(mode="manual", history_bars=100, bars=candles + 10, rate_limit_per_s=10_000.0,
                          rate_limit_burst=10_000.0)
     os.environ["BENCH_BINGX_KEY"], os.environ["BENCH_BINGX_SECRET"] = options.api_key, options.secret
     with tempfile.TemporaryDirectory() as tmp:
         async with BingXSimulator(options) as sim:
             path = Path(tmp) / "bench.toml"
-            path.write_text(CONFIG.format(state=Path(tmp) / "state", rest=sim.rest_url, ws=sim.ws_url,
-                                          attached=str(attached).lower()))
+            text = CONFIG.format(state=Path(tmp) / "state", rest=sim.rest_url, ws=sim.ws_url,
+                                 attached=str(attached).lower())
+            if api:
+                text = text.replace("[[instances]]", "[api]\nenabled = true\nport = 0\n[[instances]]")
+            path.write_text(text)
             config = load_config(path)
             runner = Runner(config, make_plugin_manager(config.plugins.modules))
             task = asyncio.create_task(runner.run())
             while runner.instances[0].engine is None or runner.adapters["bx"].market is None:
                 await asyncio.sleep(0.01)
             await runner.adapters["bx"].market.connected.wait()
-            for _ in range(candles):
-                before = runner.bars
-                await sim.advance(1)
-                while runner.bars == before or not (runner.instances[0].engine is None
-                                                    or runner.instances[0].engine.idle):
-                    await asyncio.sleep(0.0005)
+            yield sim, runner, Path(tmp) / "state"
             if runner.instances[0].failures:
                 raise SystemExit(f"the bot failed {runner.instances[0].failures} time(s): the measurement is void")
             runner.stop()
             await task
+
+
+async def play(sim: BingXSimulator, runner: Runner, candles: int) -> None:
+    """The market ``candles`` candles on, each once the bot has handled the last (as fast as it keeps up)."""
+    for _ in range(candles):
+        before = runner.bars
+        await sim.advance(1)
+        while runner.bars == before or not (runner.instances[0].engine is None
+                                            or runner.instances[0].engine.idle):
+            await asyncio.sleep(0.0005)
+
+
+async def session(candles: int, attached: bool) -> Probe:
+    probe = Probe()
+    probe.install()
+    async with bot_on_simulator(candles, attached=attached) as (sim, runner, _):
+        await play(sim, runner, candles)
     return probe
 
 

@@ -16,18 +16,13 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
 
-from benchmarks.decision_latency import CONFIG, Probe, pct
-from gatebot.app.runner import Runner
-from gatebot.core.config import load_config
-from gatebot.plugins.manager import make_plugin_manager
-from gatebot.simulators.bingx import BingXSimulator, SimOptions
+from benchmarks.decision_latency import Probe, bot_on_simulator, pct, play
 
 TOKEN = "bench-token-not-a-secret"
 POLLED = ("/api/instances", "/api/instances/lat", "/api/instances/lat/candles?limit=300",
@@ -62,42 +57,18 @@ class Load:
 
 async def session(probe: Probe, candles: int, *, api: bool, load: Load) -> list[float]:
     probe.__init__()  # type: ignore[misc]  # one set of wrappers for every session: none stacked on another
-    options = SimOptions(mode="manual", history_bars=100, bars=candles + 10, rate_limit_per_s=10_000.0,
-                         rate_limit_burst=10_000.0)
-    os.environ["BENCH_BINGX_KEY"], os.environ["BENCH_BINGX_SECRET"] = options.api_key, options.secret
     os.environ["GATEBOT_API_TOKEN"] = TOKEN
-    with tempfile.TemporaryDirectory() as tmp:
-        async with BingXSimulator(options) as sim:
-            path = Path(tmp) / "bench.toml"
-            text = CONFIG.format(state=Path(tmp) / "state", rest=sim.rest_url, ws=sim.ws_url, attached="false")
-            if api:
-                text = text.replace("[[instances]]", "[api]\nenabled = true\nport = 0\n[[instances]]")
-            path.write_text(text)
-            config = load_config(path)
-            runner = Runner(config, make_plugin_manager(config.plugins.modules))
-            task = asyncio.create_task(runner.run())
-            while runner.instances[0].engine is None or runner.adapters["bx"].market is None:
-                await asyncio.sleep(0.01)
-            await runner.adapters["bx"].market.connected.wait()
-            tasks = []
-            if api:
-                url = json.loads((Path(tmp) / "state" / "api.json").read_text())["url"]
-                tasks = [asyncio.create_task(load.poll(url)), asyncio.create_task(load.stream(url))]
-            for _ in range(candles):
-                before = runner.bars
-                await sim.advance(1)
-                while runner.bars == before or not (runner.instances[0].engine is None
-                                                    or runner.instances[0].engine.idle):
-                    await asyncio.sleep(0.0005)
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                if not t.cancelled() and t.done():
-                    t.result()  # a poll that failed makes the measurement void
-            if runner.instances[0].failures:
-                raise SystemExit(f"the bot failed {runner.instances[0].failures} time(s): the measurement is void")
-            runner.stop()
-            await task
+    async with bot_on_simulator(candles, attached=False, api=api) as (sim, runner, state):
+        tasks = []
+        if api:
+            url = json.loads((state / "api.json").read_text())["url"]
+            tasks = [asyncio.create_task(load.poll(url)), asyncio.create_task(load.stream(url))]
+        await play(sim, runner, candles)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            if not t.cancelled() and t.done():
+                t.result()  # a poll that failed makes the measurement void
     return probe.decisions_us()
 
 

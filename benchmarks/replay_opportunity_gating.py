@@ -11,56 +11,31 @@ models, the paper exchange, the state machine and the journal writes. Target: 20
 from __future__ import annotations
 
 import argparse
-import asyncio
 import resource
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gatebot.app.report import report_dir  # noqa: E402
-from gatebot.app.runner import Runner  # noqa: E402
+from benchmarks.replay_sma import timed_replay  # noqa: E402
 from gatebot.core.config import load_config  # noqa: E402
-from gatebot.plugins.manager import make_plugin_manager  # noqa: E402
 
 DEFAULT_CSV = ROOT.parent / "shared" / "data" / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
 
-CONFIG = """
-mode = "replay"
-state_dir = "{state}"
-[journal]
-synchronous = "{sync}"
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-[[instances]]
-name = "og"
-exchange = "paper"
-strategy = "opportunity_gating"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-protection = {{ leveraged_sl_pct = 0.04 }}
-"""
+CONFIG = ROOT / "examples" / "opportunity_gating.toml"
+"""The README's example: the shipped models at their thresholds, 4x, 4 % leveraged stop, on a 10,000 USDT account."""
 
 
 def run(csv: Path, sync: str = "OFF") -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.toml"
-        path.write_text(CONFIG.format(state=Path(tmp) / "state", sync=sync))
-        config = load_config(path)
-        runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable),
-                        candles_csv=csv)
-        start = time.perf_counter()
-        asyncio.run(runner.run())
-        seconds = time.perf_counter() - start
-        (summary,) = report_dir(config.state_dir)
-    return {"bars": runner.bars, "seconds": seconds, "bars_per_s": runner.bars / seconds,
-            "trades": summary.trades, "stop_exits": summary.exits.get("sl", 0)}
+        example = load_config(CONFIG)
+        config = msgspec.structs.replace(example, state_dir=str(Path(tmp) / "state"),
+                                         journal=msgspec.structs.replace(example.journal, synchronous=sync))
+        return timed_replay(config, csv)
 
 
 def main() -> None:

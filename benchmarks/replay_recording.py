@@ -30,25 +30,9 @@ from gatebot.plugins.manager import make_plugin_manager
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data/bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
 
-CONFIG = """
-mode = "replay"
-state_dir = "{state}"
-[journal]
-synchronous = "OFF"
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = {{ fast = 10, slow = 30, fraction = 0.5 }}
-protection = {{ leveraged_sl_pct = 0.04 }}
-"""
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sweep_sma_cross.toml"
+"""Its config without the [sweep] table: sma_cross(10, 30) 4x on a 10,000 USDT paper account (a replay's journal
+is synchronous = OFF by default)."""
 
 
 def trades(state: Path) -> int:
@@ -78,8 +62,8 @@ def main() -> None:
         import_s = time.perf_counter() - t0
 
         path = tmp_path / "bench.toml"
-        path.write_text(CONFIG.format(state=tmp_path / "frames"))
-        frame_config = load_config(path)
+        path.write_text(EXAMPLE.read_text().partition("\n[sweep]\n")[0])
+        frame_config = msgspec.structs.replace(load_config(path), state_dir=str(tmp_path / "frames"))
         csv_config = msgspec.structs.replace(frame_config, state_dir=str(tmp_path / "csv"))
         plugins = make_plugin_manager(frame_config.plugins.modules, frame_config.plugins.disable)
         frames_s = csv_s = csv_load_s = float("inf")

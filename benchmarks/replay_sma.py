@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gatebot.app.report import report_dir
 from gatebot.app.runner import Runner
-from gatebot.core.config import load_config
+from gatebot.core.config import Config, load_config
 from gatebot.plugins.manager import make_plugin_manager
 
 NAUTILUS_BARS_PER_S = 12_000
@@ -58,13 +58,17 @@ def run(csv: Path | None, bars: int, sync: str, balance: float = 10_000.0, fract
         path = Path(tmp) / "bench.toml"
         path.write_text(CONFIG.format(state=Path(tmp) / "state", bars=bars, sync=sync, balance=balance,
                                           fraction=fraction))
-        config = load_config(path)
-        runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable),
-                        candles_csv=csv)
-        start = time.perf_counter()
-        asyncio.run(runner.run())
-        seconds = time.perf_counter() - start
-        (summary,) = report_dir(config.state_dir)
+        return timed_replay(load_config(path), csv)
+
+
+def timed_replay(config: Config, csv: Path | None) -> dict[str, float]:
+    """One replay of ``config``'s one instance over ``csv`` (None: its [market]), timed from the runner's start to
+    its end; the candles, the rate, and the trades and stop exits its journal's report counts."""
+    runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable), candles_csv=csv)
+    start = time.perf_counter()
+    asyncio.run(runner.run())
+    seconds = time.perf_counter() - start
+    (summary,) = report_dir(config.state_dir)
     return {"bars": runner.bars, "seconds": seconds, "bars_per_s": runner.bars / seconds,
             "trades": summary.trades, "stop_exits": summary.exits.get("sl", 0)}
 

@@ -31,33 +31,11 @@ from gatebot.app.executors import LocalExecutor
 from gatebot.app.sweep import load_sweep, run_sweep
 
 SHARED_5M = Path(__file__).resolve().parents[2] / "shared" / "data" / "bingx_btcusdt_5m_2025-08-06_2025-10-14.csv"
-CONFIG = """
-mode = "replay"
-state_dir = "state"
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-fee_rate = 0.0005
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = { fast = 10, slow = 30, fraction = 0.5 }
-protection = { leveraged_sl_pct = 0.04 }
-[sweep]
-sampler = "random"
-seed = 1
-batch = 100000
-[sweep.params]
-fast = { low = 3, high = 20 }
-slow = { low = 25, high = 120, step = 5 }
-[sweep.protection]
-leveraged_sl_pct = { low = 0.02, high = 0.3, log = true }
-"""
+EXAMPLE = (Path(__file__).resolve().parents[1] / "examples" / "sweep_sma_cross.toml").read_text()
+CONFIG = (EXAMPLE.partition("\n[sweep]\n")[0].replace('state_dir = "../state/sweep_sma_cross"', 'state_dir = "state"')
+          + '\n[sweep]\nsampler = "random"\nseed = 1\nbatch = 100000\n' + EXAMPLE[EXAMPLE.index("[sweep.params]"):])
+"""The README's example sweep (examples/sweep_sma_cross.toml: its config and search space), sampled at random in one
+batch: the same N trials every time."""
 
 
 DRIVER_CPU_S: list[float] = []

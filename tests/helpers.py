@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -29,6 +30,44 @@ CONFIGS = ROOT / "tests" / "configs"
 def config_text(name: str, **values: object) -> str:
     """``tests/configs/<name>.toml`` with its placeholders filled."""
     return (CONFIGS / f"{name}.toml").read_text().format(**values)
+
+
+def example_text(name: str, state_dir: Path | str) -> str:
+    """``examples/<name>.toml`` with its journals in ``state_dir`` (an example's own state_dir points into the repo's
+    state/): the configs the README shows, and the benchmarks run, are the ones the tests check."""
+    text = (ROOT / "examples" / f"{name}.toml").read_text()
+    out, found = re.subn(r"(?m)^state_dir = .*$", lambda _: f'state_dir = "{state_dir}"', text, count=1)
+    assert found, f"examples/{name}.toml has no state_dir line"
+    return out
+
+
+def sma_replay_text(state_dir: Path | str) -> str:
+    """A replay of sma_cross(10, 30) 4x, 4 % leveraged stop, on a 10,000 USDT paper account: the example sweep's
+    config without its [sweep] table."""
+    return example_text("sweep_sma_cross", state_dir).partition("\n[sweep]\n")[0]
+
+
+def replaced(text: str, *changes: tuple[str, str]) -> str:
+    """``text`` with each (old, new) replaced; an old that is not there fails (a variant that silently stayed the
+    original would test nothing new)."""
+    for old, new in changes:
+        assert old in text, f"not in the config: {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+def write_edge_candles(path: Path, candles: int, phase: Callable[[int], int] = lambda i: 1, every: int = 30) -> Path:
+    """``candles`` 5m candles from 2025-01-01 around 100 with a planted edge: candle i closes 1.5 % higher where
+    i % every == phase(i), the next gives it back; between, a small deterministic wobble."""
+    lines = ["timestamp,open,high,low,close,volume"]
+    prev = 100.0
+    for i in range(candles):
+        close = 101.5 if i % every == phase(i) else 100.0 + 0.05 * ((i * 7919) % 5 - 2)
+        hi, lo = max(prev, close) * 1.001, min(prev, close) * 0.999
+        lines.append(f"{1_735_689_600_000 + i * 300_000},{prev},{hi:.4f},{lo:.4f},{close},10")
+        prev = close
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 async def until(condition: Callable[[], bool], what: str, *, task: asyncio.Task[Any] | None = None,

@@ -4,8 +4,9 @@ also the ``bingx_session`` fixture of tests/integration/conftest.py) and ways to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +95,16 @@ async def session(tmp: Path, monkeypatch: pytest.MonkeyPatch, *, hedge: bool = F
         return
     runner = bot(tmp, monkeypatch, sim, hedge=hedge, attached=attached, params=params, state=state, adopt=adopt,
                  options=options, protection=protection)
+    async with running(sim, runner, tmp / state / "it.sqlite") as s:
+        yield s
+
+
+@asynccontextmanager
+async def running(sim: BingXSimulator, runner: Runner, journal_path: Path) -> AsyncIterator[Session]:
+    """``runner`` started on ``sim``: its session once the instance runs and the market stream is connected; the
+    runner stopped (and waited for) after."""
     task = asyncio.create_task(runner.run())
-    s = Session(sim, runner, task, tmp / state / "it.sqlite")
+    s = Session(sim, runner, task, journal_path)
     try:
         await s.until(lambda: s.engine is not None and s.engine.status == "running", "the bot to start")
         await s.until(lambda: runner.adapters["bx"].market is not None
@@ -128,3 +137,30 @@ def bot(tmp: Path, monkeypatch: pytest.MonkeyPatch, sim: BingXSimulator, *, adop
 
 BingXSession = Callable[..., AbstractAsyncContextManager[Session]]
 """The ``bingx_session`` fixture: :func:`session` with the test's ``tmp_path`` and ``monkeypatch`` bound."""
+
+
+@contextmanager
+def sim_in_thread(options: SimOptions) -> Iterator[BingXSimulator]:
+    """A simulator serving on loopback from its own loop in a thread, for ``main()`` (which runs a loop of its own)
+    or a ``gatebot`` child process to talk to."""
+    ready = threading.Event()
+    box: dict[str, Any] = {}
+
+    def serve() -> None:
+        async def go() -> None:
+            async with BingXSimulator(options) as sim:
+                box["sim"], box["stop"] = sim, asyncio.Event()
+                ready.set()
+                await box["stop"].wait()
+
+        box["loop"] = asyncio.new_event_loop()
+        box["loop"].run_until_complete(go())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(30), "the simulator did not start"
+    try:
+        yield box["sim"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(30)

@@ -14,6 +14,7 @@ from gatebot.app.cli import main
 from gatebot.core.events import CandleClosed
 from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext
 from gatebot.plugins.hookspecs import hookimpl
+from tests.helpers import config_text, write_edge_candles
 
 STEP = 300_000
 EVERY = 30
@@ -22,15 +23,7 @@ CANDLES = 2000
 
 
 def write_candles(path: Path) -> Path:
-    lines = ["timestamp,open,high,low,close,volume"]
-    prev = 100.0
-    for i in range(CANDLES):
-        close = 101.5 if i % EVERY == 1 else 100.0 + 0.05 * ((i * 7919) % 5 - 2)
-        hi, lo = max(prev, close) * 1.001, min(prev, close) * 0.999
-        lines.append(f"{1_735_689_600_000 + i * STEP},{prev},{hi:.4f},{lo:.4f},{close},10")
-        prev = close
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_edge_candles(path, CANDLES, every=EVERY)
 
 
 class EdgeParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,30 +55,10 @@ def gatebot_strategies() -> dict[str, type]:
     return {"planted_edge": PlantedEdge}
 
 
-CONFIG = """
-mode = "replay"
-state_dir = "{state}"
-[plugins]
-modules = ["tests.integration.test_baseline", "gatebot.app.baseline"]
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-[[instances]]
-name = "x"
-exchange = "paper"
-strategy = "{strategy}"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-[instances.params]
-{params}
-"""
-
-
 def config(tmp_path: Path, strategy: str, params: str = "") -> Path:
     path = tmp_path / f"{strategy}.toml"
-    path.write_text(CONFIG.format(state=tmp_path / "state", strategy=strategy, params=params))
+    path.write_text(config_text("plugin_replay", state=tmp_path / "state", instance="x", strategy=strategy, sl=0.04,
+                                modules='["tests.integration.test_baseline", "gatebot.app.baseline"]', params=params))
     return path
 
 

@@ -12,30 +12,14 @@ import pytest
 from gatebot.app.cli import main
 from gatebot.core.journal import Journal
 from gatebot.core.market import CandleFileError, check_spacing, generate, read_candles
-from tests.helpers import SHARED_DATA
+from tests.helpers import SHARED_DATA, replaced, sma_replay_text
 
 SHARED_15M = SHARED_DATA / "bingx_btcusdt_15m_2024-12-26_2025-10-14.csv"
-
-CONFIG = """
-mode = "replay"
-state_dir = "{state}"
-{market}
-[exchanges.paper]
-type = "paper"
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = {{ fast = 3, slow = 8 }}
-"""
 
 
 def config(tmp: Path, market: str = "") -> Path:
     path = tmp / "replay.toml"
-    path.write_text(CONFIG.format(state=tmp / "state", market=market))
+    path.write_text(replaced(sma_replay_text(tmp / "state"), ("fast = 10, slow = 30", "fast = 3, slow = 8")) + market)
     return path
 
 

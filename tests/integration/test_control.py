@@ -22,7 +22,7 @@ from gatebot.core.config import load_config
 from gatebot.core.journal import Journal, JournalUnwritable
 from gatebot.plugins.manager import make_plugin_manager
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
-from tests.integration.sessions import SYMBOL, Session, bingx_config
+from tests.integration.sessions import SYMBOL, Session, bingx_config, running
 
 TOKEN = "test-token-0123456789"
 API = '[api]\nenabled = true\nport = 0\n'
@@ -46,16 +46,8 @@ async def bot(tmp: Path, monkeypatch: pytest.MonkeyPatch, *, params: str = "{ ev
         monkeypatch.setenv("GATEBOT_API_TOKEN", TOKEN)
         config = load_config(write_config(tmp, sim, params))
         runner = Runner(config, make_plugin_manager(config.plugins.modules, config.plugins.disable))
-        task = asyncio.create_task(runner.run())
-        s = Session(sim, runner, task, tmp / "state" / "it.sqlite")
-        try:
-            await s.until(lambda: s.engine is not None and s.engine.status == "running", "the bot to start")
-            await s.until(lambda: runner.adapters["bx"].market is not None
-                          and runner.adapters["bx"].market.connected.is_set(), "the market stream")
+        async with running(sim, runner, tmp / "state" / "it.sqlite") as s:
             yield s
-        finally:
-            runner.stop()
-            await asyncio.wait_for(task, timeout=15)
 
 
 @asynccontextmanager

@@ -5,9 +5,7 @@ RestClient's budget, bad arguments are refused in one line (exit 2)."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -24,6 +22,8 @@ from gatebot.exchanges.bingx import constants as C
 from gatebot.exchanges.bingx.rest import RestClient, TransportError
 from gatebot.exchanges.paper.funding import HOUR_MS, FundingOptions, load_rates
 from gatebot.simulators.bingx import BingXSimulator, SimOptions, Switches
+from tests.helpers import replaced, sma_replay_text
+from tests.integration.sessions import sim_in_thread
 
 STEP_MS = 300_000
 BARS = 3500
@@ -170,50 +170,8 @@ def test_funding_history_in_windows_interrupted_and_resumed(tmp_path: Path) -> N
 # --- the command line ------------------------------------------------------------------------------
 
 
-@contextmanager
-def sim_in_thread(options: SimOptions) -> Iterator[BingXSimulator]:
-    """A simulator serving from its own loop in a thread, for ``main()`` (which runs a loop of its own)."""
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    def serve() -> None:
-        async def go() -> None:
-            async with BingXSimulator(options) as sim:
-                box["sim"], box["stop"] = sim, asyncio.Event()
-                ready.set()
-                await box["stop"].wait()
-
-        box["loop"] = asyncio.new_event_loop()
-        box["loop"].run_until_complete(go())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30), "the simulator did not start"
-    try:
-        yield box["sim"]
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(30)
-
-
 def utc(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M")
-
-
-REPLAY = """
-mode = "replay"
-state_dir = "{state}"
-[exchanges.paper]
-type = "paper"
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "{interval}"
-leverage = 4
-params = {{ fast = 3, slow = 8 }}
-"""
 
 
 def test_cli_downloads_a_file_replay_accepts_and_refuses_it_under_another_interval(
@@ -248,7 +206,9 @@ def test_cli_downloads_a_file_replay_accepts_and_refuses_it_under_another_interv
         assert err.startswith("error: download-candles: ") and "NOPE-USDT not exist" in err and err.count("\n") == 1
     config = tmp_path / "replay.toml"
     for interval, status in (("5m", 0), ("15m", 2)):
-        config.write_text(REPLAY.format(state=tmp_path / f"state{interval}", interval=interval))
+        config.write_text(replaced(sma_replay_text(tmp_path / f"state{interval}"),
+                                   ("fast = 10, slow = 30", "fast = 3, slow = 8"),
+                                   ('interval = "5m"', f'interval = "{interval}"')))
         assert main(["replay", str(config), "--candles", str(out)]) == status
     assert "candles are 5m apart, but the config trades 15m" in capsys.readouterr().err
 

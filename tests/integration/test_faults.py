@@ -10,9 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,38 +25,9 @@ from gatebot.plugins.manager import make_plugin_manager
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
 from tests.conftest import PaperSession
 from tests.helpers import gatebot
-from tests.integration.sessions import SYMBOL, BingXSession, bingx_config
+from tests.integration.sessions import SYMBOL, BingXSession, bingx_config, sim_in_thread
 
 HOLD = "{ enter_on = 1, exit_on = 0 }"
-
-
-# --- the simulator for a child process: its own loop in a thread ------------------------------------
-
-
-@contextmanager
-def sim_in_thread(**options: Any) -> Iterator[BingXSimulator]:
-    """A simulator serving on loopback from a thread, for a ``gatebot`` child process to talk to."""
-    ready = threading.Event()
-    box: dict[str, Any] = {}
-
-    def serve() -> None:
-        async def go() -> None:
-            async with BingXSimulator(SimOptions(mode="manual", history_bars=120, **options)) as sim:
-                box["sim"], box["stop"] = sim, asyncio.Event()
-                ready.set()
-                await box["stop"].wait()
-
-        box["loop"] = asyncio.new_event_loop()
-        box["loop"].run_until_complete(go())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(30), "the simulator did not start"
-    try:
-        yield box["sim"]
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(30)
 
 
 def _bingx_config(tmp: Path, sim: BingXSimulator, *, options: str = "", protection: str = "") -> Path:
@@ -73,7 +42,7 @@ def _bingx_config(tmp: Path, sim: BingXSimulator, *, options: str = "", protecti
                          ids=["wrong-secret", "wrong-key"])
 def test_credentials_refused_at_start_end_the_run_in_one_line_with_exit_status_4(tmp_path: Path, key: str,
                                                                                    secret: str) -> None:
-    with sim_in_thread() as sim:
+    with sim_in_thread(SimOptions(mode="manual", history_bars=120)) as sim:
         config = _bingx_config(tmp_path, sim)
         out = gatebot("run", str(config), env={"SIM_BINGX_KEY": key, "SIM_BINGX_SECRET": secret}, timeout=60)
     assert out.returncode == 4, (out.returncode, out.stderr)

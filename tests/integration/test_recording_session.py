@@ -20,45 +20,17 @@ from gatebot.core.journal import Journal
 from gatebot.core.recording import Header, Recorder, Recording, session_hash
 from gatebot.plugins.manager import make_plugin_manager
 from gatebot.simulators.bingx import BingXSimulator, SimOptions
-from tests.helpers import until
+from tests.helpers import config_text, until
 
 SYMBOL = "BTC-USDT"
-
-CONFIG = """
-mode = "{mode}"
-state_dir = "{state}"
-[journal]
-synchronous = "OFF"
-[plugins]
-modules = ["tests.plugins_for_tests"]
-[exchanges.bx]
-type = "bingx"
-hedge_mode = false
-[exchanges.bx.options]
-rest_url = "{rest}"
-ws_url = "{ws}"
-attached_stop = true
-close_candles_by_clock = false
-request_timeout_s = 1.0
-api_key_env = "SIM_BINGX_KEY"
-secret_env = "SIM_BINGX_SECRET"
-[[instances]]
-name = "it"
-exchange = "bx"
-strategy = "scripted"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = {params}
-protection = {{ leveraged_sl_pct = 0.04, protection_timeout_s = 5 }}
-"""
 PARAMS = "{ enter_on = 1, every = 2, fraction = 0.5 }"
 
 
 def write_config(tmp: Path, name: str, *, mode: str, state: Path, rest: str = "http://127.0.0.1:9",
                  ws: str = "ws://127.0.0.1:9", params: str = PARAMS) -> Any:
     path = tmp / name
-    path.write_text(CONFIG.format(mode="paper", state=state, rest=rest, ws=ws, params=params))
+    path.write_text(config_text("bingx_sim", state=state, hedge="false", rest=rest, ws=ws, attached="true",
+                                params=params, options="", protection=""))
     return msgspec.structs.replace(load_config(path), mode=mode)  # as `gatebot replay` does
 
 

@@ -19,47 +19,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from tests.helpers import ROOT, SHARED_5M, gatebot
+from tests.helpers import ROOT, SHARED_5M, example_text, gatebot
 
 needs_shared_5m = pytest.mark.skipif(not SHARED_5M.is_file(), reason=f"the shared candle file {SHARED_5M} is absent")
 
-TRIALS = 200
-BATCH = 16
-CONFIG = f"""
-mode = "replay"
-state_dir = "state"
-
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-fee_rate = 0.0005
-
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = {{ fast = 10, slow = 30, fraction = 0.5 }}
-protection = {{ leveraged_sl_pct = 0.04 }}
-
-[sweep]
-trials = {TRIALS}
-sampler = "tpe"
-seed = 7
-batch = {BATCH}
-objective = "oos_return"
-best = 3
-
-[sweep.params]
-fast = {{ low = 3, high = 20 }}
-slow = {{ low = 25, high = 120, step = 5 }}
-
-[sweep.protection]
-leveraged_sl_pct = {{ low = 0.02, high = 0.3, log = true }}
-"""
+CONFIG = example_text("sweep_sma_cross", "state")
+"""The README's example sweep: sma_cross over fast, slow and the stop, TPE."""
+TRIALS, BATCH = 200, 16
+"""The example's trials and batch (the kill lands mid-batch after 40 of them; the assertions below count them)."""
 
 
 def _states(out: Path) -> dict[str, int]:

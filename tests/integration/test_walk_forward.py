@@ -23,7 +23,7 @@ from gatebot.core.journal import Journal
 from gatebot.core.market import load_csv
 from gatebot.core.strategy import Decision, Enter, Exit, PositionView, StrategyContext, Trains
 from gatebot.plugins.hookspecs import hookimpl
-from tests.helpers import SHARED_15M, gatebot
+from tests.helpers import SHARED_15M, config_text, example_text, gatebot, replaced, write_edge_candles
 
 T0 = 1_735_689_600_000
 STEP = 300_000
@@ -34,16 +34,7 @@ SHIFT = 1200
 
 
 def write_candles(path: Path) -> Path:
-    lines = ["timestamp,open,high,low,close,volume"]
-    prev = 100.0
-    for i in range(CANDLES):
-        phase = 1 if i < SHIFT else 16
-        close = 101.5 if i % EVERY == phase else 100.0 + 0.05 * ((i * 7919) % 5 - 2)
-        hi, lo = max(prev, close) * 1.001, min(prev, close) * 0.999
-        lines.append(f"{T0 + i * STEP},{prev},{hi:.4f},{lo:.4f},{close},10")
-        prev = close
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_edge_candles(path, CANDLES, phase=lambda i: 1 if i < SHIFT else 16, every=EVERY)
 
 
 class LearnedParams(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -88,31 +79,10 @@ def gatebot_strategies() -> dict[str, type]:
     return {"learned_edge": LearnedEdge}
 
 
-CONFIG = """
-mode = "replay"
-state_dir = "{state}"
-[journal]
-synchronous = "OFF"
-[plugins]
-modules = ["tests.integration.test_walk_forward"]
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-[[instances]]
-name = "edge"
-exchange = "paper"
-strategy = "learned_edge"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-protection = {{ leveraged_sl_pct = 0.2 }}
-"""
-
-
 def _setup(tmp_path: Path) -> tuple[Path, Path]:
     cfg = tmp_path / "edge.toml"
-    cfg.write_text(CONFIG.format(state=tmp_path / "state"))
+    cfg.write_text(config_text("plugin_replay", state=tmp_path / "state", instance="edge", strategy="learned_edge",
+                               sl=0.2, modules='["tests.integration.test_walk_forward"]', params=""))
     return cfg, write_candles(tmp_path / "c.csv")
 
 
@@ -185,38 +155,19 @@ def test_ray_gives_what_local_processes_give(tmp_path: Path) -> None:
 
 # --- opportunity gating over the shared 15m file, retrained every month --------------------------------------
 
-OG = """
-mode = "replay"
-state_dir = "{state}"
-[journal]
-synchronous = "OFF"
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-fee_rate = 0.0005
-tick = "0.1"
-step = "0.0001"
-min_notional = "2"
-[[instances]]
-name = "og"
-exchange = "paper"
-strategy = "opportunity_gating"
-symbol = "BTC-USDT"
-interval = "15m"
-leverage = 4
-protection = {{ leveraged_sl_pct = 0.04 }}
-params = {{ train_estimators = 50 }}
-"""
-"""50 trees per model instead of the shipped 150: 40% less CPU for the test (two runs of seven windows, four
-models each, on 2 cores), the same data, windows and code."""
+
+def og_text(state: Path) -> str:
+    """examples/walk_forward.toml with 50 trees per model instead of the shipped 150: 40% less CPU for the test (two
+    runs of seven windows, four models each, on 2 cores), the same data, windows and code."""
+    return replaced(example_text("walk_forward", state), ("[instances.params]\n",
+                                                          "[instances.params]\ntrain_estimators = 50\n"))
 
 
 @pytest.mark.skipif(not SHARED_15M.exists(), reason=f"the shared 15m candles are not at {SHARED_15M}")
 def test_opportunity_gating_retrained_monthly_over_the_15m_file_repeats_itself(tmp_path: Path) -> None:
     pytest.importorskip("lightgbm", reason="the train extra (pip install -e .[train]) is not installed")
     cfg = tmp_path / "og.toml"
-    cfg.write_text(OG.format(state=tmp_path / "state"))
+    cfg.write_text(og_text(tmp_path / "state"))
     out = tmp_path / "wf"
     args = ["walk-forward", str(cfg), "--candles", str(SHARED_15M), "--train", "90d", "--test", "30d",
             "--workers", "2", "--baseline", "20", "--out", str(out)]

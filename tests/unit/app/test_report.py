@@ -14,7 +14,7 @@ import pytest
 from gatebot.app.cli import main
 from gatebot.app.evaluation import WINDOW_MS, JournalFacts, TradeRow, evaluate, format_evaluation
 from gatebot.core.position import PositionRecord
-from tests.helpers import ROOT, SHARED_5M
+from tests.helpers import ROOT, SHARED_5M, replaced, sma_replay_text
 
 STEP = 300_000  # 5m
 DAY = 86_400_000
@@ -170,6 +170,12 @@ def test_replay_of_the_shared_file_leads_with_out_of_sample_and_every_view_agree
     assert max(plotted["drawdown_pct"]) == pytest.approx(ev["whole"]["max_drawdown_pct"])
 
 
+def generated_replay_text(state: Path) -> str:
+    """The example sma_cross replay (tests/helpers.py) of a generated market of 300 candles."""
+    return replaced(sma_replay_text(state),
+                    ("[exchanges.paper]\n", '[market]\nsource = "generated"\nbars = 300\n\n[exchanges.paper]\n'))
+
+
 def test_instances_on_one_account_share_its_balance_at_first_start_and_a_bad_base_is_no_percentage(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Each fresh journal's initial balance is the account's balance when the process first asked, not what is
@@ -190,29 +196,10 @@ def test_instances_on_one_account_share_its_balance_at_first_start_and_a_bad_bas
 
     monkeypatch.setattr(PaperExchange, "balance", balance)
     cfg = tmp_path / "two.toml"
-    cfg.write_text(f"""
-mode = "replay"
-state_dir = "{tmp_path / 'state'}"
-[market]
-source = "generated"
-bars = 300
-[exchanges.paper]
-type = "paper"
-[[instances]]
-name = "btc"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-[[instances]]
-name = "eth"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "ETH-USDT"
-interval = "5m"
-leverage = 4
-""")
+    one = generated_replay_text(tmp_path / "state")
+    instance = one[one.index("[[instances]]"):]
+    cfg.write_text(replaced(one, ('name = "sma"', 'name = "btc"'))
+                   + replaced(instance, ('name = "sma"', 'name = "eth"'), ('"BTC-USDT"', '"ETH-USDT"')))
     config = load_config(cfg)
     asyncio.run(Runner(config, make_plugin_manager()).run())
     bases = []
@@ -231,22 +218,7 @@ leverage = 4
 def test_a_replay_without_a_candle_file_keeps_its_candles_to_mark_equity_at(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "gen.toml"
-    cfg.write_text(f"""
-mode = "replay"
-state_dir = "{tmp_path / 'state'}"
-[market]
-source = "generated"
-bars = 300
-[exchanges.paper]
-type = "paper"
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-""")
+    cfg.write_text(generated_replay_text(tmp_path / "state"))
     assert main(["replay", str(cfg)]) == 0
     assert "equity marked at candle closes" in capsys.readouterr().out
     marks = tmp_path / "state" / "candles-BTC-USDT-5m.csv"

@@ -20,7 +20,13 @@ STEP_MS = 300_000
 DAY0_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 START_MS = DAY0_MS + 22 * 3_600_000  # two hours (24 candles) before the next UTC day
 
-CONFIG = """
+
+def config_toml(state: Path, risk: str, *, account: bool = False) -> str:
+    """A replay of scripted entries (every other candle) at 4x with stops 1 % away, filled exactly at their price:
+    one instance "rg" (half the balance per entry) with ``risk`` as its own guards, or (``account``) two, "ra" on
+    BTC-USDT and "rb" on ETH-USDT (a quarter each), with ``risk`` as their paper account's."""
+    instances = [("ra", "BTC-USDT", 0.25), ("rb", "ETH-USDT", 0.25)] if account else [("rg", "BTC-USDT", 0.5)]
+    text = f"""
 mode = "replay"
 state_dir = "{state}"
 [journal]
@@ -29,20 +35,25 @@ synchronous = "OFF"
 modules = ["gatebot.strategies.scripted"]
 [exchanges.paper]
 type = "paper"
+{f"risk = {risk}" if account else ""}
 [exchanges.paper.options]
 balance = 10000.0
 stop_slippage_bps = 0
-[[instances]]
-name = "rg"
+"""
+    for name, symbol, fraction in instances:
+        text += f"""[[instances]]
+name = "{name}"
 exchange = "paper"
 strategy = "scripted"
-symbol = "BTC-USDT"
+symbol = "{symbol}"
 interval = "5m"
 leverage = 4
-params = {{ every = 2, fraction = 0.5 }}
+params = {{ every = 2, fraction = {fraction} }}
 protection = {{ leveraged_sl_pct = 0.04 }}
-risk = {risk}
+{"" if account else f"risk = {risk}"}
 """
+    return text
+
 
 SHAPES: dict[str, Callable[[float], tuple[float, float, float, float]]] = {
     "flat": lambda p: (p, p * 1.001, p * 0.999, p),
@@ -66,7 +77,7 @@ def replay(tmp: Path, risk: str, shapes: list[str],
     """Replay ``shapes`` with ``risk``; ``between(runner, i)`` runs before candle i is fed (each candle is handled
     in full before the next). The journal, read-only."""
     path = tmp / "rg.toml"
-    path.write_text(CONFIG.format(state=tmp / "state", risk=risk))
+    path.write_text(config_toml(tmp / "state", risk))
     config = load_config(path)
     runner: Runner
 
@@ -160,44 +171,10 @@ def test_drawdown_pauses_entries_and_a_new_day_does_not_resume_it_by_itself(tmp_
     assert entries(journal) == [0, 2, 4]  # and nothing after midnight (candle 24): only the operator resumes
 
 
-ACCOUNT = """
-mode = "replay"
-state_dir = "{state}"
-[journal]
-synchronous = "OFF"
-[plugins]
-modules = ["gatebot.strategies.scripted"]
-[exchanges.paper]
-type = "paper"
-risk = {risk}
-[exchanges.paper.options]
-balance = 10000.0
-stop_slippage_bps = 0
-[[instances]]
-name = "ra"
-exchange = "paper"
-strategy = "scripted"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = {{ every = 2, fraction = 0.25 }}
-protection = {{ leveraged_sl_pct = 0.04 }}
-[[instances]]
-name = "rb"
-exchange = "paper"
-strategy = "scripted"
-symbol = "ETH-USDT"
-interval = "5m"
-leverage = 4
-params = {{ every = 2, fraction = 0.25 }}
-protection = {{ leveraged_sl_pct = 0.04 }}
-"""
-
-
 def replay_account(tmp: Path, risk: str, shapes: list[str]) -> dict[str, Journal]:
     """Two instances on one paper account, each on its own symbol fed the same ``shapes``; their journals."""
     path = tmp / "acct.toml"
-    path.write_text(ACCOUNT.format(state=tmp / "state", risk=risk))
+    path.write_text(config_toml(tmp / "state", risk, account=True))
     config = load_config(path)
 
     async def source() -> AsyncIterator[CandleClosed]:

@@ -12,7 +12,7 @@ from gatebot.app.runner import Runner
 from gatebot.core.config import load_config
 from gatebot.core.journal import Journal
 from gatebot.plugins.manager import make_plugin_manager
-from tests.helpers import SHARED_5M
+from tests.helpers import SHARED_5M, replaced, sma_replay_text
 from tests.sma_reference import plain_sma_trades
 
 TWO = """
@@ -72,26 +72,11 @@ def test_a_raising_strategy_does_not_stop_the_other_instance(tmp_path: Path) -> 
     assert 3 <= bad.failures < 100
 
 
-SMA = """
-mode = "replay"
-state_dir = "{state}"
-[journal]
-synchronous = "OFF"
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-stop_slippage_bps = 0       # the plain loop fills stops exactly at their price
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = {{ fast = 10, slow = 30, fraction = 0.5 }}
-protection = {{ leveraged_sl_pct = 0.04 }}
-"""
+def sma_text(state: Path) -> str:
+    """The example sma_cross replay (tests/helpers.py), its stops filled exactly at their price as the plain loop
+    fills them."""
+    return replaced(sma_replay_text(state), ("[exchanges.paper.options]\n",
+                                             "[exchanges.paper.options]\nstop_slippage_bps = 0\n"))
 
 
 @pytest.mark.skipif(not SHARED_5M.exists(), reason=f"shared candle file {SHARED_5M} is absent")
@@ -101,7 +86,7 @@ def test_replay_makes_the_same_trades_as_a_plain_loop(tmp_path: Path) -> None:
     from gatebot.core.market import load_csv
 
     path = tmp_path / "sma.toml"
-    path.write_text(SMA.format(state=tmp_path / "state"))
+    path.write_text(sma_text(tmp_path / "state"))
     run(path, SHARED_5M)
     journal = Journal(tmp_path / "state" / "sma.sqlite", readonly=True)
     got = [(t.side, t.qty, t.entry_price, t.exit_reason, t.realized_pnl, t.fees) for t in trades(journal)]
@@ -162,12 +147,12 @@ def test_the_replay_command_reads_a_candle_file_and_reports(tmp_path: Path) -> N
             for c in generate(seed=9, symbol="BTC-USDT", interval="5m", bars=600)]
     csv.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
     config = tmp_path / "sma.toml"
-    config.write_text(SMA.format(state=tmp_path / "state"))
+    config.write_text(sma_text(tmp_path / "state"))
     done = gatebot("replay", str(config), "--candles", str(csv))
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("600 candles processed (replay)")
     assert "evaluation of sma" in done.stdout and " trades" in done.stdout
-    config.write_text(SMA.format(state=tmp_path / "other"))
+    config.write_text(sma_text(tmp_path / "other"))
     missing = gatebot("replay", str(config), "--candles", str(tmp_path / "none.csv"))
     assert missing.returncode == 2 and "none.csv: cannot read" in missing.stderr
     assert not (tmp_path / "other").exists(), "nothing starts on a bad candle file"

@@ -24,36 +24,13 @@ from gatebot.app.sweep import (
 )
 from gatebot.core.config import ConfigError, config_hash, load_config
 from gatebot.core.journal import JournalLocked, StateDirLock
+from tests.helpers import example_text, sma_replay_text
 
-BASE = """
-mode = "replay"
-state_dir = "state"
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = { fast = 10, slow = 30, fraction = 0.5 }
-protection = { leveraged_sl_pct = 0.04 }
-"""
-
-SWEEP = """
-[sweep]
-trials = 30
-seed = 3
-batch = 8
-[sweep.params]
-fast = { low = 3, high = 20 }
-slow = { low = 25, high = 120, step = 5 }
-[sweep.protection]
-leveraged_sl_pct = { low = 0.02, high = 0.3, log = true }
-"""
+EXAMPLE = example_text("sweep_sma_cross", "state")
+BASE = sma_replay_text("state") + "\n"
+"""The example without its [sweep] table: a replay of sma_cross(10, 30) 4x on paper."""
+SWEEP = "[sweep]\ntrials = 30\nseed = 3\nbatch = 8\n" + EXAMPLE[EXAMPLE.index("[sweep.params]"):]
+"""The example's search space (fast 3..20, slow 25..120 by 5, the stop 0.02..0.3 on a log scale), 30 trials."""
 
 
 def write(tmp: Path, sweep: str = SWEEP, base: str = BASE) -> Path:

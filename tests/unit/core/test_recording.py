@@ -20,24 +20,12 @@ from gatebot.core.journal import Journal
 from gatebot.core.market import generate
 from gatebot.core.recording import MAGIC, Header, Recorder, Recording, RecordingError
 from gatebot.plugins.manager import make_plugin_manager
+from tests.helpers import replaced, sma_replay_text
 
-CONFIG = """
-mode = "replay"
-state_dir = "{state}"
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000
-[[instances]]
-name = "sma"
-exchange = "paper"
-strategy = "sma_cross"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-params = {{ fast = 5, slow = 20, fraction = 0.5 }}
-protection = {{ leveraged_sl_pct = 0.04 }}
-"""
+
+def replay_text(state: Path) -> str:
+    """The example sma_cross replay (tests/helpers.py) with sma_cross(5, 20): trades enough on 1,500 candles."""
+    return replaced(sma_replay_text(state), ("fast = 10, slow = 30", "fast = 5, slow = 20"))
 
 
 def write_csv(path: Path, bars: int = 1500) -> Path:
@@ -172,7 +160,7 @@ def market(tmp_path: Path) -> tuple[Path, Path]:
     rec = tmp_path / "market.gbrec"
     assert import_candles(csv, rec) == 1500 * 4 + 1
     cfg = tmp_path / "replay.toml"
-    cfg.write_text(CONFIG.format(state=tmp_path / "state"))
+    cfg.write_text(replay_text(tmp_path / "state"))
     return cfg, rec
 
 

@@ -28,7 +28,7 @@ from gatebot.strategies.opportunity_gating.strategy import (
     load_models,
     size_fraction,
 )
-from tests.helpers import SHARED_5M
+from tests.helpers import ROOT, SHARED_5M
 
 NO_SHARED = pytest.mark.skipif(not SHARED_5M.exists(), reason=f"shared candle file {SHARED_5M} is absent")
 CTX = StrategyContext(instance="og", symbol="BTC-USDT", interval="5m", leverage=4)
@@ -341,25 +341,6 @@ def test_too_few_candles_to_train_on_are_refused(tmp_path: Path) -> None:
 
 # --- a replay on the paper exchange ------------------------------------------------------------
 
-REPLAY = """
-mode = "replay"
-state_dir = "{state}"
-[journal]
-synchronous = "OFF"
-[exchanges.paper]
-type = "paper"
-[exchanges.paper.options]
-balance = 10000.0
-[[instances]]
-name = "og"
-exchange = "paper"
-strategy = "opportunity_gating"
-symbol = "BTC-USDT"
-interval = "5m"
-leverage = 4
-protection = {{ leveraged_sl_pct = 0.04 }}
-"""
-
 
 @NO_SHARED
 def test_a_replay_trades_and_journals_its_probabilities(tmp_path: Path) -> None:
@@ -372,9 +353,8 @@ def test_a_replay_trades_and_journals_its_probabilities(tmp_path: Path) -> None:
     lines = SHARED_5M.read_text().splitlines()
     csv = tmp_path / "candles.csv"
     csv.write_text("\n".join(lines[:2501]) + "\n")
-    path = tmp_path / "og.toml"
-    path.write_text(REPLAY.format(state=tmp_path / "state"))
-    config = load_config(path)
+    example = load_config(ROOT / "examples" / "opportunity_gating.toml")  # the shipped models at their thresholds
+    config = msgspec.structs.replace(example, state_dir=str(tmp_path / "state"))
     asyncio.run(Runner(config, make_plugin_manager(), candles_csv=csv).run())
     journal = Journal(tmp_path / "state" / "og.sqlite", readonly=True)
     try:
