@@ -118,11 +118,11 @@ def rates(asked: int, ev: dict[str, Any], *, candles: int, step_ms: int, warmup:
 # --- running ----------------------------------------------------------------------------------------------
 
 
-def _config(path: Path, state: Path, template: str, instances: list[tuple[str, str, Any]]) -> Config:
-    """CONFIG with instance ``template`` and its account copied once per (name, strategy, params): each its own."""
+def _config(base: Config, state: Path, template: str, instances: list[tuple[str, str, Any]]) -> Config:
+    """CONFIG (``base``, loaded) with instance ``template`` and its account copied once per (name, strategy,
+    params): each its own. The loaded config, not its path, travels to a worker: a cluster's need not have it."""
     from gatebot.app.replayer import on_paper
 
-    base = load_config(path)
     config = on_paper(msgspec.structs.replace(base, mode="replay"))
     first = next(i for i in config.instances if i.name == template)
     account = config.exchanges[first.exchange]
@@ -136,22 +136,22 @@ def _config(path: Path, state: Path, template: str, instances: list[tuple[str, s
                                    plugins=msgspec.structs.replace(config.plugins, modules=modules))
 
 
-def _run(path: Path, csv: Path, state: Path, template: str, instances: list[tuple[str, str, Any]]) -> None:
+def _run(base: Config, csv: Path, state: Path, template: str, instances: list[tuple[str, str, Any]]) -> None:
     """One process: these instances over the candles (their journals in ``state``)."""
     from gatebot.app.runner import Runner
     from gatebot.plugins.manager import make_plugin_manager
 
-    config = _config(path, state, template, instances)
+    config = _config(base, state, template, instances)
     plugins = make_plugin_manager(config.plugins.modules, config.plugins.disable)
     asyncio.run(Runner(config, plugins, candles_csv=csv).run())
 
 
-def _run_and_judge(path: Path, csv: Path, state: Path, template: str, instances: list[tuple[str, str, Any]],
+def _run_and_judge(base: Config, csv: Path, state: Path, template: str, instances: list[tuple[str, str, Any]],
                    training: tuple[int, int] | None) -> list[float]:
     """One process: run these instances, then evaluate each (split as the strategy's was): their figures."""
     from gatebot.core.market import read_candles
 
-    _run(path, csv, state, template, instances)
+    _run(base, csv, state, template, instances)
     rows = read_candles(csv).rows  # as the replay reads it
     return [figure(_evaluate(state, name, rows, training)[0]) for name, _, _ in instances]
 
@@ -209,7 +209,8 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
     rows = read_candles(csv).rows  # as the replay reads it
     with tempfile.TemporaryDirectory(prefix="gatebot-baseline-") as tmp:
         root = state or Path(tmp)
-        instances = load_config(path).instances
+        base = load_config(path)
+        instances = base.instances
         first = next((i for i in instances if i.name == instance), None) if instance else instances[0]
         if first is None:
             from gatebot.core.config import ConfigError
@@ -217,9 +218,9 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
             raise ConfigError(f"{path}: evaluate --instance: no instance {instance!r} (there are "
                               f"{', '.join(i.name for i in instances)})")
         mine_dir = strategy_dir or root / "strategy"
-        _run(path, csv, mine_dir, first.name, [(first.name, first.strategy, first.params)])
+        _run(base, csv, mine_dir, first.name, [(first.name, first.strategy, first.params)])
         ev, meta = _evaluate(mine_dir, first.name, rows)
-        randoms, params = random_returns(path, csv, root, first, ev, meta, mine_dir / f"{first.name}.sqlite", rows,
+        randoms, params = random_returns(base, csv, root, first, ev, meta, mine_dir / f"{first.name}.sqlite", rows,
                                          n, seed=seed, workers=workers)
     mine = figure(ev)
     percentile, p_value = compare(mine, randoms)
@@ -229,7 +230,7 @@ def run_baseline(path: Path, csv: Path, n: int, *, workers: int | None = None, s
                     seconds=time.perf_counter() - t0)
 
 
-def random_returns(path: Path, csv: Path, root: Path, first: InstanceConfig, ev: dict[str, Any], meta: dict[str, str],
+def random_returns(base: Config, csv: Path, root: Path, first: InstanceConfig, ev: dict[str, Any], meta: dict[str, str],
                    journal_path: Path, rows: np.ndarray, n: int, *, seed: int = 0,
                    workers: int | None = None) -> tuple[list[float], RandomEntryParams]:
     """The figures of ``n`` random-entry runs with the rates of instance ``first``'s replay (its evaluation ``ev``,
@@ -249,10 +250,10 @@ def random_returns(path: Path, csv: Path, root: Path, first: InstanceConfig, ev:
     dirs = [root / f"random{i}" for i in range(k)]  # one state folder per process (each holds its lock)
     chunks = [runs[i::k] for i in range(k)]
     if k == 1:
-        figures = [_run_and_judge(path, csv, dirs[0], first.name, runs, training)]
+        figures = [_run_and_judge(base, csv, dirs[0], first.name, runs, training)]
     else:
         with ProcessPoolExecutor(k) as pool:
-            figures = list(pool.map(_run_and_judge, [path] * k, [csv] * k, dirs, [first.name] * k, chunks,
+            figures = list(pool.map(_run_and_judge, [base] * k, [csv] * k, dirs, [first.name] * k, chunks,
                                     [training] * k))
     by_name = {name: f for chunk, got in zip(chunks, figures, strict=True)
                for (name, _, _), f in zip(chunk, got, strict=True)}

@@ -345,7 +345,7 @@ def run_walk_forward(path: Path, csv: Path, train: str, test: str, *, out: Path 
                              warmup_candles=found[0].warmup,
                              windows=summaries, stitched=stitched)
         if baseline_runs > 0:
-            b = _baseline(path, out, inst, stitched, rows[found[0].replay[0]:found[-1].test[1]], history, asked,
+            b = _baseline(base, out, inst, stitched, rows[found[0].replay[0]:found[-1].test[1]], history, asked,
                           baseline_runs, seed, executor)
             result.baseline = msgspec.to_builtins(b)
     result.seconds = time.perf_counter() - t0
@@ -353,13 +353,13 @@ def run_walk_forward(path: Path, csv: Path, train: str, test: str, *, out: Path 
     return result
 
 
-def _random_chunk(item: tuple[str, str, str, list[tuple[str, str, Any]]], shared: Any) -> list[float]:
+def _random_chunk(item: tuple[Config, str, str, list[tuple[str, str, Any]]], shared: Any) -> list[float]:
     """One process's share of the random runs over the stitched span (the baseline's own run-and-judge)."""
-    path, state, template, runs = item
-    return baseline._run_and_judge(Path(path), shared.path(), Path(state), template, runs, None)
+    base, state, template, runs = item
+    return baseline._run_and_judge(base, shared.path(), Path(state), template, runs, None)
 
 
-def _baseline(path: Path, out: Path, inst: InstanceConfig, stitched: dict[str, Any], rows: np.ndarray, history: int,
+def _baseline(base: Config, out: Path, inst: InstanceConfig, stitched: dict[str, Any], rows: np.ndarray, history: int,
               asked: int, n: int, seed: int, executor: Any) -> baseline.Baseline:
     """``n`` random-entry runs at the stitched trades' rates over the stitched span (the same warm-up before it)."""
     from gatebot.app.executors import SharedFile
@@ -374,7 +374,7 @@ def _baseline(path: Path, out: Path, inst: InstanceConfig, stitched: dict[str, A
                             leverage=inst.leverage, max_hold=getattr(inst.params, "max_hold", None))
     runs = baseline.random_runs(params, n, seed)
     k = max(1, min(executor.workers, n))
-    items = [(str(path), str(folder / f"random{i}"), inst.name, runs[i::k]) for i in range(k)]
+    items = [(base, str(folder / f"random{i}"), inst.name, runs[i::k]) for i in range(k)]
     figures: dict[str, float] = {}
     for i, got in executor.map(_random_chunk, items, shared=SharedFile(csv)):
         figures |= {name: f for (name, _, _), f in zip(items[i][3], got, strict=True)}

@@ -153,6 +153,45 @@ def test_ray_gives_what_local_processes_give(tmp_path: Path) -> None:
     assert local == ray
 
 
+def test_no_worker_reads_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The windows and the baseline's random runs get the loaded config, never its path: the workers of a Ray
+    cluster without a shared folder have no such file. Here the file is gone once the driver has read it."""
+    from gatebot.app import executors
+
+    cfg, csv = _setup(tmp_path)
+    run_walk_forward(cfg, csv, "1200", "600", out=tmp_path / "with", workers=2, baseline_runs=4)
+    made = executors.executor_for
+
+    class FileGone:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __enter__(self) -> FileGone:
+            self.inner.__enter__()
+            return self
+
+        def __exit__(self, *exc: Any) -> None:
+            self.inner.__exit__(*exc)
+
+        @property
+        def workers(self) -> int:
+            return self.inner.workers
+
+        def map(self, fn: Any, items: Any, shared: Any = None) -> Any:
+            if cfg.exists():
+                cfg.rename(tmp_path / "elsewhere.toml")
+            return self.inner.map(fn, items, shared=shared)
+
+    monkeypatch.setattr(executors, "executor_for", lambda ray, workers: FileGone(made(ray, workers)))
+    run_walk_forward(cfg, csv, "1200", "600", out=tmp_path / "without", workers=2, baseline_runs=4)
+    assert not cfg.exists()
+    got, want = _figures(tmp_path / "without"), _figures(tmp_path / "with")
+    for r in (got, want):  # the windows' folders differ, and with them the params naming the model file
+        for w in r["windows"]:
+            w.pop("params")
+    assert got == want and got["baseline"] is not None
+
+
 # --- opportunity gating over the shared 15m file, retrained every month --------------------------------------
 
 
