@@ -16,7 +16,6 @@ import asyncio
 import os
 import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -156,6 +155,10 @@ def _run_and_judge(base: Config, csv: Path, state: Path, template: str, instance
     return [figure(_evaluate(state, name, rows, training)[0]) for name, _, _ in instances]
 
 
+def _judge(item: tuple[Config, Path, Path, str, list[tuple[str, str, Any]], tuple[int, int] | None]) -> list[float]:
+    return _run_and_judge(*item)
+
+
 def _evaluate(state: Path, name: str, rows: np.ndarray,
               training: tuple[int, int] | None = None) -> tuple[dict[str, Any], dict[str, str]]:
     """The evaluation of one run (with ``training``: split as the strategy's was) and its journal's meta."""
@@ -252,9 +255,14 @@ def random_returns(base: Config, csv: Path, root: Path, first: InstanceConfig, e
     if k == 1:
         figures = [_run_and_judge(base, csv, dirs[0], first.name, runs, training)]
     else:
-        with ProcessPoolExecutor(k) as pool:
-            figures = list(pool.map(_run_and_judge, [base] * k, [csv] * k, dirs, [first.name] * k, chunks,
-                                    [training] * k))
+        from gatebot.app.executors import LocalExecutor
+
+        got: dict[int, list[float]] = {}
+        with LocalExecutor(k) as executor:  # the sweep's and walk-forward's local processes (spawned, retried)
+            for i, figs in executor.map(_judge, [(base, csv, d, first.name, c, training)
+                                                 for d, c in zip(dirs, chunks, strict=True)]):
+                got[i] = figs
+        figures = [got[i] for i in range(k)]
     by_name = {name: f for chunk, got in zip(chunks, figures, strict=True)
                for (name, _, _), f in zip(chunk, got, strict=True)}
     return [by_name[name] for name in names], params
