@@ -248,8 +248,23 @@ def config_from(path: Path, raw: dict[str, Any], *, allow_live: bool = False) ->
     try:
         config = msgspec.convert(raw, Config)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_one_line(path, exc, raw=raw)) from exc
+        raise ConfigError(_keyed(path, exc, raw)) from exc
     return _resolve(path, config, allow_live)
+
+
+def _keyed(path: Path, exc: msgspec.ValidationError, raw: dict[str, Any]) -> str:
+    """:func:`_one_line`, naming the table: msgspec says ``$.exchanges[...]`` for an entry of a table of tables,
+    so the entry at fault is found by converting each one alone (``$.exchanges.bingx.bogus``)."""
+    at = str(exc).partition(" - at `$")[2]
+    keyed = re.match(r"\.(\w+)\[\.\.\.\]", at)
+    hint = typing.get_type_hints(Config).get(keyed.group(1)) if keyed else None
+    if keyed and typing.get_origin(hint) is dict and isinstance(raw.get(keyed.group(1)), dict):
+        for key, table in raw[keyed.group(1)].items():
+            try:
+                msgspec.convert(table, typing.get_args(hint)[1])
+            except msgspec.ValidationError as inner:
+                return _one_line(path, inner, f"$.{keyed.group(1)}.{key}", raw=table)
+    return _one_line(path, exc, raw=raw)
 
 
 def _one_line(path: Path, exc: msgspec.ValidationError, prefix: str = "$", raw: Any = None) -> str:

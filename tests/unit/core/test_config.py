@@ -72,6 +72,10 @@ BAD = [
      "$.exchanges.paper.options.balance", "Invalid decimal"),
     ("exchange option out of range", GOOD.replace("balance = 1000.0", "balance = -5.0"),
      "$.exchanges.paper.options", "balance must be positive"),
+    ("unknown key of an exchange", GOOD.replace('type = "paper"', 'type = "paper"\nhedge = true'),
+     "$.exchanges.paper.hedge", "unknown field"),
+    ("exchange key of the wrong type", GOOD.replace('type = "paper"', 'type = "paper"\nhedge_mode = "yes"'),
+     "$.exchanges.paper.hedge_mode", "Expected `bool`"),
     ("unknown exchange type", GOOD.replace('type = "paper"', 'type = "kraken"'), "$.exchanges.paper.type",
      "unknown exchange type 'kraken'"),
     ("bad instance name", GOOD.replace('name = "one"', 'name = "One-Bot"'), "$.instances[0].name",
@@ -155,7 +159,7 @@ def test_an_account_s_risk_guards_are_configured_on_its_exchange_table(tmp_path:
     assert risk is not None and (risk.max_daily_loss_pct, risk.resume) == (3, "next_utc_day")
     assert config_hash(config) != before  # a limit changes how the bot trades
     path.write_text(GOOD.replace('type = "paper"', 'type = "paper"\nrisk = { max_trades_per_day = 0 }'))
-    with pytest.raises(ConfigError, match=r"\$\.exchanges\[\.\.\.\]\.risk\.max_trades_per_day: Expected `int` >= 1"):
+    with pytest.raises(ConfigError, match=r"\$\.exchanges\.paper\.risk\.max_trades_per_day: Expected `int` >= 1"):
         load_config(path)
 
 
