@@ -49,7 +49,6 @@ from gatebot.core.config import (
     _one_line,
     config_from,
     config_hash,
-    load_config,
     read_toml,
 )
 from gatebot.core.journal import StateDirLock
@@ -359,7 +358,7 @@ def run_trial(task: TrialTask, candles: SharedFile) -> TrialResult:
                 journal.close()
             figures = figures_of(ev)
             if task.baseline_runs:
-                randoms, _ = random_returns(load_config(path), csv, Path(tmp) / "baseline", config.instances[0], ev,
+                randoms, _ = random_returns(config, csv, Path(tmp) / "baseline", config.instances[0], ev,
                                             meta, state / f"{task.instance}.sqlite", rows, task.baseline_runs,
                                             seed=task.seed, workers=1)
                 figures["p_value"] = compare(figures["oos_return_pct"], randoms)[1]
