@@ -11,6 +11,10 @@ worker process; ``fn`` is then called as ``fn(item, shared)``.
 A worker lost mid-task (killed, out of memory, its node gone) has its task run again, at most ``retries`` more
 times; an exception raised by ``fn`` itself is not retried (a replay is deterministic: it would raise again) and
 comes out of ``map`` as it was raised. Executors are context managers: leaving the block ends their workers.
+A script that drives a local executor (``run_sweep``, ``run_walk_forward``) must start under
+``if __name__ == "__main__":``: each spawned worker imports the script, and one without the guard starts its
+work again in every worker, which multiprocessing answers with a hang, not an error (the CLI and the benchmarks
+have it).
 """
 
 from __future__ import annotations
