@@ -257,12 +257,10 @@ def random_returns(base: Config, csv: Path, root: Path, first: InstanceConfig, e
     else:
         from gatebot.app.executors import LocalExecutor
 
-        got: dict[int, list[float]] = {}
         with LocalExecutor(k) as executor:  # the sweep's and walk-forward's local processes (spawned, retried)
-            for i, figs in executor.map(_judge, [(base, csv, d, first.name, c, training)
-                                                 for d, c in zip(dirs, chunks, strict=True)]):
-                got[i] = figs
-        figures = [got[i] for i in range(k)]
+            by_chunk = dict(executor.map(_judge, [(base, csv, d, first.name, c, training)
+                                                  for d, c in zip(dirs, chunks, strict=True)]))
+        figures = [by_chunk[i] for i in range(k)]
     by_name = {name: f for chunk, got in zip(chunks, figures, strict=True)
                for (name, _, _), f in zip(chunk, got, strict=True)}
     return [by_name[name] for name in names], params
